@@ -1,0 +1,224 @@
+"""The composition root: config in; store, knowledge, backend, engine and channels built and run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from bot.backends.base import Backend, ProgressFn
+from bot.config import Config
+from bot.engine import Engine
+from bot.knowledge import ContentSet, Knowledge, diff, load
+from bot.models import resolve
+from bot.prompts import Prompts
+from bot.store import LogStore
+from bot.types import PendingTurn, ReloadReport
+
+log = logging.getLogger(__name__)
+RESUME_WINDOW_S = 600
+
+
+class Channel(Protocol):
+    """What `serve` needs of a messenger adapter."""
+
+    name: str
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def resume(self, turn: PendingTurn) -> None: ...
+
+
+@dataclass
+class App:
+    """Everything a command needs, built once per process."""
+
+    cfg: Config
+    store: LogStore
+    knowledge: Knowledge
+    backend: Backend
+    engine: Engine
+
+
+def setup_logging(cfg: Config) -> None:
+    """Logs go to stderr so `bot ask --json` keeps stdout for JSON lines."""
+    logging.basicConfig(level=getattr(logging, cfg.log_level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "telegram", "apscheduler", "jieba", "tornado.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def make_backend(cfg: Config) -> Backend:
+    """The embedded llama.cpp backend for the configured model (raises ModelError with the fix)."""
+    from bot.backends.llamacpp import LlamaCppBackend, LlamaSettings
+
+    model = resolve(cfg.model.name, cfg.path(cfg.model.dir))
+    m = cfg.model
+    return LlamaCppBackend(LlamaSettings(
+        model_path=model.path, model_name=model.name, model_sha256=model.sha256, threads=m.threads,
+        n_ctx=m.n_ctx, n_batch=m.n_batch, temperature=m.temperature, top_p=m.top_p,
+        repeat_penalty=m.repeat_penalty, max_tokens=m.max_tokens, seed=m.seed, queue_limit=m.queue_limit,
+        cache_dir=cfg.data_path / "prefix-cache" if m.prefix_cache else None,
+    ))
+
+
+def progress_bar(enabled: bool) -> tuple[ProgressFn | None, Any]:
+    """A tqdm bar on stderr for the prefix computation, and a closer."""
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar: list[Any] = []
+
+    def update(done: int, total: int) -> None:
+        if not bar:
+            bar.append(tqdm(total=total, unit="tok", desc="Reading the content (first run only)", file=sys.stderr))
+        bar[0].update(done - bar[0].n)
+
+    return update, lambda: bar and bar[0].close()
+
+
+@contextlib.asynccontextmanager
+async def open_app(cfg: Config, *, backend: Backend | None = None, progress: bool = True) -> AsyncIterator[App]:
+    """Build the app, compute or restore the content prefix, and tear everything down afterwards."""
+    store = await LogStore.open(cfg.database_path)
+    try:
+        knowledge = Knowledge(cfg.content_path)
+        prompts = Prompts()
+        backend = backend or await asyncio.to_thread(make_backend, cfg)
+        engine = Engine(cfg, knowledge, backend, store, prompts)
+        update, close_bar = progress_bar(progress and sys.stderr.isatty())
+        try:
+            await engine.start(update)
+        finally:
+            close_bar()
+        write_snapshot(cfg, knowledge.current)
+        try:
+            yield App(cfg, store, knowledge, backend, engine)
+        finally:
+            await backend.close()
+    finally:
+        await store.close()
+
+
+def write_snapshot(cfg: Config, content: ContentSet) -> None:
+    """Record what a running bot serves, so `bot content reload` can diff against it."""
+    cfg.data_path.mkdir(parents=True, exist_ok=True)
+    snap = {"version": content.version, "passages": [[p.id, p.source, p.section] for p in content.passages]}
+    (cfg.data_path / "content.json").write_text(json.dumps(snap, ensure_ascii=False), encoding="utf-8")
+
+
+def check_reload(cfg: Config) -> tuple[ReloadReport, bool]:
+    """Validate the content folder and diff it against the running bot's snapshot; signal the server."""
+    from bot.types import Passage
+
+    snap_path = cfg.data_path / "content.json"
+    try:
+        new = load(cfg.content_path)
+    except Exception as exc:  # noqa: BLE001 - reported, nothing replaced
+        old_version = json.loads(snap_path.read_text())["version"] if snap_path.exists() else "-"
+        return ReloadReport(False, old_version, old_version, error=str(exc)), False
+    if snap_path.exists():
+        snap = json.loads(snap_path.read_text(encoding="utf-8"))
+        old_passages = tuple(Passage(pid, sec, "", src, i) for i, (pid, src, sec) in enumerate(snap["passages"]))
+        old = ContentSet(snap["version"], "", old_passages, (), new.index)
+        report = diff(old, new)
+    else:
+        report = ReloadReport(True, new.version, "-", added=len(new.passages), passages=len(new.passages))
+    return report, signal_server(cfg)
+
+
+def pid_path(cfg: Config) -> Path:
+    return cfg.data_path / "bot.pid"
+
+
+def signal_server(cfg: Config) -> bool:
+    """Send SIGHUP to a running `bot serve` named in the pid file; False when none runs."""
+    path = pid_path(cfg)
+    try:
+        pid = int(path.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def build_channels(app: App, only: str | None) -> list[Channel]:
+    """Every channel whose credentials are configured (or just `only`)."""
+    cfg = app.cfg
+    channels: list[Channel] = []
+    if only in (None, "telegram") and cfg.telegram.token:
+        from bot.channels.telegram import TelegramChannel
+
+        channels.append(TelegramChannel(cfg.telegram, cfg.conversation, app.engine, app.store))
+    if only in (None, "wecom") and cfg.wecom.corp_id and cfg.wecom.token and cfg.wecom.aes_key:
+        from bot.channels.wecom import WecomChannel
+
+        channels.append(WecomChannel(cfg.wecom, cfg.conversation, app.engine, app.store))
+    return channels
+
+
+async def serve(app: App, only: str | None = None) -> int:
+    """Run the enabled channels until SIGINT/SIGTERM; SIGHUP reloads the content."""
+    channels = build_channels(app, only)
+    if not channels:
+        want = only or "any channel"
+        print(f"bot serve: no credentials for {want}; fix: set TELEGRAM_BOT_TOKEN, or WECOM_CORP_ID, "
+              "WECOM_AGENT_ID, WECOM_CORP_SECRET, WECOM_TOKEN and WECOM_AES_KEY.", file=sys.stderr)
+        return 2
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reloads: set[asyncio.Task[Any]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(_reload(app))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    pid_path(app.cfg).write_text(str(os.getpid()))
+    started: list[Channel] = []
+    try:
+        for ch in channels:
+            await ch.start()
+            started.append(ch)
+            log.info("channel %s started", ch.name)
+        await _resume_pending(app, started)
+        await stop.wait()
+    finally:
+        for ch in reversed(started):
+            with contextlib.suppress(Exception):
+                await ch.stop()
+        pid_path(app.cfg).unlink(missing_ok=True)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+async def _reload(app: App) -> None:
+    report = await app.engine.reload()
+    if report.ok:
+        write_snapshot(app.cfg, app.knowledge.current)
+    log.info("%s", report.summary())
+
+
+async def _resume_pending(app: App, channels: list[Channel]) -> None:
+    """Answer messenger turns left unanswered by a crash (< 10 min old); older ones are marked abandoned."""
+    by_name = {ch.name: ch for ch in channels}
+    pending = await app.store.pending_turns(RESUME_WINDOW_S, by_name)
+    for turn in pending:
+        log.info("answering turn %d left unanswered on %s", turn.turn_id, turn.channel)
+        try:
+            await by_name[turn.channel].resume(turn)
+        except Exception:
+            log.exception("could not resume turn %d", turn.turn_id)

@@ -1,0 +1,67 @@
+"""The model backend interface: an async token stream per conversation, a prefix warm-up, and counters.
+
+A backend takes chat messages (OpenAI-style dicts) and yields text pieces. The first message is the
+stable prefix (system prompt with the content), which backends keep computed between requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from bot.types import Queued
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class BackendStats:
+    """Counters for /stats and `bot ask --json`."""
+
+    requests: int = 0
+    queued: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prefix_source: str = ""  # "computed", "restored" or "" before warm-up
+    prefix_seconds: float = 0.0
+
+
+@dataclass
+class Completion:
+    """What a finished stream reports after its last piece."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model that streams an answer for a list of chat messages."""
+
+    model_name: str
+    stats: BackendStats
+
+    async def warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None = None) -> None:
+        """Compute (or restore) the shared prefix so later requests start from it."""
+        ...
+
+    def stream(
+        self, messages: list[dict[str, str]], *, conversation: str, max_tokens: int | None = None,
+        completion: Completion | None = None,
+    ) -> AsyncIterator[str | Queued]:
+        """Yield text pieces (and `Queued` notes while waiting); fill `completion` at the end."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model's tokenizer makes of `text`."""
+        ...
+
+    def queue_depth(self) -> int:
+        """Requests waiting or running now."""
+        ...
+
+    async def close(self) -> None:
+        """Stop the worker and free the model."""
+        ...

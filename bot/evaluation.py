@@ -1,0 +1,126 @@
+"""`bot eval`: run a question set (the dev_qa.jsonl format) through the engine and score it.
+
+A fact is right when the answer is not a decline and contains one of `expect_any` (substring,
+case-insensitive for Latin letters). An out-of-scope question is right when it is declined.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.engine import Engine
+from bot.errors import ContentError
+from bot.types import Incoming
+
+
+@dataclass
+class Case:
+    """One row of a question set."""
+
+    id: str
+    kind: str
+    question: str
+    expect_any: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Result:
+    """One question's outcome."""
+
+    id: str
+    kind: str
+    question: str
+    answer: str
+    refused: bool
+    correct: bool
+    citations: list[str]
+    ttft_ms: int | None
+    total_ms: int | None
+    decline_reason: str = ""
+
+
+def load_cases(path: Path) -> list[Case]:
+    """Read a JSONL question set; a bad line names its number."""
+    cases = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            cases.append(Case(str(row["id"]), row["kind"], row["question"], list(row.get("expect_any", []))))
+        except (json.JSONDecodeError, KeyError) as exc:
+            fix = "fix: give id, kind, question (and expect_any for facts)"
+            raise ContentError(f"{path}:{i}: not a question row ({exc}); {fix}.") from exc
+    return cases
+
+
+def is_correct(case: Case, answer: str, refused: bool) -> bool:
+    """The scoring rule of the module docstring."""
+    if case.kind == "out_of_scope":
+        return refused
+    return not refused and any(p.lower() in answer.lower() for p in case.expect_any)
+
+
+async def run_case(engine: Engine, case: Case) -> Result:
+    """Ask one question in a fresh conversation."""
+    msg = Incoming("eval", "eval", "eval", case.question, conversation=f"eval:{case.id}")
+    reply = await engine.ask(msg)
+    return Result(case.id, case.kind, case.question, reply.text, reply.refused,
+                  is_correct(case, reply.text, reply.refused), [c.id for c in reply.citations], reply.ttft_ms,
+                  reply.total_ms, reply.decline_reason)
+
+
+def summarise(results: list[Result], model: str) -> dict[str, Any]:
+    """Per-kind totals, decline rate, false declines, refusal precision and latency."""
+    kinds: dict[str, dict[str, int]] = {}
+    for r in results:
+        k = kinds.setdefault(r.kind, {"total": 0, "correct": 0, "declined": 0})
+        k["total"] += 1
+        k["correct"] += int(r.correct)
+        k["declined"] += int(r.refused)
+    declined = [r for r in results if r.refused]
+    false_declines = [r.id for r in declined if r.kind != "out_of_scope"]
+    totals = [r.total_ms for r in results if r.total_ms is not None]
+    ttfts = [r.ttft_ms for r in results if r.ttft_ms is not None]
+    return {
+        "model": model,
+        "questions": len(results),
+        "correct": sum(r.correct for r in results),
+        "by_kind": kinds,
+        "decline_rate": round(len(declined) / len(results), 3) if results else 0.0,
+        "false_declines": false_declines,
+        "refusal_precision": round(1 - len(false_declines) / len(declined), 3) if declined else None,
+        "avg_total_ms": round(sum(totals) / len(totals)) if totals else None,
+        "avg_ttft_ms": round(sum(ttfts) / len(ttfts)) if ttfts else None,
+    }
+
+
+def result_lines(r: Result) -> list[str]:
+    """Two lines for one question: verdict and timing, then the answer."""
+    mark = "ok " if r.correct else "BAD"
+    what = "declined" if r.refused else "answered"
+    return [f"{mark} {r.id:<5} {r.kind:<12} {what:<8} {r.total_ms or 0:>6} ms  {r.question}",
+            f"      -> {r.answer[:160]}" + (f"   ({r.decline_reason})" if r.decline_reason else "")]
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The totals: per kind, declines, refusal precision, latency."""
+    lines = []
+    for kind, k in summary["by_kind"].items():
+        label = "facts answered with an accepted phrase" if kind == "fact" else (
+            "out-of-scope declined" if kind == "out_of_scope" else f"{kind} correct")
+        lines.append(f"{kind}: {k['correct']}/{k['total']} {label} ({k['declined']} declined)")
+    lines.append(f"total: {summary['correct']}/{summary['questions']} correct; decline rate "
+                 f"{summary['decline_rate']:.0%}; false declines: {len(summary['false_declines'])} "
+                 f"{summary['false_declines'] or ''}; refusal precision {summary['refusal_precision']}")
+    lines.append(f"latency: average first token {summary['avg_ttft_ms']} ms, average answer "
+                 f"{summary['avg_total_ms']} ms; model {summary['model']}")
+    return lines
+
+
+def report_json(results: list[Result], summary: dict[str, Any]) -> str:
+    """The whole run as JSON, for `--report`."""
+    return json.dumps({"summary": summary, "results": [asdict(r) for r in results]}, ensure_ascii=False, indent=2)

@@ -1,0 +1,203 @@
+"""Deciding answer or decline from the text, not from the model's goodwill, and choosing true citations.
+
+Measured on this machine, the 1.5B model answers a "does the text answer this?" self-check with yes for
+every question, and invents answers to most questions the article does not cover. So the decision rests
+on evidence in the text:
+
+1. Before generation (`question_evidence`): the question's key terms (English names mapped to the
+   article's Chinese names through pinyin) must occur in the content. A question none of whose terms
+   occur anywhere is declined at once, without spending model time.
+2. After generation (`support`): the answer's own claims (its words that do not merely repeat the
+   question) must be found in the passages it cites. Numbers and Latin-script names must occur there
+   verbatim. An answer that fails is retracted and replaced by the decline. This catches the measured
+   failure mode: invented places, figures, ages and companies are words the article does not contain.
+3. The model's own "the article does not say" is honoured (`model_declined`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from pypinyin import lazy_pinyin
+
+from bot.knowledge import ContentSet
+from bot.texts import language
+from bot.types import Passage
+from bot.words import bigrams, key_terms, latin_names, numbers
+
+_MARKER = re.compile(r"\s*[\[【](\d{1,3})[\]】]")
+_CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
+# Characters that carry grammar, not content: bigrams containing them say nothing about support.
+_FUNCTION_CHARS = set("的了是在和与及也都就而或把被将对为这那其之他她它们吗呢吧啊很更最并从向于以所着过个一有没不")
+_DECLINE = re.compile(
+    r"(没有提到|未提到|没有提及|未提及|没有说明|未说明|没有涉及|未涉及|无法回答|无法从文章|没有相关信息|没有给出|"
+    r"未给出|只能回答与这篇文章|does not (say|mention|state|provide|specify)|doesn't (say|mention)|"
+    r"not (mentioned|stated|specified)|no information|cannot answer|can't answer|only answer questions about)",
+    re.IGNORECASE,
+)
+_INJECTION = re.compile(
+    r"(忽略|无视|忘记|忘掉).{0,8}(指令|指示|规则|提示|设定|要求)|(系统|system)\s*(提示|prompt)|"
+    r"ignore (all |any |the )?(previous|prior|above|earlier)? ?(instructions|rules|prompts?)|"
+    r"(reveal|print|show|repeat|output).{0,20}(prompt|instructions)|jailbreak|developer mode|"
+    r"钓鱼|phishing|恶意代码|攻击代码|malware",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class Evidence:
+    """How well the question's key terms are found in the content."""
+
+    terms: list[str]
+    found: list[str]
+    missing: list[str]
+    best: list[Passage] = field(default_factory=list)
+
+    @property
+    def coverage(self) -> float:
+        return len(self.found) / len(self.terms) if self.terms else 1.0
+
+    @property
+    def none_found(self) -> bool:
+        """The question has content words and not one of them occurs in the content."""
+        return bool(self.terms) and not self.found
+
+
+@dataclass
+class Support:
+    """Which passages support an answer, and how much of the answer they cover."""
+
+    supported: bool
+    score: float
+    passages: list[Passage]
+    unsupported: list[str]
+    reason: str = ""
+
+
+def is_injection(question: str) -> bool:
+    """A request to drop the rules, reveal the prompt, or produce something harmful."""
+    return bool(_INJECTION.search(question))
+
+
+def model_declined(answer: str) -> bool:
+    """The model said the article does not cover the question."""
+    return bool(_DECLINE.search(answer))
+
+
+def strip_markers(text: str) -> str:
+    """The answer without its [n] citation markers."""
+    return _MARKER.sub("", text)
+
+
+def markers(text: str) -> list[int]:
+    """The passage numbers cited in the text, in order of first appearance."""
+    return list(dict.fromkeys(int(m) for m in _MARKER.findall(text)))
+
+
+@lru_cache(maxsize=8)
+def _pinyin_index(names: tuple[str, ...]) -> dict[str, str]:
+    """Toneless pinyin (no spaces) of each Chinese name, e.g. 'liuqingfeng' -> 刘庆峰."""
+    return {"".join(lazy_pinyin(n)).lower(): n for n in names}
+
+
+def content_names(content: ContentSet) -> tuple[str, ...]:
+    """Chinese words of two to four characters that jieba tags as names in the content."""
+    from bot.words import _posseg  # a cached segmentation shared with key_terms
+
+    names: set[str] = set()
+    for p in content.passages:
+        for run in _CJK_RUN.findall(p.section + p.text):
+            names.update(w for w, flag in _posseg(run) if flag in ("nr", "nrt", "nrfg") and 2 <= len(w) <= 4)
+    return tuple(sorted(names))
+
+
+def map_english(question: str, content: ContentSet) -> str:
+    """Append the article's Chinese spelling of any pinyin name in an English question."""
+    index = _pinyin_index(content_names(content))
+    words = re.findall(r"[A-Za-z]+", question.lower())
+    found = []
+    for size in (3, 2, 1):
+        for i in range(len(words) - size + 1):
+            joined = "".join(words[i : i + size])
+            if joined in index:
+                found.append(index[joined])
+    return question + (" " + " ".join(dict.fromkeys(found)) if found else "")
+
+
+def _occurs(term: str, haystack: str) -> bool:
+    return term.lower() in haystack
+
+
+def question_evidence(question: str, content: ContentSet, context: str = "") -> Evidence:
+    """Which key terms of the question (plus follow-up context) occur in the content, and where together."""
+    mapped = map_english(question, content)
+    terms = key_terms(mapped)
+    if context and len(terms) < 2:
+        terms += [t for t in key_terms(map_english(context, content)) if t not in terms]
+    whole = "\n".join(p.section + " " + p.text for p in content.passages).lower()
+    found = [t for t in terms if _occurs(t, whole)]
+    missing = [t for t in terms if t not in found]
+
+    def together(p: Passage) -> int:
+        text = (p.section + " " + p.text).lower()
+        return sum(1 for t in found if _occurs(t, text))
+
+    ranked = sorted(content.passages, key=lambda p: -together(p))
+    best = [p for p in ranked[:3] if together(p) > 0]
+    return Evidence(terms, found, missing, best)
+
+
+def _cjk_bigrams(text: str) -> list[str]:
+    out = []
+    for run in _CJK_RUN.findall(text):
+        out.extend(bg for bg in bigrams(run) if len(bg) == 2 and not (set(bg) & _FUNCTION_CHARS))
+    return out
+
+
+def _claims(answer: str, question: str) -> list[str]:
+    """The answer's content bigrams that do not merely repeat the question."""
+    asked = set(_cjk_bigrams(question))
+    return [bg for bg in _cjk_bigrams(answer) if bg not in asked]
+
+
+def _coverage(items: list[str], text: str) -> float:
+    return sum(1 for c in items if c in text) / len(items) if items else 0.0
+
+
+def support(answer: str, question: str, content: ContentSet, cited: list[Passage], min_support: float) -> Support:
+    """Check the answer against its cited passages (or the best ones) and choose the citations to show.
+
+    A passage supports the answer when it holds the answer's own claims and also mentions what the
+    question is about (so a true sentence about something else does not count).
+    """
+    body = strip_markers(answer)
+    claims = _claims(body, question)
+    whole = "".join(p.section + p.text for p in content.passages)
+    topic = [bg for bg in dict.fromkeys(_cjk_bigrams(question)) if bg in whole]
+    hard = numbers(body) | latin_names(body, every_word=language(question) == "zh")
+
+    def text(p: Passage) -> str:
+        return p.section + p.text
+
+    def fits(p: Passage) -> bool:
+        return (not claims or _coverage(claims, text(p)) >= 0.3) and (not topic or _coverage(topic, text(p)) > 0)
+
+    useful = [p for p in cited if fits(p)]
+    if not useful or (claims and _coverage(claims, "".join(map(text, useful))) < min_support):
+        ranked = sorted(content.passages, key=lambda p: -(_coverage(claims, text(p)) + 0.5 * _coverage(topic, text(p))))
+        useful = [p for p in ranked[:2] if fits(p)][:2]
+        if len(useful) == 2 and _coverage(claims, text(useful[0])) >= max(min_support, 0.99 if claims else 0):
+            useful = useful[:1]
+    joined = "".join(map(text, useful))
+    score = _coverage(claims, joined) if claims else (1.0 if useful else 0.0)
+    missing_hard = sorted(h for h in hard if h not in joined.lower())
+    unsupported = [c for c in claims if c not in joined]
+    if not useful:
+        return Support(False, 0.0, [], claims, "no passage holds both the question's topic and the answer")
+    if missing_hard:
+        return Support(False, score, useful, missing_hard, f"not in the cited text: {', '.join(missing_hard)}")
+    if score < min_support:
+        return Support(False, score, useful, unsupported, f"only {score:.0%} of the answer is in the cited text")
+    return Support(True, score, useful, unsupported)

@@ -1,0 +1,235 @@
+"""Content: loading and cleaning files, splitting them into labelled passages, retrieval, and atomic reload.
+
+Retrieval is BM25 over jieba words plus character bigrams (pure Python): the content is small, it needs
+no index on disk, and bigrams cover the two-character words SQLite's trigram tokenizer cannot match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.errors import ContentError
+from bot.types import Passage, ReloadReport
+from bot.words import terms
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".txt", ".md")
+MAX_PASSAGE_CHARS = 360
+
+# Web-page furniture that content copied from news sites carries, often glued onto real lines.
+_INLINE_JUNK = [
+    re.compile(r"返回搜狐[,，]?\s*查看更多"),
+    re.compile(r"\s*阅读原文\s*$"),
+]
+_LINE_JUNK = [
+    re.compile(r"^\d+(\s+\d+){1,3}$"),  # view / like / comment counters
+    re.compile(r"^.{0,30}\d+\s*(年|个月|天|小时|分钟)前\s*[(（]?\d{0,4}[)）]?\s*发布.*$"),  # "1年前 (2023)发布 site"
+    re.compile(r"^(原标题|责任编辑|本版统筹|声明|免责声明)[:：/].*$"),
+    re.compile(r"^(©|（c）|\(c\)).*$", re.IGNORECASE),
+    re.compile(r"^(版权声明|相关文章|相关阅读|推荐阅读|热门推荐|阅读原文|分享到|点赞|收藏)\s*$"),
+]
+# Everything after these lines is the site's footer, not the document.
+_FOOTER_START = re.compile(r"^(©\s*版权声明|相关文章|相关阅读|推荐阅读)\s*$")
+_SENTENCE_END = re.compile(r"(?<=[。！？!?；;])|(?<=[.](?=\s))")
+_HEADING_END = re.compile(r"[。！？!?；;，,：:”\"]$")
+
+
+@dataclass(frozen=True)
+class ContentSet:
+    """One loaded version of the content: passages in order plus a BM25 index over them."""
+
+    version: str
+    title: str
+    passages: tuple[Passage, ...]
+    sources: tuple[str, ...]
+    index: Bm25 = field(repr=False, compare=False)
+
+    def by_id(self, passage_id: str) -> Passage | None:
+        """The passage with this id, if it exists in this version."""
+        return next((p for p in self.passages if p.id == passage_id), None)
+
+    def retrieve(self, query: str, k: int) -> list[tuple[Passage, float]]:
+        """The k passages that best match `query`, best first, with their scores."""
+        scored = self.index.scores(terms(query))
+        ranked = sorted(range(len(scored)), key=lambda i: -scored[i])[:k]
+        return [(self.passages[i], scored[i]) for i in ranked if scored[i] > 0]
+
+    @property
+    def text_chars(self) -> int:
+        return sum(len(p.text) for p in self.passages)
+
+
+class Bm25:
+    """Okapi BM25 over pre-tokenised documents."""
+
+    def __init__(self, docs: list[list[str]], k1: float = 1.2, b: float = 0.75) -> None:
+        self.k1, self.b = k1, b
+        self.tfs = [Counter(d) for d in docs]
+        self.lens = [len(d) for d in docs]
+        self.avg = (sum(self.lens) / len(docs)) if docs else 1.0
+        df: Counter[str] = Counter()
+        for tf in self.tfs:
+            df.update(tf.keys())
+        n = len(docs)
+        self.idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
+
+    def scores(self, query: list[str]) -> list[float]:
+        """BM25 score of every document for the query terms."""
+        out = []
+        for tf, length in zip(self.tfs, self.lens, strict=True):
+            s = 0.0
+            for t in set(query):
+                f = tf.get(t)
+                if f:
+                    norm = f + self.k1 * (1 - self.b + self.b * length / self.avg)
+                    s += self.idf[t] * f * (self.k1 + 1) / norm
+            out.append(s)
+        return out
+
+
+def clean(text: str) -> str:
+    """Strip web-page furniture (counters, 'back to site' links, copyright footers) by pattern."""
+    out: list[str] = []
+    for raw in text.replace("\r\n", "\n").replace("\u3000", " ").split("\n"):
+        line = raw.strip()
+        if _FOOTER_START.match(line):
+            break
+        for pat in _INLINE_JUNK:
+            line = pat.sub("", line).strip()
+        if line and any(p.match(line) for p in _LINE_JUNK):
+            continue
+        out.append(line)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
+
+
+def _is_heading(line: str, md_level: int) -> bool:
+    if md_level:
+        return True
+    return len(line) <= 40 and not _HEADING_END.search(line) and "。" not in line
+
+
+def _split_long(text: str) -> list[str]:
+    if len(text) <= MAX_PASSAGE_CHARS:
+        return [text]
+    chunks, cur = [], ""
+    for sentence in (s for s in _SENTENCE_END.split(text) if s):
+        if cur and len(cur) + len(sentence) > MAX_PASSAGE_CHARS:
+            chunks.append(cur)
+            cur = ""
+        cur += sentence
+    if cur:
+        chunks.append(cur)
+    return [c.strip() for c in chunks if c.strip()]
+
+
+def split_passages(text: str, source: str) -> tuple[str, list[tuple[str, str]]]:
+    """Return (title, [(section, passage text)]): headings become the section label of what follows."""
+    lines = [ln for ln in text.split("\n")]
+    title = ""
+    section: list[str] = []
+    heading_open = False
+    out: list[tuple[str, str]] = []
+    for line in lines:
+        if not line:
+            continue
+        md = re.match(r"^(#{1,6})\s+(.*)$", line)
+        content = md.group(2).strip() if md else line
+        if not title:
+            title = content
+            continue
+        if _is_heading(content, len(md.group(1)) if md else 0):
+            section = (section + [content]) if heading_open else [content]
+            heading_open = True
+            continue
+        heading_open = False
+        label = " ".join(section) or title
+        out.extend((label, chunk) for chunk in _split_long(content))
+    return title or source, out
+
+
+def passage_id(text: str) -> str:
+    """A stable id: the same text always gets the same id, across reloads and restarts."""
+    return "p" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
+
+
+def load(directory: Path) -> ContentSet:
+    """Load every .txt/.md file under `directory` into a new ContentSet, or raise ContentError."""
+    if not directory.is_dir():
+        raise ContentError(f"content folder {directory} does not exist; fix: create it or set content.dir.")
+    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+    if not files:
+        raise ContentError(f"no .txt or .md files in {directory}; fix: add the article there.")
+    digest = hashlib.sha256()
+    passages: list[Passage] = []
+    titles: list[str] = []
+    seen: set[str] = set()
+    for f in files:
+        try:
+            text = clean(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ContentError(f"cannot read {f}: {exc}; fix: save it as UTF-8 text.") from exc
+        rel = str(f.relative_to(directory))
+        digest.update(rel.encode() + b"\0" + text.encode() + b"\0")
+        title, parts = split_passages(text, rel)
+        titles.append(title)
+        for section, body in parts:
+            pid = passage_id(body)
+            if pid in seen:  # the same paragraph twice adds nothing to retrieve or cite
+                continue
+            seen.add(pid)
+            passages.append(Passage(pid, section, body, rel, len(passages)))
+    if not passages:
+        raise ContentError(f"the files in {directory} have no text left after cleaning; fix: check their content.")
+    index = Bm25([terms(p.section + " " + p.text) for p in passages])
+    return ContentSet(digest.hexdigest()[:12], titles[0], tuple(passages), tuple(str(f) for f in files), index)
+
+
+def diff(old: ContentSet, new: ContentSet, error: str | None = None) -> ReloadReport:
+    """Passages added, removed and changed (same source, section and position, new text) between versions."""
+    old_ids = {p.id for p in old.passages}
+    new_ids = {p.id for p in new.passages}
+
+    def slots(cs: ContentSet, ids: set[str]) -> dict[tuple[str, str, int], str]:
+        counts: Counter[tuple[str, str]] = Counter()
+        out = {}
+        for p in cs.passages:
+            key = (p.source, p.section)
+            if p.id in ids:
+                out[(p.source, p.section, counts[key])] = p.id
+            counts[key] += 1
+        return out
+
+    gone = slots(old, old_ids - new_ids)
+    came = slots(new, new_ids - old_ids)
+    changed = len(set(gone) & set(came))
+    return ReloadReport(ok=True, version=new.version, previous_version=old.version,
+                        added=len(came) - changed, removed=len(gone) - changed, changed=changed,
+                        passages=len(new.passages))
+
+
+class Knowledge:
+    """The content currently served; `reload()` swaps in a new version only once it is fully loaded."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.current = load(directory)
+
+    def reload(self) -> tuple[ReloadReport, bool]:
+        """Load again; on failure keep serving the old content. Returns (report, changed)."""
+        old = self.current
+        try:
+            new = load(self.directory)
+        except ContentError as exc:
+            log.warning("content reload failed, keeping version %s: %s", old.version, exc)
+            return ReloadReport(ok=False, version=old.version, previous_version=old.version,
+                                passages=len(old.passages), error=str(exc)), False
+        report = diff(old, new)
+        self.current = new
+        return report, new.version != old.version

@@ -1,0 +1,73 @@
+"""Numbered schema migrations for the log store; append new ones, never edit an applied one."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "turns, events, seen",
+        """
+        CREATE TABLE turns (
+            id INTEGER PRIMARY KEY,
+            channel TEXT NOT NULL,
+            chat_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            conversation TEXT NOT NULL,
+            message_id TEXT,
+            question TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            answer TEXT,
+            draft TEXT,
+            refused INTEGER,
+            retracted INTEGER NOT NULL DEFAULT 0,
+            decline_reason TEXT,
+            citations TEXT,
+            ttft_ms INTEGER,
+            total_ms INTEGER,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            model TEXT,
+            content_version TEXT,
+            error TEXT,
+            created_at REAL NOT NULL,
+            answered_at REAL
+        );
+        CREATE INDEX turns_conversation ON turns (conversation, id);
+        CREATE INDEX turns_status ON turns (status, created_at);
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            channel TEXT NOT NULL,
+            chat_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE seen (
+            channel TEXT NOT NULL,
+            key TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (channel, key)
+        );
+        """,
+    ),
+    (
+        2,
+        "passages and conversation resets",
+        """
+        CREATE TABLE passages (
+            id TEXT PRIMARY KEY,
+            section TEXT NOT NULL,
+            text TEXT NOT NULL,
+            source TEXT NOT NULL,
+            content_version TEXT NOT NULL,
+            first_seen REAL NOT NULL
+        );
+        CREATE TABLE resets (
+            conversation TEXT PRIMARY KEY,
+            after_turn INTEGER NOT NULL,
+            at REAL NOT NULL
+        );
+        """,
+    ),
+]

@@ -1,0 +1,213 @@
+"""The SQLite log store: every turn (question before generation, answer after), events, dedupe keys."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.migrations import MIGRATIONS
+from bot.types import Citation, Incoming, Passage, PendingTurn, Reply, Stats
+
+EXPORT_COLUMNS = [
+    "id", "channel", "chat_id", "user_id", "conversation", "question", "status", "answer", "refused",
+    "retracted", "decline_reason", "citations", "ttft_ms", "total_ms", "prompt_tokens", "completion_tokens",
+    "model", "content_version", "error", "created_at", "answered_at",
+]
+
+
+@dataclass(frozen=True)
+class HistoryTurn:
+    """A past question and its shown answer, for follow-up context."""
+
+    question: str
+    answer: str
+    refused: bool
+
+
+def _percentile(values: list[int], q: float) -> int | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+class LogStore:
+    """An aiosqlite connection in WAL mode with the migrations applied."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self.db = db
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path) -> LogStore:
+        """Open (creating folders and schema as needed) and migrate."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path)
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.execute("PRAGMA busy_timeout=5000")
+        store = cls(db, path)
+        await store.migrate()
+        return store
+
+    async def migrate(self) -> list[int]:
+        """Apply the migrations not yet recorded in `schema_migrations`; return their numbers."""
+        await self.db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)"
+        )
+        async with self.db.execute("SELECT version FROM schema_migrations") as cur:
+            done = {row[0] for row in await cur.fetchall()}
+        applied = []
+        for version, name, sql in MIGRATIONS:
+            if version in done:
+                continue
+            await self.db.executescript(f"BEGIN;\n{sql}\nINSERT INTO schema_migrations VALUES "
+                                        f"({version}, '{name}', {time.time()});\nCOMMIT;")
+            applied.append(version)
+        return applied
+
+    async def schema_version(self) -> int:
+        """The highest applied migration."""
+        async with self.db.execute("SELECT max(version) FROM schema_migrations") as cur:
+            row = await cur.fetchone()
+        return int(row[0] or 0)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self.db.close()
+
+    async def start_turn(self, msg: Incoming) -> int:
+        """Record the user's message before anything is generated; return the turn id."""
+        cur = await self.db.execute(
+            "INSERT INTO turns (channel, chat_id, user_id, conversation, message_id, question, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (msg.channel, msg.chat_id, msg.user_id, msg.conversation_key, msg.message_id, msg.text, time.time()),
+        )
+        await self.db.commit()
+        return int(cur.lastrowid or 0)
+
+    async def finish_turn(self, turn_id: int, reply: Reply) -> None:
+        """Record the answer, what it was answered from, timings and any error."""
+        cites = json.dumps([{"id": c.id, "n": c.n, "section": c.section} for c in reply.citations],
+                           ensure_ascii=False)
+        status = "error" if reply.error else "answered"
+        await self.db.execute(
+            "UPDATE turns SET status=?, answer=?, draft=?, refused=?, retracted=?, decline_reason=?, citations=?, "
+            "ttft_ms=?, total_ms=?, prompt_tokens=?, completion_tokens=?, model=?, content_version=?, error=?, "
+            "answered_at=? WHERE id=?",
+            (status, reply.text, reply.draft, int(reply.refused), int(reply.retracted), reply.decline_reason,
+             cites, reply.ttft_ms, reply.total_ms, reply.prompt_tokens, reply.completion_tokens, reply.model,
+             reply.content_version, reply.error, time.time(), turn_id),
+        )
+        await self.db.commit()
+
+    async def history(self, conversation: str, limit: int) -> list[HistoryTurn]:
+        """The last `limit` answered turns of a conversation since its last /reset, oldest first."""
+        sql = (
+            "SELECT question, answer, refused FROM turns WHERE conversation=? AND status='answered' "
+            "AND id > coalesce((SELECT after_turn FROM resets WHERE conversation=?), 0) ORDER BY id DESC LIMIT ?"
+        )
+        async with self.db.execute(sql, (conversation, conversation, limit)) as cur:
+            rows = await cur.fetchall()
+        return [HistoryTurn(r["question"], r["answer"] or "", bool(r["refused"])) for r in reversed(rows)]
+
+    async def reset(self, conversation: str) -> None:
+        """Forget the conversation's history for follow-ups (the turns stay in the log)."""
+        await self.db.execute(
+            "INSERT INTO resets VALUES (?, coalesce((SELECT max(id) FROM turns), 0), ?) "
+            "ON CONFLICT(conversation) DO UPDATE SET after_turn=excluded.after_turn, at=excluded.at",
+            (conversation, time.time()),
+        )
+        await self.db.commit()
+
+    async def last_citations(self, conversation: str) -> list[Citation]:
+        """The citations of the conversation's last answer, with passage texts."""
+        sql = "SELECT citations FROM turns WHERE conversation=? AND status='answered' ORDER BY id DESC LIMIT 1"
+        async with self.db.execute(sql, (conversation,)) as cur:
+            row = await cur.fetchone()
+        if not row or not row[0]:
+            return []
+        out = []
+        for c in json.loads(row[0]):
+            async with self.db.execute("SELECT text FROM passages WHERE id=?", (c["id"],)) as cur:
+                prow = await cur.fetchone()
+            out.append(Citation(c["id"], c["section"], prow[0] if prow else "", c["n"]))
+        return out
+
+    async def record_passages(self, passages: Iterable[Passage], version: str) -> None:
+        """Keep every passage ever served, so logged citation ids stay resolvable after reloads."""
+        now = time.time()
+        await self.db.executemany(
+            "INSERT OR IGNORE INTO passages VALUES (?, ?, ?, ?, ?, ?)",
+            [(p.id, p.section, p.text, p.source, version, now) for p in passages],
+        )
+        await self.db.commit()
+
+    async def log_event(self, channel: str, chat_id: str, user_id: str, kind: str, detail: str = "") -> None:
+        """Record something that is not a turn (a denied admin command, a bad signature, a reload)."""
+        await self.db.execute(
+            "INSERT INTO events (at, channel, chat_id, user_id, kind, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (time.time(), channel, chat_id, user_id, kind, detail),
+        )
+        await self.db.commit()
+
+    async def claim(self, channel: str, key: str) -> bool:
+        """True the first time `key` is seen for `channel` (persisted), False for a repeat."""
+        cur = await self.db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", (channel, key, time.time()))
+        await self.db.commit()
+        return cur.rowcount == 1
+
+    async def pending_turns(self, max_age_s: float, channels: Iterable[str]) -> list[PendingTurn]:
+        """Unanswered turns younger than max_age_s on these channels; older ones are marked abandoned."""
+        chans = list(channels)
+        marks = ",".join("?" * len(chans))
+        cutoff = time.time() - max_age_s
+        await self.db.execute(
+            f"UPDATE turns SET status='abandoned' WHERE status='pending' AND created_at < ? AND channel IN ({marks})",
+            (cutoff, *chans),
+        )
+        await self.db.commit()
+        sql = (f"SELECT * FROM turns WHERE status='pending' AND created_at >= ? AND channel IN ({marks}) "
+               "ORDER BY id")
+        async with self.db.execute(sql, (cutoff, *chans)) as cur:
+            rows = await cur.fetchall()
+        return [PendingTurn(r["id"], r["channel"], r["chat_id"], r["user_id"], r["question"], r["created_at"],
+                            r["message_id"], r["conversation"]) for r in rows]
+
+    async def stats(self, since_hours: float, channel: str | None = None) -> Stats:
+        """Turns, distinct users, declines, errors and latency percentiles for the period."""
+        sql = "SELECT user_id, refused, status, ttft_ms, total_ms FROM turns WHERE created_at >= ?"
+        args: list[Any] = [time.time() - since_hours * 3600]
+        if channel:
+            sql += " AND channel = ?"
+            args.append(channel)
+        async with self.db.execute(sql, args) as cur:
+            rows = await cur.fetchall()
+        ttft = [r["ttft_ms"] for r in rows if r["ttft_ms"] is not None]
+        total = [r["total_ms"] for r in rows if r["total_ms"] is not None]
+        return Stats(
+            turns=len(rows), users=len({r["user_id"] for r in rows}),
+            refusals=sum(1 for r in rows if r["refused"]), errors=sum(1 for r in rows if r["status"] == "error"),
+            ttft_p50_ms=_percentile(ttft, 0.5), ttft_p95_ms=_percentile(ttft, 0.95),
+            total_p50_ms=_percentile(total, 0.5), total_p95_ms=_percentile(total, 0.95), since_hours=since_hours,
+        )
+
+    async def recent(self, limit: int, channel: str | None = None) -> list[dict[str, Any]]:
+        """The newest turns as dicts (newest last), for `bot logs`."""
+        sql = f"SELECT {', '.join(EXPORT_COLUMNS)} FROM turns"
+        args: list[Any] = []
+        if channel:
+            sql += " WHERE channel = ?"
+            args.append(channel)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        async with self.db.execute(sql, args) as cur:
+            rows = await cur.fetchall()
+        return [dict(r) for r in reversed(rows)]

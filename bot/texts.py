@@ -1,0 +1,90 @@
+"""Fixed texts users see (help, limits, errors), in Chinese and English. Model prompts live in prompts/."""
+
+from __future__ import annotations
+
+import re
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def language(text: str) -> str:
+    """'zh' when the text has Chinese characters, else 'en'."""
+    return "zh" if _CJK.search(text) else "en"
+
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "too_long": {
+        "zh": "问题太长了（最多 {limit} 个字符），请缩短后再问。",
+        "en": "That question is too long (at most {limit} characters); please shorten it.",
+    },
+    "empty": {"zh": "请输入一个关于文章的问题。", "en": "Please type a question about the article."},
+    "rate_limited": {
+        "zh": "提问太频繁了，请 {seconds} 秒后再试。",
+        "en": "You are asking too fast; please try again in {seconds} s.",
+    },
+    "not_allowed": {
+        "zh": "抱歉，此机器人未向你开放。",
+        "en": "Sorry, this bot is not open to you.",
+    },
+    "admin_only": {
+        "zh": "抱歉，这个命令只对管理员开放。",
+        "en": "Sorry, that command is for administrators only.",
+    },
+    "text_only": {"zh": "目前只能回答文字消息。", "en": "I can only answer text messages."},
+    "apology": {
+        "zh": "抱歉，处理你的问题时出错了，请稍后再试。",
+        "en": "Sorry, something went wrong while answering. Please try again later.",
+    },
+    "reset": {"zh": "好的，已清空对话记录。", "en": "Done: the conversation has been reset."},
+    "no_sources": {
+        "zh": "上一个回答没有引用任何段落。",
+        "en": "The last answer did not cite any passage.",
+    },
+    "queued": {
+        "zh": "前面还有 {n} 个问题在排队，请稍候……",
+        "en": "You are number {n} in the queue; please wait…",
+    },
+    "thinking": {"zh": "正在思考……", "en": "Thinking…"},
+    "unknown_command": {
+        "zh": "未知命令 {command}。发送 /help 查看可用命令。",
+        "en": "Unknown command {command}. Send /help for the list.",
+    },
+}
+
+
+def message(key: str, lang: str, **kwargs: object) -> str:
+    """A fixed message in the user's language."""
+    return MESSAGES[key][lang if lang in ("zh", "en") else "en"].format(**kwargs)
+
+
+_HELP = {
+    "zh": (
+        "我只根据下面这篇文章回答问题，并注明出处；文章没有提到的内容我会直说。\n"
+        "{about}\n\n"
+        "命令：\n"
+        "/help  显示本帮助\n"
+        "/reset  清空对话记录\n"
+        "/sources  显示上一个回答引用的原文段落\n"
+    ),
+    "en": (
+        "I answer questions only from the article below and cite the passages I used; "
+        "when the article does not say, I tell you so.\n"
+        "{about}\n\n"
+        "Commands:\n"
+        "/help  show this help\n"
+        "/reset  forget this conversation\n"
+        "/sources  show the passages behind the last answer\n"
+    ),
+}
+_ADMIN_HELP = {
+    "zh": "管理员命令：\n/reload  重新加载内容并报告变化\n/stats  统计（轮次、用户、拒答、延迟）\n",
+    "en": "Admin commands:\n/reload  reload the content and report what changed\n"
+    "/stats  turns, users, declines and latency\n",
+}
+
+
+def help_text(lang: str, about: str, *, admin: bool = False, extra: str = "") -> str:
+    """The /help text; `extra` adds channel-specific lines (e.g. the CLI's /quit)."""
+    lang = lang if lang in _HELP else "en"
+    text = _HELP[lang].format(about=about) + extra
+    return text + ("\n" + _ADMIN_HELP[lang] if admin else "")

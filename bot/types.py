@@ -1,0 +1,160 @@
+"""Plain data passed between the channels, the engine, the knowledge base and the store. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One retrievable piece of content with its section label; `id` is stable while the text is unchanged."""
+
+    id: str
+    section: str
+    text: str
+    source: str
+    order: int
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A passage that supports an answer; `n` is its display number, the `[n]` in the answer text."""
+
+    id: str
+    section: str
+    text: str
+    n: int
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON form used by `bot ask --json` and the channels."""
+        return {"id": self.id, "n": self.n, "section": self.section, "text": self.text}
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A user's message as every channel hands it to the engine."""
+
+    channel: str
+    chat_id: str
+    user_id: str
+    text: str
+    message_id: str | None = None
+    # Adapters that keep one conversation per user inside a group chat pass their own key.
+    conversation: str = ""
+
+    @property
+    def conversation_key(self) -> str:
+        """The key under which follow-ups, /reset and /sources are kept."""
+        return self.conversation or f"{self.channel}:{self.chat_id}"
+
+
+@dataclass
+class Reply:
+    """The engine's finished answer to one `Incoming`."""
+
+    text: str
+    refused: bool
+    citations: list[Citation] = field(default_factory=list)
+    turn_id: int | None = None
+    ttft_ms: int | None = None
+    total_ms: int | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model: str = ""
+    content_version: str = ""
+    # True when a streamed draft was withdrawn because the cited passages did not support it.
+    retracted: bool = False
+    draft: str = ""
+    decline_reason: str = ""
+    error: str | None = None
+
+    def text_with_sources(self) -> str:
+        """The answer followed by one line per citation: `[n] section`."""
+        if not self.citations:
+            return self.text
+        lines = [f"[{c.n}] {c.section}" for c in self.citations]
+        return self.text.rstrip() + "\n\n" + "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of answer text as it streams; channels append it to what they show."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The request waits behind `position` others for the model."""
+
+    position: int
+
+
+Event = Delta | Queued | Reply
+
+
+@dataclass(frozen=True)
+class ReloadReport:
+    """What a content reload changed, or why it kept the old content."""
+
+    ok: bool
+    version: str
+    previous_version: str
+    added: int = 0
+    removed: int = 0
+    changed: int = 0
+    passages: int = 0
+    error: str | None = None
+
+    def summary(self) -> str:
+        """One line for a person."""
+        if not self.ok:
+            return f"Reload failed, still serving {self.previous_version}: {self.error}"
+        if self.version == self.previous_version:
+            return f"Content unchanged (version {self.version}, {self.passages} passages)."
+        return (
+            f"Content reloaded: version {self.previous_version} -> {self.version}; "
+            f"{self.added} added, {self.removed} removed, {self.changed} changed ({self.passages} passages)."
+        )
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Turn statistics for a period, for /stats."""
+
+    turns: int
+    users: int
+    refusals: int
+    errors: int
+    ttft_p50_ms: int | None
+    ttft_p95_ms: int | None
+    total_p50_ms: int | None
+    total_p95_ms: int | None
+    since_hours: float
+
+    def summary(self) -> str:
+        """A few lines for a person."""
+
+        def ms(v: int | None) -> str:
+            return "-" if v is None else f"{v} ms"
+
+        return (
+            f"Last {self.since_hours:g} h: {self.turns} turns from {self.users} users, "
+            f"{self.refusals} declined, {self.errors} errors.\n"
+            f"First token p50 {ms(self.ttft_p50_ms)}, p95 {ms(self.ttft_p95_ms)}; "
+            f"full answer p50 {ms(self.total_p50_ms)}, p95 {ms(self.total_p95_ms)}."
+        )
+
+
+@dataclass(frozen=True)
+class PendingTurn:
+    """A logged user message that never got an answer (the process stopped mid-turn)."""
+
+    turn_id: int
+    channel: str
+    chat_id: str
+    user_id: str
+    text: str
+    created_at: float
+    message_id: str | None = None
+    conversation: str = ""

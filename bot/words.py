@@ -1,0 +1,89 @@
+"""Tokenising mixed Chinese/English text into terms for retrieval and evidence checks."""
+
+from __future__ import annotations
+
+import logging
+import re
+from functools import lru_cache
+
+import jieba
+import jieba.posseg
+
+jieba.setLogLevel(logging.WARNING)
+
+_CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
+_LATIN = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*[A-Za-z0-9+]|[A-Za-z]|\d+(?:[.,]\d+)*%?")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*%?|[零一二三四五六七八九十百千万亿两]+(?:年|个|位|亿|万|岁|%)")
+
+# Function words of questions and answers: what is asked, not what it is about.
+CJK_STOP = frozenset(
+    "什么 哪些 哪个 哪位 哪里 哪儿 哪年 哪一年 怎么 怎样 如何 为什么 为何 是否 是不是 多少 几个 谁 吗 呢 吧 啊 "
+    "的 了 是 在 和 与 及 对 把 被 将 从 向 于 以 为 中 上 下 里 有 没有 都 也 还 又 就 才 这 那 这个 那个 "
+    "这些 那些 其 之 他 她 它 他们 我们 你 你们 我 请 告诉 一下 文章 文中 本文 这篇 提到 提及 认为 表示 "
+    "说 讲 指 指出 谈到 介绍 根据 关于 方面 哪方面 内容 问题 一个 什么样 样 具体 主要 应该 可以 能 会 要".split()
+)
+EN_STOP = frozenset(
+    "a an the of to in on for and or is are was were be been being do does did what which who whom whose "
+    "when where why how many much according article text say says said mention mentioned mentions about "
+    "this that these those it its he she they them his her their there here with by from as at into "
+    "tell me please can could would should will does did has have had not no yes i you we our your "
+    "any some other else more most also than then".split()
+)
+
+
+def is_cjk(ch: str) -> bool:
+    """True for a Chinese character."""
+    return bool(_CJK_RUN.fullmatch(ch))
+
+
+def bigrams(run: str) -> list[str]:
+    """Overlapping two-character pieces of a Chinese run (a single character stands alone)."""
+    return [run] if len(run) < 2 else [run[i : i + 2] for i in range(len(run) - 1)]
+
+
+def terms(text: str) -> list[str]:
+    """Index terms: lower-cased Latin words and numbers, Chinese character bigrams and jieba words."""
+    out = [m.group(0).lower() for m in _LATIN.finditer(text)]
+    for run in _CJK_RUN.findall(text):
+        out.extend(bigrams(run))
+        out.extend(w for w in jieba.cut_for_search(run) if len(w) > 2)
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _posseg(run: str) -> tuple[tuple[str, str], ...]:
+    return tuple((w.word, w.flag) for w in jieba.posseg.cut(run))
+
+
+def key_terms(question: str) -> list[str]:
+    """The content words of a question: names, nouns, verbs, numbers and Latin terms, no question words."""
+    found: list[str] = []
+    for m in _LATIN.finditer(question):
+        w = m.group(0).lower()
+        if w not in EN_STOP and len(w) > 1:
+            found.append(w)
+    for run in _CJK_RUN.findall(question):
+        for word, flag in _posseg(run):
+            if word in CJK_STOP or len(word) < 2:
+                continue
+            if flag[:1] in ("n", "v", "a", "m", "t", "s", "j", "l", "i") or flag in ("eng", "nz", "vn", "an"):
+                found.append(word)
+    return list(dict.fromkeys(found))
+
+
+def numbers(text: str) -> set[str]:
+    """Numbers in a text (Arabic, and Chinese numerals with a unit), normalised."""
+    return {n.replace(",", "") for n in _NUMBER.findall(text)}
+
+
+def latin_names(text: str, *, every_word: bool = False) -> set[str]:
+    """Latin-script names (ChatGPT, GPT-4, OpenAI, AI): a digit, an inner capital, or all capitals.
+
+    With `every_word`, every Latin word counts: a Chinese answer has no reason to use English words
+    the content does not have.
+    """
+    words = re.findall(r"[A-Za-z][A-Za-z0-9+\-]*[A-Za-z0-9+]|[A-Z]", text)
+    if every_word:
+        return {w.lower() for w in words}
+    return {w.lower() for w in words
+            if any(c.isdigit() for c in w) or any(c.isupper() for c in w[1:]) or (w.isupper() and len(w) > 1)}

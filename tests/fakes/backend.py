@@ -1,0 +1,71 @@
+"""A backend that replays canned tokens, for engine and channel tests without a model."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
+
+from bot.backends.base import BackendStats, Completion, ProgressFn
+from bot.types import Queued
+
+Script = Callable[[list[dict[str, str]]], str]
+
+
+def tokens_of(text: str) -> list[str]:
+    """Split text into small pieces the way a tokenizer roughly would (a CJK char or a word)."""
+    return re.findall(r"[\u3400-\u9fff]|\s*[^\s\u3400-\u9fff]+|\s+", text)
+
+
+class FakeBackend:
+    """Answers with `script(messages)` (or a fixed text), a piece at a time, optionally slowly."""
+
+    def __init__(self, answer: str | Script = "", *, delay: float = 0.0, model_name: str = "fake-model",
+                 fail_after: int | None = None) -> None:
+        self.model_name = model_name
+        self.stats = BackendStats()
+        self.answer = answer
+        self.delay = delay
+        self.fail_after = fail_after
+        self.calls: list[list[dict[str, str]]] = []
+        self.warmed: list[list[dict[str, str]]] = []
+        self._lock = asyncio.Lock()
+        self._waiting = 0
+
+    async def warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None = None) -> None:
+        self.warmed.append(prefix)
+        self.stats.prefix_source = "computed"
+        if progress:
+            progress(1, 1)
+
+    async def stream(self, messages: list[dict[str, str]], *, conversation: str, max_tokens: int | None = None,
+                     completion: Completion | None = None) -> AsyncIterator[str | Queued]:
+        self._waiting += 1
+        try:
+            if self._lock.locked():
+                yield Queued(self._waiting - 1)
+            async with self._lock:
+                self.calls.append(messages)
+                self.stats.requests += 1
+                text = self.answer(messages) if callable(self.answer) else self.answer
+                pieces = tokens_of(text)
+                for i, piece in enumerate(pieces):
+                    if self.fail_after is not None and i >= self.fail_after:
+                        raise RuntimeError("fake backend failure")
+                    if self.delay:
+                        await asyncio.sleep(self.delay)
+                    yield piece
+                if completion is not None:
+                    completion.prompt_tokens = sum(len(m["content"]) for m in messages)
+                    completion.completion_tokens = len(pieces)
+        finally:
+            self._waiting -= 1
+
+    def count_tokens(self, text: str) -> int:
+        return len(tokens_of(text))
+
+    def queue_depth(self) -> int:
+        return self._waiting
+
+    async def close(self) -> None:
+        return None
