@@ -28,7 +28,7 @@ class ModelConfig:
     n_batch: int = 512
     temperature: float = 0.0
     top_p: float = 1.0
-    repeat_penalty: float = 1.05
+    repeat_penalty: float = 1.0
     max_tokens: int = 320
     seed: int = 0
     queue_limit: int = 32
@@ -58,6 +58,9 @@ class GroundingConfig:
     # Check the finished answer against the cited passages; retract it when unsupported.
     support_check: bool = True
     min_support: float = 0.5
+    # When the first draft is declined or unsupported but the question's terms are in the content,
+    # ask once more with the best-matching passages quoted beside the question.
+    retry_with_passages: bool = True
 
 
 @dataclass

@@ -16,7 +16,7 @@ from bot.knowledge import ContentSet, Knowledge
 from bot.prompts import Prompts
 from bot.store import HistoryTurn, LogStore
 from bot.texts import language
-from bot.types import Citation, Delta, Event, Incoming, Passage, Queued, ReloadReport, Reply, Stats
+from bot.types import Citation, Delta, Event, Incoming, Passage, Queued, ReloadReport, Reply, Retract, Stats
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,12 @@ class _Draft:
     started: float
     text: str = ""
     ttft_ms: int | None = None
+    earlier: str = ""  # withdrawn drafts of this turn, kept for the log
+
+    def restart(self) -> None:
+        """Set the current draft aside before a new attempt."""
+        self.earlier += self.text + "\n---\n"
+        self.text = ""
 
 
 class MarkerRenumber:
@@ -176,16 +182,34 @@ class Engine:
             return
         history = await self._history(msg.conversation_key)
         context = history[-1].question if history else ""
-        if self.cfg.grounding.evidence_check:
-            evidence = grounding.question_evidence(question, content, context)
-            if evidence.none_found:
-                yield self._decline(msg, content, draft, "decline",
-                                    f"no key term in the content: {', '.join(evidence.missing)}")
-                return
-        messages = self._messages(content, history, question, lang)
+        evidence = grounding.question_evidence(question, content, context)
+        if self.cfg.grounding.evidence_check and evidence.none_found:
+            yield self._decline(msg, content, draft, "decline",
+                                f"no key term in the content: {', '.join(evidence.missing)}")
+            return
+        quoted: list[Passage] = []
         completion = Completion()
+        for attempt in (1, 2):
+            if attempt == 2:
+                # The first draft failed; ask again with the best-matching passages quoted next to the
+                # question, where a small model copies from them far more reliably.
+                quoted = [p for p, _ in content.retrieve(evidence.query, 2)]
+                if not quoted or not self.cfg.grounding.retry_with_passages:
+                    break
+                draft.restart()
+                yield Retract("checking the source passages again")
+            messages = self._messages(content, history, question, lang, quoted)
+            async for event in self._generate(messages, msg.conversation_key, draft, completion):
+                yield event
+            reply = self._finish(msg, content, draft, completion, question, evidence)
+            if not reply.refused or not evidence.found:
+                break
+        yield reply
+
+    async def _generate(self, messages: list[dict[str, str]], conversation: str, draft: _Draft,
+                        completion: Completion) -> AsyncIterator[Event]:
         renumber = MarkerRenumber()
-        async for piece in self.backend.stream(messages, conversation=msg.conversation_key, completion=completion):
+        async for piece in self.backend.stream(messages, conversation=conversation, completion=completion):
             if isinstance(piece, Queued):
                 yield piece
                 continue
@@ -198,7 +222,6 @@ class Engine:
         rest = renumber.flush()
         if rest:
             yield Delta(rest)
-        yield self._finish(msg, content, draft, completion, question)
 
     async def _history(self, conversation: str) -> list[HistoryTurn]:
         turns = await self.store.history(conversation, self.cfg.conversation.history_turns)
@@ -212,28 +235,32 @@ class Engine:
             kept.insert(0, turn)
         return kept
 
-    def _messages(self, content: ContentSet, history: list[HistoryTurn], question: str,
-                  lang: str) -> list[dict[str, str]]:
+    def _messages(self, content: ContentSet, history: list[HistoryTurn], question: str, lang: str,
+                  quoted: list[Passage]) -> list[dict[str, str]]:
         messages = [{"role": "system", "content": self._system_message(content, with_passages=self._prefix_mode)}]
         for turn in history:
             messages.append({"role": "user", "content": turn.question})
             messages.append({"role": "assistant", "content": grounding.strip_markers(turn.answer)})
+        if lang == "en":
+            question = grounding.map_english(question, content)
         text = self.prompts.render(f"question_{lang}", question=question)
-        if not self._prefix_mode:
-            hits = [p for p, _ in content.retrieve(question, self.cfg.content.retrieve_top_k)]
-            text = self.prompts.render("retrieved", passages=self._format(sorted(hits, key=lambda p: p.order)),
+        if not self._prefix_mode and not quoted:
+            quoted = [p for p, _ in content.retrieve(question, self.cfg.content.retrieve_top_k)]
+        if quoted:
+            text = self.prompts.render("retrieved", passages=self._format(sorted(quoted, key=lambda p: p.order)),
                                        question=text)
         messages.append({"role": "user", "content": text})
         return messages
 
     def _finish(self, msg: Incoming, content: ContentSet, draft: _Draft, completion: Completion,
-                question: str) -> Reply:
+                question: str, evidence: grounding.Evidence) -> Reply:
         answer = draft.text.strip()
         if not answer or grounding.model_declined(answer):
             reply = self._decline(msg, content, draft, "decline", "the model found no answer in the content")
         else:
             cited = [content.passages[k - 1] for k in grounding.markers(answer) if 0 < k <= len(content.passages)]
-            check = grounding.support(answer, question, content, cited, self.cfg.grounding.min_support)
+            check = grounding.support(answer, question, content, cited, self.cfg.grounding.min_support,
+                                      evidence.missing_nouns)
             if check.supported or not self.cfg.grounding.support_check:
                 text, citations = self._cite(answer, check.passages, content)
                 reply = self._reply(msg, content, text, refused=False, draft=draft, started=draft.started)
@@ -276,7 +303,7 @@ class Engine:
                started: float, error: str | None = None) -> Reply:
         return Reply(text=text, refused=refused, ttft_ms=draft.ttft_ms if draft else None,
                      total_ms=int((time.perf_counter() - started) * 1000), model=self.model_name,
-                     content_version=content.version, draft=draft.text if draft else "", error=error)
+                     content_version=content.version, draft=(draft.earlier + draft.text) if draft else "", error=error)
 
     async def reset(self, conversation_key: str) -> None:
         """Forget the conversation's history for follow-ups."""

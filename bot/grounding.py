@@ -25,12 +25,13 @@ from pypinyin import lazy_pinyin
 from bot.knowledge import ContentSet
 from bot.texts import language
 from bot.types import Passage
-from bot.words import bigrams, key_terms, latin_names, numbers
+from bot.words import FRAME_NOUNS, bigrams, key_terms, latin_names, noun_terms, numbers
 
 _MARKER = re.compile(r"\s*[\[【](\d{1,3})[\]】]")
 _CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
 # Characters that carry grammar, not content: bigrams containing them say nothing about support.
-_FUNCTION_CHARS = set("的了是在和与及也都就而或把被将对为这那其之他她它们吗呢吧啊很更最并从向于以所着过个一有没不")
+_FUNCTION_CHARS = set("的了是在和与及也都就而或把被将对为这那其之他她它们吗呢吧啊很更最并从向于以所着过个一有没不"
+                      "什么哪谁怎几")
 _DECLINE = re.compile(
     r"(没有提到|未提到|没有提及|未提及|没有说明|未说明|没有涉及|未涉及|无法回答|无法从文章|没有相关信息|没有给出|"
     r"未给出|只能回答与这篇文章|does not (say|mention|state|provide|specify)|doesn't (say|mention)|"
@@ -54,6 +55,10 @@ class Evidence:
     found: list[str]
     missing: list[str]
     best: list[Passage] = field(default_factory=list)
+    # The question with English names mapped to the content's, for retrieval.
+    query: str = ""
+    # Nouns the question asks about that the content never uses (e.g. a hometown, a market value).
+    missing_nouns: list[str] = field(default_factory=list)
 
     @property
     def coverage(self) -> float:
@@ -61,8 +66,9 @@ class Evidence:
 
     @property
     def none_found(self) -> bool:
-        """The question has content words and not one of them occurs in the content."""
-        return bool(self.terms) and not self.found
+        """Not one of the question's terms occurs in the content (an English question with no term the
+        content shares counts too)."""
+        return not self.found
 
 
 @dataclass
@@ -97,46 +103,71 @@ def markers(text: str) -> list[int]:
 
 
 @lru_cache(maxsize=8)
-def _pinyin_index(names: tuple[str, ...]) -> dict[str, str]:
-    """Toneless pinyin (no spaces) of each Chinese name, e.g. 'liuqingfeng' -> 刘庆峰."""
-    return {"".join(lazy_pinyin(n)).lower(): n for n in names}
-
-
-def content_names(content: ContentSet) -> tuple[str, ...]:
-    """Chinese words of two to four characters that jieba tags as names in the content."""
-    from bot.words import _posseg  # a cached segmentation shared with key_terms
-
-    names: set[str] = set()
-    for p in content.passages:
-        for run in _CJK_RUN.findall(p.section + p.text):
-            names.update(w for w, flag in _posseg(run) if flag in ("nr", "nrt", "nrfg") and 2 <= len(w) <= 4)
-    return tuple(sorted(names))
+def _pinyin_index(version: str, text: str) -> dict[str, str]:
+    """Toneless pinyin (no spaces) of every 2-4 character Chinese sequence, e.g. 'liuqingfeng' -> 刘庆峰."""
+    del version  # part of the cache key only
+    index: dict[str, str] = {}
+    for run in _CJK_RUN.findall(text):
+        syllables = lazy_pinyin(run)
+        if len(syllables) != len(run):
+            continue
+        for n in (2, 3, 4):
+            for i in range(len(run) - n + 1):
+                index.setdefault("".join(syllables[i : i + n]).lower(), run[i : i + n])
+    return index
 
 
 def map_english(question: str, content: ContentSet) -> str:
-    """Append the article's Chinese spelling of any pinyin name in an English question."""
-    index = _pinyin_index(content_names(content))
-    words = re.findall(r"[A-Za-z]+", question.lower())
-    found = []
-    for size in (3, 2, 1):
-        for i in range(len(words) - size + 1):
-            joined = "".join(words[i : i + size])
-            if joined in index:
-                found.append(index[joined])
-    return question + (" " + " ".join(dict.fromkeys(found)) if found else "")
+    """Annotate other-language names with the content's spelling: 'Zhao Xiaoguang (赵晓光)', 'iFlytek (科大讯飞)'.
+
+    Known spellings come from the content's aliases.yaml; person names are matched by their pinyin.
+    """
+    pinyin = _pinyin_index(content.version, "\n".join(p.text for p in content.passages))
+    spans = [(m.start(), m.end(), m.group(0)) for m in re.finditer(r"[A-Za-z0-9][A-Za-z0-9'-]*", question)]
+    out, i, pos = [], 0, 0
+    while i < len(spans):
+        for size in (6, 5, 4, 3, 2, 1):
+            group = spans[i : i + size]
+            if len(group) < size:
+                continue
+            phrase = question[group[0][0] : group[-1][1]].lower()
+            joined = "".join(w for _, _, w in group).lower()
+            by_pinyin = pinyin.get(joined) if len(joined) >= 5 and joined.isalpha() else None
+            name = content.aliases.get(phrase) or by_pinyin
+            if name and name.lower() != phrase:
+                out.append(question[pos : group[-1][1]] + f" ({name})")
+                pos, i = group[-1][1], i + size
+                break
+        else:
+            i += 1
+    return "".join(out) + question[pos:]
 
 
 def _occurs(term: str, haystack: str) -> bool:
     return term.lower() in haystack
 
 
+def _terms_of(question: str, content: ContentSet, whole: str) -> tuple[list[str], list[str]]:
+    """(key terms, nouns) of a question; an English one counts only the terms it shares with the content.
+
+    English words without a mapping (aliases.yaml, pinyin) cannot be judged against Chinese text, so
+    they neither count as evidence nor as missing.
+    """
+    mapped = map_english(question, content)
+    if language(question) == "zh":
+        return key_terms(mapped), noun_terms(mapped)
+    named = re.findall(r"\(([^)]*)\)", mapped)
+    latin = sorted(w for w in latin_names(question) | numbers(question) if w in whole)
+    return list(dict.fromkeys(named + latin)), named
+
+
 def question_evidence(question: str, content: ContentSet, context: str = "") -> Evidence:
     """Which key terms of the question (plus follow-up context) occur in the content, and where together."""
-    mapped = map_english(question, content)
-    terms = key_terms(mapped)
-    if context and len(terms) < 2:
-        terms += [t for t in key_terms(map_english(context, content)) if t not in terms]
     whole = "\n".join(p.section + " " + p.text for p in content.passages).lower()
+    terms, nouns = _terms_of(question, content, whole)
+    if context and len(terms) < 2:
+        more, _ = _terms_of(context, content, whole)
+        terms += [t for t in more if t not in terms]
     found = [t for t in terms if _occurs(t, whole)]
     missing = [t for t in terms if t not in found]
 
@@ -146,8 +177,9 @@ def question_evidence(question: str, content: ContentSet, context: str = "") -> 
 
     ranked = sorted(content.passages, key=lambda p: -together(p))
     best = [p for p in ranked[:3] if together(p) > 0]
-    return Evidence(terms, found, missing, best)
-
+    missing_nouns = [t for t in missing if t in nouns and t not in FRAME_NOUNS]
+    query = map_english(question, content) + (" " + context if context else "")
+    return Evidence(terms, found, missing, best, query, missing_nouns)
 
 def _cjk_bigrams(text: str) -> list[str]:
     out = []
@@ -166,7 +198,8 @@ def _coverage(items: list[str], text: str) -> float:
     return sum(1 for c in items if c in text) / len(items) if items else 0.0
 
 
-def support(answer: str, question: str, content: ContentSet, cited: list[Passage], min_support: float) -> Support:
+def support(answer: str, question: str, content: ContentSet, cited: list[Passage], min_support: float,
+            missing_nouns: list[str] | tuple[str, ...] = ()) -> Support:
     """Check the answer against its cited passages (or the best ones) and choose the citations to show.
 
     A passage supports the answer when it holds the answer's own claims and also mentions what the
@@ -184,6 +217,9 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     def fits(p: Passage) -> bool:
         return (not claims or _coverage(claims, text(p)) >= 0.3) and (not topic or _coverage(topic, text(p)) > 0)
 
+    # Numbers and names the question shares with the content must be in the cited text too.
+    anchors = (numbers(question) & numbers(whole)) | (latin_names(question) & latin_names(whole))
+
     useful = [p for p in cited if fits(p)]
     if not useful or (claims and _coverage(claims, "".join(map(text, useful))) < min_support):
         ranked = sorted(content.passages, key=lambda p: -(_coverage(claims, text(p)) + 0.5 * _coverage(topic, text(p))))
@@ -196,6 +232,14 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     unsupported = [c for c in claims if c not in joined]
     if not useful:
         return Support(False, 0.0, [], claims, "no passage holds both the question's topic and the answer")
+    unanchored = sorted(a for a in anchors if a not in numbers(joined) | latin_names(joined))
+    if unanchored:
+        return Support(False, score, useful, unanchored,
+                       f"the cited text does not mention {', '.join(unanchored)} from the question")
+    asserted = [n for n in missing_nouns if n.lower() in body.lower()]
+    if asserted:
+        return Support(False, score, useful, asserted,
+                       f"the answer states {', '.join(asserted)}, which the content never mentions")
     if missing_hard:
         return Support(False, score, useful, missing_hard, f"not in the cited text: {', '.join(missing_hard)}")
     if score < min_support:

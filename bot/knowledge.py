@@ -21,6 +21,7 @@ from bot.words import terms
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".txt", ".md")
+ALIASES = "aliases.yaml"
 MAX_PASSAGE_CHARS = 360
 
 # Web-page furniture that content copied from news sites carries, often glued onto real lines.
@@ -50,6 +51,8 @@ class ContentSet:
     passages: tuple[Passage, ...]
     sources: tuple[str, ...]
     index: Bm25 = field(repr=False, compare=False)
+    # Lower-cased other-language spelling -> the content's term (from aliases.yaml).
+    aliases: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def by_id(self, passage_id: str) -> Passage | None:
         """The passage with this id, if it exists in this version."""
@@ -187,8 +190,32 @@ def load(directory: Path) -> ContentSet:
             passages.append(Passage(pid, section, body, rel, len(passages)))
     if not passages:
         raise ContentError(f"the files in {directory} have no text left after cleaning; fix: check their content.")
+    aliases = load_aliases(directory / ALIASES)
+    digest.update(repr(sorted(aliases.items())).encode())
     index = Bm25([terms(p.section + " " + p.text) for p in passages])
-    return ContentSet(digest.hexdigest()[:12], titles[0], tuple(passages), tuple(str(f) for f in files), index)
+    return ContentSet(digest.hexdigest()[:12], titles[0], tuple(passages), tuple(str(f) for f in files), index,
+                      aliases)
+
+
+def load_aliases(path: Path) -> dict[str, str]:
+    """Read `term: [other spellings]` pairs; a malformed file is a ContentError naming the fix."""
+    if not path.exists():
+        return {}
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ContentError(f"{path}: not valid YAML ({exc}); fix the line shown.") from exc
+    if not isinstance(raw, dict):
+        raise ContentError(f"{path}: expected 'term: [spelling, ...]' lines; fix the file's layout.")
+    out: dict[str, str] = {}
+    for term, spellings in raw.items():
+        if not isinstance(spellings, list) or not all(isinstance(s, str | int) for s in spellings):
+            raise ContentError(f"{path}: '{term}' must map to a list like [iFlytek, iFLYTEK]; fix that entry.")
+        for s in spellings:
+            out[str(s).lower()] = str(term)
+    return out
 
 
 def diff(old: ContentSet, new: ContentSet, error: str | None = None) -> ReloadReport:

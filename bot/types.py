@@ -90,7 +90,14 @@ class Queued:
     position: int
 
 
-Event = Delta | Queued | Reply
+@dataclass(frozen=True)
+class Retract:
+    """Everything streamed so far is withdrawn; a new draft follows (channels clear what they showed)."""
+
+    reason: str
+
+
+Event = Delta | Queued | Retract | Reply
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,25 @@ def key_terms(question: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+# Nouns that frame what kind of answer is wanted rather than name a fact ("what is his identity?"):
+# an answer may restate them without the content using the word.
+FRAME_NOUNS = frozenset(
+    "身份 职务 职位 头衔 观点 看法 意见 态度 立场 建议 提议 主张 想法 理由 原因 目的 作用 意义 影响 "
+    "内容 特点 含义 意思 方面 措施 办法 方法 途径 方式 问题 结论 定位 角色 评价 判断 "
+    "identity role position title view opinion opinions views proposal proposals suggestion suggestions idea "
+    "reason purpose role meaning point points way ways".split()
+)
+
+
+def noun_terms(question: str) -> list[str]:
+    """The nouns (and English content words) among a question's key terms."""
+    found = [m.group(0).lower() for m in _LATIN.finditer(question)
+             if m.group(0).lower() not in EN_STOP and len(m.group(0)) > 1]
+    for run in _CJK_RUN.findall(question):
+        found += [w for w, flag in _posseg(run) if flag.startswith("n") and len(w) >= 2 and w not in CJK_STOP]
+    return found
+
+
 def numbers(text: str) -> set[str]:
     """Numbers in a text (Arabic, and Chinese numerals with a unit), normalised."""
     return {n.replace(",", "") for n in _NUMBER.findall(text)}

@@ -54,7 +54,7 @@ class LlamaSettings:
     n_batch: int = 512
     temperature: float = 0.0
     top_p: float = 1.0
-    repeat_penalty: float = 1.05
+    repeat_penalty: float = 1.0
     max_tokens: int = 320
     seed: int = 0
     queue_limit: int = 32

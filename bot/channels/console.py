@@ -12,7 +12,7 @@ from typing import TextIO
 
 from bot.engine import Engine
 from bot.texts import help_text, language, message
-from bot.types import Citation, Delta, Incoming, Queued, Reply
+from bot.types import Citation, Delta, Incoming, Queued, Reply, Retract
 
 CLI_EXTRA = {
     "zh": "/reload  重新加载内容\n/stats  统计\n/quit  退出\n",
@@ -122,6 +122,11 @@ class Console:
         async for event in self.engine.stream(msg):
             if isinstance(event, Queued):
                 self.out.write(message("queued", self.lang, n=event.position) + " ")
+            elif isinstance(event, Retract):
+                streamed = ""
+                self.out.write("\n   (" + ("草稿未通过原文核对，重新查找原文……" if self.lang == "zh"
+                                         else "draft not supported by the text; checking the source again…")
+                               + ")\nbot> ")
             elif isinstance(event, Delta):
                 streamed += event.text
                 self.out.write(event.text)

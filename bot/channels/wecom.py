@@ -1,0 +1,469 @@
+"""WeCom (企业微信) self-built app channel: encrypted callbacks in, `message/send` replies out.
+
+A tornado server answers the callback URL: GET verifies the URL, POST checks signature, freshness and replay,
+decrypts, acknowledges at once with HTTP 200 and answers in a background task. MsgIds are claimed in the
+store, so WeCom's retries (and repeats after a restart) are answered once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import math
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from bot.channels.wecom_crypto import (
+    DecryptError,
+    ReceiveIdError,
+    SignatureError,
+    WecomCrypto,
+    XmlError,
+    parse_xml,
+)
+from bot.errors import BotError, ConfigError
+from bot.texts import help_text, language, message
+from bot.types import Citation, Incoming, PendingTurn
+
+if TYPE_CHECKING:
+    from bot.config import ConversationConfig, WecomConfig
+    from bot.engine import Engine
+    from bot.store import LogStore
+
+log = logging.getLogger(__name__)
+
+MAX_BYTES = 2048
+TOKEN_ERRORS = frozenset({40001, 40014, 42001})  # invalid / invalid / expired access_token
+RETRY_ERRORS = frozenset({45009, -1})  # API frequency limit, system busy
+_SECRET_QUERY = re.compile(r"(corpsecret|access_token)=[^&\s\"']+")
+
+
+class WecomApiError(Exception):
+    """The WeCom API answered with a non-zero errcode (or could not be reached: errcode None)."""
+
+    def __init__(self, errcode: int | None, errmsg: str) -> None:
+        super().__init__(f"WeCom API error {errcode}: {errmsg}")
+        self.errcode = errcode
+
+
+class _RedactSecrets(logging.Filter):
+    """Masks corpsecret and access_token in httpx's request log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if _SECRET_QUERY.search(text):
+            record.msg, record.args = _SECRET_QUERY.sub(r"\1=***", text), None
+        return True
+
+
+def _install_redaction() -> None:
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactSecrets) for f in logger.filters):
+            logger.addFilter(_RedactSecrets())
+
+
+_install_redaction()
+
+# ---- splitting ----
+
+# A sentence: up to a run of stops, with closing quotes and citation markers ("。”[2]") kept on it.
+_STOPS = "。！？!?；;"
+_SENTENCE = re.compile(rf"[^{_STOPS}\n]*(?:[{_STOPS}]+[”’」』）)\"']*(?:\[\d+\])*|\n+)|[^{_STOPS}\n]+")
+_CLAUSE = re.compile(r"[^\s,，、]*[\s,，、]+|[^\s,，、]+")
+
+
+def _nbytes(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def _pieces(text: str, limit: int) -> list[str]:
+    """Sentences; a sentence over the limit is cut at clauses, then at characters (never inside one)."""
+    out: list[str] = []
+    for sentence in _SENTENCE.findall(text):
+        if _nbytes(sentence) <= limit:
+            out.append(sentence)
+            continue
+        for clause in _CLAUSE.findall(sentence):
+            if _nbytes(clause) <= limit:
+                out.append(clause)
+            else:
+                out.extend(clause)  # one character each; packing joins them up again
+    return out
+
+
+def split_message(text: str, limit: int = MAX_BYTES) -> list[str]:
+    """Split text into chunks of at most `limit` UTF-8 bytes, at sentence boundaries where possible."""
+    chunks: list[str] = []
+    current = ""
+    for piece in _pieces(text, limit):
+        if current and _nbytes(current) + _nbytes(piece) > limit:
+            chunks.append(current)
+            current = ""
+        current += piece
+    chunks.append(current)
+    return [c.strip() for c in chunks if c.strip()]
+
+
+# ---- the API client ----
+
+
+class WecomApi:
+    """gettoken with a cached access token, and message/send with refresh and backoff."""
+
+    def __init__(self, cfg: WecomConfig, retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)) -> None:
+        self._cfg = cfg
+        self._base = cfg.api_base_url.rstrip("/")
+        self._delays = retry_delays
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+        self.clock = time.monotonic
+
+    async def close(self) -> None:
+        """Close the HTTP connection pool."""
+        await self._client.aclose()
+
+    async def _call(self, method: str, path: str, params: dict[str, str], body: Any = None) -> dict[str, Any]:
+        """One API call; network errors, 5xx, 45009 and -1 are retried after the configured delays."""
+        delays = iter(self._delays)
+        while True:
+            try:
+                resp = await self._client.request(method, self._base + path, params=params, json=body)
+                if resp.status_code >= 500:
+                    raise httpx.TransportError(f"HTTP {resp.status_code}")
+                data = resp.json()
+                code = int(data.get("errcode") or 0)
+            except (httpx.TransportError, ValueError, AttributeError) as exc:
+                code, data, why = None, {}, f"{type(exc).__name__}: {_SECRET_QUERY.sub('', str(exc))}"
+            else:
+                why = f"errcode {code}"
+            if code == 0:
+                return data
+            if code is not None and code not in RETRY_ERRORS:
+                raise WecomApiError(code, str(data.get("errmsg", "")))
+            delay = next(delays, None)
+            if delay is None:
+                raise WecomApiError(code, f"giving up after retries ({why})")
+            log.warning("wecom: %s %s failed (%s); retrying in %.1f s", method, path, why, delay)
+            await asyncio.sleep(delay)
+
+    async def token(self) -> str:
+        """A valid access token, fetched with gettoken when missing or about to expire."""
+        async with self._lock:
+            if self._token and self.clock() < self._expires_at:
+                return self._token
+            data = await self._call("GET", "/cgi-bin/gettoken",
+                                    {"corpid": self._cfg.corp_id, "corpsecret": self._cfg.corp_secret})
+            ttl = float(data.get("expires_in") or 7200)
+            self._token = str(data["access_token"])
+            self._expires_at = self.clock() + ttl - min(300.0, ttl / 10)
+            log.info("wecom: fetched an access token valid for %d s", ttl)
+            return self._token
+
+    def _invalidate(self, stale: str) -> None:
+        if self._token == stale:
+            self._token = None
+
+    async def send(self, touser: str, content: str, fmt: str = "text") -> None:
+        """message/send one text or markdown message; refresh the token and retry once when it is rejected."""
+        agent: int | str = int(self._cfg.agent_id) if self._cfg.agent_id.isdigit() else self._cfg.agent_id
+        payload = {"touser": touser, "msgtype": fmt, "agentid": agent, fmt: {"content": content}, "safe": 0}
+        for attempt in (1, 2):
+            token = await self.token()
+            try:
+                data = await self._call("POST", "/cgi-bin/message/send", {"access_token": token}, payload)
+                if data.get("invaliduser"):
+                    log.warning("wecom: message/send: user %s is not reachable by this app", touser)
+                return
+            except WecomApiError as exc:
+                if exc.errcode not in TOKEN_ERRORS or attempt == 2:
+                    raise
+                log.info("wecom: access token rejected (errcode %s); refreshing", exc.errcode)
+                self._invalidate(token)
+
+
+class RateLimiter:
+    """At most `per_minute` events per key in any 60 s window (0 or less: unlimited)."""
+
+    def __init__(self, per_minute: int, clock: Any = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self.clock = clock
+        self._seen: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+
+    def wait_seconds(self, key: str) -> int:
+        """0 and counts the event when allowed, else the whole seconds until the next one is."""
+        if self.per_minute <= 0:
+            return 0
+        now, seen = self.clock(), self._seen[key]
+        while seen and now - seen[0] >= 60.0:
+            seen.popleft()
+        if len(seen) >= self.per_minute:
+            return max(1, math.ceil(60.0 - (now - seen[0])))
+        seen.append(now)
+        return 0
+
+
+# ---- the callback server ----
+
+
+class _CallbackHandler(tornado.web.RequestHandler):
+    """Hands GET and POST on the callback path to the channel."""
+
+    def initialize(self, channel: WecomChannel) -> None:
+        self.channel = channel
+
+    def _query(self) -> dict[str, str]:
+        names = ("msg_signature", "timestamp", "nonce", "echostr")
+        # Base64 never has spaces: a '+' decoded as ' ' from an unencoded query is put back.
+        return {n: self.get_query_argument(n, "").replace(" ", "+") for n in names}
+
+    def _finish(self, status: int, body: str) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(body)
+
+    async def get(self) -> None:
+        self._finish(*self.channel.verify_url(self._query(), self.request.remote_ip or ""))
+
+    async def post(self) -> None:
+        peer = self.request.remote_ip or ""
+        self._finish(*await self.channel.accept(self._query(), self.request.body, peer))
+
+
+def _access_log(handler: tornado.web.RequestHandler) -> None:
+    """Access log without the query string."""
+    req = handler.request
+    log.debug("wecom: %d %s %s (%s) %.1f ms", handler.get_status(), req.method, req.path, req.remote_ip,
+              1000.0 * req.request_time())
+
+
+class WecomChannel:
+    """The WeCom self-built app: callback server, replay and duplicate checks, commands, replies."""
+
+    name = "wecom"
+
+    def __init__(self, cfg: WecomConfig, conversation: ConversationConfig, engine: Engine, store: LogStore, *,
+                 retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0), stop_timeout: float = 15.0) -> None:
+        missing = [env for env, value in (("WECOM_CORP_ID", cfg.corp_id), ("WECOM_AGENT_ID", cfg.agent_id),
+                                          ("WECOM_CORP_SECRET", cfg.corp_secret), ("WECOM_TOKEN", cfg.token),
+                                          ("WECOM_AES_KEY", cfg.aes_key)) if not value]
+        if missing:
+            raise ConfigError(f"WeCom channel enabled but {', '.join(missing)} not set; fix: export them.")
+        try:
+            self._crypto = WecomCrypto(cfg.token, cfg.aes_key, cfg.corp_id)
+        except ValueError as exc:
+            raise ConfigError(f"WECOM_AES_KEY is invalid ({exc}); fix: copy the 43-character "
+                              "EncodingAESKey from the app's callback settings.") from None
+        self.cfg = cfg
+        self.conversation = conversation
+        self.engine = engine
+        self.store = store
+        self.api = WecomApi(cfg, retry_delays)
+        self.limiter = RateLimiter(cfg.rate_limit_per_minute)
+        self.port = 0
+        self.stop_timeout = stop_timeout
+        self._server: tornado.httpserver.HTTPServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._user_locks: dict[str, asyncio.Lock] = {}
+        self._lang: dict[str, str] = {}
+
+    # -- lifecycle --
+
+    async def start(self) -> None:
+        """Listen on cfg.listen (port 0 picks a free one, see .port) in the running loop."""
+        host, _, port = self.cfg.listen.rpartition(":")
+        app = tornado.web.Application([(re.escape(self.cfg.path), _CallbackHandler, {"channel": self})],
+                                      log_function=_access_log)
+        sockets = tornado.netutil.bind_sockets(int(port), host.strip("[]") or None)
+        self.port = sockets[0].getsockname()[1]
+        self._server = tornado.httpserver.HTTPServer(app, max_body_size=1 << 20, idle_connection_timeout=60)
+        self._server.add_sockets(sockets)
+        log.info("wecom: callback server on %s:%d%s", host, self.port, self.cfg.path)
+
+    async def stop(self) -> None:
+        """Stop listening, let in-flight replies finish (bounded), close the HTTP client."""
+        if self._server:
+            self._server.stop()
+            await self._server.close_all_connections()
+            self._server = None
+        if self._tasks:
+            done, pending = await asyncio.wait(set(self._tasks), timeout=self.stop_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("wecom: %d replies still running at shutdown were cancelled", len(pending))
+                await asyncio.gather(*pending, return_exceptions=True)
+        await self.api.close()
+
+    async def resume(self, turn: PendingTurn) -> None:
+        """Answer a logged but unanswered message after a restart."""
+        msg = Incoming(self.name, turn.chat_id, turn.user_id, turn.text, turn.message_id, turn.conversation)
+        try:
+            async with self._lock_for(turn.chat_id):
+                await self._ask_and_send(msg, language(turn.text), resume_turn_id=turn.turn_id)
+        except Exception:
+            log.exception("wecom: resuming turn %s failed", turn.turn_id)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _lock_for(self, user: str) -> asyncio.Lock:
+        return self._user_locks.setdefault(user, asyncio.Lock())
+
+    # -- HTTP --
+
+    def verify_url(self, q: dict[str, str], peer: str) -> tuple[int, str]:
+        """GET: the decrypted echostr when the signature is right, else 403."""
+        if not all(q[k] for k in ("msg_signature", "timestamp", "nonce", "echostr")):
+            return 400, "missing parameters"
+        try:
+            return 200, self._crypto.verify_url(q["msg_signature"], q["timestamp"], q["nonce"], q["echostr"])
+        except (SignatureError, ReceiveIdError) as exc:
+            log.warning("wecom: URL verification from %s rejected: %s", peer, exc)
+            return 403, "forbidden"
+        except DecryptError as exc:
+            log.warning("wecom: URL verification from %s undecryptable: %s", peer, exc)
+            return 400, "bad request"
+
+    async def accept(self, q: dict[str, str], body: bytes, peer: str) -> tuple[int, str]:
+        """POST: check, decrypt and queue one callback; answers at once, never waits for the model."""
+        if not all(q[k] for k in ("msg_signature", "timestamp", "nonce")):
+            return 400, "missing parameters"
+        try:
+            encrypt = parse_xml(body).get("Encrypt", "")
+            if not encrypt:
+                raise XmlError("no <Encrypt> element")
+            self._crypto.check_signature(q["msg_signature"], q["timestamp"], q["nonce"], encrypt)
+            if not await self._fresh(q, peer):
+                return 403, "forbidden"
+            fields = parse_xml(self._crypto.decrypt(encrypt))
+        except SignatureError:
+            log.warning("wecom: callback from %s has a bad msg_signature; rejected", peer)
+            return 403, "forbidden"
+        except ReceiveIdError:
+            log.warning("wecom: callback from %s is for another corp id; rejected", peer)
+            return 403, "forbidden"
+        except (XmlError, DecryptError) as exc:
+            log.warning("wecom: callback from %s rejected: %s", peer, exc)
+            return 400, "bad request"
+        await self._dispatch(fields)
+        return 200, ""
+
+    async def _fresh(self, q: dict[str, str], peer: str) -> bool:
+        """Timestamp within the replay window and (timestamp, nonce, signature) never seen before."""
+        try:
+            skew = abs(time.time() - int(q["timestamp"]))
+        except ValueError:
+            skew = math.inf
+        if skew > self.cfg.replay_window_s:
+            log.warning("wecom: callback from %s has a stale timestamp (%.0f s off); rejected", peer, skew)
+            return False
+        key = f"{q['timestamp']}:{q['nonce']}:{q['msg_signature'].lower()}"
+        if not await self.store.claim("wecom-replay", key):
+            log.warning("wecom: replayed callback from %s (same timestamp, nonce, signature); rejected", peer)
+            return False
+        return True
+
+    async def _dispatch(self, f: dict[str, str]) -> None:
+        """Events are ignored; a message is claimed by MsgId and answered in the background."""
+        kind, user = f.get("MsgType", ""), f.get("FromUserName", "")
+        if kind == "event" or not user:
+            log.debug("wecom: ignored %s %s", kind, f.get("Event", ""))
+            return
+        msg_id = f.get("MsgId") or f"{user}:{f.get('CreateTime', '')}:{kind}"
+        if not await self.store.claim(self.name, msg_id):
+            log.info("wecom: duplicate MsgId %s (a WeCom retry); already answered", msg_id)
+            return
+        self._spawn(self._handle(user, kind, f.get("Content", ""), msg_id))
+
+    # -- answering --
+
+    async def _handle(self, user: str, kind: str, text: str, msg_id: str) -> None:
+        """Answer one message; per-user order is kept, failures are logged and never escape."""
+        async with self._lock_for(user):
+            try:
+                text = text.strip()
+                if kind != "text":
+                    await self.store.log_event(self.name, user, user, "non_text", kind)
+                    await self._send(user, message("text_only", self._lang.get(user, "zh")))
+                elif text.startswith("/"):
+                    await self._command(user, text)
+                else:
+                    await self._question(user, text, msg_id)
+            except Exception as exc:
+                log.exception("wecom: answering MsgId %s failed", msg_id)
+                with contextlib.suppress(Exception):
+                    await self.store.log_event(self.name, user, user, "send_failed", type(exc).__name__)
+
+    async def _question(self, user: str, text: str, msg_id: str) -> None:
+        lang = self._lang[user] = language(text) if text else self._lang.get(user, "zh")
+        limit = self.conversation.max_question_chars
+        if not text:
+            return await self._send(user, message("empty", lang))
+        if len(text) > limit:
+            await self.store.log_event(self.name, user, user, "too_long", str(len(text)))
+            return await self._send(user, message("too_long", lang, limit=limit))
+        wait = self.limiter.wait_seconds(user)
+        if wait:
+            await self.store.log_event(self.name, user, user, "rate_limited", "")
+            return await self._send(user, message("rate_limited", lang, seconds=wait))
+        await self._ask_and_send(Incoming(self.name, user, user, text, msg_id), lang)
+
+    async def _ask_and_send(self, msg: Incoming, lang: str, resume_turn_id: int | None = None) -> None:
+        try:
+            reply = await self.engine.ask(msg, resume_turn_id=resume_turn_id)
+            text = reply.text_with_sources() or message("apology", lang)
+        except BotError as exc:
+            log.error("wecom: engine failed: %s", exc)
+            text = exc.user_message
+        except Exception:
+            log.exception("wecom: engine failed")
+            text = message("apology", lang)
+        await self._send(msg.chat_id, text)
+
+    async def _command(self, user: str, text: str) -> None:
+        cmd, _, arg = text.partition(" ")
+        cmd, lang, admin = cmd.lower(), self._lang.get(user, "zh"), user in self.cfg.admins
+        key = Incoming(self.name, user, user, "").conversation_key
+        if cmd in ("/reload", "/stats") and not admin:
+            log.warning("wecom: non-admin %s tried %s", user, cmd)
+            await self.store.log_event(self.name, user, user, "admin_denied", cmd)
+            return await self._send(user, message("admin_only", lang))
+        if cmd in ("/help", "/start"):
+            out = help_text(lang, self.engine.about(lang), admin=admin)
+        elif cmd == "/reset":
+            await self.engine.reset(key)
+            out = message("reset", lang)
+        elif cmd == "/sources":
+            out = _format_sources(await self.engine.sources(key)) or message("no_sources", lang)
+        elif cmd == "/reload":
+            await self.store.log_event(self.name, user, user, "admin_reload", "")
+            out = (await self.engine.reload()).summary()
+        elif cmd == "/stats":
+            hours = float(arg) if re.fullmatch(r"\d+(\.\d+)?", arg.strip()) else 24.0
+            out = (await self.engine.stats(since_hours=hours)).summary()
+        else:
+            out = message("unknown_command", lang, command=cmd)
+        await self._send(user, out)
+
+    async def _send(self, user: str, text: str) -> None:
+        """Send a reply, split into parts of at most 2048 bytes."""
+        for part in split_message(text):
+            await self.api.send(user, part, self.cfg.reply_format)
+
+
+def _format_sources(citations: list[Citation]) -> str:
+    """One block per cited passage: `[n] section` and its text."""
+    return "\n\n".join(f"[{c.n}] {c.section}\n{c.text}" for c in citations)
