@@ -6,6 +6,7 @@ import asyncio
 import csv
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -213,8 +214,9 @@ def eval_cmd(ctx: click.Context, path: Path, report: Path | None) -> None:
         cases = evaluation.load_cases(path)
         async with open_app(cfg) as app:
             results = []
+            run_id = str(int(time.time()))
             for case in cases:
-                results.append(await evaluation.run_case(app.engine, case))
+                results.append(await evaluation.run_case(app.engine, case, run_id))
                 for line in evaluation.result_lines(results[-1]):
                     click.echo(line)
             summary = evaluation.summarise(results, app.engine.model_name)

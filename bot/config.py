@@ -58,6 +58,8 @@ class GroundingConfig:
     # Check the finished answer against the cited passages; retract it when unsupported.
     support_check: bool = True
     min_support: float = 0.5
+    # Share (weighted by rarity) of the question's terms the cited passages must contain.
+    min_topic: float = 0.45
     # When the first draft is declined or unsupported but the question's terms are in the content,
     # ask once more with the best-matching passages quoted beside the question.
     retry_with_passages: bool = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -182,11 +183,16 @@ class Engine:
             return
         history = await self._history(msg.conversation_key)
         context = history[-1].question if history else ""
-        evidence = grounding.question_evidence(question, content, context)
+        # Answers are drafted and checked in the content's language, word for word against the passages;
+        # an English question is first put into Chinese (names annotated from the content), and the
+        # checked answer is translated back (its Chinese draft is not shown).
+        checked_question = await self._to_chinese(question, content, draft) if lang == "en" else question
+        evidence = grounding.question_evidence(checked_question, content, context)
         if self.cfg.grounding.evidence_check and evidence.none_found:
             yield self._decline(msg, content, draft, "decline",
                                 f"no key term in the content: {', '.join(evidence.missing)}")
             return
+        visible = lang == "zh"
         quoted: list[Passage] = []
         completion = Completion()
         for attempt in (1, 2):
@@ -197,31 +203,82 @@ class Engine:
                 if not quoted or not self.cfg.grounding.retry_with_passages:
                     break
                 draft.restart()
-                yield Retract("checking the source passages again")
-            messages = self._messages(content, history, question, lang, quoted)
-            async for event in self._generate(messages, msg.conversation_key, draft, completion):
+                if visible:
+                    yield Retract("checking the source passages again")
+            messages = self._messages(content, history, checked_question, quoted)
+            async for event in self._generate(messages, msg.conversation_key, draft, completion, visible):
                 yield event
-            reply = self._finish(msg, content, draft, completion, question, evidence)
+            reply = self._finish(msg, content, draft, completion, checked_question, evidence)
             if not reply.refused or not evidence.found:
                 break
+        if lang == "en" and not reply.refused:
+            async for event in self._translate(msg, content, reply, draft, completion, question):
+                yield event
+        reply.prompt_tokens = completion.prompt_tokens
+        reply.completion_tokens = completion.completion_tokens
         yield reply
 
     async def _generate(self, messages: list[dict[str, str]], conversation: str, draft: _Draft,
-                        completion: Completion) -> AsyncIterator[Event]:
+                        completion: Completion, visible: bool = True) -> AsyncIterator[Event]:
         renumber = MarkerRenumber()
-        async for piece in self.backend.stream(messages, conversation=conversation, completion=completion):
+        used = Completion()
+        async for piece in self.backend.stream(messages, conversation=conversation, completion=used):
             if isinstance(piece, Queued):
                 yield piece
                 continue
-            if draft.ttft_ms is None:
+            if draft.ttft_ms is None and visible:
                 draft.ttft_ms = int((time.perf_counter() - draft.started) * 1000)
             draft.text += piece
             shown = renumber.feed(piece)
-            if shown:
+            if shown and visible:
                 yield Delta(shown)
         rest = renumber.flush()
-        if rest:
+        if rest and visible:
             yield Delta(rest)
+        completion.prompt_tokens += used.prompt_tokens
+        completion.completion_tokens += used.completion_tokens
+
+    async def _to_chinese(self, question: str, content: ContentSet, draft: _Draft) -> str:
+        """The English question in Chinese, names spelled as the content has them (hidden from the user)."""
+        annotated = grounding.map_english(question, content)
+        mixed = grounding.map_english(question, content, replace=True)
+        messages = [{"role": "system", "content": self._system_message(content, with_passages=self._prefix_mode)},
+                    {"role": "user", "content": self.prompts.render("translate_zh", question=mixed)}]
+        text = ""
+        async for piece in self.backend.stream(messages, conversation="translate", max_tokens=80):
+            if isinstance(piece, str):
+                text += piece
+        text = text.strip().splitlines()[0] if text.strip() else ""
+        text = re.sub(r"([\u3400-\u9fff]{2,})\s*[（(]\1[)）]", r"\1", text)  # "赵晓光（赵晓光）"
+        draft.earlier += f"[question] {text}\n---\n"
+        # A translation that lost the question's Chinese names is worse than the annotated original.
+        kept = all(name in text for name in re.findall(r"\(([^)]*)\)", annotated))
+        return text if language(text) == "zh" and kept else annotated
+
+    async def _translate(self, msg: Incoming, content: ContentSet, reply: Reply, draft: _Draft,
+                         completion: Completion, question: str) -> AsyncIterator[Event]:
+        """Stream the checked Chinese answer in English; its [n] markers go at the end."""
+        source = grounding.strip_markers(reply.text)
+        names = grounding.english_names(source + " " + grounding.map_english(question, content), content)
+        glossary = "；".join(f"{zh} = {en}" for zh, en in names.items()) or "-"
+        messages = [{"role": "system", "content": self._system_message(content, with_passages=self._prefix_mode)},
+                    {"role": "user", "content": self.prompts.render("translate_en", answer=source,
+                                                                    glossary=glossary)}]
+        draft.restart()
+        async for event in self._generate(messages, msg.conversation_key, draft, completion):
+            yield event
+        marks = "".join(f"[{c.n}]" for c in reply.citations)
+        english = grounding.strip_markers(draft.text).strip()
+        english = re.sub(r"^[^.!?]*\?\s*", "", english) or english  # the model sometimes repeats the question
+        if english and grounding.language(english) == "en":
+            reply.text = english.rstrip(".") + marks + "."
+            if marks:
+                yield Delta(marks)
+        else:  # a failed translation still leaves a checked answer to show
+            reply.text = source + marks
+            yield Retract("translation failed; showing the checked answer")
+            yield Delta(reply.text)
+        reply.draft = draft.earlier + draft.text
 
     async def _history(self, conversation: str) -> list[HistoryTurn]:
         turns = await self.store.history(conversation, self.cfg.conversation.history_turns)
@@ -235,15 +292,15 @@ class Engine:
             kept.insert(0, turn)
         return kept
 
-    def _messages(self, content: ContentSet, history: list[HistoryTurn], question: str, lang: str,
+    def _messages(self, content: ContentSet, history: list[HistoryTurn], question: str,
                   quoted: list[Passage]) -> list[dict[str, str]]:
         messages = [{"role": "system", "content": self._system_message(content, with_passages=self._prefix_mode)}]
         for turn in history:
             messages.append({"role": "user", "content": turn.question})
             messages.append({"role": "assistant", "content": grounding.strip_markers(turn.answer)})
-        if lang == "en":
-            question = grounding.map_english(question, content)
-        text = self.prompts.render(f"question_{lang}", question=question)
+        # Naming the best-matching paragraphs costs a few tokens and keeps a small model on them.
+        hint = "、".join(f"[{p.order + 1}]" for p, _ in content.retrieve(question, 2)) or "-"
+        text = self.prompts.render("question", question=question, hint=hint)
         if not self._prefix_mode and not quoted:
             quoted = [p for p, _ in content.retrieve(question, self.cfg.content.retrieve_top_k)]
         if quoted:
@@ -260,7 +317,7 @@ class Engine:
         else:
             cited = [content.passages[k - 1] for k in grounding.markers(answer) if 0 < k <= len(content.passages)]
             check = grounding.support(answer, question, content, cited, self.cfg.grounding.min_support,
-                                      evidence.missing_nouns)
+                                      evidence.missing_terms, self.cfg.grounding.min_topic)
             if check.supported or not self.cfg.grounding.support_check:
                 text, citations = self._cite(answer, check.passages, content)
                 reply = self._reply(msg, content, text, refused=False, draft=draft, started=draft.started)
@@ -268,8 +325,6 @@ class Engine:
             else:
                 reply = self._decline(msg, content, draft, "decline", f"unsupported answer: {check.reason}")
                 reply.retracted = True
-        reply.prompt_tokens = completion.prompt_tokens
-        reply.completion_tokens = completion.completion_tokens
         return reply
 
     def _cite(self, answer: str, passages: list[Passage], content: ContentSet) -> tuple[str, list[Citation]]:

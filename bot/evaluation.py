@@ -24,6 +24,9 @@ class Case:
     kind: str
     question: str
     expect_any: list[str] = field(default_factory=list)
+    category: str = ""
+    # Rows with the same conversation run in order in one conversation (follow-up questions).
+    conversation: str = ""
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Result:
     ttft_ms: int | None
     total_ms: int | None
     decline_reason: str = ""
+    category: str = ""
 
 
 def load_cases(path: Path) -> list[Case]:
@@ -50,7 +54,8 @@ def load_cases(path: Path) -> list[Case]:
             continue
         try:
             row = json.loads(line)
-            cases.append(Case(str(row["id"]), row["kind"], row["question"], list(row.get("expect_any", []))))
+            cases.append(Case(str(row["id"]), row["kind"], row["question"], list(row.get("expect_any", [])),
+                              str(row.get("category") or row["kind"]), str(row.get("conversation") or "")))
         except (json.JSONDecodeError, KeyError) as exc:
             fix = "fix: give id, kind, question (and expect_any for facts)"
             raise ContentError(f"{path}:{i}: not a question row ({exc}); {fix}.") from exc
@@ -64,23 +69,25 @@ def is_correct(case: Case, answer: str, refused: bool) -> bool:
     return not refused and any(p.lower() in answer.lower() for p in case.expect_any)
 
 
-async def run_case(engine: Engine, case: Case) -> Result:
-    """Ask one question in a fresh conversation."""
-    msg = Incoming("eval", "eval", "eval", case.question, conversation=f"eval:{case.id}")
-    reply = await engine.ask(msg)
+async def run_case(engine: Engine, case: Case, run_id: str = "") -> Result:
+    """Ask one question in a fresh conversation (or its follow-up conversation)."""
+    key = f"eval:{run_id}:{case.conversation or case.id}"
+    reply = await engine.ask(Incoming("eval", "eval", "eval", case.question, conversation=key))
     return Result(case.id, case.kind, case.question, reply.text, reply.refused,
                   is_correct(case, reply.text, reply.refused), [c.id for c in reply.citations], reply.ttft_ms,
-                  reply.total_ms, reply.decline_reason)
+                  reply.total_ms, reply.decline_reason, case.category)
 
 
 def summarise(results: list[Result], model: str) -> dict[str, Any]:
-    """Per-kind totals, decline rate, false declines, refusal precision and latency."""
+    """Per-kind and per-category totals, decline rate, false declines, refusal precision and latency."""
     kinds: dict[str, dict[str, int]] = {}
+    categories: dict[str, dict[str, int]] = {}
     for r in results:
-        k = kinds.setdefault(r.kind, {"total": 0, "correct": 0, "declined": 0})
-        k["total"] += 1
-        k["correct"] += int(r.correct)
-        k["declined"] += int(r.refused)
+        for table, name in ((kinds, r.kind), (categories, r.category or r.kind)):
+            k = table.setdefault(name, {"total": 0, "correct": 0, "declined": 0})
+            k["total"] += 1
+            k["correct"] += int(r.correct)
+            k["declined"] += int(r.refused)
     declined = [r for r in results if r.refused]
     false_declines = [r.id for r in declined if r.kind != "out_of_scope"]
     totals = [r.total_ms for r in results if r.total_ms is not None]
@@ -90,6 +97,7 @@ def summarise(results: list[Result], model: str) -> dict[str, Any]:
         "questions": len(results),
         "correct": sum(r.correct for r in results),
         "by_kind": kinds,
+        "by_category": categories,
         "decline_rate": round(len(declined) / len(results), 3) if results else 0.0,
         "false_declines": false_declines,
         "refusal_precision": round(1 - len(false_declines) / len(declined), 3) if declined else None,
@@ -113,6 +121,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         label = "facts answered with an accepted phrase" if kind == "fact" else (
             "out-of-scope declined" if kind == "out_of_scope" else f"{kind} correct")
         lines.append(f"{kind}: {k['correct']}/{k['total']} {label} ({k['declined']} declined)")
+    if set(summary.get("by_category", {})) != set(summary["by_kind"]):
+        lines.append("by category: " + ", ".join(f"{name} {k['correct']}/{k['total']}"
+                                                for name, k in summary["by_category"].items()))
     lines.append(f"total: {summary['correct']}/{summary['questions']} correct; decline rate "
                  f"{summary['decline_rate']:.0%}; false declines: {len(summary['false_declines'])} "
                  f"{summary['false_declines'] or ''}; refusal precision {summary['refusal_precision']}")

@@ -16,6 +16,7 @@ on evidence in the text:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -57,8 +58,8 @@ class Evidence:
     best: list[Passage] = field(default_factory=list)
     # The question with English names mapped to the content's, for retrieval.
     query: str = ""
-    # Nouns the question asks about that the content never uses (e.g. a hometown, a market value).
-    missing_nouns: list[str] = field(default_factory=list)
+    # Words the question asks about that the content never uses (e.g. a hometown, a market value).
+    missing_terms: list[str] = field(default_factory=list)
 
     @property
     def coverage(self) -> float:
@@ -67,8 +68,8 @@ class Evidence:
     @property
     def none_found(self) -> bool:
         """Not one of the question's terms occurs in the content (an English question with no term the
-        content shares counts too)."""
-        return not self.found
+        content shares counts too); words that only frame the question do not count either way."""
+        return not self.found and not all(t in FRAME_NOUNS for t in self.missing or ["-"])
 
 
 @dataclass
@@ -117,13 +118,15 @@ def _pinyin_index(version: str, text: str) -> dict[str, str]:
     return index
 
 
-def map_english(question: str, content: ContentSet) -> str:
+def map_english(question: str, content: ContentSet, *, replace: bool = False) -> str:
     """Annotate other-language names with the content's spelling: 'Zhao Xiaoguang (赵晓光)', 'iFlytek (科大讯飞)'.
 
     Known spellings come from the content's aliases.yaml; person names are matched by their pinyin.
+    With `replace`, the content's spelling stands instead of the original ('Who is 赵晓光?').
     """
     pinyin = _pinyin_index(content.version, "\n".join(p.text for p in content.passages))
-    spans = [(m.start(), m.end(), m.group(0)) for m in re.finditer(r"[A-Za-z0-9][A-Za-z0-9'-]*", question)]
+    spans = [(m.start(), m.end(), m.group(0))
+             for m in re.finditer(r"[A-Za-z0-9](?:[A-Za-z0-9-]|'(?!s\b))*", question)]  # not the possessive 's
     out, i, pos = [], 0, 0
     while i < len(spans):
         for size in (6, 5, 4, 3, 2, 1):
@@ -135,12 +138,21 @@ def map_english(question: str, content: ContentSet) -> str:
             by_pinyin = pinyin.get(joined) if len(joined) >= 5 and joined.isalpha() else None
             name = content.aliases.get(phrase) or by_pinyin
             if name and name.lower() != phrase:
-                out.append(question[pos : group[-1][1]] + f" ({name})")
+                out.append(question[pos : group[0][0]] + name if replace
+                           else question[pos : group[-1][1]] + f" ({name})")
                 pos, i = group[-1][1], i + size
                 break
         else:
             i += 1
     return "".join(out) + question[pos:]
+
+
+def english_names(text: str, content: ContentSet) -> dict[str, str]:
+    """Chinese terms in `text` with an English spelling: from aliases.yaml, or pinyin from annotations."""
+    out = {term: spelling for term, spelling in content.alias_names.items() if term in text}
+    for m in re.finditer(r"([A-Za-z][A-Za-z ]+?) \(([\u3400-\u9fff]+)\)", text):
+        out.setdefault(m.group(2), m.group(1).title() if m.group(1).islower() else m.group(1))
+    return out
 
 
 def _occurs(term: str, haystack: str) -> bool:
@@ -161,6 +173,26 @@ def _terms_of(question: str, content: ContentSet, whole: str) -> tuple[list[str]
     return list(dict.fromkeys(named + latin)), named
 
 
+def shared_spans(question: str, whole: str, min_len: int = 3) -> list[str]:
+    """Longest Chinese substrings (three characters or more) of the question that occur in the content.
+
+    They catch names the word segmenter splits or does not know (周鸿祎).
+    """
+    spans: list[str] = []
+    for run in _CJK_RUN.findall(question):
+        i = 0
+        while i <= len(run) - min_len:
+            j = i + min_len
+            if run[i:j] not in whole:
+                i += 1
+                continue
+            while j < len(run) and run[i : j + 1] in whole:
+                j += 1
+            spans.append(run[i:j])
+            i = j
+    return spans
+
+
 def question_evidence(question: str, content: ContentSet, context: str = "") -> Evidence:
     """Which key terms of the question (plus follow-up context) occur in the content, and where together."""
     whole = "\n".join(p.section + " " + p.text for p in content.passages).lower()
@@ -169,7 +201,8 @@ def question_evidence(question: str, content: ContentSet, context: str = "") -> 
         more, _ = _terms_of(context, content, whole)
         terms += [t for t in more if t not in terms]
     found = [t for t in terms if _occurs(t, whole)]
-    missing = [t for t in terms if t not in found]
+    found += [t for t in shared_spans(question, whole) if t not in found and not any(t in f for f in found)]
+    missing = [t for t in terms if t not in found and not any(t in f for f in found)]
 
     def together(p: Passage) -> int:
         text = (p.section + " " + p.text).lower()
@@ -177,9 +210,9 @@ def question_evidence(question: str, content: ContentSet, context: str = "") -> 
 
     ranked = sorted(content.passages, key=lambda p: -together(p))
     best = [p for p in ranked[:3] if together(p) > 0]
-    missing_nouns = [t for t in missing if t in nouns and t not in FRAME_NOUNS]
+    missing_terms = [t for t in missing if t in nouns and t not in FRAME_NOUNS]
     query = map_english(question, content) + (" " + context if context else "")
-    return Evidence(terms, found, missing, best, query, missing_nouns)
+    return Evidence(terms, found, missing, best, query, missing_terms)
 
 def _cjk_bigrams(text: str) -> list[str]:
     out = []
@@ -188,60 +221,97 @@ def _cjk_bigrams(text: str) -> list[str]:
     return out
 
 
-def _claims(answer: str, question: str) -> list[str]:
-    """The answer's content bigrams that do not merely repeat the question."""
+@dataclass
+class _Checkable:
+    """What of an answer can be checked against the text."""
+
+    claims: list[str]  # Chinese bigrams that do not merely repeat the question
+    hard: set[str]  # numbers and Latin-script words that must occur verbatim
+
+
+def _checkable(body: str, question: str) -> _Checkable:
     asked = set(_cjk_bigrams(question))
-    return [bg for bg in _cjk_bigrams(answer) if bg not in asked]
+    claims = [bg for bg in _cjk_bigrams(body) if bg not in asked]
+    return _Checkable(claims, numbers(body) | latin_names(body, every_word=True))
 
 
 def _coverage(items: list[str], text: str) -> float:
     return sum(1 for c in items if c in text) / len(items) if items else 0.0
 
 
+@lru_cache(maxsize=8)
+def _idf_table(version: str, texts: tuple[str, ...]) -> dict[str, float]:
+    del version  # part of the cache key only
+    df: dict[str, int] = {}
+    for t in texts:
+        for bg in set(_cjk_bigrams(t)):
+            df[bg] = df.get(bg, 0) + 1
+    n = len(texts)
+    return {bg: math.log(1 + (n - c + 0.5) / (c + 0.5)) for bg, c in df.items()}
+
+
+def _topic(question: str, content: ContentSet) -> tuple[list[str], dict[str, float]]:
+    """The question's Chinese bigrams that occur in the content, and their IDF weights."""
+    texts = tuple(p.section + p.text for p in content.passages)
+    idf = _idf_table(content.version, texts)
+    return [bg for bg in dict.fromkeys(_cjk_bigrams(map_english(question, content))) if bg in idf], idf
+
+
+def _weighted(topic: list[str], idf: dict[str, float], text: str) -> float:
+    total = sum(idf[b] for b in topic)
+    return sum(idf[b] for b in topic if b in text) / total if total else 1.0
+
+
 def support(answer: str, question: str, content: ContentSet, cited: list[Passage], min_support: float,
-            missing_nouns: list[str] | tuple[str, ...] = ()) -> Support:
+            missing_terms: list[str] | tuple[str, ...] = (), min_topic: float = 0.45) -> Support:
     """Check the answer against its cited passages (or the best ones) and choose the citations to show.
 
-    A passage supports the answer when it holds the answer's own claims and also mentions what the
-    question is about (so a true sentence about something else does not count).
+    The cited text must hold the answer's own claims (share >= min_support) and be about what the
+    question asks: the question's terms, weighted by rarity, covered >= min_topic. A true sentence about
+    another person or subject does not support the answer.
     """
     body = strip_markers(answer)
-    claims = _claims(body, question)
-    whole = "".join(p.section + p.text for p in content.passages)
-    topic = [bg for bg in dict.fromkeys(_cjk_bigrams(question)) if bg in whole]
-    hard = numbers(body) | latin_names(body, every_word=language(question) == "zh")
+    if not _CJK_RUN.search(body):
+        return Support(False, 0.0, [], [], "the draft is not in the content's language")
+    chk = _checkable(body, question)
+    topic, idf = _topic(question, content)
 
-    def text(p: Passage) -> str:
-        return p.section + p.text
+    def text(ps: list[Passage]) -> str:
+        return "".join(p.section + p.text for p in ps)
 
-    def fits(p: Passage) -> bool:
-        return (not claims or _coverage(claims, text(p)) >= 0.3) and (not topic or _coverage(topic, text(p)) > 0)
+    def anchored(p: Passage) -> bool:
+        """One passage holds both what the question is about and some of the answer's claims."""
+        claims_ok = not chk.claims or _coverage(chk.claims, text([p])) >= 0.3
+        return claims_ok and _weighted(topic, idf, text([p])) >= min_topic
 
-    # Numbers and names the question shares with the content must be in the cited text too.
-    anchors = (numbers(question) & numbers(whole)) | (latin_names(question) & latin_names(whole))
+    def good(ps: list[Passage]) -> bool:
+        claims_ok = not chk.claims or _coverage(chk.claims, text(ps)) >= min_support
+        return claims_ok and any(anchored(p) for p in ps)
 
-    useful = [p for p in cited if fits(p)]
-    if not useful or (claims and _coverage(claims, "".join(map(text, useful))) < min_support):
-        ranked = sorted(content.passages, key=lambda p: -(_coverage(claims, text(p)) + 0.5 * _coverage(topic, text(p))))
-        useful = [p for p in ranked[:2] if fits(p)][:2]
-        if len(useful) == 2 and _coverage(claims, text(useful[0])) >= max(min_support, 0.99 if claims else 0):
-            useful = useful[:1]
-    joined = "".join(map(text, useful))
-    score = _coverage(claims, joined) if claims else (1.0 if useful else 0.0)
-    missing_hard = sorted(h for h in hard if h not in joined.lower())
-    unsupported = [c for c in claims if c not in joined]
-    if not useful:
-        return Support(False, 0.0, [], claims, "no passage holds both the question's topic and the answer")
+    useful = [p for p in cited if not chk.claims or _coverage(chk.claims, text([p])) >= 0.3]
+    if not useful or not good(useful):
+        ranked = sorted(content.passages,
+                        key=lambda p: -(_coverage(chk.claims, text([p])) + _weighted(topic, idf, text([p]))))
+        useful = ranked[:1] if good(ranked[:1]) else ranked[:2]
+    joined = text(useful)
+    score = _coverage(chk.claims, joined) if chk.claims else 1.0
+
+    def fail(reason: str, unsupported: list[str]) -> Support:
+        return Support(False, score, useful, unsupported, reason)
+
+    if chk.claims and score < min_support:
+        return fail(f"only {score:.0%} of the answer is in the cited text", [c for c in chk.claims if c not in joined])
+    if not any(anchored(p) for p in useful):
+        return fail("no cited passage is about what the question asks", topic)
+    missing_hard = sorted(h for h in chk.hard if h not in joined.lower())
+    if missing_hard:
+        return fail(f"not in the cited text: {', '.join(missing_hard)}", missing_hard)
+    anchors = (numbers(question) & numbers(text(list(content.passages)))) | \
+        (latin_names(question) & latin_names(text(list(content.passages))))
     unanchored = sorted(a for a in anchors if a not in numbers(joined) | latin_names(joined))
     if unanchored:
-        return Support(False, score, useful, unanchored,
-                       f"the cited text does not mention {', '.join(unanchored)} from the question")
-    asserted = [n for n in missing_nouns if n.lower() in body.lower()]
+        return fail(f"the cited text does not mention {', '.join(unanchored)} from the question", unanchored)
+    asserted = [t for t in missing_terms if t.lower() in body.lower()]
     if asserted:
-        return Support(False, score, useful, asserted,
-                       f"the answer states {', '.join(asserted)}, which the content never mentions")
-    if missing_hard:
-        return Support(False, score, useful, missing_hard, f"not in the cited text: {', '.join(missing_hard)}")
-    if score < min_support:
-        return Support(False, score, useful, unsupported, f"only {score:.0%} of the answer is in the cited text")
-    return Support(True, score, useful, unsupported)
+        return fail(f"the answer states {', '.join(asserted)}, which the content never mentions", asserted)
+    return Support(True, score, useful, [c for c in chk.claims if c not in joined])

@@ -53,6 +53,8 @@ class ContentSet:
     index: Bm25 = field(repr=False, compare=False)
     # Lower-cased other-language spelling -> the content's term (from aliases.yaml).
     aliases: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # The content's term -> its first listed spelling, as written (for translating answers).
+    alias_names: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def by_id(self, passage_id: str) -> Passage | None:
         """The passage with this id, if it exists in this version."""
@@ -190,17 +192,17 @@ def load(directory: Path) -> ContentSet:
             passages.append(Passage(pid, section, body, rel, len(passages)))
     if not passages:
         raise ContentError(f"the files in {directory} have no text left after cleaning; fix: check their content.")
-    aliases = load_aliases(directory / ALIASES)
+    aliases, alias_names = load_aliases(directory / ALIASES)
     digest.update(repr(sorted(aliases.items())).encode())
     index = Bm25([terms(p.section + " " + p.text) for p in passages])
     return ContentSet(digest.hexdigest()[:12], titles[0], tuple(passages), tuple(str(f) for f in files), index,
-                      aliases)
+                      aliases, alias_names)
 
 
-def load_aliases(path: Path) -> dict[str, str]:
-    """Read `term: [other spellings]` pairs; a malformed file is a ContentError naming the fix."""
+def load_aliases(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Read `term: [other spellings]` pairs into (spelling -> term, term -> first spelling)."""
     if not path.exists():
-        return {}
+        return {}, {}
     import yaml
 
     try:
@@ -210,12 +212,14 @@ def load_aliases(path: Path) -> dict[str, str]:
     if not isinstance(raw, dict):
         raise ContentError(f"{path}: expected 'term: [spelling, ...]' lines; fix the file's layout.")
     out: dict[str, str] = {}
+    names: dict[str, str] = {}
     for term, spellings in raw.items():
-        if not isinstance(spellings, list) or not all(isinstance(s, str | int) for s in spellings):
+        if not isinstance(spellings, list) or not spellings or not all(isinstance(s, str | int) for s in spellings):
             raise ContentError(f"{path}: '{term}' must map to a list like [iFlytek, iFLYTEK]; fix that entry.")
+        names[str(term)] = str(spellings[0])
         for s in spellings:
             out[str(s).lower()] = str(term)
-    return out
+    return out, names
 
 
 def diff(old: ContentSet, new: ContentSet, error: str | None = None) -> ReloadReport:

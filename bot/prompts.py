@@ -8,7 +8,7 @@ from pathlib import Path
 from bot.errors import ConfigError
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "prompts"
-REQUIRED = ("system", "passage", "question_zh", "question_en", "retrieved", "decline_zh", "decline_en",
+REQUIRED = ("system", "passage", "question", "retrieved", "translate_zh", "translate_en", "decline_zh", "decline_en",
             "offtopic_zh", "offtopic_en")
 
 

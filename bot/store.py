@@ -11,6 +11,7 @@ from typing import Any
 
 import aiosqlite
 
+from bot.errors import ConfigError
 from bot.migrations import MIGRATIONS
 from bot.types import Citation, Incoming, Passage, PendingTurn, Reply, Stats
 
@@ -54,7 +55,12 @@ class LogStore:
         await db.execute("PRAGMA synchronous=FULL")
         await db.execute("PRAGMA busy_timeout=5000")
         store = cls(db, path)
-        await store.migrate()
+        try:
+            await store.migrate()
+        except Exception as exc:
+            await db.close()  # its worker thread would keep the process alive
+            raise ConfigError(f"cannot migrate the log database {path}: {exc}; fix: restore a backup, or move the "
+                              "file aside (set BOT_DATABASE) to start a new log.") from exc
         return store
 
     async def migrate(self) -> list[int]:

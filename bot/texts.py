@@ -49,6 +49,19 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh": "未知命令 {command}。发送 /help 查看可用命令。",
         "en": "Unknown command {command}. Send /help for the list.",
     },
+    "greeting": {"zh": "你好！", "en": "Hello!"},
+    "group_hint": {
+        "zh": "在群里：@我、回复我的消息，或用 /ask 问题 来提问。\n",
+        "en": "In groups: mention me, reply to one of my messages, or use /ask <question>.\n",
+    },
+}
+
+# The command menu a messenger shows next to the input field (Telegram's setMyCommands): command -> description.
+COMMANDS: dict[str, str] = {
+    "ask": "Ask a question about the article",
+    "help": "What I know and how to ask",
+    "reset": "Forget this conversation",
+    "sources": "The passages behind the last answer",
 }
 
 

@@ -66,7 +66,8 @@ def key_terms(question: str) -> list[str]:
         for word, flag in _posseg(run):
             if word in CJK_STOP or len(word) < 2:
                 continue
-            if flag[:1] in ("n", "v", "a", "m", "t", "s", "j", "l", "i") or flag in ("eng", "nz", "vn", "an"):
+            # Everything but pronouns, conjunctions, prepositions, particles, adverbs and interjections.
+            if flag[:1] not in ("r", "c", "p", "u", "d", "y", "e", "o", "w", "x"):
                 found.append(word)
     return list(dict.fromkeys(found))
 

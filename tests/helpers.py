@@ -13,7 +13,7 @@ from bot.store import LogStore
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_config(tmp_path: Path, content_dir: Path | None = None) -> Config:
+def make_config(tmp_path: Path, content_dir: Path | None = None) -> Config:
     """Defaults, with data in tmp_path and the shipped content (or `content_dir`)."""
     cfg = Config()
     cfg.base_dir = str(ROOT)
@@ -26,7 +26,7 @@ def test_config(tmp_path: Path, content_dir: Path | None = None) -> Config:
 async def make_engine(tmp_path: Path, backend: object, content_dir: Path | None = None,
                       cfg: Config | None = None) -> tuple[Engine, LogStore]:
     """An Engine over the article (or content_dir) with `backend`; the caller closes the store."""
-    cfg = cfg or test_config(tmp_path, content_dir)
+    cfg = cfg or make_config(tmp_path, content_dir)
     store = await LogStore.open(cfg.database_path)
     engine = Engine(cfg, Knowledge(cfg.content_path), backend, store, Prompts())  # type: ignore[arg-type]
     await engine.start()

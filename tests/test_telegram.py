@@ -86,7 +86,7 @@ async def running(server: FakeTelegram, engine: Any, store: LogStore, *, max_cha
     kw.setdefault("admins", [str(ADMIN)])
     cfg = TelegramConfig(token=server.token, base_url=server.base_url, **kw)
     channel = TelegramChannel(cfg, ConversationConfig(max_question_chars=max_chars), engine, store)
-    channel.backoff_s = 0.01
+    channel.api.backoff_s = 0.01
     await channel.start()
     try:
         yield channel
@@ -515,7 +515,7 @@ async def test_network_errors_are_retried_with_backoff(server: FakeTelegram, sto
     engine = ScriptedEngine(["刘庆峰。[1]"])
     server.fail_next("sendMessage", count=2, kind="server")
     async with running(server, engine, store) as channel:
-        channel.backoff_s = 0.05
+        channel.api.backoff_s = 0.05
         mid = server.private(ALICE, "谁？")
         await server.wait_for(lambda: answered(server, mid))
     sends = server.calls_of("sendMessage")

@@ -10,19 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from bot.channels.common import format_sources
 from bot.engine import Engine
 from bot.texts import help_text, language, message
-from bot.types import Citation, Delta, Incoming, Queued, Reply, Retract
+from bot.types import Delta, Incoming, Queued, Reply, Retract
 
 CLI_EXTRA = {
     "zh": "/reload  重新加载内容\n/stats  统计\n/quit  退出\n",
     "en": "/reload  reload the content\n/stats  turn statistics\n/quit  leave\n",
 }
-
-
-def format_sources(citations: list[Citation]) -> str:
-    """The cited passages in full, one block each."""
-    return "\n\n".join(f"[{c.n}] {c.section}\n{c.text}" for c in citations)
 
 
 class Console:

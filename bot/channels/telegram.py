@@ -3,33 +3,27 @@
 Private chats: every text is a question. Groups: only a mention of the bot, a reply to one of its
 messages, or /ask. Answers stream into a placeholder message (edits throttled, never without a
 change), end with their citations, and are split at paragraph or sentence boundaries past 4096
-characters. Every Bot API call goes through `_call`, which waits out flood control (429) and
-retries network errors with backoff.
+UTF-16 units (channels/common.py). Sends and edits go through `TelegramApi` (telegram_api.py), which
+waits out flood control (429) and retries network errors with backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
-import math
-import re
 import secrets
-import time
-import warnings
-from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
-from telegram import BotCommand, Message, ReplyParameters, Update
-from telegram.constants import ChatAction, ChatType, MessageEntityType, ParseMode
-from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
+from telegram import BotCommand, Message, Update
+from telegram.constants import ChatAction, ChatType, MessageEntityType
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, ApplicationBuilder, CommandHandler, ContextTypes, MessageHandler, filters
-from telegram.warnings import PTBDeprecationWarning
 
 from bot import texts
+from bot.channels.common import SlidingWindow, fit_prefix, format_sources, split_text, utf16_len
+from bot.channels.telegram_api import TelegramApi
 from bot.config import ConversationConfig, TelegramConfig
 from bot.types import Delta, Incoming, PendingTurn, Queued, Reply, Retract
 
@@ -39,89 +33,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 Ctx = ContextTypes.DEFAULT_TYPE
-T = TypeVar("T")
 
 MAX_CHARS = 4096  # Bot API limit per message, in UTF-16 code units after entity parsing
 GROUP_EDIT_INTERVAL_S = 3.0  # Telegram allows about 20 messages a minute in a group; edits count
 TYPING_EVERY_S = 4.5  # the typing indicator lasts about 5 s
 ALLOWED_UPDATES = ["message"]
-_GREETING = {"zh": "你好！", "en": "Hello!"}
-_GROUP_HINT = {
-    "zh": "在群里：@我、回复我的消息，或用 /ask 问题 来提问。\n",
-    "en": "In groups: mention me, reply to one of my messages, or use /ask <question>.\n",
-}
-_COMMANDS = {"ask": "Ask a question about the article", "help": "What I know and how to ask",
-             "reset": "Forget this conversation", "sources": "The passages behind the last answer"}
-_SENTENCE_END = re.compile(r"[。！？!?.；;](?:[\"'”’）)]*)\s*")
-
-
-def utf16_len(text: str) -> int:
-    """Length as Telegram counts it (UTF-16 code units)."""
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _fit(text: str, limit: int) -> int:
-    """The largest index i such that text[:i] is at most `limit` UTF-16 units."""
-    if utf16_len(text) <= limit:
-        return len(text)
-    i = min(len(text), limit)
-    while utf16_len(text[:i]) > limit:
-        i -= 1
-    return i
 
 
 def split_message(text: str, limit: int = MAX_CHARS) -> list[str]:
-    """Split text into parts of at most `limit`, at a paragraph, line, sentence or space boundary."""
-    parts: list[str] = []
-    text = text.strip()
-    while utf16_len(text) > limit:
-        end = _fit(text, limit)
-        window, floor = text[:end], end // 3
-        cut = window.rfind("\n\n")
-        if cut <= floor:
-            cut = window.rfind("\n")
-        if cut <= floor:
-            ends = [m.end() for m in _SENTENCE_END.finditer(window)]
-            cut = ends[-1] if ends else -1
-        if cut <= floor:
-            cut = window.rfind(" ")
-        if cut <= floor:
-            cut = end
-        parts.append(text[:cut].strip())
-        text = text[cut:].strip()
-    if text:
-        parts.append(text)
-    return [p for p in parts if p]
-
-
-def _retry_seconds(exc: RetryAfter) -> float:
-    """RetryAfter.retry_after as seconds (an int or a timedelta, depending on PTB_TIMEDELTA)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PTBDeprecationWarning)
-        value = exc.retry_after
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-class SlidingWindow:
-    """At most `limit` events per key in any `window_s` seconds (limit <= 0 means no limit)."""
-
-    def __init__(self, limit: int, window_s: float = 60.0) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self._hits: dict[str, deque[float]] = {}
-
-    def hit(self, key: str, now: float | None = None) -> float:
-        """Record an event and return 0, or return the seconds until one is allowed (not recorded)."""
-        if self.limit <= 0:
-            return 0.0
-        now = time.monotonic() if now is None else now
-        hits = self._hits.setdefault(key, deque())
-        while hits and hits[0] <= now - self.window_s:
-            hits.popleft()
-        if len(hits) >= self.limit:
-            return hits[0] + self.window_s - now
-        hits.append(now)
-        return 0.0
+    """Split text into messages of at most `limit` UTF-16 units, at a paragraph, line, sentence or word."""
+    return split_text(text, limit, utf16_len)
 
 
 class _Live:
@@ -167,7 +88,7 @@ def _preview(draft: str) -> str:
     """The streamed draft as it fits one message."""
     if utf16_len(draft) <= MAX_CHARS:
         return draft
-    return draft[: _fit(draft, MAX_CHARS - 2)] + " …"
+    return draft[: fit_prefix(draft, MAX_CHARS - 2, utf16_len)] + " …"
 
 
 def final_text(reply: Reply, lang: str) -> str:
@@ -185,13 +106,12 @@ class TelegramChannel:
                  store: LogStore) -> None:
         self.cfg, self.conversation, self.engine, self.store = cfg, conversation, engine, store
         self.limiter = SlidingWindow(cfg.rate_limit_per_minute)
-        self.network_attempts = 4
-        self.backoff_s = 0.5
         self._open: dict[object, tuple[int, int]] = {}  # placeholders of answers in progress
         self._secret = cfg.webhook_secret or secrets.token_urlsafe(32)
         self.app: Application = (
             ApplicationBuilder().token(cfg.token).base_url(cfg.base_url).concurrent_updates(True).build()
         )
+        self.api = TelegramApi(self.app.bot)
         self._add_handlers()
 
     def _add_handlers(self) -> None:
@@ -214,7 +134,7 @@ class TelegramChannel:
         await self.app.initialize()
         await self.app.start()
         with suppress(TelegramError):
-            await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in _COMMANDS.items()])
+            await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in texts.COMMANDS.items()])
         updater = self.app.updater
         assert updater is not None
         if self.cfg.mode == "webhook":
@@ -297,18 +217,18 @@ class TelegramChannel:
             return texts.message("empty", lang)
         if len(question) > limit:
             return texts.message("too_long", lang, limit=limit)
-        wait = self.limiter.hit(user_id)
-        return texts.message("rate_limited", lang, seconds=math.ceil(wait)) if wait else None
+        wait = self.limiter.wait_seconds(user_id)
+        return texts.message("rate_limited", lang, seconds=wait) if wait else None
 
     async def _answer(self, chat_id: int, reply_to: int | None, incoming: Incoming, lang: str, key: object,
                       resume_turn_id: int | None = None) -> None:
         """Placeholder at once, typing while waiting, throttled edits while streaming, then the final text."""
-        placeholder = await self._send(chat_id, texts.message("thinking", lang), reply_to)
+        placeholder = await self.api.send(chat_id, texts.message("thinking", lang), reply_to)
         self._open[key] = (chat_id, placeholder.message_id)
         group = placeholder.chat.type != ChatType.PRIVATE
         interval = max(self.cfg.edit_interval_s, GROUP_EDIT_INTERVAL_S) if group else self.cfg.edit_interval_s
         message_id = placeholder.message_id
-        live = _Live(lambda t: self._edit(chat_id, message_id, t), placeholder.text or "", interval)
+        live = _Live(lambda t: self.api.edit(chat_id, message_id, t), placeholder.text or "", interval)
         typing = asyncio.create_task(self._typing(chat_id, live.started))
         reply: Reply | None = None
         draft = ""
@@ -348,17 +268,17 @@ class TelegramChannel:
         parts = split_message(text)
         if parts[0] != shown:
             try:
-                await self._edit(chat_id, message_id, parts[0])
+                await self.api.edit(chat_id, message_id, parts[0])
             except BadRequest as exc:  # e.g. the placeholder was deleted: never drop the answer
                 logger.warning("telegram: final edit failed (%s); sending a new message", exc)
-                await self._send(chat_id, parts[0])
+                await self.api.send(chat_id, parts[0])
         for part in parts[1:]:
-            await self._send(chat_id, part)
+            await self.api.send(chat_id, part)
 
     async def _on_start(self, update: Update, context: Ctx) -> None:
         lang = self._lang(update)
         if await self._gate(update, lang):
-            await self._reply(update, _GREETING[lang] + " " + self._help(update, lang))
+            await self._reply(update, texts.message("greeting", lang) + " " + self._help(update, lang))
 
     async def _on_help(self, update: Update, context: Ctx) -> None:
         lang = self._lang(update)
@@ -367,7 +287,7 @@ class TelegramChannel:
 
     def _help(self, update: Update, lang: str) -> str:
         about = self.engine.about(lang)
-        return texts.help_text(lang, about, admin=self._is_admin(update), extra=_GROUP_HINT[lang])
+        return texts.help_text(lang, about, admin=self._is_admin(update), extra=texts.message("group_hint", lang))
 
     async def _on_reset(self, update: Update, context: Ctx) -> None:
         lang = self._lang(update)
@@ -380,8 +300,7 @@ class TelegramChannel:
         if not await self._gate(update, lang):
             return
         cites = await self.engine.sources(self._key(update))
-        body = "\n\n".join(f"[{c.n}] {c.section}\n{c.text}" for c in cites)
-        await self._reply(update, body or texts.message("no_sources", lang))
+        await self._reply(update, format_sources(cites) or texts.message("no_sources", lang))
 
     async def _on_reload(self, update: Update, context: Ctx) -> None:
         if await self._admin(update, "reload"):
@@ -465,7 +384,7 @@ class TelegramChannel:
             if placeholder is not None:
                 await self._deliver(chat_id, placeholder[1], text, "")
             else:
-                await self._send(chat_id, text)
+                await self.api.send(chat_id, text)
         except TelegramError:
             logger.exception("telegram: could not send the apology to chat %s", chat_id)
 
@@ -474,48 +393,4 @@ class TelegramChannel:
         msg = update.effective_message
         assert msg is not None
         for i, part in enumerate(split_message(text)):
-            await self._send(msg.chat.id, part, msg.message_id if i == 0 else None)
-
-    async def _send(self, chat_id: int, text: str, reply_to: int | None = None) -> Message:
-        """sendMessage, optionally as a reply to a message (sent anyway if that one is gone)."""
-        kw: dict[str, Any] = {"chat_id": chat_id}
-        if reply_to is not None:
-            kw["reply_parameters"] = ReplyParameters(reply_to, allow_sending_without_reply=True)
-        return await self._html_call(self.app.bot.send_message, text, **kw)
-
-    async def _edit(self, chat_id: int, message_id: int, text: str) -> None:
-        """editMessageText; Telegram's "message is not modified" counts as done."""
-        try:
-            await self._html_call(self.app.bot.edit_message_text, text, chat_id=chat_id, message_id=message_id)
-        except BadRequest as exc:
-            if "not modified" not in str(exc).lower():
-                raise
-
-    async def _html_call(self, fn: Callable[..., Awaitable[T]], text: str, **kw: Any) -> T:
-        """Send `text` in HTML parse mode with everything escaped; plain text if Telegram cannot parse it."""
-        try:
-            return await self._call(fn, text=html.escape(text, quote=False), parse_mode=ParseMode.HTML, **kw)
-        except BadRequest as exc:
-            if "parse entities" not in str(exc).lower():
-                raise
-            logger.warning("telegram: HTML rejected (%s); sending plain text", exc)
-            return await self._call(fn, text=text, **kw)
-
-    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
-        """Call the Bot API; wait out flood control (429) and retry network errors with backoff."""
-        failures = 0
-        while True:
-            try:
-                return await fn(*args, **kwargs)
-            except RetryAfter as exc:
-                wait = _retry_seconds(exc)
-                logger.warning("telegram: flood control, retrying in %.1f s", wait)
-                await asyncio.sleep(wait)
-            except BadRequest:
-                raise
-            except NetworkError as exc:  # TimedOut included
-                failures += 1
-                if failures >= self.network_attempts:
-                    raise
-                logger.warning("telegram: network error (%s), retry %d", exc, failures)
-                await asyncio.sleep(self.backoff_s * 2 ** (failures - 1))
+            await self.api.send(msg.chat.id, part, msg.message_id if i == 0 else None)

@@ -2,13 +2,13 @@
 
 A tornado server answers the callback URL: GET verifies the URL, POST checks signature, freshness and replay,
 decrypts, acknowledges at once with HTTP 200 and answers in a background task. MsgIds are claimed in the
-store, so WeCom's retries (and repeats after a restart) are answered once.
+store, so WeCom's retries (and repeats after a restart) are answered once. Replies go out through
+`WecomApi` (wecom_api.py), split at sentence boundaries into parts of at most 2048 bytes (common.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import math
@@ -16,11 +16,12 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from bot.channels.common import SlidingWindow, format_sources, split_text, utf8_len
+from bot.channels.wecom_api import WecomApi
 from bot.channels.wecom_crypto import (
     DecryptError,
     ReceiveIdError,
@@ -31,7 +32,7 @@ from bot.channels.wecom_crypto import (
 )
 from bot.errors import BotError, ConfigError
 from bot.texts import help_text, language, message
-from bot.types import Citation, Incoming, PendingTurn
+from bot.types import Incoming, PendingTurn
 
 if TYPE_CHECKING:
     from bot.config import ConversationConfig, WecomConfig
@@ -40,177 +41,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_BYTES = 2048
-TOKEN_ERRORS = frozenset({40001, 40014, 42001})  # invalid / invalid / expired access_token
-RETRY_ERRORS = frozenset({45009, -1})  # API frequency limit, system busy
-_SECRET_QUERY = re.compile(r"(corpsecret|access_token)=[^&\s\"']+")
-
-
-class WecomApiError(Exception):
-    """The WeCom API answered with a non-zero errcode (or could not be reached: errcode None)."""
-
-    def __init__(self, errcode: int | None, errmsg: str) -> None:
-        super().__init__(f"WeCom API error {errcode}: {errmsg}")
-        self.errcode = errcode
-
-
-class _RedactSecrets(logging.Filter):
-    """Masks corpsecret and access_token in httpx's request log lines."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if _SECRET_QUERY.search(text):
-            record.msg, record.args = _SECRET_QUERY.sub(r"\1=***", text), None
-        return True
-
-
-def _install_redaction() -> None:
-    for name in ("httpx", "httpcore"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _RedactSecrets) for f in logger.filters):
-            logger.addFilter(_RedactSecrets())
-
-
-_install_redaction()
-
-# ---- splitting ----
-
-# A sentence: up to a run of stops, with closing quotes and citation markers ("。”[2]") kept on it.
-_STOPS = "。！？!?；;"
-_SENTENCE = re.compile(rf"[^{_STOPS}\n]*(?:[{_STOPS}]+[”’」』）)\"']*(?:\[\d+\])*|\n+)|[^{_STOPS}\n]+")
-_CLAUSE = re.compile(r"[^\s,，、]*[\s,，、]+|[^\s,，、]+")
-
-
-def _nbytes(text: str) -> int:
-    return len(text.encode("utf-8"))
-
-
-def _pieces(text: str, limit: int) -> list[str]:
-    """Sentences; a sentence over the limit is cut at clauses, then at characters (never inside one)."""
-    out: list[str] = []
-    for sentence in _SENTENCE.findall(text):
-        if _nbytes(sentence) <= limit:
-            out.append(sentence)
-            continue
-        for clause in _CLAUSE.findall(sentence):
-            if _nbytes(clause) <= limit:
-                out.append(clause)
-            else:
-                out.extend(clause)  # one character each; packing joins them up again
-    return out
+MAX_BYTES = 2048  # message/send limit per text message, in UTF-8 bytes
 
 
 def split_message(text: str, limit: int = MAX_BYTES) -> list[str]:
-    """Split text into chunks of at most `limit` UTF-8 bytes, at sentence boundaries where possible."""
-    chunks: list[str] = []
-    current = ""
-    for piece in _pieces(text, limit):
-        if current and _nbytes(current) + _nbytes(piece) > limit:
-            chunks.append(current)
-            current = ""
-        current += piece
-    chunks.append(current)
-    return [c.strip() for c in chunks if c.strip()]
-
-
-# ---- the API client ----
-
-
-class WecomApi:
-    """gettoken with a cached access token, and message/send with refresh and backoff."""
-
-    def __init__(self, cfg: WecomConfig, retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)) -> None:
-        self._cfg = cfg
-        self._base = cfg.api_base_url.rstrip("/")
-        self._delays = retry_delays
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
-        self._token: str | None = None
-        self._expires_at = 0.0
-        self._lock = asyncio.Lock()
-        self.clock = time.monotonic
-
-    async def close(self) -> None:
-        """Close the HTTP connection pool."""
-        await self._client.aclose()
-
-    async def _call(self, method: str, path: str, params: dict[str, str], body: Any = None) -> dict[str, Any]:
-        """One API call; network errors, 5xx, 45009 and -1 are retried after the configured delays."""
-        delays = iter(self._delays)
-        while True:
-            try:
-                resp = await self._client.request(method, self._base + path, params=params, json=body)
-                if resp.status_code >= 500:
-                    raise httpx.TransportError(f"HTTP {resp.status_code}")
-                data = resp.json()
-                code = int(data.get("errcode") or 0)
-            except (httpx.TransportError, ValueError, AttributeError) as exc:
-                code, data, why = None, {}, f"{type(exc).__name__}: {_SECRET_QUERY.sub('', str(exc))}"
-            else:
-                why = f"errcode {code}"
-            if code == 0:
-                return data
-            if code is not None and code not in RETRY_ERRORS:
-                raise WecomApiError(code, str(data.get("errmsg", "")))
-            delay = next(delays, None)
-            if delay is None:
-                raise WecomApiError(code, f"giving up after retries ({why})")
-            log.warning("wecom: %s %s failed (%s); retrying in %.1f s", method, path, why, delay)
-            await asyncio.sleep(delay)
-
-    async def token(self) -> str:
-        """A valid access token, fetched with gettoken when missing or about to expire."""
-        async with self._lock:
-            if self._token and self.clock() < self._expires_at:
-                return self._token
-            data = await self._call("GET", "/cgi-bin/gettoken",
-                                    {"corpid": self._cfg.corp_id, "corpsecret": self._cfg.corp_secret})
-            ttl = float(data.get("expires_in") or 7200)
-            self._token = str(data["access_token"])
-            self._expires_at = self.clock() + ttl - min(300.0, ttl / 10)
-            log.info("wecom: fetched an access token valid for %d s", ttl)
-            return self._token
-
-    def _invalidate(self, stale: str) -> None:
-        if self._token == stale:
-            self._token = None
-
-    async def send(self, touser: str, content: str, fmt: str = "text") -> None:
-        """message/send one text or markdown message; refresh the token and retry once when it is rejected."""
-        agent: int | str = int(self._cfg.agent_id) if self._cfg.agent_id.isdigit() else self._cfg.agent_id
-        payload = {"touser": touser, "msgtype": fmt, "agentid": agent, fmt: {"content": content}, "safe": 0}
-        for attempt in (1, 2):
-            token = await self.token()
-            try:
-                data = await self._call("POST", "/cgi-bin/message/send", {"access_token": token}, payload)
-                if data.get("invaliduser"):
-                    log.warning("wecom: message/send: user %s is not reachable by this app", touser)
-                return
-            except WecomApiError as exc:
-                if exc.errcode not in TOKEN_ERRORS or attempt == 2:
-                    raise
-                log.info("wecom: access token rejected (errcode %s); refreshing", exc.errcode)
-                self._invalidate(token)
-
-
-class RateLimiter:
-    """At most `per_minute` events per key in any 60 s window (0 or less: unlimited)."""
-
-    def __init__(self, per_minute: int, clock: Any = time.monotonic) -> None:
-        self.per_minute = per_minute
-        self.clock = clock
-        self._seen: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
-
-    def wait_seconds(self, key: str) -> int:
-        """0 and counts the event when allowed, else the whole seconds until the next one is."""
-        if self.per_minute <= 0:
-            return 0
-        now, seen = self.clock(), self._seen[key]
-        while seen and now - seen[0] >= 60.0:
-            seen.popleft()
-        if len(seen) >= self.per_minute:
-            return max(1, math.ceil(60.0 - (now - seen[0])))
-        seen.append(now)
-        return 0
+    """Split text into messages of at most `limit` UTF-8 bytes, at a paragraph, line, sentence or word."""
+    return split_text(text, limit, utf8_len)
 
 
 # ---- the callback server ----
@@ -269,7 +105,7 @@ class WecomChannel:
         self.engine = engine
         self.store = store
         self.api = WecomApi(cfg, retry_delays)
-        self.limiter = RateLimiter(cfg.rate_limit_per_minute)
+        self.limiter = SlidingWindow(cfg.rate_limit_per_minute)
         self.port = 0
         self.stop_timeout = stop_timeout
         self._server: tornado.httpserver.HTTPServer | None = None
@@ -447,7 +283,7 @@ class WecomChannel:
             await self.engine.reset(key)
             out = message("reset", lang)
         elif cmd == "/sources":
-            out = _format_sources(await self.engine.sources(key)) or message("no_sources", lang)
+            out = format_sources(await self.engine.sources(key)) or message("no_sources", lang)
         elif cmd == "/reload":
             await self.store.log_event(self.name, user, user, "admin_reload", "")
             out = (await self.engine.reload()).summary()
@@ -462,8 +298,3 @@ class WecomChannel:
         """Send a reply, split into parts of at most 2048 bytes."""
         for part in split_message(text):
             await self.api.send(user, part, self.cfg.reply_format)
-
-
-def _format_sources(citations: list[Citation]) -> str:
-    """One block per cited passage: `[n] section` and its text."""
-    return "\n\n".join(f"[{c.n}] {c.section}\n{c.text}" for c in citations)

@@ -1,0 +1,84 @@
+"""The Telegram Bot API calls the channel makes: HTML-escaped sends and edits with flood control and retries.
+
+Every call waits out flood control (429, for as long as Telegram asks) and retries network errors with
+doubling backoff; a BadRequest is never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import warnings
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from telegram import Bot, Message, ReplyParameters
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, NetworkError, RetryAfter
+from telegram.warnings import PTBDeprecationWarning
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _retry_seconds(exc: RetryAfter) -> float:
+    """RetryAfter.retry_after as seconds (an int or a timedelta, depending on PTB_TIMEDELTA)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class TelegramApi:
+    """sendMessage and editMessageText through one bot, in HTML parse mode with everything escaped."""
+
+    def __init__(self, bot: Bot, network_attempts: int = 4, backoff_s: float = 0.5) -> None:
+        self.bot = bot
+        self.network_attempts = network_attempts
+        self.backoff_s = backoff_s
+
+    async def send(self, chat_id: int, text: str, reply_to: int | None = None) -> Message:
+        """sendMessage, optionally as a reply to a message (sent anyway if that one is gone)."""
+        kw: dict[str, Any] = {"chat_id": chat_id}
+        if reply_to is not None:
+            kw["reply_parameters"] = ReplyParameters(reply_to, allow_sending_without_reply=True)
+        return await self._html_call(self.bot.send_message, text, **kw)
+
+    async def edit(self, chat_id: int, message_id: int, text: str) -> None:
+        """editMessageText; Telegram's "message is not modified" counts as done."""
+        try:
+            await self._html_call(self.bot.edit_message_text, text, chat_id=chat_id, message_id=message_id)
+        except BadRequest as exc:
+            if "not modified" not in str(exc).lower():
+                raise
+
+    async def _html_call(self, fn: Callable[..., Awaitable[T]], text: str, **kw: Any) -> T:
+        """Send `text` in HTML parse mode with everything escaped; plain text if Telegram cannot parse it."""
+        try:
+            return await self._call(fn, text=html.escape(text, quote=False), parse_mode=ParseMode.HTML, **kw)
+        except BadRequest as exc:
+            if "parse entities" not in str(exc).lower():
+                raise
+            logger.warning("telegram: HTML rejected (%s); sending plain text", exc)
+            return await self._call(fn, text=text, **kw)
+
+    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Call the Bot API; wait out flood control (429) and retry network errors with backoff."""
+        failures = 0
+        while True:
+            try:
+                return await fn(*args, **kwargs)
+            except RetryAfter as exc:
+                wait = _retry_seconds(exc)
+                logger.warning("telegram: flood control, retrying in %.1f s", wait)
+                await asyncio.sleep(wait)
+            except BadRequest:
+                raise
+            except NetworkError as exc:  # TimedOut included
+                failures += 1
+                if failures >= self.network_attempts:
+                    raise
+                logger.warning("telegram: network error (%s), retry %d", exc, failures)
+                await asyncio.sleep(self.backoff_s * 2 ** (failures - 1))

@@ -1,0 +1,261 @@
+"""bot/app.py: open_app with a fake backend, reload checks and the SIGHUP to a running server, resuming turns."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot import app as app_module
+from bot.app import App, _resume_pending, check_reload, open_app, pid_path, serve, signal_server, write_snapshot
+from bot.config import Config
+from bot.knowledge import load
+from bot.store import LogStore
+from bot.types import Incoming, PendingTurn
+from tests import helpers
+from tests.fakes.backend import FakeBackend
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTICLE = load(ROOT / "content")
+
+HUP_CHILD = """
+import signal, sys, time
+from pathlib import Path
+out = Path(sys.argv[1])
+def on_hup(signum, frame):
+    with out.open("a") as f:
+        f.write("HUP\\n")
+signal.signal(signal.SIGHUP, on_hup)
+Path(sys.argv[2]).write_text("ready")
+deadline = time.time() + 30
+while time.time() < deadline:
+    time.sleep(0.02)
+"""
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Config:
+    content = tmp_path / "content"
+    shutil.copytree(ROOT / "content", content)
+    return helpers.make_config(tmp_path, content)
+
+
+@pytest.fixture
+def hup_child(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """A child process that records every SIGHUP it gets into a file."""
+    record, ready = tmp_path / "hups.txt", tmp_path / "ready"
+    child = subprocess.Popen([sys.executable, "-c", HUP_CHILD, str(record), str(ready)])
+    try:
+        deadline = time.time() + 10
+        while not ready.exists():
+            assert time.time() < deadline, "child did not start"
+            assert child.poll() is None, "child died"
+            time.sleep(0.01)
+        yield child, record
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+
+
+def wait_for(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+# ---- reload check and signalling -----------------------------------------------------------------
+
+
+def test_signal_server_sends_sighup_to_the_pid_in_the_pid_file(cfg: Config, hup_child) -> None:
+    child, record = hup_child
+    cfg.data_path.mkdir(parents=True, exist_ok=True)
+    pid_path(cfg).write_text(f"{child.pid}\n")
+    assert signal_server(cfg) is True
+    assert wait_for(lambda: record.exists() and record.read_text().count("HUP") == 1)
+    assert child.poll() is None  # SIGHUP was handled, not fatal
+
+
+def test_signal_server_without_a_running_server(cfg: Config) -> None:
+    assert signal_server(cfg) is False  # no pid file
+    cfg.data_path.mkdir(parents=True, exist_ok=True)
+    pid_path(cfg).write_text("not a pid")
+    assert signal_server(cfg) is False
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    pid_path(cfg).write_text(str(done.pid))  # a process that has exited
+    assert signal_server(cfg) is False
+
+
+def test_check_reload_diffs_against_the_snapshot_and_signals(cfg: Config, hup_child) -> None:
+    child, record = hup_child
+    write_snapshot(cfg, load(cfg.content_path))
+    pid_path(cfg).write_text(str(child.pid))
+
+    report, signalled = check_reload(cfg)
+    assert report.ok and signalled
+    assert report.version == report.previous_version == ARTICLE.version
+    assert wait_for(lambda: record.exists() and record.read_text().count("HUP") == 1)
+
+    article = cfg.content_path / "article.txt"
+    article.write_text(article.read_text(encoding="utf-8").replace("在别人的院子里建大楼", "在别人的院子里盖大楼"),
+                       encoding="utf-8")
+    report, signalled = check_reload(cfg)
+    assert report.ok and signalled
+    assert (report.added, report.removed, report.changed) == (0, 0, 1)
+    assert report.previous_version == ARTICLE.version != report.version
+    assert wait_for(lambda: record.read_text().count("HUP") == 2)
+
+
+def test_check_reload_of_broken_content_does_not_signal(cfg: Config, hup_child) -> None:
+    child, record = hup_child
+    write_snapshot(cfg, load(cfg.content_path))
+    pid_path(cfg).write_text(str(child.pid))
+    for f in cfg.content_path.iterdir():
+        f.unlink()
+    report, signalled = check_reload(cfg)
+    assert not report.ok and not signalled
+    assert report.previous_version == ARTICLE.version
+    assert "no .txt or .md files" in (report.error or "")
+    time.sleep(0.2)
+    assert not record.exists()
+
+
+def test_check_reload_without_a_snapshot_reports_everything_added(cfg: Config) -> None:
+    report, signalled = check_reload(cfg)
+    assert report.ok and not signalled
+    assert report.added == report.passages == len(ARTICLE.passages)
+
+
+# ---- open_app ------------------------------------------------------------------------------------
+
+
+async def test_open_app_wires_a_given_backend_and_writes_the_snapshot(cfg: Config,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_model(cfg: Config) -> None:
+        raise AssertionError("make_backend must not be called when a backend is given")
+
+    monkeypatch.setattr(app_module, "make_backend", no_model)
+    backend = FakeBackend("科大讯飞董事长是刘庆峰。")
+    closed: list[bool] = []
+
+    async def close() -> None:
+        closed.append(True)
+
+    backend.close = close  # type: ignore[method-assign]
+    async with open_app(cfg, backend=backend, progress=False) as app:
+        assert app.backend is backend and app.engine.backend is backend
+        assert len(backend.warmed) == 1
+        snap = json.loads((cfg.data_path / "content.json").read_text(encoding="utf-8"))
+        assert snap["version"] == ARTICLE.version
+        assert [p[0] for p in snap["passages"]] == [p.id for p in ARTICLE.passages]
+    assert closed == [True]
+    with pytest.raises(ValueError):  # the store is closed afterwards
+        await app.store.recent(1)
+
+
+async def test_open_app_builds_the_backend_from_config(cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[Config] = []
+
+    def fake_make_backend(c: Config) -> FakeBackend:
+        made.append(c)
+        return FakeBackend("")
+
+    monkeypatch.setattr(app_module, "make_backend", fake_make_backend)
+    async with open_app(cfg, progress=False) as app:
+        assert made == [cfg] and isinstance(app.backend, FakeBackend)
+
+
+async def test_serve_without_credentials_exits_2(cfg: Config, capsys: pytest.CaptureFixture[str]) -> None:
+    async with open_app(cfg, backend=FakeBackend(""), progress=False) as app:
+        assert await serve(app) == 2
+    err = capsys.readouterr().err
+    assert "TELEGRAM_BOT_TOKEN" in err and "WECOM_CORP_ID" in err
+    assert not pid_path(cfg).exists()
+
+
+# ---- resuming turns after a crash ----------------------------------------------------------------
+
+
+class FakeChannel:
+    def __init__(self, name: str, fail: bool = False) -> None:
+        self.name = name
+        self.fail = fail
+        self.resumed: list[PendingTurn] = []
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def resume(self, turn: PendingTurn) -> None:
+        self.resumed.append(turn)
+        if self.fail:
+            raise RuntimeError("channel broke while resuming")
+
+
+async def test_resume_pending_answers_young_messenger_turns_and_abandons_old_ones(cfg: Config) -> None:
+    store = await LogStore.open(cfg.database_path)
+    try:
+        young = await store.start_turn(Incoming("telegram", "42", "7", "科大讯飞董事长是谁？", message_id="m1"))
+        old = await store.start_turn(Incoming("telegram", "42", "7", "很早以前的问题"))
+        cli = await store.start_turn(Incoming("cli", "me", "me", "命令行的问题"))
+        cli_old = await store.start_turn(Incoming("cli", "me", "me", "很早以前的命令行问题"))
+        wecom = await store.start_turn(Incoming("wecom", "zhang", "zhang", "企业微信的问题"))
+        minute = await store.start_turn(Incoming("wecom", "li", "li", "九分钟前的问题"))
+        await store.db.execute("UPDATE turns SET created_at = created_at - 11 * 60 WHERE id IN (?, ?)",
+                               (old, cli_old))
+        await store.db.execute("UPDATE turns SET created_at = created_at - 9 * 60 WHERE id = ?", (minute,))
+        await store.db.commit()
+
+        telegram, wecom_ch = FakeChannel("telegram", fail=True), FakeChannel("wecom")
+        app = App(cfg, store, None, None, None)  # type: ignore[arg-type]
+        await _resume_pending(app, [telegram, wecom_ch])
+
+        assert [(t.turn_id, t.text, t.message_id) for t in telegram.resumed] == [
+            (young, "科大讯飞董事长是谁？", "m1")]
+        # A failure on one channel does not stop the others.
+        assert [t.turn_id for t in wecom_ch.resumed] == [wecom, minute]
+    finally:
+        await store.close()
+    con = sqlite3.connect(cfg.database_path)
+    try:
+        status = dict(con.execute("SELECT id, status FROM turns").fetchall())
+    finally:
+        con.close()
+    assert status[old] == "abandoned"
+    assert status[cli] == "pending" and status[cli_old] == "pending"  # cli turns are not the server's
+    assert status[young] == "pending" and status[wecom] == "pending"
+
+
+async def test_resume_pending_only_touches_started_channels(cfg: Config) -> None:
+    store = await LogStore.open(cfg.database_path)
+    try:
+        t = await store.start_turn(Incoming("wecom", "zhang", "zhang", "企业微信的问题"))
+        old = await store.start_turn(Incoming("wecom", "zhang", "zhang", "旧问题"))
+        await store.db.execute("UPDATE turns SET created_at = created_at - 3600 WHERE id = ?", (old,))
+        await store.db.commit()
+        telegram = FakeChannel("telegram")
+        await _resume_pending(App(cfg, store, None, None, None), [telegram])  # type: ignore[arg-type]
+        assert telegram.resumed == []
+        rows = dict(await (await store.db.execute("SELECT id, status FROM turns")).fetchall())
+        assert rows == {t: "pending", old: "pending"}
+    finally:
+        await store.close()
+
+
+def test_the_resume_window_is_ten_minutes() -> None:
+    assert app_module.RESUME_WINDOW_S == 600
+
+
+def test_pid_file_lives_in_the_data_dir(cfg: Config) -> None:
+    assert pid_path(cfg).parent == cfg.data_path
+    assert pid_path(cfg).suffix == ".pid"

@@ -1,0 +1,159 @@
+"""bot/channels/console.py: the REPL with an injected reader and a StringIO terminal."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from bot.channels.console import Console
+from bot.engine import Engine
+from bot.knowledge import load
+from bot.prompts import Prompts
+from bot.store import LogStore
+from bot.texts import message
+from tests.fakes.backend import FakeBackend
+from tests.helpers import make_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTICLE = load(ROOT / "content")
+LIU = next(p for p in ARTICLE.passages if "科大讯飞董事长刘庆峰" in p.text)
+ANSWER = f"科大讯飞董事长是刘庆峰。[{LIU.order + 1}]"
+
+
+def reader(lines: list[str]) -> tuple[Callable[[str], str], list[str]]:
+    """A `read` that returns the lines in turn and then raises EOFError; also records the prompts."""
+    pending = list(lines)
+    prompts: list[str] = []
+
+    def read(prompt: str) -> str:
+        prompts.append(prompt)
+        if not pending:
+            raise EOFError
+        return pending.pop(0)
+
+    return read, prompts
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[tuple[Engine, LogStore, FakeBackend]]:
+    backend = FakeBackend(ANSWER)
+    engine, store = await make_engine(tmp_path, backend)
+    yield engine, store, backend
+    await store.close()
+
+
+async def run(engine: Engine, lines: list[str]) -> tuple[int, str, list[str]]:
+    read, prompts = reader(lines)
+    out = io.StringIO()
+    code = await Console(engine, out=out, read=read, user="tester").run()
+    return code, out.getvalue(), prompts
+
+
+async def test_a_question_streams_and_prints_its_citations(setup) -> None:
+    engine, store, backend = setup
+    code, out, _ = await run(engine, ["科大讯飞董事长是谁？"])
+    assert code == 0
+    assert out.splitlines()[0].startswith("内容：《对标ChatGPT的自主产品能否跟上》")
+    assert "bot> 科大讯飞董事长是刘庆峰。[1]" in out
+    assert f"  [1] {LIU.section}" in out
+    assert LIU.order + 1 != 1 and f"[{LIU.order + 1}]" not in out  # the model's number is not shown
+    assert len(backend.calls) == 1
+    con = sqlite3.connect(store.path)
+    try:
+        assert con.execute("SELECT channel, user_id, question, status FROM turns").fetchall() == [
+            ("cli", "tester", "科大讯飞董事长是谁？", "answered")]
+    finally:
+        con.close()
+
+
+async def test_sources_prints_the_cited_passages_in_full(setup) -> None:
+    engine, _, _ = setup
+    _, before, _ = await run(engine, ["/sources"])
+    assert message("no_sources", "zh") in before
+    _, out, _ = await run(engine, ["科大讯飞董事长是谁？", "/sources"])
+    after_sources = out.split("[1] " + LIU.section, 1)[1]
+    assert LIU.text in out
+    assert "在别人的院子里建大楼" in after_sources
+
+
+async def test_reset_forgets_the_conversation(setup) -> None:
+    engine, _, backend = setup
+    _, out, _ = await run(engine, ["科大讯飞董事长是谁？", "科大讯飞的董事长叫什么？", "/reset",
+                                   "谁是科大讯飞董事长？"])
+    assert message("reset", "zh") in out
+    assert [m["role"] for m in backend.calls[1]] == ["system", "user", "assistant", "user"]
+    assert [m["role"] for m in backend.calls[2]] == ["system", "user"]
+
+
+async def test_help_lists_the_commands(setup) -> None:
+    engine, _, backend = setup
+    _, out, _ = await run(engine, ["/help"])
+    for cmd in ("/help", "/reset", "/sources", "/reload", "/stats", "/quit"):
+        assert cmd in out
+    assert "对标ChatGPT的自主产品能否跟上" in out
+    assert backend.calls == []
+
+
+async def test_help_follows_the_language_of_the_last_question(setup) -> None:
+    engine, _, _ = setup
+    _, out, _ = await run(engine, ["What is the capital of France?", "/help"])
+    assert "The article does not say" in out
+    assert "/sources  show the passages behind the last answer" in out
+
+
+async def test_quit_stops_reading(setup) -> None:
+    engine, _, backend = setup
+    code, out, prompts = await run(engine, ["/quit", "科大讯飞董事长是谁？"])
+    assert code == 0
+    assert len(prompts) == 1
+    assert backend.calls == []
+    assert "刘庆峰" not in out
+
+
+async def test_end_of_input_ends_the_session(setup) -> None:
+    engine, _, _ = setup
+    code, _, prompts = await run(engine, ["", "   "])
+    assert code == 0
+    assert len(prompts) == 3  # two blank lines skipped, then EOF
+
+
+async def test_stats_reload_and_unknown_commands(setup) -> None:
+    engine, _, _ = setup
+    _, out, _ = await run(engine, ["科大讯飞董事长是谁？", "/stats", "/reload", "/frobnicate"])
+    assert "1 turns from 1 users" in out
+    assert "Content unchanged" in out
+    assert message("unknown_command", "zh", command="/frobnicate") in out
+
+
+async def test_a_retracted_draft_is_marked_and_replaced_by_the_decline(tmp_path: Path) -> None:
+    engine, store = await make_engine(tmp_path, FakeBackend("江浩然的家乡是浙江省杭州市。"))
+    try:
+        _, out, _ = await run(engine, ["江浩然的家乡是哪里？"])
+    finally:
+        await store.close()
+    assert "杭州" in out  # the draft streamed
+    assert "撤回" in out
+    assert out.rstrip().endswith("bot> " + Prompts().text("decline_zh"))
+
+
+async def test_a_declined_question_prints_the_decline(setup) -> None:
+    engine, _, backend = setup
+    _, out, _ = await run(engine, ["量子计算机的价格是多少？"])
+    assert "bot> " + Prompts().text("decline_zh") in out
+    assert backend.calls == []
+
+
+async def test_too_long_input_is_refused_before_the_engine(setup) -> None:
+    engine, store, backend = setup
+    _, out, _ = await run(engine, ["科" * 900])
+    assert "问题太长了" in out
+    assert backend.calls == []
+    con = sqlite3.connect(store.path)
+    try:
+        assert con.execute("SELECT count(*) FROM turns").fetchone()[0] == 0
+    finally:
+        con.close()

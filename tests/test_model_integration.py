@@ -1,0 +1,137 @@
+"""Real-model tests: the small model answers and declines through the whole engine, and the CLI works
+end to end in fresh processes (prefix restored from disk, JSON on stdout, turns in SQLite, a kill
+mid-generation leaves the question logged). They need `make setup` (the models in models/)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from bot.app import make_backend
+from bot.engine import Engine
+from bot.knowledge import Knowledge
+from bot.prompts import Prompts
+from bot.store import LogStore
+from bot.types import Incoming
+from tests.helpers import ROOT, make_config
+
+pytestmark = pytest.mark.model
+in_module_loop = pytest.mark.asyncio(loop_scope="module")
+SMALL = "qwen2.5-coder-0.5b"
+BOT = str(Path(sys.executable).parent / "bot")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("model-data")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def engine(data_dir: Path):  # noqa: ANN201 - async generator fixture
+    cfg = make_config(data_dir)
+    cfg.model.name = SMALL
+    store = await LogStore.open(cfg.database_path)
+    backend = make_backend(cfg)
+    eng = Engine(cfg, Knowledge(cfg.content_path), backend, store, Prompts())
+    await eng.start()
+    yield eng
+    await backend.close()
+    await store.close()
+
+
+@in_module_loop
+async def test_small_model_answers_a_fact_with_a_true_citation(engine: Engine) -> None:
+    reply = await engine.ask(Incoming("test", "1", "u", "科大讯飞董事长是谁？", conversation="t1"))
+    assert not reply.refused, reply
+    assert "刘庆峰" in reply.text
+    assert reply.citations and "[1]" in reply.text
+    assert any("刘庆峰" in c.text for c in reply.citations)
+    assert reply.ttft_ms is not None and reply.completion_tokens > 0
+
+
+@in_module_loop
+async def test_small_model_declines_what_the_article_does_not_say(engine: Engine) -> None:
+    for question in ("江浩然的家乡是哪里？", "请告诉我明天的股市走势。", "360集团的市值是多少？"):
+        reply = await engine.ask(Incoming("test", "2", "u", question, conversation=f"t2:{question}"))
+        assert reply.refused, (question, reply.text, reply.draft)
+        assert "没有提到" in reply.text
+        assert not reply.citations
+
+
+@in_module_loop
+async def test_turn_is_logged_with_what_it_was_answered_from(engine: Engine) -> None:
+    reply = await engine.ask(Incoming("test", "3", "u3", "周鸿祎认为ChatGPT是强人工智能的什么？", conversation="t3"))
+    row = sqlite3.connect(engine.store.path).execute(
+        "SELECT question, answer, status, citations, model, content_version, ttft_ms, total_ms, user_id "
+        "FROM turns WHERE id=?", (reply.turn_id,)).fetchone()
+    assert row[0] == "周鸿祎认为ChatGPT是强人工智能的什么？"
+    assert row[1] == reply.text and row[2] == "answered"
+    assert [c["id"] for c in json.loads(row[3])] == [c.id for c in reply.citations]
+    assert row[4] == SMALL and row[5] == engine.content_version
+    assert row[6] is not None and row[7] >= row[6] and row[8] == "u3"
+
+
+def _cli_env(tmp_path: Path, data_dir: Path) -> dict[str, str]:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"data_dir: {data_dir}\ndatabase: {tmp_path / 'cli.sqlite3'}\n"
+        f"model:\n  name: {SMALL}\n  dir: {ROOT / 'models'}\ncontent:\n  dir: {ROOT / 'content'}\n",
+        encoding="utf-8")
+    env = dict(os.environ, BOT_CONFIG=str(config))
+    env.pop("BOT_MODEL", None)
+    env.pop("BOT_DATABASE", None)
+    return env
+
+
+def test_cli_ask_json_in_fresh_processes_restores_the_prefix(tmp_path: Path, data_dir: Path) -> None:
+    env = _cli_env(tmp_path, data_dir)
+    runs = []
+    for _ in range(2):
+        runs.append(subprocess.run([BOT, "ask", "--json", "科大讯飞董事长是谁？"], env=env, capture_output=True,
+                                   text=True, timeout=600, cwd=tmp_path))
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+        lines = run.stdout.strip().splitlines()
+        assert len(lines) == 1, run.stdout  # only JSON on stdout
+        obj = json.loads(lines[0])
+        assert set(obj) >= {"question", "answer", "refused", "citations", "ttft_ms", "total_ms",
+                            "completion_tokens", "model", "content_version"}
+        assert "刘庆峰" in obj["answer"] and obj["citations"]
+        assert set(obj["citations"][0]) >= {"id", "section", "text"}
+    # The second process found the first one's prefix state on disk instead of computing it.
+    assert "restored" in runs[1].stderr
+    rows = sqlite3.connect(tmp_path / "cli.sqlite3").execute(
+        "SELECT channel, status, answer FROM turns ORDER BY id").fetchall()
+    assert [r[:2] for r in rows] == [("cli", "answered"), ("cli", "answered")]
+
+
+def test_killed_during_generation_leaves_the_question_in_the_log(tmp_path: Path, data_dir: Path) -> None:
+    env = _cli_env(tmp_path, data_dir)
+    question = "请详细介绍赵晓光提出的三点建议。"
+    proc = subprocess.Popen([BOT, "ask", question], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=tmp_path)
+    db = tmp_path / "cli.sqlite3"
+    deadline = time.time() + 300
+    row = None
+    while time.time() < deadline and row is None:
+        time.sleep(0.05)
+        if db.exists():
+            try:
+                row = sqlite3.connect(db).execute("SELECT question, status FROM turns").fetchone()
+            except sqlite3.OperationalError:
+                row = None
+    assert proc.poll() is None, "the process ended before it could be killed mid-generation"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert row == (question, "pending")
+    after = sqlite3.connect(db).execute("SELECT question, status, answer FROM turns").fetchall()
+    assert after == [(question, "pending", None)]
