@@ -61,13 +61,8 @@ def make_backend(cfg: Config) -> Backend:
     from bot.backends.llamacpp import LlamaCppBackend, LlamaSettings
 
     model = resolve(cfg.model.name, cfg.path(cfg.model.dir))
-    m = cfg.model
-    return LlamaCppBackend(LlamaSettings(
-        model_path=model.path, model_name=model.name, model_sha256=model.sha256, threads=m.threads,
-        n_ctx=m.n_ctx, n_batch=m.n_batch, temperature=m.temperature, top_p=m.top_p,
-        repeat_penalty=m.repeat_penalty, max_tokens=m.max_tokens, seed=m.seed, queue_limit=m.queue_limit,
-        cache_dir=cfg.data_path / "prefix-cache" if m.prefix_cache else None,
-    ))
+    cache = cfg.data_path / "prefix-cache" if cfg.model.prefix_cache else None
+    return LlamaCppBackend(LlamaSettings(model.path, model.name, model.sha256, cfg.model, cache))
 
 
 def progress_bar(enabled: bool) -> tuple[ProgressFn | None, Any]:

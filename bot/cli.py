@@ -203,8 +203,10 @@ def logs(ctx: click.Context, limit: int, channel: str | None, export: str | None
 @main.command("eval")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write a JSON report here.")
+@click.option("--compare-checks", is_flag=True,
+              help="Run the set a second time with the grounding checks off, and report the latency ratio.")
 @click.pass_context
-def eval_cmd(ctx: click.Context, path: Path, report: Path | None) -> None:
+def eval_cmd(ctx: click.Context, path: Path, report: Path | None, compare_checks: bool) -> None:
     """Run a question set (JSONL like dev_qa.jsonl) and print each result and the totals."""
 
     async def handler(cfg: Config) -> int:
@@ -213,20 +215,38 @@ def eval_cmd(ctx: click.Context, path: Path, report: Path | None) -> None:
 
         cases = evaluation.load_cases(path)
         async with open_app(cfg) as app:
-            results = []
-            run_id = str(int(time.time()))
-            for case in cases:
-                results.append(await evaluation.run_case(app.engine, case, run_id))
-                for line in evaluation.result_lines(results[-1]):
-                    click.echo(line)
-            summary = evaluation.summarise(results, app.engine.model_name)
+            results, summary = await _eval_run(app.engine, cases, echo=True)
+            if compare_checks:
+                g = cfg.grounding
+                g.evidence_check = g.support_check = g.retry_with_passages = False
+                off_results, off = await _eval_run(app.engine, cases, echo=False)
+                summary["checks_off"] = {k: off[k] for k in ("correct", "by_kind", "avg_total_ms", "avg_ttft_ms")}
+                if off["avg_total_ms"]:
+                    summary["latency_ratio_on_off"] = round(summary["avg_total_ms"] / off["avg_total_ms"], 2)
         for line in evaluation.summary_lines(summary):
             click.echo(line)
+        if compare_checks:
+            click.echo(f"checks off: {summary['checks_off']['correct']}/{summary['questions']} correct, average answer "
+                       f"{summary['checks_off']['avg_total_ms']} ms; latency ratio on/off "
+                       f"{summary.get('latency_ratio_on_off')}")
         if report:
             report.write_text(evaluation.report_json(results, summary), encoding="utf-8")
         return 0
 
     _run(ctx, handler)
+
+
+async def _eval_run(engine: Any, cases: list[Any], *, echo: bool) -> tuple[list[Any], dict[str, Any]]:
+    from bot import evaluation
+
+    results = []
+    run_id = f"{time.time():.3f}"
+    for case in cases:
+        results.append(await evaluation.run_case(engine, case, run_id))
+        if echo:
+            for line in evaluation.result_lines(results[-1]):
+                click.echo(line)
+    return results, evaluation.summarise(results, engine.model_name)
 
 
 @main.group()

@@ -209,7 +209,8 @@ class Engine:
             async for event in self._generate(messages, msg.conversation_key, draft, completion, visible):
                 yield event
             reply = self._finish(msg, content, draft, completion, checked_question, evidence)
-            if not reply.refused or not evidence.found:
+            # Quoting passages cannot help a question about something the content never names.
+            if not reply.refused or not evidence.found or evidence.missing_terms:
                 break
         if lang == "en" and not reply.refused:
             async for event in self._translate(msg, content, reply, draft, completion, question):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.backends.base import BackendStats, Completion, ProgressFn
+from bot.config import ModelConfig
 from bot.errors import BackendBusy, BackendError
 from bot.types import Queued
 
@@ -44,20 +45,12 @@ class _Job:
 
 @dataclass
 class LlamaSettings:
-    """What the backend needs from config, resolved."""
+    """The model file to load, its identity for the prefix cache, and the configured parameters."""
 
     model_path: Path
     model_name: str
     model_sha256: str
-    threads: int = 2
-    n_ctx: int = 8192
-    n_batch: int = 512
-    temperature: float = 0.0
-    top_p: float = 1.0
-    repeat_penalty: float = 1.0
-    max_tokens: int = 320
-    seed: int = 0
-    queue_limit: int = 32
+    params: ModelConfig = field(default_factory=ModelConfig)
     cache_dir: Path | None = None
 
 
@@ -78,10 +71,10 @@ class LlamaCppBackend:
     def _load(self) -> Any:
         from llama_cpp import Llama
 
-        s = self.settings
+        s, p = self.settings, self.settings.params
         with _quiet_stderr():
-            return Llama(model_path=str(s.model_path), n_ctx=s.n_ctx, n_batch=s.n_batch, n_threads=s.threads,
-                         n_threads_batch=s.threads, seed=s.seed, verbose=False)
+            return Llama(model_path=str(s.model_path), n_ctx=p.n_ctx, n_batch=p.n_batch, n_threads=p.threads,
+                         n_threads_batch=p.threads, seed=p.seed, verbose=False)
 
     # ---- public interface -------------------------------------------------------------------------
 
@@ -104,11 +97,11 @@ class LlamaCppBackend:
                      completion: Completion | None = None) -> AsyncIterator[str | Queued]:
         """Queue the request on the owner thread and yield its text pieces as they are decoded."""
         with self._lock:
-            if self._waiting >= self.settings.queue_limit:
+            if self._waiting >= self.settings.params.queue_limit:
                 raise BackendBusy(f"{self._waiting} requests queued (model.queue_limit)")
             ahead = self._waiting
             self._waiting += 1
-        job = _Job(messages, max_tokens or self.settings.max_tokens, asyncio.get_running_loop(), asyncio.Queue(),
+        job = _Job(messages, max_tokens or self.settings.params.max_tokens, asyncio.get_running_loop(), asyncio.Queue(),
                    completion=completion)
         self.stats.requests += 1
         if ahead:
@@ -165,7 +158,7 @@ class LlamaCppBackend:
                 job.loop.call_soon_threadsafe(job.out.put_nowait, _DONE)
 
     def _generate(self, job: _Job) -> None:
-        s = self.settings
+        s = self.settings.params
         before = self._llm.n_tokens
         chunks = self._llm.create_chat_completion(
             messages=job.messages, stream=True, max_tokens=job.max_tokens, temperature=s.temperature,
@@ -221,7 +214,7 @@ class LlamaCppBackend:
             self.stats.prefix_source = "restored"
         else:
             self._llm.reset()
-            step = self.settings.n_batch
+            step = self.settings.params.n_batch
             for i in range(0, len(tokens), step):
                 self._llm.eval(tokens[i : i + step])
                 if progress:
@@ -240,7 +233,7 @@ class LlamaCppBackend:
         import llama_cpp
 
         h = hashlib.sha256()
-        for part in (s.model_sha256, str(s.n_ctx), llama_cpp.__version__, str(len(tokens))):
+        for part in (s.model_sha256, str(s.params.n_ctx), llama_cpp.__version__, str(len(tokens))):
             h.update(part.encode() + b"\0")
         h.update(struct.pack(f"<{len(tokens)}i", *tokens))
         return s.cache_dir / f"prefix-{h.hexdigest()[:20]}.kv"

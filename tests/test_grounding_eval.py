@@ -1,0 +1,60 @@
+"""The grounding bar on the default model: the development set and our own fresh set, one run each at
+temperature 0. Every out-of-scope question must be declined and no answerable one declined; facts
+must carry an accepted phrase (the 1.5B model still misreads a question now and then, which is why the
+fact bar leaves one question of room; the closing notes give the exact counts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.model
+BOT = str(Path(sys.executable).parent / "bot")
+DEV = ROOT.parent / "shared" / "eval" / "dev_qa.jsonl"
+FRESH = ROOT / "tests" / "data" / "qa_fresh.jsonl"
+
+
+def run_eval(path: Path, tmp_path: Path, data_dir: Path) -> dict:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data_dir: {data_dir}\ndatabase: {tmp_path / 'eval.sqlite3'}\n"
+                      f"model:\n  dir: {ROOT / 'models'}\ncontent:\n  dir: {ROOT / 'content'}\n", encoding="utf-8")
+    env = dict(os.environ, BOT_CONFIG=str(config))
+    env.pop("BOT_MODEL", None)
+    report = tmp_path / f"{path.stem}.json"
+    run = subprocess.run([BOT, "eval", str(path), "--report", str(report)], env=env, capture_output=True,
+                         text=True, timeout=1800, cwd=tmp_path)
+    print(run.stdout)  # the per-question lines show in CI's output on failure
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(report.read_text(encoding="utf-8"))["summary"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("eval-data")
+
+
+def test_dev_set_on_the_default_model(tmp_path: Path, data_dir: Path) -> None:
+    summary = run_eval(DEV, tmp_path, data_dir)
+    kinds = summary["by_kind"]
+    assert summary["model"] == "qwen2.5-coder-1.5b"
+    assert kinds["out_of_scope"]["correct"] == kinds["out_of_scope"]["total"] == 5
+    assert summary["false_declines"] == []
+    assert kinds["fact"]["correct"] >= kinds["fact"]["total"] - 1
+
+
+def test_fresh_set_on_the_default_model(tmp_path: Path, data_dir: Path) -> None:
+    summary = run_eval(FRESH, tmp_path, data_dir)
+    kinds, cats = summary["by_kind"], summary["by_category"]
+    assert kinds["out_of_scope"]["correct"] == kinds["out_of_scope"]["total"]
+    assert cats["injection"]["correct"] == cats["injection"]["total"] == 3
+    assert cats["followup"]["correct"] == cats["followup"]["total"]
+    assert summary["false_declines"] == []
+    assert cats["fact_zh"]["correct"] == cats["fact_zh"]["total"]
+    assert kinds["fact"]["correct"] >= kinds["fact"]["total"] - 1
