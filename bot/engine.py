@@ -139,6 +139,11 @@ class Engine:
         limit = self.cfg.conversation.max_question_chars
         return message("too_long", lang, limit=limit) if len(text) > limit else None
 
+    async def accept(self, msg: Incoming) -> int:
+        """Log a question now, to be answered with `stream(..., resume_turn_id=)`; a crash in between
+        leaves it pending, and a restart answers it."""
+        return await self.store.start_turn(msg)
+
     async def ask(self, msg: Incoming, *, resume_turn_id: int | None = None) -> Reply:
         """The final reply, without streaming."""
         reply: Reply | None = None
@@ -161,8 +166,8 @@ class Engine:
                 else:
                     yield event
         except (asyncio.CancelledError, GeneratorExit):
-            reply = self._reply(msg, content, "", refused=False, draft=None, started=started,
-                                error="cancelled before the answer was complete")
+            # Left pending: a messenger turn cut off by a shutdown is answered after the restart.
+            log.info("turn %s cancelled before its answer; left pending", turn_id)
             raise
         except Exception as exc:
             log.exception("turn %s failed", turn_id)

@@ -26,7 +26,7 @@ from pypinyin import lazy_pinyin
 from bot.knowledge import ContentSet
 from bot.texts import language
 from bot.types import Passage
-from bot.words import FRAME_NOUNS, bigrams, key_terms, latin_names, noun_terms, numbers
+from bot.words import FRAME_NOUNS, bigrams, key_terms, latin_names, noun_terms, number_in, numbers
 
 _MARKER = re.compile(r"\s*[\[【](\d{1,3})[\]】]")
 _CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
@@ -262,6 +262,37 @@ def _weighted(topic: list[str], idf: dict[str, float], text: str) -> float:
     return sum(idf[b] for b in topic if b in text) / total if total else 1.0
 
 
+_SPEECH = re.compile(r"(?=(认为|表示|建议|介绍|指出|谈到|看来|提到|注意到))")
+
+
+@lru_cache(maxsize=8)
+def _entities(version: str, text: str, extra: tuple[str, ...]) -> frozenset[str]:
+    """Names of people and organisations in the content: recurring speakers (the two or three characters
+    before 认为/表示/建议…), words the segmenter tags as person or organisation names, and alias terms."""
+    del version  # part of the cache key only
+    found: set[str] = set(extra)
+    for m in _SPEECH.finditer(text):
+        for size in (3, 2):
+            name = text[max(0, m.start() - size) : m.start()]
+            if len(name) == size and _CJK_RUN.fullmatch(name) and text.count(name) >= 3:
+                found.add(name)
+                break
+    from bot.words import _posseg
+
+    for run in _CJK_RUN.findall(text):
+        found.update(w for w, flag in _posseg(run) if flag in ("nr", "nt") and len(w) >= 2 and text.count(w) >= 2)
+    return frozenset(found)
+
+
+def question_entities(question: str, content: ContentSet) -> list[str]:
+    """The content's names of people and organisations that the question mentions."""
+    text = "\n".join(p.section + p.text for p in content.passages)
+    # Aliases with a capitalised spelling are names (iFlytek); lower-case ones are terms (chairman).
+    proper = tuple(term for term, spelling in content.alias_names.items() if spelling[:1].isupper())
+    names = [e for e in _entities(content.version, text, proper) if e in question]
+    return [e for e in names if not any(e != other and e in other for other in names)]
+
+
 def support(answer: str, question: str, content: ContentSet, cited: list[Passage], min_support: float,
             missing_terms: list[str] | tuple[str, ...] = (), min_topic: float = 0.45) -> Support:
     """Check the answer against its cited passages (or the best ones) and choose the citations to show.
@@ -275,6 +306,9 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
         return Support(False, 0.0, [], [], "the draft is not in the content's language")
     chk = _checkable(body, question)
     topic, idf = _topic(question, content)
+    # Everyone and everything the question names must stand in one supporting passage, or an answer
+    # that only repeats the question ("是的，刘庆峰是360集团的创始人") would pass on shared words.
+    named = question_entities(question, content)
 
     def text(ps: list[Passage]) -> str:
         return "".join(p.section + p.text for p in ps)
@@ -282,11 +316,14 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     def anchored(p: Passage) -> bool:
         """One passage holds both what the question is about and some of the answer's claims."""
         claims_ok = not chk.claims or _coverage(chk.claims, text([p])) >= 0.3
-        return claims_ok and _weighted(topic, idf, text([p])) >= min_topic
+        # An answer that only repeats the question needs every name in this one passage; one with
+        # claims of its own may draw on several passages, each about someone the question names.
+        names_ok = (any if chk.claims else all)(n in text([p]) for n in named) if named else True
+        return claims_ok and names_ok and _weighted(topic, idf, text([p])) >= min_topic
 
     def good(ps: list[Passage]) -> bool:
         claims_ok = not chk.claims or _coverage(chk.claims, text(ps)) >= min_support
-        return claims_ok and any(anchored(p) for p in ps)
+        return claims_ok and any(anchored(p) for p in ps) and all(n in text(ps) for n in named)
 
     useful = [p for p in cited if not chk.claims or _coverage(chk.claims, text([p])) >= 0.3]
     if not useful or not good(useful):
@@ -301,9 +338,9 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
 
     if chk.claims and score < min_support:
         return fail(f"only {score:.0%} of the answer is in the cited text", [c for c in chk.claims if c not in joined])
-    if not any(anchored(p) for p in useful):
+    if not any(anchored(p) for p in useful) or not all(n in joined for n in named):
         return fail("no cited passage is about what the question asks", topic)
-    missing_hard = sorted(h for h in chk.hard if h not in joined.lower())
+    missing_hard = sorted(h for h in chk.hard if h not in joined.lower() and not number_in(h, joined))
     if missing_hard:
         return fail(f"not in the cited text: {', '.join(missing_hard)}", missing_hard)
     anchors = (numbers(question) & numbers(text(list(content.passages)))) | \

@@ -20,7 +20,8 @@ CJK_STOP = frozenset(
     "什么 哪些 哪个 哪位 哪里 哪儿 哪年 哪一年 怎么 怎样 如何 为什么 为何 是否 是不是 多少 几个 谁 吗 呢 吧 啊 "
     "的 了 是 在 和 与 及 对 把 被 将 从 向 于 以 为 中 上 下 里 有 没有 都 也 还 又 就 才 这 那 这个 那个 "
     "这些 那些 其 之 他 她 它 他们 我们 你 你们 我 请 告诉 一下 文章 文中 本文 这篇 提到 提及 认为 表示 "
-    "说 讲 指 指出 谈到 介绍 根据 关于 方面 哪方面 内容 问题 一个 什么样 样 具体 主要 应该 可以 能 会 要".split()
+    "说 讲 指 指出 谈到 介绍 根据 关于 方面 哪方面 内容 问题 一个 什么样 样 具体 主要 应该 可以 能 会 要 "
+    "多长时间 多久 多长 多大 哪些方面 几个方面".split()
 )
 EN_STOP = frozenset(
     "a an the of to in on for and or is are was were be been being do does did what which who whom whose "
@@ -91,9 +92,31 @@ def noun_terms(question: str) -> list[str]:
     return found
 
 
+_DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+
+
+def _arabic(numeral: str) -> str:
+    """'两个' -> '2', '十五岁' -> '15'; a numeral it cannot read ('两三年') stays as it is."""
+    core = numeral.rstrip("年个位亿万岁%")
+    if len(core) == 1 and core in _DIGITS:
+        return str(_DIGITS[core])
+    tens, _, ones = core.partition("十")
+    if "十" in core and len(core) <= 3 and all(c in _DIGITS for c in tens + ones):
+        return str((_DIGITS[tens] if tens else 1) * 10 + (_DIGITS[ones] if ones else 0))
+    return numeral
+
+
 def numbers(text: str) -> set[str]:
-    """Numbers in a text (Arabic, and Chinese numerals with a unit), normalised."""
+    """Numbers in a text (Arabic, and Chinese numerals with a unit), as written (thousands commas dropped)."""
     return {n.replace(",", "") for n in _NUMBER.findall(text)}
+
+
+def number_in(number: str, text: str) -> bool:
+    """The number occurs in the text as written, or with the same value ('两个' in '2个月')."""
+    if number in text:
+        return True
+    value = _arabic(number)
+    return value != number and value in {_arabic(n) for n in numbers(text)}
 
 
 def latin_names(text: str, *, every_word: bool = False) -> set[str]:

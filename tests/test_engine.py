@@ -326,8 +326,8 @@ async def test_a_closed_stream_leaves_the_question_logged(engine_for) -> None:
     rows = turns(store)
     assert len(rows) == 1
     assert rows[0]["question"] == "科大讯飞董事长是谁？"
-    assert rows[0]["status"] != "answered"
-    assert "cancel" in (rows[0]["error"] or "")
+    # Left pending, like a crash: a messenger turn is answered after the restart.
+    assert rows[0]["status"] == "pending" and rows[0]["answer"] is None
 
 
 async def test_a_cancelled_task_leaves_the_question_logged(engine_for) -> None:

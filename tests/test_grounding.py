@@ -128,3 +128,24 @@ def test_content_without_aliases_still_maps_pinyin(tmp_path: Path) -> None:
     cs = load(tmp_path)
     assert cs.aliases == {}
     assert "(张三)" in grounding.map_english("What does Zhang San think?", cs)
+
+
+@pytest.mark.parametrize("question,answer", [
+    ("刘庆峰是360集团的创始人吗？", "是的，刘庆峰是360集团的创始人。"),
+    ("赵晓光是科大讯飞的董事长吗？", "是的，赵晓光是科大讯飞的董事长。"),
+])
+def test_a_yes_to_a_false_premise_is_not_supported(content: ContentSet, question: str, answer: str) -> None:
+    # Every word is in the article, but no passage puts these names together.
+    assert not grounding.support(answer, question, content, [], 0.5).supported
+
+
+def test_a_question_about_two_people_may_be_answered_from_two_passages(content: ContentSet) -> None:
+    result = grounding.support("周鸿祎是360集团创始人，刘庆峰是科大讯飞董事长。", "刘庆峰和周鸿祎分别是什么身份？",
+                               content, [], 0.5)
+    assert result.supported, result.reason
+    assert len(result.passages) == 2
+
+
+def test_chinese_numerals_match_arabic_ones(content: ContentSet) -> None:
+    assert check(content, "ChatGPT推出后多长时间用户破亿？", "两个月。").supported
+    assert not check(content, "ChatGPT推出后多长时间用户破亿？", "三个月。").supported

@@ -471,6 +471,10 @@ class ScriptedEngine:
     def about(self, lang: str) -> str:
         return "about"
 
+    async def accept(self, msg: Incoming) -> int:
+        self.accepted = getattr(self, "accepted", 0) + 1
+        return self.accepted
+
     async def reload(self) -> ReloadReport:
         raise AssertionError("not used")
 

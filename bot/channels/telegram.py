@@ -208,7 +208,9 @@ class TelegramChannel:
             group = msg.chat.type != ChatType.PRIVATE
             incoming = Incoming(self.name, str(msg.chat.id), str(user.id), question, str(msg.message_id),
                                 f"{self.name}:{msg.chat.id}:{user.id}" if group else "")
-            await self._answer(msg.chat.id, msg.message_id, incoming, lang, update.update_id)
+            # Logged before anything is sent: if the process dies from here on, restart answers it.
+            turn_id = await self.engine.accept(incoming)
+            await self._answer(msg.chat.id, msg.message_id, incoming, lang, update.update_id, turn_id)
 
     def _check_question(self, question: str, user_id: str, lang: str) -> str | None:
         """Why the question is not answered (empty, too long, too fast), or None to answer it."""

@@ -222,40 +222,51 @@ class WecomChannel:
         if not await self.store.claim(self.name, msg_id):
             log.info("wecom: duplicate MsgId %s (a WeCom retry); already answered", msg_id)
             return
-        self._spawn(self._handle(user, kind, f.get("Content", ""), msg_id))
+        text = f.get("Content", "").strip()
+        problem, turn_id = None, None
+        if kind == "text" and not text.startswith("/"):
+            problem = await self._problem(user, text)
+            if problem is None:
+                # Logged before WeCom gets its 200: after a crash from here on, restart answers it.
+                turn_id = await self.engine.accept(Incoming(self.name, user, user, text, msg_id))
+        self._spawn(self._handle(user, kind, text, msg_id, problem, turn_id))
 
     # -- answering --
 
-    async def _handle(self, user: str, kind: str, text: str, msg_id: str) -> None:
+    async def _handle(self, user: str, kind: str, text: str, msg_id: str, problem: str | None,
+                      turn_id: int | None) -> None:
         """Answer one message; per-user order is kept, failures are logged and never escape."""
         async with self._lock_for(user):
             try:
-                text = text.strip()
                 if kind != "text":
                     await self.store.log_event(self.name, user, user, "non_text", kind)
                     await self._send(user, message("text_only", self._lang.get(user, "zh")))
                 elif text.startswith("/"):
                     await self._command(user, text)
+                elif problem is not None:
+                    await self._send(user, problem)
                 else:
-                    await self._question(user, text, msg_id)
+                    await self._ask_and_send(Incoming(self.name, user, user, text, msg_id), self._lang[user],
+                                             resume_turn_id=turn_id)
             except Exception as exc:
                 log.exception("wecom: answering MsgId %s failed", msg_id)
                 with contextlib.suppress(Exception):
                     await self.store.log_event(self.name, user, user, "send_failed", type(exc).__name__)
 
-    async def _question(self, user: str, text: str, msg_id: str) -> None:
+    async def _problem(self, user: str, text: str) -> str | None:
+        """Why a text cannot be asked now (empty, too long, too fast), in the user's language; else None."""
         lang = self._lang[user] = language(text) if text else self._lang.get(user, "zh")
         limit = self.conversation.max_question_chars
         if not text:
-            return await self._send(user, message("empty", lang))
+            return message("empty", lang)
         if len(text) > limit:
             await self.store.log_event(self.name, user, user, "too_long", str(len(text)))
-            return await self._send(user, message("too_long", lang, limit=limit))
+            return message("too_long", lang, limit=limit)
         wait = self.limiter.wait_seconds(user)
         if wait:
             await self.store.log_event(self.name, user, user, "rate_limited", "")
-            return await self._send(user, message("rate_limited", lang, seconds=wait))
-        await self._ask_and_send(Incoming(self.name, user, user, text, msg_id), lang)
+            return message("rate_limited", lang, seconds=wait)
+        return None
 
     async def _ask_and_send(self, msg: Incoming, lang: str, resume_turn_id: int | None = None) -> None:
         try:
