@@ -140,6 +140,9 @@ def signal_server(cfg: Config) -> bool:
     path = pid_path(cfg)
     try:
         pid = int(path.read_text().strip())
+        # A stale pid file may name an unrelated process now; SIGHUP would end most programs.
+        if b"bot" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return False
         os.kill(pid, signal.SIGHUP)
         return True
     except (OSError, ValueError):
@@ -182,14 +185,17 @@ async def serve(app: App, only: str | None = None) -> int:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     pid_path(app.cfg).write_text(str(os.getpid()))
+    # Read before any channel starts, so a message arriving meanwhile is not also taken for a leftover.
+    pending = await app.store.pending_turns(RESUME_WINDOW_S, [ch.name for ch in channels])
     started: list[Channel] = []
     try:
         for ch in channels:
             await ch.start()
             started.append(ch)
             log.info("channel %s started", ch.name)
-        await _resume_pending(app, started)
+        resuming = asyncio.create_task(_resume_pending(pending, started))
         await stop.wait()
+        resuming.cancel()
     finally:
         for ch in reversed(started):
             with contextlib.suppress(Exception):
@@ -201,16 +207,19 @@ async def serve(app: App, only: str | None = None) -> int:
 
 
 async def _reload(app: App) -> None:
-    report = await app.engine.reload()
+    try:
+        report = await app.engine.reload()
+    except Exception:
+        log.exception("content reload failed; still serving version %s", app.engine.content_version)
+        return
     if report.ok:
         write_snapshot(app.cfg, app.knowledge.current)
     log.info("%s", report.summary())
 
 
-async def _resume_pending(app: App, channels: list[Channel]) -> None:
-    """Answer messenger turns left unanswered by a crash (< 10 min old); older ones are marked abandoned."""
+async def _resume_pending(pending: list[PendingTurn], channels: list[Channel]) -> None:
+    """Answer messenger turns left unanswered by a crash (< 10 min old; older ones were marked abandoned)."""
     by_name = {ch.name: ch for ch in channels}
-    pending = await app.store.pending_turns(RESUME_WINDOW_S, by_name)
     for turn in pending:
         log.info("answering turn %d left unanswered on %s", turn.turn_id, turn.channel)
         try:

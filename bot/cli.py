@@ -7,6 +7,7 @@ import csv
 import json
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -78,11 +79,11 @@ def ask(ctx: click.Context, questions: tuple[str, ...], as_json: bool) -> None:
         if "-" in questions:
             items += [line.strip() for line in sys.stdin if line.strip()]
         async with open_app(cfg) as app:
-            for i, q in enumerate(items):
+            for q in items:
                 if problem := app.engine.check_input(q):
                     _emit_problem(q, problem, as_json)
                     continue
-                reply = await app.engine.ask(Incoming("cli", "ask", "ask", q, conversation=f"ask:{i}:{id(items)}"))
+                reply = await app.engine.ask(Incoming("cli", "ask", "ask", q, conversation=f"ask:{uuid.uuid4()}"))
                 _emit_reply(q, reply, as_json)
         return 0
 

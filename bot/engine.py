@@ -107,12 +107,13 @@ class Engine:
     async def _adopt(self, content: ContentSet, progress: ProgressFn | None = None) -> None:
         await self.store.record_passages(content.passages, content.version)
         system = self._system_message(content, with_passages=True)
-        self._prefix_mode = self.backend.count_tokens(system) <= self.cfg.content.max_prefix_tokens
-        if not self._prefix_mode:
+        prefix_mode = self.backend.count_tokens(system) <= self.cfg.content.max_prefix_tokens
+        if not prefix_mode:
             system = self._system_message(content, with_passages=False)
             log.info("content exceeds content.max_prefix_tokens: retrieving %d passages per question",
                      self.cfg.content.retrieve_top_k)
         await self.backend.warm([{"role": "system", "content": system}], progress)
+        self._prefix_mode = prefix_mode
 
     def _system_message(self, content: ContentSet, *, with_passages: bool) -> str:
         shown = self._format(content.passages) if with_passages else "（每个问题附带检索到的段落）"
@@ -276,7 +277,7 @@ class Engine:
         marks = "".join(f"[{c.n}]" for c in reply.citations)
         english = grounding.strip_markers(draft.text).strip()
         english = re.sub(r"^[^.!?]*\?\s*", "", english) or english  # the model sometimes repeats the question
-        if english and grounding.language(english) == "en":
+        if english and grounding.language(english) == "en" and grounding.faithful(english, reply, content):
             reply.text = english.rstrip(".") + marks + "."
             if marks:
                 yield Delta(marks)
@@ -377,9 +378,18 @@ class Engine:
     async def reload(self, progress: ProgressFn | None = None) -> ReloadReport:
         """Reload content atomically; on a change, recompute the prefix before serving the new version."""
         async with self._reload_lock:
-            report, changed = await asyncio.to_thread(self.knowledge.reload)
-            if changed:
-                await self._adopt(self.knowledge.current, progress)
+            report, new = await asyncio.to_thread(self.knowledge.prepare)
+            if new is not None and new.version != self.knowledge.current.version:
+                try:
+                    await self._adopt(new, progress)
+                except Exception as exc:  # the old content keeps serving
+                    log.exception("could not prepare content version %s", new.version)
+                    old = self.knowledge.current
+                    report = ReloadReport(False, old.version, old.version, passages=len(old.passages),
+                                          error=f"the model could not read the new content: {exc}")
+                    new = None
+            if new is not None:
+                self.knowledge.current = new
             await self.store.log_event("engine", "", "", "reload", report.summary())
             return report
 

@@ -25,7 +25,7 @@ from pypinyin import lazy_pinyin
 
 from bot.knowledge import ContentSet
 from bot.texts import language
-from bot.types import Passage
+from bot.types import Passage, Reply
 from bot.words import FRAME_NOUNS, bigrams, key_terms, latin_names, noun_terms, number_in, numbers
 
 _MARKER = re.compile(r"\s*[\[【](\d{1,3})[\]】]")
@@ -153,6 +153,15 @@ def english_names(text: str, content: ContentSet) -> dict[str, str]:
     for m in re.finditer(r"([A-Za-z][A-Za-z ]+?) \(([\u3400-\u9fff]+)\)", text):
         out.setdefault(m.group(2), m.group(1).title() if m.group(1).islower() else m.group(1))
     return out
+
+
+def faithful(english: str, reply: Reply, content: ContentSet) -> bool:
+    """A translation adds no number or Latin-script name that the checked answer and its passages lack."""
+    source = reply.text + "".join(c.section + c.text for c in reply.citations)
+    known = source.lower() + " " + " ".join(content.alias_names.values()).lower() + " " + " ".join(content.aliases)
+    added_numbers = [n for n in numbers(english) if not number_in(n, source)]
+    added_names = [w for w in latin_names(english) if w not in known]
+    return not added_numbers and not added_names
 
 
 def _occurs(term: str, haystack: str) -> bool:

@@ -252,15 +252,21 @@ class Knowledge:
         self.directory = directory
         self.current = load(directory)
 
-    def reload(self) -> tuple[ReloadReport, bool]:
-        """Load again; on failure keep serving the old content. Returns (report, changed)."""
+    def prepare(self) -> tuple[ReloadReport, ContentSet | None]:
+        """Load the folder again without serving it yet: (report, new content, or None on failure)."""
         old = self.current
         try:
             new = load(self.directory)
         except ContentError as exc:
             log.warning("content reload failed, keeping version %s: %s", old.version, exc)
             return ReloadReport(ok=False, version=old.version, previous_version=old.version,
-                                passages=len(old.passages), error=str(exc)), False
-        report = diff(old, new)
-        self.current = new
-        return report, new.version != old.version
+                                passages=len(old.passages), error=str(exc)), None
+        return diff(old, new), new
+
+    def reload(self) -> tuple[ReloadReport, bool]:
+        """Load again and serve the result; on failure keep serving the old content. (report, changed)."""
+        report, new = self.prepare()
+        if new is None:
+            return report, False
+        changed, self.current = new.version != self.current.version, new
+        return report, changed

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot import app as app_module
-from bot.app import App, _resume_pending, check_reload, open_app, pid_path, serve, signal_server, write_snapshot
+from bot.app import _resume_pending, check_reload, open_app, pid_path, serve, signal_server, write_snapshot
 from bot.config import Config
 from bot.knowledge import load
 from bot.store import LogStore
@@ -51,7 +51,8 @@ def cfg(tmp_path: Path) -> Config:
 def hup_child(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """A child process that records every SIGHUP it gets into a file."""
     record, ready = tmp_path / "hups.txt", tmp_path / "ready"
-    child = subprocess.Popen([sys.executable, "-c", HUP_CHILD, str(record), str(ready)])
+    # "bot serve" on its command line, as the real server has.
+    child = subprocess.Popen([sys.executable, "-c", HUP_CHILD, str(record), str(ready), "bot", "serve"])
     try:
         deadline = time.time() + 10
         while not ready.exists():
@@ -217,8 +218,7 @@ async def test_resume_pending_answers_young_messenger_turns_and_abandons_old_one
         await store.db.commit()
 
         telegram, wecom_ch = FakeChannel("telegram", fail=True), FakeChannel("wecom")
-        app = App(cfg, store, None, None, None)  # type: ignore[arg-type]
-        await _resume_pending(app, [telegram, wecom_ch])
+        await _resume_pending(await store.pending_turns(600, ["telegram", "wecom"]), [telegram, wecom_ch])
 
         assert [(t.turn_id, t.text, t.message_id) for t in telegram.resumed] == [
             (young, "科大讯飞董事长是谁？", "m1")]
@@ -244,7 +244,7 @@ async def test_resume_pending_only_touches_started_channels(cfg: Config) -> None
         await store.db.execute("UPDATE turns SET created_at = created_at - 3600 WHERE id = ?", (old,))
         await store.db.commit()
         telegram = FakeChannel("telegram")
-        await _resume_pending(App(cfg, store, None, None, None), [telegram])  # type: ignore[arg-type]
+        await _resume_pending(await store.pending_turns(600, ["telegram"]), [telegram])
         assert telegram.resumed == []
         rows = dict(await (await store.db.execute("SELECT id, status FROM turns")).fetchall())
         assert rows == {t: "pending", old: "pending"}
@@ -252,8 +252,17 @@ async def test_resume_pending_only_touches_started_channels(cfg: Config) -> None
         await store.close()
 
 
-def test_the_resume_window_is_ten_minutes() -> None:
-    assert app_module.RESUME_WINDOW_S == 600
+def test_a_stale_pid_file_naming_another_program_is_not_signalled(cfg: Config) -> None:
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        cfg.data_path.mkdir(parents=True, exist_ok=True)
+        pid_path(cfg).write_text(str(other.pid))
+        assert signal_server(cfg) is False
+        time.sleep(0.1)
+        assert other.poll() is None  # still alive: no SIGHUP was sent
+    finally:
+        other.kill()
+        other.wait(timeout=10)
 
 
 def test_pid_file_lives_in_the_data_dir(cfg: Config) -> None:

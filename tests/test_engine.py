@@ -389,6 +389,33 @@ async def test_reload_recomputes_the_prefix_only_on_change(tmp_path: Path) -> No
         await store.close()
 
 
+async def test_new_content_is_served_only_after_the_model_has_read_it(tmp_path: Path) -> None:
+    import shutil
+
+    content = tmp_path / "content"
+    shutil.copytree(ROOT / "content", content)
+    backend = FakeBackend("")
+    engine, store = await make_engine(tmp_path, backend, content_dir=content)
+    try:
+        before = engine.content_version
+        seen_during_warm: list[str] = []
+
+        async def failing_warm(prefix, progress=None):  # type: ignore[no-untyped-def]
+            seen_during_warm.append(engine.content_version)
+            raise RuntimeError("out of memory")
+
+        backend.warm = failing_warm  # type: ignore[method-assign]
+        text = (content / "article.txt").read_text(encoding="utf-8")
+        (content / "article.txt").write_text(text.replace("在别人的院子里建大楼", "在别人的院子里盖大楼"),
+                                             encoding="utf-8")
+        report = await engine.reload()
+        assert seen_during_warm == [before]  # the old version served while the new one was prepared
+        assert not report.ok and "out of memory" in (report.error or "")
+        assert engine.content_version == before
+    finally:
+        await store.close()
+
+
 # ---- MarkerRenumber ------------------------------------------------------------------------------
 
 

@@ -131,6 +131,9 @@ class LlamaCppBackend:
         """Stop the owner thread after the current request and free the model."""
         self._jobs.put(None)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 30)
+        if self._thread.is_alive():  # still evaluating: freeing the model under it would crash the process
+            log.warning("the model thread is still busy; leaving the model to process exit")
+            return
         with contextlib.suppress(Exception):
             self._llm.close()
 
