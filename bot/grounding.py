@@ -161,7 +161,11 @@ def faithful(english: str, reply: Reply, content: ContentSet) -> bool:
     known = source.lower() + " " + " ".join(content.alias_names.values()).lower() + " " + " ".join(content.aliases)
     added_numbers = [n for n in numbers(english) if not number_in(n, source)]
     added_names = [w for w in latin_names(english) if w not in known]
-    return not added_numbers and not added_names
+    # A faithful English rendering takes well under one word per Chinese character; much more means
+    # the model added its own prose ("a leading figure in the field of ...").
+    answer = strip_markers(reply.text)
+    budget = len(_CJK_RUN.sub("", answer).split()) + sum(len(r) for r in _CJK_RUN.findall(answer))
+    return not added_numbers and not added_names and len(english.split()) <= max(8, budget)
 
 
 def _occurs(term: str, haystack: str) -> bool:

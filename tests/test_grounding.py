@@ -149,3 +149,16 @@ def test_a_question_about_two_people_may_be_answered_from_two_passages(content: 
 def test_chinese_numerals_match_arabic_ones(content: ContentSet) -> None:
     assert check(content, "ChatGPT推出后多长时间用户破亿？", "两个月。").supported
     assert not check(content, "ChatGPT推出后多长时间用户破亿？", "三个月。").supported
+
+
+def test_a_translation_that_adds_prose_or_facts_is_not_faithful(content: ContentSet) -> None:
+    from bot.types import Citation, Reply
+
+    liu = passage_with(content, "科大讯飞董事长刘庆峰")[0]
+    reply = Reply("刘庆峰是科大讯飞董事长[1]。", refused=False,
+                  citations=[Citation(liu.id, liu.section, liu.text, 1)])
+    assert grounding.faithful("Liu Qingfeng is the chairman of iFlytek.", reply, content)
+    assert not grounding.faithful("Liu Qingfeng is the chairman of iFlytek, which has 20,000 staff.", reply, content)
+    assert not grounding.faithful("Liu Qingfeng is the chairman of iFlytek, a leading figure in the field of "
+                                  "artificial intelligence and one of the best-known entrepreneurs.", reply, content)
+    assert not grounding.faithful("Liu Qingfeng is the chairman of Baidu and Tencent's NASDAQ arm.", reply, content)
