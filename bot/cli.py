@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import logging
 import sys
 import time
 import uuid
@@ -58,6 +59,8 @@ def chat(ctx: click.Context) -> None:
         from bot.app import open_app
         from bot.channels.console import Console
 
+        # Keep the terminal for the conversation: only warnings and errors are logged there.
+        logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
         async with open_app(cfg) as app:
             return await Console(app.engine, history_file=cfg.data_path / "chat_history").run()
 

@@ -12,6 +12,7 @@ from typing import TextIO
 
 from bot.channels.common import format_sources
 from bot.engine import Engine
+from bot.grounding import strip_markers
 from bot.texts import help_text, language, message
 from bot.types import Delta, Incoming, Queued, Reply, Retract
 
@@ -141,7 +142,7 @@ class Console:
             self.say("—— " + ("撤回：引用的段落不支持上面的回答。" if self.lang == "zh"
                               else "Withdrawn: the cited passages do not support the draft above."))
             self.say("bot> " + reply.text)
-        elif streamed.strip() != reply.text.strip():
+        elif strip_markers(streamed).strip() != strip_markers(reply.text).strip():
             self.say()
             self.say("bot> " + reply.text)
         else:
