@@ -363,57 +363,55 @@ async def test_the_question_is_logged_before_generation(engine_for) -> None:
 # ---- reload --------------------------------------------------------------------------------------
 
 
-async def test_reload_recomputes_the_prefix_only_on_change(tmp_path: Path) -> None:
+@pytest.fixture
+async def on_copy(tmp_path: Path) -> AsyncIterator:
+    """(content folder copy, backend, engine) for tests that edit the content."""
     import shutil
 
     content = tmp_path / "content"
     shutil.copytree(ROOT / "content", content)
     backend = FakeBackend("")
     engine, store = await make_engine(tmp_path, backend, content_dir=content)
-    try:
-        report = await engine.reload()
-        assert report.ok and len(backend.warmed) == 1
-        text = (content / "article.txt").read_text(encoding="utf-8")
-        (content / "article.txt").write_text(text.replace("在别人的院子里建大楼", "在别人的院子里盖大楼"),
-                                             encoding="utf-8")
-        report = await engine.reload()
-        assert report.ok and report.changed == 1
-        assert len(backend.warmed) == 2 and "盖大楼" in backend.warmed[-1][0]["content"]
-        assert engine.content_version == report.version != ARTICLE.version
-        for f in content.iterdir():
-            f.unlink()
-        report = await engine.reload()
-        assert not report.ok and engine.content_version == report.previous_version
-        assert len(backend.warmed) == 2
-    finally:
-        await store.close()
+    yield content, backend, engine
+    await store.close()
 
 
-async def test_new_content_is_served_only_after_the_model_has_read_it(tmp_path: Path) -> None:
-    import shutil
+def edit_article(content: Path) -> None:
+    text = (content / "article.txt").read_text(encoding="utf-8")
+    (content / "article.txt").write_text(text.replace("在别人的院子里建大楼", "在别人的院子里盖大楼"), encoding="utf-8")
 
-    content = tmp_path / "content"
-    shutil.copytree(ROOT / "content", content)
-    backend = FakeBackend("")
-    engine, store = await make_engine(tmp_path, backend, content_dir=content)
-    try:
-        before = engine.content_version
-        seen_during_warm: list[str] = []
 
-        async def failing_warm(prefix, progress=None):  # type: ignore[no-untyped-def]
-            seen_during_warm.append(engine.content_version)
-            raise RuntimeError("out of memory")
+async def test_reload_recomputes_the_prefix_only_on_change(on_copy) -> None:
+    content, backend, engine = on_copy
+    report = await engine.reload()
+    assert report.ok and len(backend.warmed) == 1
+    edit_article(content)
+    report = await engine.reload()
+    assert report.ok and report.changed == 1
+    assert len(backend.warmed) == 2 and "盖大楼" in backend.warmed[-1][0]["content"]
+    assert engine.content_version == report.version != ARTICLE.version
+    for f in content.iterdir():
+        f.unlink()
+    report = await engine.reload()
+    assert not report.ok and engine.content_version == report.previous_version
+    assert len(backend.warmed) == 2
 
-        backend.warm = failing_warm  # type: ignore[method-assign]
-        text = (content / "article.txt").read_text(encoding="utf-8")
-        (content / "article.txt").write_text(text.replace("在别人的院子里建大楼", "在别人的院子里盖大楼"),
-                                             encoding="utf-8")
-        report = await engine.reload()
-        assert seen_during_warm == [before]  # the old version served while the new one was prepared
-        assert not report.ok and "out of memory" in (report.error or "")
-        assert engine.content_version == before
-    finally:
-        await store.close()
+
+async def test_new_content_is_served_only_after_the_model_has_read_it(on_copy) -> None:
+    content, backend, engine = on_copy
+    before = engine.content_version
+    seen_during_warm: list[str] = []
+
+    async def failing_warm(prefix, progress=None):  # type: ignore[no-untyped-def]
+        seen_during_warm.append(engine.content_version)
+        raise RuntimeError("out of memory")
+
+    backend.warm = failing_warm  # type: ignore[method-assign]
+    edit_article(content)
+    report = await engine.reload()
+    assert seen_during_warm == [before]  # the old version served while the new one was prepared
+    assert not report.ok and "out of memory" in (report.error or "")
+    assert engine.content_version == before
 
 
 # ---- MarkerRenumber ------------------------------------------------------------------------------
