@@ -353,7 +353,9 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
         return fail(f"only {score:.0%} of the answer is in the cited text", [c for c in chk.claims if c not in joined])
     if not any(anchored(p) for p in useful) or not all(n in joined for n in named):
         return fail("no cited passage is about what the question asks", topic)
-    missing_hard = sorted(h for h in chk.hard if h not in joined.lower() and not number_in(h, joined))
+    body_numbers = numbers(body)
+    missing_hard = sorted(h for h in chk.hard
+                          if not (number_in(h, joined) if h in body_numbers else h in joined.lower()))
     if missing_hard:
         return fail(f"not in the cited text: {', '.join(missing_hard)}", missing_hard)
     anchors = (numbers(question) & numbers(text(list(content.passages)))) | \

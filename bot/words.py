@@ -112,11 +112,12 @@ def numbers(text: str) -> set[str]:
 
 
 def number_in(number: str, text: str) -> bool:
-    """The number occurs in the text as written, or with the same value ('两个' in '2个月')."""
-    if number in text:
-        return True
-    value = _arabic(number)
-    return value != number and value in {_arabic(n) for n in numbers(text)}
+    """The number is one of the text's numbers, as written or with the same value ('两个' in '2个月').
+
+    Whole numbers only: 36 is not in '360集团'.
+    """
+    found = numbers(text)
+    return number in found or _arabic(number) in {_arabic(n) for n in found}
 
 
 def latin_names(text: str, *, every_word: bool = False) -> set[str]:

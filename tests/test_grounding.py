@@ -162,3 +162,9 @@ def test_a_translation_that_adds_prose_or_facts_is_not_faithful(content: Content
     assert not grounding.faithful("Liu Qingfeng is the chairman of iFlytek, a leading figure in the field of "
                                   "artificial intelligence and one of the best-known entrepreneurs.", reply, content)
     assert not grounding.faithful("Liu Qingfeng is the chairman of Baidu and Tencent's NASDAQ arm.", reply, content)
+
+
+def test_a_number_must_stand_whole_in_the_passage(content: ContentSet) -> None:
+    # "36" is inside "360集团" in the cited passage, but the article gives no age.
+    result = check(content, "周鸿祎今年多少岁？", "周鸿祎今年36岁。", "360集团")
+    assert not result.supported and "36" in result.reason
