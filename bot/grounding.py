@@ -55,15 +55,10 @@ class Evidence:
     terms: list[str]
     found: list[str]
     missing: list[str]
-    best: list[Passage] = field(default_factory=list)
     # The question with English names mapped to the content's, for retrieval.
     query: str = ""
     # Words the question asks about that the content never uses (e.g. a hometown, a market value).
     missing_terms: list[str] = field(default_factory=list)
-
-    @property
-    def coverage(self) -> float:
-        return len(self.found) / len(self.terms) if self.terms else 1.0
 
     @property
     def none_found(self) -> bool:
@@ -216,16 +211,9 @@ def question_evidence(question: str, content: ContentSet, context: str = "") -> 
     found = [t for t in terms if _occurs(t, whole)]
     found += [t for t in shared_spans(question, whole) if t not in found and not any(t in f for f in found)]
     missing = [t for t in terms if t not in found and not any(t in f for f in found)]
-
-    def together(p: Passage) -> int:
-        text = (p.section + " " + p.text).lower()
-        return sum(1 for t in found if _occurs(t, text))
-
-    ranked = sorted(content.passages, key=lambda p: -together(p))
-    best = [p for p in ranked[:3] if together(p) > 0]
     missing_terms = [t for t in missing if t in nouns and t not in FRAME_NOUNS]
     query = map_english(question, content) + (" " + context if context else "")
-    return Evidence(terms, found, missing, best, query, missing_terms)
+    return Evidence(terms, found, missing, query, missing_terms)
 
 def _cjk_bigrams(text: str) -> list[str]:
     out = []
