@@ -18,6 +18,7 @@ from bot.prompts import Prompts
 from bot.store import HistoryTurn, LogStore
 from bot.texts import language
 from bot.types import Citation, Delta, Event, Incoming, Passage, Queued, ReloadReport, Reply, Retract, Stats
+from bot.words import kind_noun
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,10 @@ class Engine:
             yield self._decline(msg, content, draft, "decline",
                                 f"no key term in the content: {', '.join(evidence.missing)}")
             return
+        if self.cfg.grounding.evidence_check and evidence.asked_missing:
+            yield self._decline(msg, content, draft, "decline",
+                                f"the question asks for {', '.join(evidence.asked_missing)}; the content names none")
+            return
         visible = lang == "zh"
         quoted: list[Passage] = []
         completion = Completion()
@@ -305,14 +310,20 @@ class Engine:
         for turn in history:
             messages.append({"role": "user", "content": turn.question})
             messages.append({"role": "assistant", "content": grounding.strip_markers(turn.answer)})
-        # Naming the best-matching paragraphs costs a few tokens and keeps a small model on them.
-        hint = "、".join(f"[{p.order + 1}]" for p, _ in content.retrieve(question, 2)) or "-"
-        text = self.prompts.render("question", question=question, hint=hint)
         if not self._prefix_mode and not quoted:
             quoted = [p for p, _ in content.retrieve(question, self.cfg.content.retrieve_top_k)]
         if quoted:
+            # Quoted passages need no paragraph hint; a second note after the question distracted the model.
+            text = question
+            if noun := kind_noun(question):
+                # Spelled out for a "what kind of N" question: drafts tend to restate N as a verb (刘庆峰代表…).
+                text += "\n" + self.prompts.render("kind", noun=noun)
             text = self.prompts.render("retrieved", passages=self._format(sorted(quoted, key=lambda p: p.order)),
                                        question=text)
+        else:
+            # Naming the best-matching paragraphs costs a few tokens and keeps a small model on them.
+            hint = "、".join(f"[{p.order + 1}]" for p, _ in content.retrieve(question, 2)) or "-"
+            text = self.prompts.render("question", question=question, hint=hint)
         messages.append({"role": "user", "content": text})
         return messages
 
@@ -324,7 +335,7 @@ class Engine:
         else:
             cited = [content.passages[k - 1] for k in grounding.markers(answer) if 0 < k <= len(content.passages)]
             check = grounding.support(answer, question, content, cited, self.cfg.grounding.min_support,
-                                      evidence.missing_terms, self.cfg.grounding.min_topic)
+                                      self.cfg.grounding.min_topic)
             if check.supported or not self.cfg.grounding.support_check:
                 text, citations = self._cite(answer, check.passages, content)
                 reply = self._reply(msg, content, text, refused=False, draft=draft, started=draft.started)

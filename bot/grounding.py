@@ -26,7 +26,19 @@ from pypinyin import lazy_pinyin
 from bot.knowledge import ContentSet
 from bot.texts import language
 from bot.types import Passage, Reply
-from bot.words import FRAME_NOUNS, bigrams, key_terms, latin_names, noun_terms, number_in, numbers
+from bot.words import (
+    FRAME_NOUNS,
+    asked_nouns,
+    asks_quantity,
+    bigrams,
+    has_numeral,
+    key_terms,
+    kind_noun,
+    latin_names,
+    noun_terms,
+    number_in,
+    numbers,
+)
 
 _MARKER = re.compile(r"\s*[\[【](\d{1,3})[\]】]")
 _CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
@@ -59,6 +71,8 @@ class Evidence:
     query: str = ""
     # Words the question asks about that the content never uses (e.g. a hometown, a market value).
     missing_terms: list[str] = field(default_factory=list)
+    # What the question asks for (哪个部委, 家乡是哪里), when the content never names such a thing.
+    asked_missing: list[str] = field(default_factory=list)
 
     @property
     def none_found(self) -> bool:
@@ -213,7 +227,8 @@ def question_evidence(question: str, content: ContentSet, context: str = "") -> 
     missing = [t for t in terms if t not in found and not any(t in f for f in found)]
     missing_terms = [t for t in missing if t in nouns and t not in FRAME_NOUNS]
     query = map_english(question, content) + (" " + context if context else "")
-    return Evidence(terms, found, missing, query, missing_terms)
+    asked = [n for n in asked_nouns(question) if n not in whole and n not in FRAME_NOUNS]
+    return Evidence(terms, found, missing, query, missing_terms, asked)
 
 def _cjk_bigrams(text: str) -> list[str]:
     out = []
@@ -294,8 +309,24 @@ def question_entities(question: str, content: ContentSet) -> list[str]:
     return [e for e in names if not any(e != other and e in other for other in names)]
 
 
+_QUOTES = str.maketrans("", "", "“”\"'‘’「」『』 ")
+
+
+def names_kind(answer: str, question: str, noun: str, text: str) -> bool:
+    """Whether the answer names the kind of `noun` the question asks for as the text does: some
+    "…noun" in it is qualified by words of the text (人大代表, 先试的准入机制), not of the question."""
+    ans, src = answer.translate(_QUOTES), text.translate(_QUOTES)
+    for m in re.finditer(re.escape(noun), ans):
+        i = m.start()
+        qual = ans[max(0, i - 3) : i] if ans[i - 1 : i] == "的" else ans[max(0, i - 2) : i]
+        core = qual.removesuffix("的")
+        if len(core) == 2 and core.isalnum() and core not in question and qual + noun in src:
+            return True
+    return False
+
+
 def support(answer: str, question: str, content: ContentSet, cited: list[Passage], min_support: float,
-            missing_terms: list[str] | tuple[str, ...] = (), min_topic: float = 0.45) -> Support:
+            min_topic: float = 0.45) -> Support:
     """Check the answer against its cited passages (or the best ones) and choose the citations to show.
 
     The cited text must hold the answer's own claims (share >= min_support) and be about what the
@@ -303,7 +334,7 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     another person or subject does not support the answer.
     """
     body = strip_markers(answer)
-    if not _CJK_RUN.search(body):
+    if not _CJK_RUN.search(body) and not latin_names(body):  # a bare "OpenAI" is checked like any name
         return Support(False, 0.0, [], [], "the draft is not in the content's language")
     chk = _checkable(body, question)
     topic, idf = _topic(question, content)
@@ -351,7 +382,9 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     unanchored = sorted(a for a in anchors if a not in numbers(joined) | latin_names(joined))
     if unanchored:
         return fail(f"the cited text does not mention {', '.join(unanchored)} from the question", unanchored)
-    asserted = [t for t in missing_terms if t.lower() in body.lower()]
-    if asserted:
-        return fail(f"the answer states {', '.join(asserted)}, which the content never mentions", asserted)
+    noun = kind_noun(question)
+    if noun and noun in joined and not names_kind(body, question, noun, joined):
+        return fail(f"the answer does not say which {noun}, as the cited text does", [noun])
+    if asks_quantity(question) and not has_numeral(body):
+        return fail("the question asks for a number and the answer gives none", [])
     return Support(True, score, useful, [c for c in chk.claims if c not in joined])

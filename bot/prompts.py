@@ -9,7 +9,7 @@ from bot.errors import ConfigError
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "prompts"
 REQUIRED = ("system", "passage", "question", "retrieved", "translate_zh", "translate_en", "decline_zh", "decline_en",
-            "offtopic_zh", "offtopic_en")
+            "offtopic_zh", "offtopic_en", "kind")
 
 
 class Prompts:

@@ -77,7 +77,7 @@ def key_terms(question: str) -> list[str]:
 # an answer may restate them without the content using the word.
 FRAME_NOUNS = frozenset(
     "身份 职务 职位 头衔 观点 看法 意见 态度 立场 建议 提议 主张 想法 理由 原因 目的 作用 意义 影响 "
-    "内容 特点 含义 意思 方面 措施 办法 方法 途径 方式 问题 结论 定位 角色 评价 判断 "
+    "内容 特点 含义 意思 方面 措施 办法 方法 途径 方式 问题 结论 定位 角色 评价 判断 文章 本文 原文 报道 "
     "identity role position title view opinion opinions views proposal proposals suggestion suggestions idea "
     "reason purpose role meaning point points way ways".split()
 )
@@ -90,6 +90,49 @@ def noun_terms(question: str) -> list[str]:
     for run in _CJK_RUN.findall(question):
         found += [w for w, flag in _posseg(run) if flag.startswith("n") and len(w) >= 2 and w not in CJK_STOP]
     return found
+
+
+# "…是什么代表？", "…什么样的准入机制？": the question ends on the noun whose kind the answer must name.
+_KIND_QUESTION = re.compile(r"(?:什么样的?|什么|哪一?种|哪一?类)的?([\u4e00-\u9fff]{1,8})[？?]?\s*$")
+
+
+def kind_noun(question: str) -> str | None:
+    """The noun a "what kind of N?" question ends on (刘庆峰是什么代表？ → 代表), or None."""
+    m = _KIND_QUESTION.search(question.strip())
+    if not m or set(m.group(1)) & set("的了吗呢是在说什么哪谁几"):
+        return None
+    return m.group(1)
+
+
+_ASKS_AFTER = re.compile(r"(?:哪(?![里儿])[个家所位些种类一]?|什么样?的?|多少)([\u4e00-\u9fff]{2,6})")
+_ASKS_BEFORE = re.compile(r"([\u4e00-\u9fff]{2,6})(?:是|有|在|叫)(?:哪里|哪儿|什么|谁|多少|几)")
+
+
+def asked_nouns(question: str) -> list[str]:
+    """The nouns naming what a question asks for: 哪个部委的答复 → 部委, 家乡是哪里 → 家乡."""
+    found: list[str] = []
+    for pattern, pick in ((_ASKS_AFTER, 0), (_ASKS_BEFORE, -1)):
+        for m in pattern.finditer(question):
+            words = _posseg(m.group(1))
+            word, flag = words[pick] if words else ("", "")
+            if flag.startswith("n") and len(word) >= 2 and word not in found:
+                found.append(word)
+    return found
+
+
+_QUANTITY = re.compile(
+    r"多少|多长|多久|多大|几[个年月天岁位种大项点次倍名家]|哪一?年|how (many|much|long|old)|what year", re.IGNORECASE)
+_NUMERAL = re.compile(r"\d|[零一二两三四五六七八九十百千万亿]+(?:年|个|位|亿|万|岁|大|项|点|种|次|倍|天|月|名|家|%)")
+
+
+def asks_quantity(question: str) -> bool:
+    """Whether the question asks for a number, an amount, a duration or a year."""
+    return bool(_QUANTITY.search(question))
+
+
+def has_numeral(text: str) -> bool:
+    """Whether the text states a number (2个月, 两三年, 三大问题)."""
+    return bool(_NUMERAL.search(text))
 
 
 _DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}

@@ -33,8 +33,8 @@ JSON_FIELDS = {"question", "answer", "refused", "citations", "ttft_ms", "total_m
 def script(messages: list[dict[str, str]]) -> str:
     """Canned answers that are true statements of the article (or an invented one to retract)."""
     q = messages[-1]["content"]  # a second attempt also quotes passages here: match on the question's words
-    if "家乡" in q:
-        return "江浩然的家乡是浙江省杭州市。"
+    if "大学" in q:
+        return "江浩然毕业于杭州的浙江大学。"
     if "比作" in q:
         return f"周鸿祎认为ChatGPT像一个发电厂。[{ZHOU.order + 1}]"
     if "董事长是谁" in q:
@@ -123,7 +123,7 @@ def test_ask_json_prints_only_json_with_the_documented_fields(config: Path, back
 
 
 def test_ask_json_declines_and_retractions(config: Path, backends: list[FakeBackend]) -> None:
-    r = bot(config, "ask", "--json", "量子计算机的价格是多少？", "江浩然的家乡是哪里？")
+    r = bot(config, "ask", "--json", "量子计算机的价格是多少？", "江浩然毕业于哪所大学？")
     assert r.exit_code == 0, r.stderr
     a, b = json_lines(r.stdout)
     assert (a["refused"], a["answer"], a["citations"]) == (True, DECLINE_ZH, [])
@@ -316,7 +316,7 @@ def test_eval_prints_each_result_and_totals_and_writes_a_report(config: Path, ba
     rows = [
         {"id": "f1", "kind": "fact", "question": "科大讯飞董事长是谁？", "expect_any": ["刘庆峰"]},
         {"id": "f2", "kind": "fact", "question": "周鸿祎把ChatGPT比作什么？", "expect_any": ["电厂", "石油"]},
-        {"id": "f3", "kind": "fact", "question": "江浩然的家乡是哪里？", "expect_any": ["杭州"]},
+        {"id": "f3", "kind": "fact", "question": "江浩然毕业于哪所大学？", "expect_any": ["杭州"]},
         {"id": "o1", "kind": "out_of_scope", "question": "量子计算机的价格是多少？"},
     ]
     cases.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")

@@ -130,9 +130,9 @@ async def test_stats_reload_and_unknown_commands(setup) -> None:
 
 
 async def test_a_retracted_draft_is_marked_and_replaced_by_the_decline(tmp_path: Path) -> None:
-    engine, store = await make_engine(tmp_path, FakeBackend("江浩然的家乡是浙江省杭州市。"))
+    engine, store = await make_engine(tmp_path, FakeBackend("江浩然毕业于杭州的浙江大学。"))
     try:
-        _, out, _ = await run(engine, ["江浩然的家乡是哪里？"])
+        _, out, _ = await run(engine, ["江浩然毕业于哪所大学？"])
     finally:
         await store.close()
     assert "杭州" in out  # the draft streamed

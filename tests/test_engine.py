@@ -130,10 +130,10 @@ async def test_an_answer_without_markers_still_gets_its_supporting_citation(engi
 
 
 async def test_an_unsupported_answer_is_retracted_and_logged(engine_for) -> None:
-    invented = "江浩然的家乡是浙江省杭州市。"
+    invented = "江浩然毕业于杭州的浙江大学。"
     backend = FakeBackend(invented)
     engine, store = await engine_for(backend)
-    events = [e async for e in engine.stream(ask_msg("江浩然的家乡是哪里？"))]
+    events = [e async for e in engine.stream(ask_msg("江浩然毕业于哪所大学？"))]
     reply = events[-1]
     assert isinstance(reply, Reply)
     assert reply.retracted and reply.refused
@@ -218,6 +218,30 @@ async def test_a_question_with_no_term_in_the_content_is_declined_without_the_mo
     rows = turns(store)
     assert [(r["question"], r["refused"], r["status"]) for r in rows] == [
         ("量子计算机的价格是多少？", 1, "answered"), ("What is the capital of France?", 1, "answered")]
+
+
+async def test_a_question_asking_for_something_the_content_never_names_is_declined_early(engine_for) -> None:
+    backend = FakeBackend("不该被调用。")
+    engine, _ = await engine_for(backend)
+    # Every other word is in the article (江浩然, 提案), but no ministry ever is.
+    reply = await engine.ask(ask_msg("江浩然的提案得到了哪个部委的答复？"))
+    assert reply.refused and reply.text == DECLINE_ZH
+    assert "部委" in reply.decline_reason
+    assert backend.calls == []
+
+
+async def test_a_what_kind_question_is_retried_when_the_draft_names_no_kind(engine_for) -> None:
+    drafts = iter(["刘庆峰代表科大讯飞董事长。", f"刘庆峰是全国人大代表[{LIU_N}]。"])
+    backend = FakeBackend(lambda messages: next(drafts))
+    engine, _ = await engine_for(backend)
+    events = [e async for e in engine.stream(ask_msg("文章中刘庆峰的身份是什么代表？"))]
+    reply = events[-1]
+    assert isinstance(reply, Reply) and not reply.refused, reply.decline_reason
+    assert "全国人大代表" in reply.text and "刘庆峰代表" in reply.draft
+    assert any(isinstance(e, Retract) for e in events)
+    retry = backend.calls[1][-1]["content"]
+    # The retry quotes the passages and spells out the kind asked for, without the paragraph hint.
+    assert "“……代表”" in retry and "科大讯飞董事长刘庆峰" in retry and "相关段落可能是" not in retry
 
 
 async def test_prompt_injection_is_declined_without_the_model(engine_for) -> None:

@@ -1,7 +1,6 @@
 """The grounding bar on the default model: the development set and our own fresh set, one run each at
-temperature 0. Every out-of-scope question must be declined and no answerable one declined; facts
-must carry an accepted phrase (the 1.5B model still misreads a question now and then, which is why the
-fact bar leaves one question of room; the closing notes give the exact counts)."""
+temperature 0. Every out-of-scope question must be declined, no answerable one declined, and every fact
+answered with an accepted phrase."""
 
 from __future__ import annotations
 
@@ -46,7 +45,7 @@ def test_dev_set_on_the_default_model(tmp_path: Path, data_dir: Path) -> None:
     assert summary["model"] == "qwen2.5-coder-1.5b"
     assert kinds["out_of_scope"]["correct"] == kinds["out_of_scope"]["total"] == 5
     assert summary["false_declines"] == []
-    assert kinds["fact"]["correct"] >= kinds["fact"]["total"] - 1
+    assert kinds["fact"]["correct"] == kinds["fact"]["total"] == 15
 
 
 def test_fresh_set_on_the_default_model(tmp_path: Path, data_dir: Path) -> None:
@@ -56,5 +55,4 @@ def test_fresh_set_on_the_default_model(tmp_path: Path, data_dir: Path) -> None:
     assert cats["injection"]["correct"] == cats["injection"]["total"] == 3
     assert cats["followup"]["correct"] == cats["followup"]["total"]
     assert summary["false_declines"] == []
-    assert cats["fact_zh"]["correct"] == cats["fact_zh"]["total"]
-    assert kinds["fact"]["correct"] >= kinds["fact"]["total"] - 1
+    assert kinds["fact"]["correct"] == kinds["fact"]["total"]
