@@ -335,7 +335,7 @@ class Engine:
         else:
             cited = [content.passages[k - 1] for k in grounding.markers(answer) if 0 < k <= len(content.passages)]
             check = grounding.support(answer, question, content, cited, self.cfg.grounding.min_support,
-                                      self.cfg.grounding.min_topic)
+                                      evidence.missing_terms, self.cfg.grounding.min_topic)
             if check.supported or not self.cfg.grounding.support_check:
                 text, citations = self._cite(answer, check.passages, content)
                 reply = self._reply(msg, content, text, refused=False, draft=draft, started=draft.started)

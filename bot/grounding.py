@@ -309,6 +309,29 @@ def question_entities(question: str, content: ContentSet) -> list[str]:
     return [e for e in names if not any(e != other and e in other for other in names)]
 
 
+_NEGATION = re.compile(r"(不|没有|没|未|并非|非|无)$")
+_YES_NO = re.compile(r"([\u4e00-\u9fff]{2})(?:了)?吗[？?]?\s*$")
+
+
+def polarity_flipped(answer: str, question: str, text: str) -> str | None:
+    """For a yes/no question (…落后吗？), the predicate if the answer states it with the opposite
+    polarity to every place the cited text does (落后 where the text says 并不落后), else None."""
+    m = _YES_NO.search(question.strip())
+    if not m or m.group(1) not in text or m.group(1) not in answer:
+        return None
+    word = m.group(1)
+
+    def negated(source: str) -> set[bool]:
+        return {bool(_NEGATION.search(source[max(0, i - 2) : i])) for i in _find_all(source, word)}
+
+    said, stated = negated(text), negated(answer)
+    return word if len(said) == 1 and stated and not (stated & said) else None
+
+
+def _find_all(text: str, word: str) -> list[int]:
+    return [m.start() for m in re.finditer(re.escape(word), text)]
+
+
 _QUOTES = str.maketrans("", "", "“”\"'‘’「」『』 ")
 
 
@@ -326,7 +349,7 @@ def names_kind(answer: str, question: str, noun: str, text: str) -> bool:
 
 
 def support(answer: str, question: str, content: ContentSet, cited: list[Passage], min_support: float,
-            min_topic: float = 0.45) -> Support:
+            missing_terms: list[str] | tuple[str, ...] = (), min_topic: float = 0.45) -> Support:
     """Check the answer against its cited passages (or the best ones) and choose the citations to show.
 
     The cited text must hold the answer's own claims (share >= min_support) and be about what the
@@ -382,6 +405,13 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     unanchored = sorted(a for a in anchors if a not in numbers(joined) | latin_names(joined))
     if unanchored:
         return fail(f"the cited text does not mention {', '.join(unanchored)} from the question", unanchored)
+    # Restating a question word the content never uses ("文心一言是恒银…") asserts what the text cannot
+    # support; this also fails an answer that only repeats a question's premise, the safer mistake.
+    asserted = [t for t in missing_terms if t.lower() in body.lower()]
+    if asserted:
+        return fail(f"the answer states {', '.join(asserted)}, which the content never mentions", asserted)
+    if flipped := polarity_flipped(body, question, joined):
+        return fail(f"the cited text says the opposite about {flipped}", [flipped])
     noun = kind_noun(question)
     if noun and noun in joined and not names_kind(body, question, noun, joined):
         return fail(f"the answer does not say which {noun}, as the cited text does", [noun])

@@ -74,10 +74,12 @@ def key_terms(question: str) -> list[str]:
 
 
 # Nouns that frame what kind of answer is wanted rather than name a fact ("what is his identity?"):
-# an answer may restate them without the content using the word.
+# an answer may restate them without the content using the word, and a question may ask for a time,
+# place or occasion in words the content does not use.
 FRAME_NOUNS = frozenset(
     "身份 职务 职位 头衔 观点 看法 意见 态度 立场 建议 提议 主张 想法 理由 原因 目的 作用 意义 影响 "
     "内容 特点 含义 意思 方面 措施 办法 方法 途径 方式 问题 结论 定位 角色 评价 判断 文章 本文 原文 报道 "
+    "场合 时间 时候 地点 地方 "
     "identity role position title view opinion opinions views proposal proposals suggestion suggestions idea "
     "reason purpose role meaning point points way ways".split()
 )

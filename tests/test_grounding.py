@@ -21,8 +21,9 @@ def passage_with(content: ContentSet, *needles: str) -> list:
 
 
 def check(content: ContentSet, question: str, answer: str, *needles: str) -> grounding.Support:
+    evidence = grounding.question_evidence(question, content)
     cited = passage_with(content, *needles) if needles else []
-    return grounding.support(answer, question, content, cited, 0.5)
+    return grounding.support(answer, question, content, cited, 0.5, evidence.missing_terms)
 
 
 def test_english_names_map_to_the_article_spelling(content: ContentSet) -> None:
@@ -66,7 +67,8 @@ def test_an_invented_place_is_not_supported(content: ContentSet) -> None:
     ("这篇报道的记者供职于哪家报社？", ["报社"]),
     ("周鸿祎是哪个集团的创始人？", []),
     ("赵晓光根据文章是谁？", []),  # the article itself is no missing thing
-    ("周鸿祎是什么身份？", []),  # a frame word
+    ("周鸿祎是什么身份？", []),  # frame words: the content may answer without using them
+    ("刘庆峰是在什么场合提出这些建议的？", []),
 ])
 def test_what_a_question_asks_for_must_be_named_in_the_content(content: ContentSet, question: str,
                                                                 missing: list[str]) -> None:
@@ -81,6 +83,22 @@ def test_a_what_kind_answer_must_name_the_kind_as_the_passage_does(content: Cont
     # "…的准入机制" and a quoted name before the noun count as naming the kind.
     assert check(content, "江浩然建议构建什么样的准入机制？", "建议构建先行先试的准入机制。", "准入机制").supported
     assert check(content, "周鸿祎建议打造中国的什么组合？", "打造中国的“微软+Open AI”组合。", "组合").supported
+
+
+def test_an_answer_restating_a_thing_the_article_never_names_is_not_supported(content: ContentSet) -> None:
+    # Every word after 文心一言 is in the article, but the article never names 文心一言.
+    result = check(content, "文心一言是哪家公司开发的？", "文心一言是恒银金融科技股份有限公司开发的。", "恒银金融")
+    assert not result.supported and "文心" in result.reason
+
+
+@pytest.mark.parametrize(("answer", "supported"), [
+    ("赵晓光认为我国人工智能技术落后。", False),
+    ("赵晓光认为我国人工智能技术并不落后。", True),
+    ("不落后，赵晓光认为我国人工智能技术并不落后。", True),
+])
+def test_a_yes_no_answer_must_keep_the_texts_polarity(content: ContentSet, answer: str, supported: bool) -> None:
+    result = check(content, "赵晓光认为我国人工智能技术落后吗？", answer, "并不落后")
+    assert result.supported is supported, result.reason
 
 
 def test_a_question_for_a_number_needs_a_number_in_the_answer(content: ContentSet) -> None:
