@@ -195,13 +195,8 @@ class Engine:
         # checked answer is translated back (its Chinese draft is not shown).
         checked_question = await self._to_chinese(question, content, draft) if lang == "en" else question
         evidence = grounding.question_evidence(checked_question, content, context)
-        if self.cfg.grounding.evidence_check and evidence.none_found:
-            yield self._decline(msg, content, draft, "decline",
-                                f"no key term in the content: {', '.join(evidence.missing)}")
-            return
-        if self.cfg.grounding.evidence_check and evidence.asked_missing:
-            yield self._decline(msg, content, draft, "decline",
-                                f"the question asks for {', '.join(evidence.asked_missing)}; the content names none")
+        if self.cfg.grounding.evidence_check and (reason := evidence.unanswerable()):
+            yield self._decline(msg, content, draft, "decline", reason)
             return
         visible = lang == "zh"
         quoted: list[Passage] = []

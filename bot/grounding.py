@@ -87,6 +87,14 @@ class Evidence:
         content shares counts too); words that only frame the question do not count either way."""
         return not self.found and not all(t in FRAME_NOUNS for t in self.missing or ["-"])
 
+    def unanswerable(self) -> str | None:
+        """Why no answer can come from the content, before any generation, or None."""
+        if self.none_found:
+            return f"no key term in the content: {', '.join(self.missing)}"
+        if self.asked_missing:
+            return f"the question asks for {', '.join(self.asked_missing)}; the content names none"
+        return None
+
 
 @dataclass
 class Support:
