@@ -337,14 +337,11 @@ def polarity_flipped(answer: str, question: str, text: str) -> str | None:
     word = m.group(1)
 
     def negated(source: str) -> set[bool]:
-        return {bool(_NEGATION.search(source[max(0, i - 2) : i])) for i in _find_all(source, word)}
+        return {bool(_NEGATION.search(source[max(0, m.start() - 2) : m.start()]))
+                for m in re.finditer(re.escape(word), source)}
 
     said, stated = negated(text), negated(answer)
     return word if len(said) == 1 and stated and not (stated & said) else None
-
-
-def _find_all(text: str, word: str) -> list[int]:
-    return [m.start() for m in re.finditer(re.escape(word), text)]
 
 
 _QUOTES = str.maketrans("", "", "“”\"'‘’「」『』 ")

@@ -13,7 +13,9 @@ jieba.setLogLevel(logging.WARNING)
 
 _CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
 _LATIN = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*[A-Za-z0-9+]|[A-Za-z]|\d+(?:[.,]\d+)*%?")
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*%?|[零一二三四五六七八九十百千万亿两]+(?:年|个|位|亿|万|岁|%)")
+_CJK_NUMERAL = "[零一二两三四五六七八九十百千万亿]+"
+_UNITS = "年|个|位|亿|万|岁|%"
+_NUMBER = re.compile(rf"\d+(?:[.,]\d+)*%?|{_CJK_NUMERAL}(?:{_UNITS})")
 
 # Function words of questions and answers: what is asked, not what it is about.
 CJK_STOP = frozenset(
@@ -124,7 +126,8 @@ def asked_nouns(question: str) -> list[str]:
 
 _QUANTITY = re.compile(
     r"多少|多长|多久|多大|几[个年月天岁位种大项点次倍名家]|哪一?年|how (many|much|long|old)|what year", re.IGNORECASE)
-_NUMERAL = re.compile(r"\d|[零一二两三四五六七八九十百千万亿]+(?:年|个|位|亿|万|岁|大|项|点|种|次|倍|天|月|名|家|%)")
+# Counted things count too (三大问题, 两三天): enough to tell that an answer states a number at all.
+_NUMERAL = re.compile(rf"\d|{_CJK_NUMERAL}(?:{_UNITS}|大|项|点|种|次|倍|天|月|名|家)")
 
 
 def asks_quantity(question: str) -> bool:
