@@ -16,15 +16,16 @@ from typing import Any, Protocol
 
 from bot.backends.base import Backend, ProgressFn
 from bot.config import Config
+from bot.core import Core, Turn
 from bot.engine import Engine
+from bot.gate import Gate, policies
 from bot.knowledge import ContentSet, Knowledge, diff, load
 from bot.models import resolve
 from bot.prompts import Prompts
 from bot.store import LogStore
-from bot.types import PendingTurn, ReloadReport
+from bot.types import ReloadReport
 
 log = logging.getLogger(__name__)
-RESUME_WINDOW_S = 600
 
 
 class Channel(Protocol):
@@ -34,7 +35,7 @@ class Channel(Protocol):
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
-    async def resume(self, turn: PendingTurn) -> None: ...
+    async def resume(self, turn: Turn) -> None: ...
 
 
 @dataclass
@@ -45,7 +46,7 @@ class App:
     store: LogStore
     knowledge: Knowledge
     backend: Backend
-    engine: Engine
+    core: Core
 
 
 def setup_logging(cfg: Config) -> None:
@@ -87,17 +88,18 @@ async def open_app(cfg: Config, *, backend: Backend | None = None, progress: boo
     store = await LogStore.open(cfg.database_path)
     try:
         knowledge = Knowledge(cfg.content_path)
-        prompts = Prompts()
         backend = backend or await asyncio.to_thread(make_backend, cfg)
-        engine = Engine(cfg, knowledge, backend, store, prompts)
+        engine = Engine(cfg, backend, Prompts())
+        gate = Gate(cfg.conversation.max_question_chars, policies(cfg))
+        core = Core(knowledge, engine, store, gate, history_turns=cfg.conversation.history_turns)
         update, close_bar = progress_bar(progress and sys.stderr.isatty())
         try:
-            await engine.start(update)
+            await core.start(update)
         finally:
             close_bar()
         write_snapshot(cfg, knowledge.current)
         try:
-            yield App(cfg, store, knowledge, backend, engine)
+            yield App(cfg, store, knowledge, backend, core)
         finally:
             await backend.close()
     finally:
@@ -156,11 +158,11 @@ def build_channels(app: App, only: str | None) -> list[Channel]:
     if only in (None, "telegram") and cfg.telegram.token:
         from bot.channels.telegram import TelegramChannel
 
-        channels.append(TelegramChannel(cfg.telegram, cfg.conversation, app.engine, app.store))
+        channels.append(TelegramChannel(cfg.telegram, app.core))
     if only in (None, "wecom") and cfg.wecom.corp_id and cfg.wecom.token and cfg.wecom.aes_key:
         from bot.channels.wecom import WecomChannel
 
-        channels.append(WecomChannel(cfg.wecom, cfg.conversation, app.engine, app.store))
+        channels.append(WecomChannel(cfg.wecom, app.core))
     return channels
 
 
@@ -186,7 +188,7 @@ async def serve(app: App, only: str | None = None) -> int:
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     pid_path(app.cfg).write_text(str(os.getpid()))
     # Read before any channel starts, so a message arriving meanwhile is not also taken for a leftover.
-    pending = await app.store.pending_turns(RESUME_WINDOW_S, [ch.name for ch in channels])
+    pending = await app.core.pending([ch.name for ch in channels])
     started: list[Channel] = []
     try:
         for ch in channels:
@@ -208,21 +210,21 @@ async def serve(app: App, only: str | None = None) -> int:
 
 async def _reload(app: App) -> None:
     try:
-        report = await app.engine.reload()
+        report = await app.core.reload()
     except Exception:
-        log.exception("content reload failed; still serving version %s", app.engine.content_version)
+        log.exception("content reload failed; still serving version %s", app.knowledge.current.version)
         return
     if report.ok:
         write_snapshot(app.cfg, app.knowledge.current)
     log.info("%s", report.summary())
 
 
-async def _resume_pending(pending: list[PendingTurn], channels: list[Channel]) -> None:
+async def _resume_pending(pending: list[Turn], channels: list[Channel]) -> None:
     """Answer messenger turns left unanswered by a crash (< 10 min old; older ones were marked abandoned)."""
     by_name = {ch.name: ch for ch in channels}
     for turn in pending:
-        log.info("answering turn %d left unanswered on %s", turn.turn_id, turn.channel)
+        log.info("answering turn %s left unanswered on %s", turn.turn_id, turn.incoming.channel)
         try:
-            await by_name[turn.channel].resume(turn)
+            await by_name[turn.incoming.channel].resume(turn)
         except Exception:
-            log.exception("could not resume turn %d", turn.turn_id)
+            log.exception("could not resume turn %s", turn.turn_id)

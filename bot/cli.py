@@ -62,7 +62,7 @@ def chat(ctx: click.Context) -> None:
         # Keep the terminal for the conversation: only warnings and errors are logged there.
         logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
         async with open_app(cfg) as app:
-            return await Console(app.engine, history_file=cfg.data_path / "chat_history").run()
+            return await Console(app.core, history_file=cfg.data_path / "chat_history").run()
 
     _run(ctx, handler)
 
@@ -76,18 +76,19 @@ def ask(ctx: click.Context, questions: tuple[str, ...], as_json: bool) -> None:
 
     async def handler(cfg: Config) -> int:
         from bot.app import open_app
-        from bot.types import Incoming
+        from bot.types import Incoming, Reply
 
         items = [q for q in questions if q != "-"]
         if "-" in questions:
             items += [line.strip() for line in sys.stdin if line.strip()]
         async with open_app(cfg) as app:
             for q in items:
-                if problem := app.engine.check_input(q):
-                    _emit_problem(q, problem, as_json)
-                    continue
-                reply = await app.engine.ask(Incoming("cli", "ask", "ask", q, conversation=f"ask:{uuid.uuid4()}"))
-                _emit_reply(q, reply, as_json)
+                msg = Incoming("cli", "ask", "ask", q, is_admin=True, conversation=f"ask:{uuid.uuid4()}")
+                final = await app.core.ask(msg)
+                if isinstance(final, Reply):
+                    _emit_reply(q, final, as_json)
+                else:
+                    _emit_problem(q, final.text, as_json)
         return 0
 
     _run(ctx, handler)
@@ -219,11 +220,11 @@ def eval_cmd(ctx: click.Context, path: Path, report: Path | None, compare_checks
 
         cases = evaluation.load_cases(path)
         async with open_app(cfg) as app:
-            results, summary = await _eval_run(app.engine, cases, echo=True)
+            results, summary = await _eval_run(app.core, cases, echo=True)
             if compare_checks:
                 g = cfg.grounding
                 g.evidence_check = g.support_check = g.retry_with_passages = False
-                off_results, off = await _eval_run(app.engine, cases, echo=False)
+                off_results, off = await _eval_run(app.core, cases, echo=False)
                 summary["checks_off"] = {k: off[k] for k in ("correct", "by_kind", "avg_total_ms", "avg_ttft_ms")}
                 if off["avg_total_ms"]:
                     summary["latency_ratio_on_off"] = round(summary["avg_total_ms"] / off["avg_total_ms"], 2)
@@ -240,17 +241,17 @@ def eval_cmd(ctx: click.Context, path: Path, report: Path | None, compare_checks
     _run(ctx, handler)
 
 
-async def _eval_run(engine: Any, cases: list[Any], *, echo: bool) -> tuple[list[Any], dict[str, Any]]:
+async def _eval_run(core: Any, cases: list[Any], *, echo: bool) -> tuple[list[Any], dict[str, Any]]:
     from bot import evaluation
 
     results = []
     run_id = f"{time.time():.3f}"
     for case in cases:
-        results.append(await evaluation.run_case(engine, case, run_id))
+        results.append(await evaluation.run_case(core, case, run_id))
         if echo:
             for line in evaluation.result_lines(results[-1]):
                 click.echo(line)
-    return results, evaluation.summarise(results, engine.model_name)
+    return results, evaluation.summarise(results, core.engine.model_name)
 
 
 @main.group()

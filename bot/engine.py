@@ -1,8 +1,7 @@
-"""One conversation turn, independent of any messenger: log, check, prompt, stream, verify, log again."""
+"""One question, independent of any messenger and of the log: evidence, prompt, stream, support check, reply."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -12,12 +11,10 @@ from dataclasses import dataclass
 from bot import grounding
 from bot.backends.base import Backend, Completion, ProgressFn
 from bot.config import Config
-from bot.errors import BotError
-from bot.knowledge import ContentSet, Knowledge
+from bot.knowledge import ContentSet
 from bot.prompts import Prompts
-from bot.store import HistoryTurn, LogStore
 from bot.texts import language
-from bot.types import Citation, Delta, Event, Incoming, Passage, Queued, ReloadReport, Reply, Retract, Stats
+from bot.types import Citation, Delta, Event, HistoryTurn, Incoming, Passage, Queued, Reply, Retract
 from bot.words import kind_noun
 
 log = logging.getLogger(__name__)
@@ -81,32 +78,21 @@ class MarkerRenumber:
 
 
 class Engine:
-    """Answers questions about the current content, grounded and cited; logs every turn."""
+    """Answers one question about the given content, grounded and cited; knows no messenger and no log."""
 
-    def __init__(self, cfg: Config, knowledge: Knowledge, backend: Backend, store: LogStore,
-                 prompts: Prompts) -> None:
+    def __init__(self, cfg: Config, backend: Backend, prompts: Prompts) -> None:
         self.cfg = cfg
-        self.knowledge = knowledge
         self.backend = backend
-        self.store = store
         self.prompts = prompts
         self._prefix_mode = True
-        self._reload_lock = asyncio.Lock()
 
     @property
     def model_name(self) -> str:
         return self.backend.model_name
 
-    @property
-    def content_version(self) -> str:
-        return self.knowledge.current.version
-
-    async def start(self, progress: ProgressFn | None = None) -> None:
-        """Record the content's passages and compute (or restore) the model's prefix."""
-        await self._adopt(self.knowledge.current, progress)
-
-    async def _adopt(self, content: ContentSet, progress: ProgressFn | None = None) -> None:
-        await self.store.record_passages(content.passages, content.version)
+    async def prepare(self, content: ContentSet, progress: ProgressFn | None = None) -> None:
+        """Compute (or restore) the model's prefix for this content: the whole content when it fits
+        `content.max_prefix_tokens`, else the instructions only (passages are then retrieved per question)."""
         system = self._system_message(content, with_passages=True)
         prefix_mode = self.backend.count_tokens(system) <= self.cfg.content.max_prefix_tokens
         if not prefix_mode:
@@ -124,71 +110,22 @@ class Engine:
         return "\n".join(self.prompts.render("passage", n=p.order + 1, section=p.section, text=p.text)
                          for p in passages)
 
-    def about(self, lang: str) -> str:
-        """What the bot knows about, for /start and /help."""
-        c = self.knowledge.current
-        if lang == "zh":
-            return f"内容：《{c.title}》（{len(c.passages)} 个段落，版本 {c.version}）。"
-        return f"Content: “{c.title}” ({len(c.passages)} passages, version {c.version})."
+    async def run(self, msg: Incoming, content: ContentSet, history: list[HistoryTurn]) -> AsyncIterator[Event]:
+        """Queued, Delta and Retract events while the answer streams, then exactly one Reply."""
+        async for event in self._turn(msg, content, self._trim(history), _Draft(time.perf_counter())):
+            yield event
 
-    def check_input(self, text: str) -> str | None:
-        """A message for the user when the text cannot be a question (empty, too long), else None."""
-        from bot.texts import message
+    def failed(self, msg: Incoming, content: ContentSet, text: str, error: str) -> Reply:
+        """The reply to a turn that raised: a short apology, the error kept for the log."""
+        return self._reply(msg, content, text, refused=False, draft=None, started=time.perf_counter(), error=error)
 
-        lang = language(text)
-        if not text.strip():
-            return message("empty", lang)
-        limit = self.cfg.conversation.max_question_chars
-        return message("too_long", lang, limit=limit) if len(text) > limit else None
-
-    async def accept(self, msg: Incoming) -> int:
-        """Log a question now, to be answered with `stream(..., resume_turn_id=)`; a crash in between
-        leaves it pending, and a restart answers it."""
-        return await self.store.start_turn(msg)
-
-    async def ask(self, msg: Incoming, *, resume_turn_id: int | None = None) -> Reply:
-        """The final reply, without streaming."""
-        reply: Reply | None = None
-        async for event in self.stream(msg, resume_turn_id=resume_turn_id):
-            if isinstance(event, Reply):
-                reply = event
-        assert reply is not None
-        return reply
-
-    async def stream(self, msg: Incoming, *, resume_turn_id: int | None = None) -> AsyncIterator[Event]:
-        """Queued and Delta events while the answer streams, then exactly one Reply (logged)."""
-        started = time.perf_counter()
-        turn_id = resume_turn_id or await self.store.start_turn(msg)
-        content = self.knowledge.current
-        reply: Reply | None = None
-        try:
-            async for event in self._turn(msg, content, _Draft(started)):
-                if isinstance(event, Reply):
-                    reply = event
-                else:
-                    yield event
-        except (asyncio.CancelledError, GeneratorExit):
-            # Left pending: a messenger turn cut off by a shutdown is answered after the restart.
-            log.info("turn %s cancelled before its answer; left pending", turn_id)
-            raise
-        except Exception as exc:
-            log.exception("turn %s failed", turn_id)
-            user = exc.user_message if isinstance(exc, BotError) else BotError.user_message
-            reply = self._reply(msg, content, user, refused=False, draft=None, started=started,
-                                error=f"{type(exc).__name__}: {exc}")
-        finally:
-            if reply is not None:
-                reply.turn_id = turn_id
-                await asyncio.shield(self.store.finish_turn(turn_id, reply))
-        yield reply
-
-    async def _turn(self, msg: Incoming, content: ContentSet, draft: _Draft) -> AsyncIterator[Event]:
+    async def _turn(self, msg: Incoming, content: ContentSet, history: list[HistoryTurn],
+                    draft: _Draft) -> AsyncIterator[Event]:
         question = msg.text.strip()
         lang = language(question)
         if grounding.is_injection(question):
             yield self._decline(msg, content, draft, "offtopic", "prompt injection or harmful request")
             return
-        history = await self._history(msg.conversation_key)
         context = history[-1].question if history else ""
         # Answers are drafted and checked in the content's language, word for word against the passages;
         # an English question is first put into Chinese (names annotated from the content), and the
@@ -287,11 +224,11 @@ class Engine:
             yield Delta(reply.text)
         reply.draft = draft.earlier + draft.text
 
-    async def _history(self, conversation: str) -> list[HistoryTurn]:
-        turns = await self.store.history(conversation, self.cfg.conversation.history_turns)
+    def _trim(self, history: list[HistoryTurn]) -> list[HistoryTurn]:
+        """The latest turns that fit `conversation.history_tokens`, oldest first."""
         budget = self.cfg.conversation.history_tokens
         kept: list[HistoryTurn] = []
-        for turn in reversed(turns):
+        for turn in reversed(history):
             cost = self.backend.count_tokens(turn.question + turn.answer)
             if cost > budget:
                 break
@@ -372,37 +309,3 @@ class Engine:
         return Reply(text=text, refused=refused, ttft_ms=draft.ttft_ms if draft else None,
                      total_ms=int((time.perf_counter() - started) * 1000), model=self.model_name,
                      content_version=content.version, draft=(draft.earlier + draft.text) if draft else "", error=error)
-
-    async def reset(self, conversation_key: str) -> None:
-        """Forget the conversation's history for follow-ups."""
-        await self.store.reset(conversation_key)
-
-    async def sources(self, conversation_key: str) -> list[Citation]:
-        """The passages cited by the conversation's last answer."""
-        return await self.store.last_citations(conversation_key)
-
-    async def reload(self, progress: ProgressFn | None = None) -> ReloadReport:
-        """Reload content atomically; on a change, recompute the prefix before serving the new version."""
-        async with self._reload_lock:
-            report, new = await asyncio.to_thread(self.knowledge.prepare)
-            if new is not None and new.version != self.knowledge.current.version:
-                try:
-                    await self._adopt(new, progress)
-                except Exception as exc:  # the old content keeps serving
-                    log.exception("could not prepare content version %s", new.version)
-                    old = self.knowledge.current
-                    report = ReloadReport(False, old.version, old.version, passages=len(old.passages),
-                                          error=f"the model could not read the new content: {exc}")
-                    new = None
-            if new is not None:
-                self.knowledge.current = new
-            await self.store.log_event("engine", "", "", "reload", report.summary())
-            return report
-
-    async def stats(self, since_hours: float = 24.0, channel: str | None = None) -> Stats:
-        """Turn statistics for the period."""
-        return await self.store.stats(since_hours, channel)
-
-    def queue_depth(self) -> int:
-        """Requests waiting for or using the model."""
-        return self.backend.queue_depth()

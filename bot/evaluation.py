@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.engine import Engine
+from bot.core import Core
 from bot.errors import ContentError
-from bot.types import Incoming
+from bot.types import Incoming, Notice
 
 
 @dataclass
@@ -69,10 +69,14 @@ def is_correct(case: Case, answer: str, refused: bool) -> bool:
     return not refused and any(p.lower() in answer.lower() for p in case.expect_any)
 
 
-async def run_case(engine: Engine, case: Case, run_id: str = "") -> Result:
+async def run_case(core: Core, case: Case, run_id: str = "") -> Result:
     """Ask one question in a fresh conversation (or its follow-up conversation)."""
     key = f"eval:{run_id}:{case.conversation or case.id}"
-    reply = await engine.ask(Incoming("eval", "eval", "eval", case.question, conversation=key))
+    final = await core.ask(Incoming("eval", "eval", "eval", case.question, conversation=key))
+    if isinstance(final, Notice):  # refused by the gate (empty, too long): a decline without a turn
+        return Result(case.id, case.kind, case.question, final.text, True, is_correct(case, final.text, True), [],
+                      None, None, "gate", case.category)
+    reply = final
     return Result(case.id, case.kind, case.question, reply.text, reply.refused,
                   is_correct(case, reply.text, reply.refused), [c.id for c in reply.citations], reply.ttft_ms,
                   reply.total_ms, reply.decline_reason, case.category)

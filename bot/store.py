@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +12,13 @@ import aiosqlite
 
 from bot.errors import ConfigError
 from bot.migrations import MIGRATIONS
-from bot.types import Citation, Incoming, Passage, PendingTurn, Reply, Stats
+from bot.types import Citation, HistoryTurn, Incoming, Passage, PendingTurn, Reply, Stats
 
 EXPORT_COLUMNS = [
     "id", "channel", "chat_id", "user_id", "conversation", "question", "status", "answer", "refused",
     "retracted", "decline_reason", "citations", "ttft_ms", "total_ms", "prompt_tokens", "completion_tokens",
     "model", "content_version", "error", "created_at", "answered_at",
 ]
-
-
-@dataclass(frozen=True)
-class HistoryTurn:
-    """A past question and its shown answer, for follow-up context."""
-
-    question: str
-    answer: str
-    refused: bool
 
 
 def _percentile(values: list[int], q: float) -> int | None:

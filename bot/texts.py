@@ -57,7 +57,7 @@ MESSAGES: dict[str, dict[str, str]] = {
 }
 
 # The command menu a messenger shows next to the input field (Telegram's setMyCommands): command -> description.
-COMMANDS: dict[str, str] = {
+MENU: dict[str, str] = {
     "ask": "Ask a question about the article",
     "help": "What I know and how to ask",
     "reset": "Forget this conversation",
@@ -94,6 +94,19 @@ _ADMIN_HELP = {
     "en": "Admin commands:\n/reload  reload the content and report what changed\n"
     "/stats  turns, users, declines and latency\n",
 }
+
+
+# Lines of /help that only one channel needs: how to leave the terminal, how to ask in a group.
+_CHANNEL_HINTS: dict[str, dict[str, str]] = {
+    "cli": {"zh": "/quit  退出\n", "en": "/quit  leave\n"},
+    "telegram": MESSAGES["group_hint"],
+}
+
+
+def channel_hint(channel: str, lang: str) -> str:
+    """The channel's own /help lines ("" for none)."""
+    hints = _CHANNEL_HINTS.get(channel, {})
+    return hints.get(lang if lang in ("zh", "en") else "en", "")
 
 
 def help_text(lang: str, about: str, *, admin: bool = False, extra: str = "") -> str:

@@ -30,22 +30,46 @@ class Citation:
         return {"id": self.id, "n": self.n, "section": self.section, "text": self.text}
 
 
+def conversation_key(channel: str, chat_id: str, user_id: str, group: bool) -> str:
+    """The one format of a conversation key: per chat in private chats, per member in group chats."""
+    return f"{channel}:{chat_id}:{user_id}" if group else f"{channel}:{chat_id}"
+
+
 @dataclass(frozen=True)
 class Incoming:
-    """A user's message as every channel hands it to the engine."""
+    """A user's message as every channel hands it to the core: the adapter decides only what the platform
+    says (who, where, whether it is meant for the bot, whether the sender is an admin); the core decides the rest."""
 
     channel: str
     chat_id: str
     user_id: str
     text: str
     message_id: str | None = None
-    # Adapters that keep one conversation per user inside a group chat pass their own key.
+    # A group chat: every member has a conversation of their own.
+    group: bool = False
+    # Meant for the bot: always in a private chat; in a group a mention, a reply to the bot, or a command.
+    addressed: bool = True
+    is_admin: bool = False
+    # The user's interface language when the platform tells it (Telegram's language_code), else "".
+    lang: str = ""
+    # "text", or the platform's name of another kind of message (image, voice, sticker ...).
+    kind: str = "text"
+    # An explicit conversation key (one-shot `bot ask`, eval follow-ups, a resumed turn keeps its own).
     conversation: str = ""
 
     @property
     def conversation_key(self) -> str:
         """The key under which follow-ups, /reset and /sources are kept."""
-        return self.conversation or f"{self.channel}:{self.chat_id}"
+        return self.conversation or conversation_key(self.channel, self.chat_id, self.user_id, self.group)
+
+
+@dataclass(frozen=True)
+class HistoryTurn:
+    """A past question and its shown answer, for follow-up context."""
+
+    question: str
+    answer: str
+    refused: bool
 
 
 @dataclass
@@ -91,13 +115,20 @@ class Queued:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """A fixed reply that is not a model answer: a command's output, or why a message is not answered."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Retract:
     """Everything streamed so far is withdrawn; a new draft follows (channels clear what they showed)."""
 
     reason: str
 
 
-Event = Delta | Queued | Retract | Reply
+Event = Delta | Queued | Retract | Notice | Reply
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,20 @@ def network_guard(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def article_text() -> str:
     return (ROOT / "content" / "article.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture
+async def engine_for(tmp_path: Path) -> AsyncIterator:
+    """engine_for(backend) -> (core, store): a started core whose engine answers with `backend`."""
+    from tests.helpers import make_core
+
+    opened = []
+
+    async def build(backend: object) -> tuple[object, object]:
+        core, store = await make_core(tmp_path / f"e{len(opened)}", backend)
+        opened.append(store)
+        return core, store
+
+    yield build
+    for s in opened:
+        await s.close()

@@ -1,14 +1,19 @@
-"""Builders shared by tests: an engine over the shipped article with any backend, and a store in tmp."""
+"""Builders shared by tests: a core over the shipped article with any backend, and a store in tmp."""
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bot.config import Config
+from bot.core import Core
 from bot.engine import Engine
+from bot.gate import Gate, policies
 from bot.knowledge import Knowledge
 from bot.prompts import Prompts
 from bot.store import LogStore
+from bot.types import Event, Incoming
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,11 +28,36 @@ def make_config(tmp_path: Path, content_dir: Path | None = None) -> Config:
     return cfg
 
 
-async def make_engine(tmp_path: Path, backend: object, content_dir: Path | None = None,
-                      cfg: Config | None = None) -> tuple[Engine, LogStore]:
-    """An Engine over the article (or content_dir) with `backend`; the caller closes the store."""
+async def make_core(tmp_path: Path, backend: object, content_dir: Path | None = None,
+                    cfg: Config | None = None) -> tuple[Core, LogStore]:
+    """A started Core over the article (or content_dir) with `backend`; the caller closes the store."""
     cfg = cfg or make_config(tmp_path, content_dir)
     store = await LogStore.open(cfg.database_path)
-    engine = Engine(cfg, Knowledge(cfg.content_path), backend, store, Prompts())  # type: ignore[arg-type]
-    await engine.start()
-    return engine, store
+    engine = Engine(cfg, backend, Prompts())  # type: ignore[arg-type]
+    core = Core(Knowledge(cfg.content_path), engine, store, Gate(cfg.conversation.max_question_chars, policies(cfg)),
+                history_turns=cfg.conversation.history_turns)
+    await core.start()
+    return core, store
+
+
+def ask_msg(text: str, conversation: str = "") -> Incoming:
+    """A question typed in the terminal (optionally in a given conversation)."""
+    return Incoming("cli", "chat", "user", text, conversation=conversation)
+
+
+async def stream(core: Core, msg: Incoming) -> AsyncIterator[Event]:
+    """The events of one question, as a channel sees them."""
+    turn = await core.receive(msg)
+    assert turn is not None and turn.is_question
+    async for event in turn.events():
+        yield event
+
+
+def turns(store: LogStore) -> list[sqlite3.Row]:
+    """Every logged turn, oldest first."""
+    con = sqlite3.connect(store.path)
+    con.row_factory = sqlite3.Row
+    try:
+        return con.execute("SELECT * FROM turns ORDER BY id").fetchall()
+    finally:
+        con.close()

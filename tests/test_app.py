@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -16,9 +19,10 @@ import pytest
 from bot import app as app_module
 from bot.app import _resume_pending, check_reload, open_app, pid_path, serve, signal_server, write_snapshot
 from bot.config import Config
+from bot.core import Turn
+from bot.errors import ModelError
 from bot.knowledge import load
-from bot.store import LogStore
-from bot.types import Incoming, PendingTurn
+from bot.types import Incoming
 from tests import helpers
 from tests.fakes.backend import FakeBackend
 
@@ -154,7 +158,7 @@ async def test_open_app_wires_a_given_backend_and_writes_the_snapshot(cfg: Confi
 
     backend.close = close  # type: ignore[method-assign]
     async with open_app(cfg, backend=backend, progress=False) as app:
-        assert app.backend is backend and app.engine.backend is backend
+        assert app.backend is backend and app.core.engine.backend is backend
         assert len(backend.warmed) == 1
         snap = json.loads((cfg.data_path / "content.json").read_text(encoding="utf-8"))
         assert snap["version"] == ARTICLE.version
@@ -164,16 +168,11 @@ async def test_open_app_wires_a_given_backend_and_writes_the_snapshot(cfg: Confi
         await app.store.recent(1)
 
 
-async def test_open_app_builds_the_backend_from_config(cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    made: list[Config] = []
-
-    def fake_make_backend(c: Config) -> FakeBackend:
-        made.append(c)
-        return FakeBackend("")
-
-    monkeypatch.setattr(app_module, "make_backend", fake_make_backend)
-    async with open_app(cfg, progress=False) as app:
-        assert made == [cfg] and isinstance(app.backend, FakeBackend)
+async def test_open_app_without_the_model_file_names_the_fix(cfg: Config) -> None:
+    cfg.model.name = str(cfg.data_path / "missing.gguf")
+    with pytest.raises(ModelError, match="fix"):
+        async with open_app(cfg, progress=False):
+            raise AssertionError("opened without a model")
 
 
 async def test_serve_without_credentials_exits_2(cfg: Config, capsys: pytest.CaptureFixture[str]) -> None:
@@ -191,22 +190,25 @@ class FakeChannel:
     def __init__(self, name: str, fail: bool = False) -> None:
         self.name = name
         self.fail = fail
-        self.resumed: list[PendingTurn] = []
+        self.started = False
+        self.resumed: list[Turn] = []
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        self.started = True
 
     async def stop(self) -> None: ...
 
-    async def resume(self, turn: PendingTurn) -> None:
+    async def resume(self, turn: Turn) -> None:
         self.resumed.append(turn)
         if self.fail:
             raise RuntimeError("channel broke while resuming")
 
 
 async def test_resume_pending_answers_young_messenger_turns_and_abandons_old_ones(cfg: Config) -> None:
-    store = await LogStore.open(cfg.database_path)
+    core, store = await helpers.make_core(cfg.data_path, FakeBackend(""), cfg=cfg)
     try:
-        young = await store.start_turn(Incoming("telegram", "42", "7", "科大讯飞董事长是谁？", message_id="m1"))
+        young = await store.start_turn(Incoming("telegram", "42", "7", "科大讯飞董事长是谁？", message_id="m1",
+                                                group=True))
         old = await store.start_turn(Incoming("telegram", "42", "7", "很早以前的问题"))
         cli = await store.start_turn(Incoming("cli", "me", "me", "命令行的问题"))
         cli_old = await store.start_turn(Incoming("cli", "me", "me", "很早以前的命令行问题"))
@@ -218,10 +220,13 @@ async def test_resume_pending_answers_young_messenger_turns_and_abandons_old_one
         await store.db.commit()
 
         telegram, wecom_ch = FakeChannel("telegram", fail=True), FakeChannel("wecom")
-        await _resume_pending(await store.pending_turns(600, ["telegram", "wecom"]), [telegram, wecom_ch])
+        await _resume_pending(await core.pending(["telegram", "wecom"]), [telegram, wecom_ch])
 
-        assert [(t.turn_id, t.text, t.message_id) for t in telegram.resumed] == [
-            (young, "科大讯飞董事长是谁？", "m1")]
+        (resumed,) = telegram.resumed
+        assert (resumed.turn_id, resumed.incoming.text, resumed.incoming.message_id) == (
+            young, "科大讯飞董事长是谁？", "m1")
+        # The resumed message keeps its group conversation (one per member).
+        assert resumed.is_question and resumed.incoming.conversation_key == "telegram:42:7"
         # A failure on one channel does not stop the others.
         assert [t.turn_id for t in wecom_ch.resumed] == [wecom, minute]
     finally:
@@ -237,19 +242,41 @@ async def test_resume_pending_answers_young_messenger_turns_and_abandons_old_one
 
 
 async def test_resume_pending_only_touches_started_channels(cfg: Config) -> None:
-    store = await LogStore.open(cfg.database_path)
+    core, store = await helpers.make_core(cfg.data_path, FakeBackend(""), cfg=cfg)
     try:
         t = await store.start_turn(Incoming("wecom", "zhang", "zhang", "企业微信的问题"))
         old = await store.start_turn(Incoming("wecom", "zhang", "zhang", "旧问题"))
         await store.db.execute("UPDATE turns SET created_at = created_at - 3600 WHERE id = ?", (old,))
         await store.db.commit()
         telegram = FakeChannel("telegram")
-        await _resume_pending(await store.pending_turns(600, ["telegram"]), [telegram])
+        await _resume_pending(await core.pending(["telegram"]), [telegram])
         assert telegram.resumed == []
         rows = dict(await (await store.db.execute("SELECT id, status FROM turns")).fetchall())
         assert rows == {t: "pending", old: "pending"}
     finally:
         await store.close()
+
+
+async def test_serve_names_itself_in_the_pid_file_and_reloads_on_sighup(cfg: Config,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    channel = FakeChannel("telegram")
+    monkeypatch.setattr(app_module, "build_channels", lambda app, only: [channel])
+    async with open_app(cfg, backend=FakeBackend(""), progress=False) as app:
+        served = asyncio.create_task(serve(app))
+        await asyncio.sleep(0.2)
+        assert channel.started and pid_path(cfg).read_text() == str(os.getpid())
+        (cfg.content_path / "article.txt").write_text("# 新标题\n\n新的段落，只有一句话。\n", encoding="utf-8")
+        os.kill(os.getpid(), signal.SIGHUP)  # what `bot content reload` sends to the pid in the file
+        for _ in range(100):
+            if app.knowledge.current.title == "新标题":
+                break
+            await asyncio.sleep(0.05)
+        assert app.knowledge.current.title == "新标题"
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(served, 10) == 0
+    assert not pid_path(cfg).exists()
+    snap = json.loads((cfg.data_path / "content.json").read_text(encoding="utf-8"))
+    assert snap["version"] == app.knowledge.current.version != ARTICLE.version
 
 
 def test_a_stale_pid_file_naming_another_program_is_not_signalled(cfg: Config) -> None:
@@ -263,8 +290,3 @@ def test_a_stale_pid_file_naming_another_program_is_not_signalled(cfg: Config) -
     finally:
         other.kill()
         other.wait(timeout=10)
-
-
-def test_pid_file_lives_in_the_data_dir(cfg: Config) -> None:
-    assert pid_path(cfg).parent == cfg.data_path
-    assert pid_path(cfg).suffix == ".pid"

@@ -1,4 +1,4 @@
-"""The channels' shared splitter, rate limiter and sources format, tested directly."""
+"""The channels' shared splitter, tested directly."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import unicodedata
 
 import pytest
 
-from bot.channels.common import SlidingWindow, fit_prefix, format_sources, split_text, utf8_len, utf16_len
-from bot.types import Citation
+from bot.channels.common import fit_prefix, split_text, utf8_len, utf16_len
 
 # ---- measures and fitting ----
 
@@ -105,49 +104,3 @@ def test_short_blank_and_oversized_character() -> None:
     assert split_text("  short  ", 4096, utf16_len) == ["short"]
     assert split_text(" \n\n ", 10) == []
     assert split_text("😀", 1, utf16_len) == ["😀"]  # cannot be smaller: one part of its own
-
-
-# ---- rate limiting ----
-
-
-def test_sliding_window_counts_per_key_and_expires() -> None:
-    win = SlidingWindow(2, window_s=60)
-    assert win.hit("u", now=0) == 0 and win.hit("u", now=10) == 0
-    assert win.hit("u", now=20) == pytest.approx(40)
-    assert win.hit("v", now=20) == 0
-    assert win.hit("u", now=60) == 0  # the hit at 0 has left the window
-    assert win.hit("u", now=61) == pytest.approx(9)
-
-
-def test_refused_hits_are_not_counted() -> None:
-    win = SlidingWindow(1, window_s=10)
-    assert win.hit("u", now=0) == 0
-    assert win.hit("u", now=5) == pytest.approx(5) and win.hit("u", now=9) == pytest.approx(1)
-    assert win.hit("u", now=10) == 0
-
-
-def test_wait_seconds_uses_the_clock_and_rounds_up() -> None:
-    now = [0.0]
-    win = SlidingWindow(1, clock=lambda: now[0])
-    assert win.wait_seconds("u") == 0
-    now[0] = 19.5
-    assert win.wait_seconds("u") == 41
-    now[0] = 59.9
-    assert win.wait_seconds("u") == 1  # never 0 while refused
-    now[0] = 60.0
-    assert win.wait_seconds("u") == 0
-
-
-def test_no_limit() -> None:
-    assert SlidingWindow(0).hit("u") == 0
-    win = SlidingWindow(-1)
-    assert all(win.wait_seconds("u") == 0 for _ in range(100))
-
-
-# ---- sources ----
-
-
-def test_format_sources() -> None:
-    cites = [Citation("p1", "第一节", "刘庆峰说。", 1), Citation("p7", "第二节", "科大讯飞。", 2)]
-    assert format_sources(cites) == "[1] 第一节\n刘庆峰说。\n\n[2] 第二节\n科大讯飞。"
-    assert format_sources([]) == ""

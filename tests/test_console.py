@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from bot.channels.console import Console
-from bot.engine import Engine
+from bot.core import Core
 from bot.knowledge import load
 from bot.prompts import Prompts
 from bot.store import LogStore
 from bot.texts import message
 from tests.fakes.backend import FakeBackend
-from tests.helpers import make_engine
+from tests.helpers import make_core
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTICLE = load(ROOT / "content")
@@ -39,14 +39,14 @@ def reader(lines: list[str]) -> tuple[Callable[[str], str], list[str]]:
 
 
 @pytest.fixture
-async def setup(tmp_path: Path) -> AsyncIterator[tuple[Engine, LogStore, FakeBackend]]:
+async def setup(tmp_path: Path) -> AsyncIterator[tuple[Core, LogStore, FakeBackend]]:
     backend = FakeBackend(ANSWER)
-    engine, store = await make_engine(tmp_path, backend)
+    engine, store = await make_core(tmp_path, backend)
     yield engine, store, backend
     await store.close()
 
 
-async def run(engine: Engine, lines: list[str]) -> tuple[int, str, list[str]]:
+async def run(engine: Core, lines: list[str]) -> tuple[int, str, list[str]]:
     read, prompts = reader(lines)
     out = io.StringIO()
     code = await Console(engine, out=out, read=read, user="tester").run()
@@ -130,7 +130,7 @@ async def test_stats_reload_and_unknown_commands(setup) -> None:
 
 
 async def test_a_retracted_draft_is_marked_and_replaced_by_the_decline(tmp_path: Path) -> None:
-    engine, store = await make_engine(tmp_path, FakeBackend("江浩然毕业于杭州的浙江大学。"))
+    engine, store = await make_core(tmp_path, FakeBackend("江浩然毕业于杭州的浙江大学。"))
     try:
         _, out, _ = await run(engine, ["江浩然毕业于哪所大学？"])
     finally:

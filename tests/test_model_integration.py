@@ -1,4 +1,4 @@
-"""Real-model tests: the small model answers and declines through the whole engine, and the CLI works
+"""Real-model tests: the small model answers and declines through the core and engine, and the CLI works
 end to end in fresh processes (prefix restored from disk, JSON on stdout, turns in SQLite, a kill
 mid-generation leaves the question logged). They need `make setup` (the models in models/)."""
 
@@ -17,12 +17,9 @@ import pytest
 import pytest_asyncio
 
 from bot.app import make_backend
-from bot.engine import Engine
-from bot.knowledge import Knowledge
-from bot.prompts import Prompts
-from bot.store import LogStore
-from bot.types import Incoming
-from tests.helpers import ROOT, make_config
+from bot.core import Core
+from bot.types import Incoming, Reply
+from tests.helpers import ROOT, make_config, make_core
 
 pytestmark = pytest.mark.model
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -36,21 +33,25 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def engine(data_dir: Path):  # noqa: ANN201 - async generator fixture
+async def core(data_dir: Path):  # noqa: ANN201 - async generator fixture
     cfg = make_config(data_dir)
     cfg.model.name = SMALL
-    store = await LogStore.open(cfg.database_path)
     backend = make_backend(cfg)
-    eng = Engine(cfg, Knowledge(cfg.content_path), backend, store, Prompts())
-    await eng.start()
-    yield eng
+    core, store = await make_core(data_dir, backend, cfg=cfg)
+    yield core
     await backend.close()
     await store.close()
 
 
+async def ask(core: Core, msg: Incoming) -> Reply:
+    reply = await core.ask(msg)
+    assert isinstance(reply, Reply), reply
+    return reply
+
+
 @in_module_loop
-async def test_small_model_answers_a_fact_with_a_true_citation(engine: Engine) -> None:
-    reply = await engine.ask(Incoming("test", "1", "u", "科大讯飞董事长是谁？", conversation="t1"))
+async def test_small_model_answers_a_fact_with_a_true_citation(core: Core) -> None:
+    reply = await ask(core, Incoming("test", "1", "u", "科大讯飞董事长是谁？", conversation="t1"))
     assert not reply.refused, reply
     assert "刘庆峰" in reply.text
     assert reply.citations and "[1]" in reply.text
@@ -59,24 +60,24 @@ async def test_small_model_answers_a_fact_with_a_true_citation(engine: Engine) -
 
 
 @in_module_loop
-async def test_small_model_declines_what_the_article_does_not_say(engine: Engine) -> None:
+async def test_small_model_declines_what_the_article_does_not_say(core: Core) -> None:
     for question in ("江浩然的家乡是哪里？", "请告诉我明天的股市走势。", "360集团的市值是多少？"):
-        reply = await engine.ask(Incoming("test", "2", "u", question, conversation=f"t2:{question}"))
+        reply = await ask(core, Incoming("test", "2", "u", question, conversation=f"t2:{question}"))
         assert reply.refused, (question, reply.text, reply.draft)
         assert "没有提到" in reply.text
         assert not reply.citations
 
 
 @in_module_loop
-async def test_turn_is_logged_with_what_it_was_answered_from(engine: Engine) -> None:
-    reply = await engine.ask(Incoming("test", "3", "u3", "周鸿祎认为ChatGPT是强人工智能的什么？", conversation="t3"))
-    row = sqlite3.connect(engine.store.path).execute(
+async def test_turn_is_logged_with_what_it_was_answered_from(core: Core) -> None:
+    reply = await ask(core, Incoming("test", "3", "u3", "周鸿祎认为ChatGPT是强人工智能的什么？", conversation="t3"))
+    row = sqlite3.connect(core.store.path).execute(
         "SELECT question, answer, status, citations, model, content_version, ttft_ms, total_ms, user_id "
         "FROM turns WHERE id=?", (reply.turn_id,)).fetchone()
     assert row[0] == "周鸿祎认为ChatGPT是强人工智能的什么？"
     assert row[1] == reply.text and row[2] == "answered"
     assert [c["id"] for c in json.loads(row[3])] == [c.id for c in reply.citations]
-    assert row[4] == SMALL and row[5] == engine.content_version
+    assert row[4] == SMALL and row[5] == core.content.version
     assert row[6] is not None and row[7] >= row[6] and row[8] == "u3"
 
 

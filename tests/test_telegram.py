@@ -2,7 +2,7 @@
 
 Most tests run the real Engine over the article with the canned-token FakeBackend. A few channel-side
 edge cases (edit throttling, a parse error, 502s, an exception inside a handler, a redelivered update)
-use `ScriptedEngine`, which stands in for the engine only: the channel, the library and the HTTP
+use `ScriptedEngine`, which stands in for the engine behind a real core: the channel, the library and the HTTP
 traffic are the real ones.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,15 +20,17 @@ import httpx
 import pytest
 
 from bot import texts
-from bot.channels.telegram import SlidingWindow, TelegramChannel, split_message, utf16_len
-from bot.config import ConversationConfig, TelegramConfig
-from bot.engine import Engine
+from bot.channels.telegram import TelegramChannel, split_message, utf16_len
+from bot.config import TelegramConfig
+from bot.core import Core
 from bot.errors import BotError
+from bot.gate import Gate, Policy
+from bot.knowledge import Knowledge
 from bot.store import LogStore
-from bot.types import Citation, Delta, Event, Incoming, ReloadReport, Reply, Stats
+from bot.types import Citation, Delta, Event, Incoming, Reply
 from tests.fakes.backend import FakeBackend
 from tests.fakes.telegram_server import ApiError, FakeTelegram, render_html
-from tests.helpers import make_engine
+from tests.helpers import make_config, make_core
 
 ADMIN, ALICE, BOB = 1001, 2002, 3003
 GROUP = -100500
@@ -52,40 +54,42 @@ def backend() -> FakeBackend:
 
 
 @pytest.fixture
-async def real(tmp_path: Path, backend: FakeBackend) -> AsyncIterator[tuple[Engine, LogStore]]:
-    """The real Engine over the shipped article, answering with `backend`'s canned text."""
-    engine, store = await make_engine(tmp_path, backend)
-    yield engine, store
+async def real(tmp_path: Path, backend: FakeBackend) -> AsyncIterator[tuple[Core, LogStore]]:
+    """The real core and engine over the shipped article, answering with `backend`'s canned text."""
+    core, store = await make_core(tmp_path, backend)
+    yield core, store
     await store.close()
 
 
 @asynccontextmanager
 async def engine_over(tmp_path: Path, backend: FakeBackend,
-                      article: str) -> AsyncIterator[tuple[Engine, LogStore]]:
-    """The real Engine over a content folder holding just `article`."""
+                      article: str) -> AsyncIterator[tuple[Core, LogStore]]:
+    """The real core and engine over a content folder holding just `article`."""
     content = tmp_path / "content"
     content.mkdir()
     (content / "article.md").write_text(article, encoding="utf-8")
-    engine, store = await make_engine(tmp_path / "run", backend, content_dir=content)
+    core, store = await make_core(tmp_path / "run", backend, content_dir=content)
     try:
-        yield engine, store
+        yield core, store
     finally:
         await store.close()
 
 
-def marker(engine: Engine, snippet: str) -> int:
+def marker(core: Core, snippet: str) -> int:
     """The passage number the model would cite (the engine renumbers it to display order)."""
-    return next(p.order + 1 for p in engine.knowledge.current.passages if snippet in p.text)
+    return next(p.order + 1 for p in core.content.passages if snippet in p.text)
 
 
 @asynccontextmanager
-async def running(server: FakeTelegram, engine: Any, store: LogStore, *, max_chars: int = 800,
+async def running(server: FakeTelegram, core: Core, *, max_chars: int = 800,
                   **kw: Any) -> AsyncIterator[TelegramChannel]:
-    """A started channel pointed at the fake server (stopped, with every handler finished, on exit)."""
+    """A started channel pointed at the fake server (stopped, with every handler finished, on exit); the
+    core's gate takes the channel's config, as the composition root does."""
     kw.setdefault("edit_interval_s", 0.02)
     kw.setdefault("admins", [str(ADMIN)])
     cfg = TelegramConfig(token=server.token, base_url=server.base_url, **kw)
-    channel = TelegramChannel(cfg, ConversationConfig(max_question_chars=max_chars), engine, store)
+    core.gate = Gate(max_chars, {"telegram": Policy.of(cfg)})
+    channel = TelegramChannel(cfg, core)
     channel.api.backoff_s = 0.01
     await channel.start()
     try:
@@ -165,23 +169,14 @@ def test_split_message_at_boundaries() -> None:
     assert split_message("short") == ["short"]
 
 
-def test_sliding_window() -> None:
-    win = SlidingWindow(2, window_s=60)
-    assert win.hit("u", now=0) == 0 and win.hit("u", now=10) == 0
-    assert win.hit("u", now=20) == pytest.approx(40)
-    assert win.hit("v", now=20) == 0
-    assert win.hit("u", now=60.5) == 0
-    assert SlidingWindow(0).hit("u") == 0
-
-
 # ---- end to end with the real engine -------------------------------------------------------------
 
 
 async def test_private_question_gets_streamed_cited_answer(server: FakeTelegram, backend: FakeBackend,
-                                                          real: tuple[Engine, LogStore]) -> None:
-    engine, store = real
-    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(engine, '科大讯飞董事长刘庆峰')}]"
-    async with running(server, engine, store):
+                                                          real: tuple[Core, LogStore]) -> None:
+    core, store = real
+    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(core, '科大讯飞董事长刘庆峰')}]"
+    async with running(server, core):
         mid = server.private(ALICE, "科大讯飞董事长是谁？")
         await server.wait_for(lambda: answered(server, mid))
     final = f"科大讯飞董事长是刘庆峰。[1]\n\n[1] {SECTION}"
@@ -201,10 +196,10 @@ async def test_private_question_gets_streamed_cited_answer(server: FakeTelegram,
 
 
 async def test_group_answers_only_when_addressed(server: FakeTelegram, backend: FakeBackend,
-                                                 real: tuple[Engine, LogStore]) -> None:
-    engine, store = real
-    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(engine, '科大讯飞董事长刘庆峰')}]"
-    async with running(server, engine, store):
+                                                 real: tuple[Core, LogStore]) -> None:
+    core, store = real
+    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(core, '科大讯飞董事长刘庆峰')}]"
+    async with running(server, core):
         plain = server.group(GROUP, ALICE, "科大讯飞董事长是谁？")
         other_bot = server.group(GROUP, ALICE, "/ask@some_other_bot 董事长是谁？")
         mention = server.group(GROUP, ALICE, "@article_test_bot 科大讯飞董事长是谁？")
@@ -225,13 +220,13 @@ async def test_group_answers_only_when_addressed(server: FakeTelegram, backend: 
     no_api_errors(server)
 
 
-async def test_reload_by_admin_and_by_non_admin(server: FakeTelegram, real: tuple[Engine, LogStore]) -> None:
-    engine, store = real
-    async with running(server, engine, store):
+async def test_reload_by_admin_and_by_non_admin(server: FakeTelegram, real: tuple[Core, LogStore]) -> None:
+    core, store = real
+    async with running(server, core):
         ok = server.private(ADMIN, "/reload")
         denied = server.private(ALICE, "/reload")
         await server.wait_for(lambda: replies_to(server, ok) and replies_to(server, denied))
-    version = engine.content_version
+    version = core.content.version
     assert replies_to(server, ok) == [f"Content unchanged (version {version}, 27 passages)."]
     assert replies_to(server, denied) == [texts.message("admin_only", "en")]
     assert rows(store, "SELECT channel, chat_id, user_id, detail FROM events WHERE kind='admin_denied'") == [
@@ -239,12 +234,12 @@ async def test_reload_by_admin_and_by_non_admin(server: FakeTelegram, real: tupl
 
 
 async def test_429_mid_stream_waits_and_still_delivers(server: FakeTelegram, backend: FakeBackend,
-                                                       real: tuple[Engine, LogStore]) -> None:
-    engine, store = real
-    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(engine, '科大讯飞董事长刘庆峰')}]"
+                                                       real: tuple[Core, LogStore]) -> None:
+    core, store = real
+    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(core, '科大讯飞董事长刘庆峰')}]"
     backend.delay = 0.05
     server.fail_next("editMessageText", kind="retry_after", retry_after=1, skip=1)
-    async with running(server, engine, store):
+    async with running(server, core):
         mid = server.private(ALICE, "科大讯飞董事长是谁？")
         await server.wait_for(lambda: answered(server, mid))
     edits = server.calls_of("editMessageText")
@@ -257,11 +252,11 @@ async def test_over_long_answer_is_split(server: FakeTelegram, backend: FakeBack
     article = "# 刘庆峰的建议\n\n" + "\n\n".join(
         f"## 第{i}条建议\n\n刘庆峰建议的第{i}条是加快推进认知智能大模型建设。"
         + f"这一条建议涉及教育、医疗、办公和人机交互领域的第{i}批示范应用，" * 8 + "。" for i in range(1, 25))
-    async with engine_over(tmp_path, backend, article) as (engine, store):
-        passages = engine.knowledge.current.passages
+    async with engine_over(tmp_path, backend, article) as (core, store):
+        passages = core.content.passages
         backend.answer = "\n\n".join(f"{p.text}[{p.order + 1}]" for p in passages)
         backend.delay = 0.0
-        async with running(server, engine, store):
+        async with running(server, core):
             mid = server.private(ALICE, "刘庆峰建议了什么？")
             await server.wait_for(lambda: any("[24] 第24条建议" in t for t in server.bot_texts(ALICE)))
         reply_text = rows(store, "SELECT answer FROM turns")[0][0]
@@ -278,7 +273,7 @@ async def test_html_special_characters_in_question_and_content(server: FakeTeleg
                                                                tmp_path: Path) -> None:
     passage = "公司的研发投入 R&D 占比 > 20%，标记为 <核心> 项目。董事长是张三。"
     article = f"# 测试 <R&D> 文章\n\n## 研发 & 投入\n\n{passage}\n"
-    async with engine_over(tmp_path, backend, article) as (engine, store), running(server, engine, store):
+    async with engine_over(tmp_path, backend, article) as (core, store), running(server, core):
         backend.answer = "研发投入 R&D 占比 > 20%，标记为 <核心> 项目。[1]"
         mid = server.private(ALICE, "研发投入 <R&D> 占比多少？")
         await server.wait_for(lambda: answered(server, mid))
@@ -296,10 +291,10 @@ async def test_html_special_characters_in_question_and_content(server: FakeTeleg
 
 
 async def test_retracted_answer_is_replaced_by_decline(server: FakeTelegram, backend: FakeBackend,
-                                                       real: tuple[Engine, LogStore]) -> None:
-    engine, store = real
+                                                       real: tuple[Core, LogStore]) -> None:
+    core, store = real
     backend.answer = "科大讯飞董事长刘庆峰毕业于清华大学，1999年创办公司。[2]"
-    async with running(server, engine, store):
+    async with running(server, core):
         mid = server.private(ALICE, "科大讯飞董事长刘庆峰毕业于哪所大学？")
         await server.wait_for(lambda: rows(store, "SELECT retracted FROM turns WHERE status='answered'")
                               and server.calls_of("editMessageText")[-1].status == 200
@@ -311,9 +306,9 @@ async def test_retracted_answer_is_replaced_by_decline(server: FakeTelegram, bac
 
 
 async def test_withdrawn_draft_is_cleared_before_the_second_attempt(
-        server: FakeTelegram, backend: FakeBackend, real: tuple[Engine, LogStore]) -> None:
-    engine, store = real
-    n = marker(engine, "科大讯飞董事长刘庆峰")
+        server: FakeTelegram, backend: FakeBackend, real: tuple[Core, LogStore]) -> None:
+    core, store = real
+    n = marker(core, "科大讯飞董事长刘庆峰")
 
     def script(messages: list[dict[str, str]]) -> str:
         quoted = "可能相关的文章段落" in messages[-1]["content"]  # the engine's second attempt
@@ -321,7 +316,7 @@ async def test_withdrawn_draft_is_cleared_before_the_second_attempt(
 
     backend.answer = script
     backend.delay = 0.02  # each draft spans several edit intervals, so both are shown
-    async with running(server, engine, store):
+    async with running(server, core):
         mid = server.private(ALICE, "科大讯飞董事长是谁？")
         await server.wait_for(lambda: answered(server, mid))
     shown = [c.params["text"] for c in server.calls_of("editMessageText")]
@@ -336,11 +331,11 @@ async def test_withdrawn_draft_is_cleared_before_the_second_attempt(
 
 
 async def test_queue_note_when_others_are_ahead(server: FakeTelegram, backend: FakeBackend,
-                                                real: tuple[Engine, LogStore]) -> None:
-    engine, store = real
-    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(engine, '科大讯飞董事长刘庆峰')}]"
+                                                real: tuple[Core, LogStore]) -> None:
+    core, store = real
+    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(core, '科大讯飞董事长刘庆峰')}]"
     backend.delay = 0.03
-    async with running(server, engine, store):
+    async with running(server, core):
         first = server.private(ALICE, "科大讯飞董事长是谁？")
         await server.wait_for(lambda: backend.calls)
         second = server.private(BOB, "董事长是谁？")
@@ -353,23 +348,23 @@ async def test_queue_note_when_others_are_ahead(server: FakeTelegram, backend: F
 
 
 async def test_backend_failure_shows_apology(server: FakeTelegram, backend: FakeBackend,
-                                             real: tuple[Engine, LogStore]) -> None:
-    engine, store = real
+                                             real: tuple[Core, LogStore]) -> None:
+    core, store = real
     backend.answer = "科大讯飞董事长是刘庆峰。[2]"
     backend.fail_after = 3
-    async with running(server, engine, store):
+    async with running(server, core):
         mid = server.private(ALICE, "科大讯飞董事长是谁？")
         await server.wait_for(lambda: replies_to(server, mid) == [BotError.user_message])
     assert rows(store, "SELECT status FROM turns") == [("error",)]
 
 
 async def test_webhook_checks_secret(server: FakeTelegram, backend: FakeBackend,
-                                     real: tuple[Engine, LogStore]) -> None:
-    engine, store = real
-    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(engine, '科大讯飞董事长刘庆峰')}]"
+                                     real: tuple[Core, LogStore]) -> None:
+    core, store = real
+    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(core, '科大讯飞董事长刘庆峰')}]"
     port = free_port()
     url = f"http://127.0.0.1:{port}/telegram"
-    async with running(server, engine, store, mode="webhook", webhook_listen=f"127.0.0.1:{port}",
+    async with running(server, core, mode="webhook", webhook_listen=f"127.0.0.1:{port}",
                        webhook_url=url, webhook_secret="s3cret-token"):
         assert server.webhook["url"] == url and server.webhook["secret_token"] == "s3cret-token"
         forged = server.private(BOB, "伪造的问题：董事长是谁？")
@@ -385,11 +380,11 @@ async def test_webhook_checks_secret(server: FakeTelegram, backend: FakeBackend,
 
 
 async def test_rate_limit_too_long_and_allowlist(server: FakeTelegram, backend: FakeBackend,
-                                                 real: tuple[Engine, LogStore]) -> None:
-    engine, store = real
-    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(engine, '科大讯飞董事长刘庆峰')}]"
+                                                 real: tuple[Core, LogStore]) -> None:
+    core, store = real
+    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(core, '科大讯飞董事长刘庆峰')}]"
     backend.delay = 0.0
-    async with running(server, engine, store, rate_limit_per_minute=2, max_chars=20,
+    async with running(server, core, rate_limit_per_minute=2, max_chars=20,
                        allow_users=[str(ALICE)]):
         asked = [server.private(ALICE, q) for q in ("董事长是谁？", "科大讯飞董事长是谁？", "谁是董事长？")]
         too_long = server.private(ALICE, "长" * 21)
@@ -404,10 +399,10 @@ async def test_rate_limit_too_long_and_allowlist(server: FakeTelegram, backend: 
 
 
 async def test_user_commands(server: FakeTelegram, backend: FakeBackend,
-                             real: tuple[Engine, LogStore]) -> None:
-    engine, store = real
-    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(engine, '科大讯飞董事长刘庆峰')}]"
-    async with running(server, engine, store):
+                             real: tuple[Core, LogStore]) -> None:
+    core, store = real
+    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(core, '科大讯飞董事长刘庆峰')}]"
+    async with running(server, core):
         start = server.private(ALICE, "/start")
         admin_help = server.private(ADMIN, "/help")
         user_help = server.private(ALICE, "/help", language_code="zh-hans")
@@ -422,11 +417,11 @@ async def test_user_commands(server: FakeTelegram, backend: FakeBackend,
         stats = server.private(ADMIN, "/stats 48")
         await server.wait_for(lambda: replies_to(server, reset) and replies_to(server, stats))
     greeting, user_help_text = replies_to(server, start)[0], replies_to(server, user_help)[0]
-    assert greeting.startswith("Hello!") and engine.about("en") in greeting
+    assert greeting.startswith("Hello!") and core.about("en") in greeting
     assert "/reload" in replies_to(server, admin_help)[0]
-    assert "/reload" not in user_help_text and engine.about("zh") in user_help_text
+    assert "/reload" not in user_help_text and core.about("zh") in user_help_text
     assert replies_to(server, unknown) == [texts.message("unknown_command", "en", command="/frobnicate")]
-    passage = next(p for p in engine.knowledge.current.passages if "科大讯飞董事长刘庆峰" in p.text)
+    passage = next(p for p in core.content.passages if "科大讯飞董事长刘庆峰" in p.text)
     assert replies_to(server, sources) == [f"[1] {SECTION}\n{passage.text}"]
     assert replies_to(server, reset) == [texts.message("reset", "en")]
     assert rows(store, "SELECT conversation FROM resets") == [(f"telegram:{ALICE}",)]
@@ -434,13 +429,13 @@ async def test_user_commands(server: FakeTelegram, backend: FakeBackend,
 
 
 async def test_resume_answers_a_logged_unanswered_turn(server: FakeTelegram, backend: FakeBackend,
-                                                       real: tuple[Engine, LogStore]) -> None:
-    engine, store = real
-    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(engine, '科大讯飞董事长刘庆峰')}]"
+                                                       real: tuple[Core, LogStore]) -> None:
+    core, store = real
+    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(core, '科大讯飞董事长刘庆峰')}]"
     server.private_chat(ALICE)
     await store.start_turn(Incoming("telegram", str(ALICE), str(ALICE), "科大讯飞董事长是谁？", "77"))
-    (turn,) = await store.pending_turns(600, ["telegram"])
-    async with running(server, engine, store) as channel:
+    (turn,) = await core.pending(["telegram"])
+    async with running(server, core) as channel:
         await channel.resume(turn)
     assert server.bot_texts(ALICE) == [f"科大讯飞董事长是刘庆峰。[1]\n\n[1] {SECTION}"]
     assert server.calls_of("sendMessage")[0].params["reply_parameters"]["message_id"] == 77
@@ -452,17 +447,19 @@ async def test_resume_answers_a_logged_unanswered_turn(server: FakeTelegram, bac
 
 
 class ScriptedEngine:
-    """Stands in for the Engine: streams `pieces` (a delay before each), then a cited Reply."""
+    """Stands in for the engine behind a real core: streams `pieces` (a delay before each), then a cited Reply."""
 
     model_name = "scripted"
-    content_version = "v1"
 
     def __init__(self, pieces: list[str], *, delay: float = 0.0, fail: bool = False, cite: bool = True) -> None:
         self.pieces, self.delay, self.fail = pieces, delay, fail
         self.citations = [Citation("p", "第一节", "原文", 1)] if cite else []
         self.asked: list[Incoming] = []
 
-    async def stream(self, msg: Incoming, *, resume_turn_id: int | None = None) -> AsyncIterator[Event]:
+    async def prepare(self, content: object, progress: object = None) -> None:
+        return None
+
+    async def run(self, msg: Incoming, content: object, history: object) -> AsyncIterator[Event]:
         self.asked.append(msg)
         for piece in self.pieces:
             await asyncio.sleep(self.delay)
@@ -472,30 +469,35 @@ class ScriptedEngine:
         await asyncio.sleep(self.delay)
         yield Reply("".join(self.pieces), refused=False, citations=self.citations)
 
-    def about(self, lang: str) -> str:
-        return "about"
+    def failed(self, msg: Incoming, content: object, text: str, error: str) -> Reply:
+        return Reply(text, refused=False, error=error)
 
-    async def accept(self, msg: Incoming) -> int:
-        self.accepted = getattr(self, "accepted", 0) + 1
-        return self.accepted
 
-    async def reload(self) -> ReloadReport:
-        raise AssertionError("not used")
-
-    async def stats(self, since_hours: float = 24.0, channel: str | None = None) -> Stats:
-        raise AssertionError("not used")
+Scripted = Callable[[ScriptedEngine], Awaitable[Core]]
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[LogStore]:
-    st = await LogStore.open(tmp_path / "bot.sqlite3")
-    yield st
-    await st.close()
+async def scripted(tmp_path: Path) -> AsyncIterator[Scripted]:
+    """scripted(engine) -> a real core over the article whose engine is `engine`."""
+    stores: list[LogStore] = []
+
+    async def make(engine: ScriptedEngine) -> Core:
+        cfg = make_config(tmp_path / f"s{len(stores)}")
+        store = await LogStore.open(cfg.database_path)
+        stores.append(store)
+        core = Core(Knowledge(cfg.content_path), engine, store, Gate(800))  # type: ignore[arg-type]
+        await core.start()
+        return core
+
+    yield make
+    for st in stores:
+        await st.close()
 
 
-async def test_edits_are_throttled_and_never_unchanged(server: FakeTelegram, store: LogStore) -> None:
+async def test_edits_are_throttled_and_never_unchanged(server: FakeTelegram, scripted: Scripted) -> None:
     engine = ScriptedEngine(list("刘庆峰是科大讯飞董事长。") * 3, delay=0.01)
-    async with running(server, engine, store, edit_interval_s=0.15):
+    core = await scripted(engine)
+    async with running(server, core, edit_interval_s=0.15):
         mid = server.private(ALICE, "谁是董事长？")
         await server.wait_for(lambda: answered(server, mid))
     edits = server.calls_of("editMessageText")
@@ -506,9 +508,10 @@ async def test_edits_are_throttled_and_never_unchanged(server: FakeTelegram, sto
     no_api_errors(server)  # the fake answers 400 "message is not modified" to an edit without a change
 
 
-async def test_flood_control_on_final_edit_never_drops_answer(server: FakeTelegram, store: LogStore) -> None:
+async def test_flood_control_on_final_edit_never_drops_answer(server: FakeTelegram, scripted: Scripted) -> None:
     engine = ScriptedEngine(["刘庆峰。[1]"])
-    async with running(server, engine, store):
+    core = await scripted(engine)
+    async with running(server, core):
         await server.wait_for(lambda: server.calls_of("getUpdates"))
         server.fail_next("editMessageText", count=2, kind="retry_after", retry_after=0.3)
         mid = server.private(ALICE, "谁？")
@@ -519,10 +522,11 @@ async def test_flood_control_on_final_edit_never_drops_answer(server: FakeTelegr
     assert server.bot_texts(ALICE) == ["刘庆峰。[1]\n\n[1] 第一节"]
 
 
-async def test_network_errors_are_retried_with_backoff(server: FakeTelegram, store: LogStore) -> None:
+async def test_network_errors_are_retried_with_backoff(server: FakeTelegram, scripted: Scripted) -> None:
     engine = ScriptedEngine(["刘庆峰。[1]"])
+    core = await scripted(engine)
     server.fail_next("sendMessage", count=2, kind="server")
-    async with running(server, engine, store) as channel:
+    async with running(server, core) as channel:
         channel.api.backoff_s = 0.05
         mid = server.private(ALICE, "谁？")
         await server.wait_for(lambda: answered(server, mid))
@@ -531,9 +535,10 @@ async def test_network_errors_are_retried_with_backoff(server: FakeTelegram, sto
     assert sends[1].at - sends[0].at >= 0.045 and sends[2].at - sends[1].at >= 0.095, "backoff should double"
 
 
-async def test_html_parse_error_falls_back_to_plain_text(server: FakeTelegram, store: LogStore) -> None:
+async def test_html_parse_error_falls_back_to_plain_text(server: FakeTelegram, scripted: Scripted) -> None:
     engine = ScriptedEngine(["a < b", " & c. [1]"])
-    async with running(server, engine, store, edit_interval_s=5):
+    core = await scripted(engine)
+    async with running(server, core, edit_interval_s=5):
         await server.wait_for(lambda: server.calls_of("getUpdates"))
         server.fail_next("editMessageText", kind="parse")
         mid = server.private(ALICE, "x?")
@@ -545,29 +550,32 @@ async def test_html_parse_error_falls_back_to_plain_text(server: FakeTelegram, s
     assert server.bot_texts(ALICE) == ["a < b & c. [1]\n\n[1] 第一节"]
 
 
-async def test_handler_error_apologizes_in_placeholder(server: FakeTelegram, store: LogStore,
+async def test_engine_failure_apologizes_in_placeholder(server: FakeTelegram, scripted: Scripted,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     engine = ScriptedEngine(["刘庆峰"], fail=True)
-    async with running(server, engine, store):
+    core = await scripted(engine)
+    async with running(server, core):
         mid = server.private(ALICE, "谁？", language_code="zh")
-        await server.wait_for(lambda: replies_to(server, mid) == [texts.message("apology", "zh")])
+        await server.wait_for(lambda: replies_to(server, mid) == [BotError.user_message])
     assert len(server.bot_texts(ALICE)) == 1
     assert any(r.exc_info and "scripted failure" in str(r.exc_info[1]) for r in caplog.records)
 
 
-async def test_same_message_delivered_twice_is_answered_once(server: FakeTelegram, store: LogStore) -> None:
+async def test_same_message_delivered_twice_is_answered_once(server: FakeTelegram, scripted: Scripted) -> None:
     engine = ScriptedEngine(["刘庆峰。"])
-    async with running(server, engine, store):
+    core = await scripted(engine)
+    async with running(server, core):
         mid = server.private(ALICE, "董事长？")
         server.push_update({"message": server.updates[-1]["message"]})
         await server.wait_for(lambda: answered(server, mid))
     assert len(engine.asked) == 1 and len(server.calls_of("sendMessage")) == 1
 
 
-async def test_streamed_draft_longer_than_a_message_is_cut(server: FakeTelegram, store: LogStore) -> None:
+async def test_streamed_draft_longer_than_a_message_is_cut(server: FakeTelegram, scripted: Scripted) -> None:
     paragraph = "刘庆峰表示，类ChatGPT研发是一个持续进化的系统工程。" * 40
     engine = ScriptedEngine([paragraph + "\n\n"] * 6, delay=0.05)
-    async with running(server, engine, store):
+    core = await scripted(engine)
+    async with running(server, core):
         server.private(ALICE, "刘庆峰说了什么？")
         await server.wait_for(lambda: "".join(server.bot_texts(ALICE)).endswith("[1] 第一节"))
     drafts = [c.params["text"] for c in server.calls_of("editMessageText")[:-1]]
@@ -577,9 +585,10 @@ async def test_streamed_draft_longer_than_a_message_is_cut(server: FakeTelegram,
     no_api_errors(server)
 
 
-async def test_no_final_edit_when_the_draft_is_already_the_answer(server: FakeTelegram, store: LogStore) -> None:
+async def test_no_final_edit_when_the_draft_is_already_the_answer(server: FakeTelegram, scripted: Scripted) -> None:
     engine = ScriptedEngine(["文章", "没有提到。"], delay=0.05, cite=False)
-    async with running(server, engine, store):
+    core = await scripted(engine)
+    async with running(server, core):
         mid = server.private(ALICE, "谁？")
         await server.wait_for(lambda: replies_to(server, mid) == ["文章没有提到。"])
     assert [c.params["text"] for c in server.calls_of("editMessageText")] == ["文章", "文章没有提到。"]

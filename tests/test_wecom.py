@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from bot.channels.wecom import WecomChannel, split_message
-from bot.config import ConversationConfig, WecomConfig
+from bot.config import WecomConfig
+from bot.gate import Gate, Policy
 from bot.types import Incoming
 from tests.fakes.backend import FakeBackend
 from tests.fakes.wecom_server import (
@@ -27,7 +28,7 @@ from tests.fakes.wecom_server import (
     CallbackClient,
     FakeWecomApi,
 )
-from tests.helpers import make_engine
+from tests.helpers import make_core
 
 ANSWER = "科大讯飞董事长是刘庆峰。"
 QUESTION = "科大讯飞董事长是谁？"
@@ -43,13 +44,12 @@ class Bot:
     client: CallbackClient
     backend: FakeBackend
     store: Any
-    engine: Any
+    core: Any
     cfg: WecomConfig
-    conversation: ConversationConfig
 
     def restart(self) -> WecomChannel:
-        """A new channel instance over the same store and engine (a process restart)."""
-        return WecomChannel(self.cfg, self.conversation, self.engine, self.store, retry_delays=FAST_RETRIES)
+        """A new channel instance over the same core and store (a process restart)."""
+        return WecomChannel(self.cfg, self.core, retry_delays=FAST_RETRIES)
 
     async def send_count_after_sentinel(self, user: str = "sentinel") -> int:
         """Post a /help from another user and wait for it, so earlier callbacks had every chance to answer."""
@@ -79,18 +79,18 @@ async def make_bot(tmp_path: Path, api: FakeWecomApi) -> AsyncIterator[MakeBot]:
     async def factory(answer: str = ANSWER, *, delay: float = 0.0, max_chars: int = 800,
                       **overrides: Any) -> Bot:
         backend = FakeBackend(answer, delay=delay)
-        engine, store = await make_engine(tmp_path, backend)
+        core, store = await make_core(tmp_path, backend)
         settings: dict[str, Any] = dict(
             listen="127.0.0.1:0", api_base_url=api.base_url, admins=["boss"], corp_id=CORP_ID,
             agent_id=AGENT_ID, corp_secret=CORP_SECRET, token=TOKEN, aes_key=AES_KEY,
             rate_limit_per_minute=30)
         settings.update(overrides)
         cfg = WecomConfig(**settings)
-        conversation = ConversationConfig(max_question_chars=max_chars)
-        channel = WecomChannel(cfg, conversation, engine, store, retry_delays=FAST_RETRIES)
+        core.gate = Gate(max_chars, {"wecom": Policy.of(cfg)})  # as the composition root builds it
+        channel = WecomChannel(cfg, core, retry_delays=FAST_RETRIES)
         await channel.start()
         url = f"http://127.0.0.1:{channel.port}{cfg.path}"
-        bot = Bot(channel, api, CallbackClient(url), backend, store, engine, cfg, conversation)
+        bot = Bot(channel, api, CallbackClient(url), backend, store, core, cfg)
         started.append(bot)
         return bot
 
@@ -459,7 +459,7 @@ async def test_too_long_and_rate_limited(make_bot: MakeBot) -> None:
 async def test_resume_answers_pending_turn(make_bot: MakeBot) -> None:
     bot = await make_bot()
     await bot.store.start_turn(Incoming("wecom", "u9", "u9", QUESTION, "555"))
-    (turn,) = await bot.store.pending_turns(600, ["wecom"])
+    (turn,) = await bot.core.pending(["wecom"])
     await bot.channel.resume(turn)
     assert "刘庆峰" in texts_to(bot.api, "u9")[0]
     rows = await logged_turns(bot.store)

@@ -1,4 +1,4 @@
-"""What the messenger channels share: message splitting under a length limit, per-user rate limits, sources.
+"""What the messenger channels share: splitting a message under a length limit without breaking a character.
 
 Each messenger counts length its own way (Telegram in UTF-16 code units, WeCom in UTF-8 bytes), so the
 splitter takes the measure as an argument; everything else about where to cut is the same for both.
@@ -6,14 +6,9 @@ splitter takes the measure as an argument; everything else about where to cut is
 
 from __future__ import annotations
 
-import math
 import re
-import time
 import unicodedata
-from collections import deque
-from collections.abc import Callable, Iterable
-
-from bot.types import Citation
+from collections.abc import Callable
 
 Measure = Callable[[str], int]
 
@@ -111,36 +106,3 @@ def _inside_flag(text: str, i: int) -> bool:
     while run < i and low <= text[i - 1 - run] <= high:
         run += 1
     return run % 2 == 1 and low <= text[i] <= high
-
-
-class SlidingWindow:
-    """A per-user rate limit: at most `limit` events per key in any `window_s` seconds (limit <= 0: none)."""
-
-    def __init__(self, limit: int, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self.clock = clock
-        self._hits: dict[str, deque[float]] = {}
-
-    def hit(self, key: str, now: float | None = None) -> float:
-        """Record an event and return 0, or return the seconds until one is allowed (not recorded)."""
-        if self.limit <= 0:
-            return 0.0
-        now = self.clock() if now is None else now
-        hits = self._hits.setdefault(key, deque())
-        while hits and hits[0] <= now - self.window_s:
-            hits.popleft()
-        if len(hits) >= self.limit:
-            return hits[0] + self.window_s - now
-        hits.append(now)
-        return 0.0
-
-    def wait_seconds(self, key: str) -> int:
-        """Like `hit`, in whole seconds for telling the user: 0 when allowed, else at least 1."""
-        wait = self.hit(key)
-        return max(1, math.ceil(wait)) if wait else 0
-
-
-def format_sources(citations: Iterable[Citation]) -> str:
-    """One block per cited passage: `[n] section` and its text ("" when there are none)."""
-    return "\n\n".join(f"[{c.n}] {c.section}\n{c.text}" for c in citations)

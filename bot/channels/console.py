@@ -8,31 +8,29 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from bot.channels.common import format_sources
-from bot.engine import Engine
 from bot.grounding import strip_markers
-from bot.texts import help_text, language, message
-from bot.types import Delta, Incoming, Queued, Reply, Retract
+from bot.texts import message
+from bot.types import Delta, Incoming, Notice, Queued, Reply, Retract
 
-CLI_EXTRA = {
-    "zh": "/reload  重新加载内容\n/stats  统计\n/quit  退出\n",
-    "en": "/reload  reload the content\n/stats  turn statistics\n/quit  leave\n",
-}
+if TYPE_CHECKING:
+    from bot.core import Core
+
+QUIT = ("/quit", "/exit", "/q")
 
 
 class Console:
     """Reads questions from a terminal (or any stream) and prints streamed, cited answers."""
 
-    def __init__(self, engine: Engine, *, out: TextIO = sys.stdout, read: Callable[[str], str] = input,
-                 history_file: Path | None = None, user: str | None = None) -> None:
-        self.engine = engine
+    def __init__(self, core: Core, *, out: TextIO = sys.stdout, read: Callable[[str], str] = input,
+                 history_file: Path | None = None, user: str | None = None, admin: bool = True) -> None:
+        self.core = core
+        self.admin = admin  # the terminal's user runs the bot: an admin unless told otherwise
         self.out = out
         self.read = read
         self.history_file = history_file
         self.user = user or os.environ.get("USER", "local")
-        self.lang = "zh"
 
     def _setup_readline(self) -> None:
         if self.history_file is None:
@@ -60,7 +58,7 @@ class Console:
     async def run(self) -> int:
         """Loop until /quit or end of input."""
         self._setup_readline()
-        self.say(self.engine.about("zh") + "  输入 /help 查看命令。 Type /help for commands.")
+        self.say(self.core.about("zh") + "  输入 /help 查看命令。 Type /help for commands.")
         try:
             while True:
                 try:
@@ -70,10 +68,8 @@ class Console:
                     return 0
                 if not line.strip():
                     continue
-                if line.strip().startswith("/"):
-                    if await self.command(line.strip()):
-                        return 0
-                    continue
+                if line.strip().lower() in QUIT:
+                    return 0
                 await self.answer(line)
         except KeyboardInterrupt:
             self.say()
@@ -81,65 +77,43 @@ class Console:
         finally:
             self._save_readline()
 
-    async def command(self, line: str) -> bool:
-        """Run a slash command; True means quit."""
-        name = line.split()[0].lower()
-        key = self._key()
-        if name in ("/quit", "/exit", "/q"):
-            return True
-        if name == "/help":
-            self.say(help_text(self.lang, self.engine.about(self.lang), extra=CLI_EXTRA[self.lang]))
-        elif name == "/reset":
-            await self.engine.reset(key)
-            self.say(message("reset", self.lang))
-        elif name == "/sources":
-            cites = await self.engine.sources(key)
-            self.say(format_sources(cites) if cites else message("no_sources", self.lang))
-        elif name == "/reload":
-            self.say((await self.engine.reload()).summary())
-        elif name == "/stats":
-            self.say((await self.engine.stats()).summary())
-        else:
-            self.say(message("unknown_command", self.lang, command=name))
-        return False
-
-    def _key(self) -> str:
-        return f"cli:{self.user}"
-
-    async def answer(self, text: str) -> Reply:
-        """Stream one answer to the output, then its sources (or the retraction)."""
-        self.lang = language(text)
-        if problem := self.engine.check_input(text):
-            self.say(problem)
-            return Reply(problem, refused=True)
-        msg = Incoming("cli", self.user, self.user, text.strip())
+    async def answer(self, text: str) -> Reply | Notice | None:
+        """Hand one line to the core; stream an answer with its sources, or print the core's notice."""
+        turn = await self.core.receive(Incoming("cli", self.user, self.user, text, is_admin=self.admin))
+        if turn is None:
+            return None
+        if not turn.is_question:
+            notice = await turn.reply()
+            self.say(notice.text)
+            return notice
+        zh = turn.lang == "zh"
         streamed = ""
         reply: Reply | None = None
         self.out.write("bot> ")
-        async for event in self.engine.stream(msg):
+        async for event in turn.events():
             if isinstance(event, Queued):
-                self.out.write(message("queued", self.lang, n=event.position) + " ")
+                self.out.write(message("queued", turn.lang, n=event.position) + " ")
             elif isinstance(event, Retract):
                 streamed = ""
-                self.out.write("\n   (" + ("草稿未通过原文核对，重新查找原文……" if self.lang == "zh"
+                self.out.write("\n   (" + ("草稿未通过原文核对，重新查找原文……" if zh
                                          else "draft not supported by the text; checking the source again…")
                                + ")\nbot> ")
             elif isinstance(event, Delta):
                 streamed += event.text
                 self.out.write(event.text)
-            else:
+            elif isinstance(event, Reply):
                 reply = event
             self.out.flush()
         assert reply is not None
-        self._finish(streamed, reply)
+        self._finish(streamed, reply, zh)
         return reply
 
-    def _finish(self, streamed: str, reply: Reply) -> None:
+    def _finish(self, streamed: str, reply: Reply, zh: bool) -> None:
         if not streamed:
             self.say(reply.text)
         elif reply.retracted:
             self.say()
-            self.say("—— " + ("撤回：引用的段落不支持上面的回答。" if self.lang == "zh"
+            self.say("—— " + ("撤回：引用的段落不支持上面的回答。" if zh
                               else "Withdrawn: the cited passages do not support the draft above."))
             self.say("bot> " + reply.text)
         elif strip_markers(streamed).strip() != strip_markers(reply.text).strip():

@@ -1,10 +1,11 @@
-"""The Telegram channel: python-telegram-bot v22 handlers <-> Incoming/Reply, streaming edits, commands.
+"""The Telegram adapter: python-telegram-bot updates -> `Incoming`; the core's events -> messages and edits.
 
-Private chats: every text is a question. Groups: only a mention of the bot, a reply to one of its
-messages, or /ask. Answers stream into a placeholder message (edits throttled, never without a
-change), end with their citations, and are split at paragraph or sentence boundaries past 4096
-UTF-16 units (channels/common.py). Sends and edits go through `TelegramApi` (telegram_api.py), which
-waits out flood control (429) and retries network errors with backoff.
+It decides only what Telegram tells: who and where, admin by `telegram.admins`, and whether a group
+message is meant for the bot (a command, a mention, a reply to the bot); the core decides the rest.
+Answers stream into a placeholder message (edits throttled, never without a change), end with their
+citations, and are split at paragraph or sentence boundaries past 4096 UTF-16 units (channels/common.py).
+PTB's AIORateLimiter keeps within flood limits and waits out 429s; `TelegramApi` (telegram_api.py)
+escapes HTML and retries network errors with backoff.
 """
 
 from __future__ import annotations
@@ -19,17 +20,16 @@ from typing import TYPE_CHECKING
 from telegram import BotCommand, Message, Update
 from telegram.constants import ChatAction, ChatType, MessageEntityType
 from telegram.error import BadRequest, TelegramError
-from telegram.ext import Application, ApplicationBuilder, CommandHandler, ContextTypes, MessageHandler, filters
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
 
 from bot import texts
-from bot.channels.common import SlidingWindow, fit_prefix, format_sources, split_text, utf16_len
+from bot.channels.common import fit_prefix, split_text, utf16_len
 from bot.channels.telegram_api import TelegramApi
-from bot.config import ConversationConfig, TelegramConfig
-from bot.types import Delta, Incoming, PendingTurn, Queued, Reply, Retract
+from bot.config import TelegramConfig
+from bot.types import Delta, Incoming, Queued, Reply, Retract
 
 if TYPE_CHECKING:
-    from bot.engine import Engine
-    from bot.store import LogStore
+    from bot.core import Core, Turn
 
 logger = logging.getLogger(__name__)
 Ctx = ContextTypes.DEFAULT_TYPE
@@ -38,6 +38,7 @@ MAX_CHARS = 4096  # Bot API limit per message, in UTF-16 code units after entity
 GROUP_EDIT_INTERVAL_S = 3.0  # Telegram allows about 20 messages a minute in a group; edits count
 TYPING_EVERY_S = 4.5  # the typing indicator lasts about 5 s
 ALLOWED_UPDATES = ["message"]
+FLOOD_RETRIES = 5  # 429s waited out per call before giving up
 
 
 def split_message(text: str, limit: int = MAX_CHARS) -> list[str]:
@@ -98,35 +99,20 @@ def final_text(reply: Reply, lang: str) -> str:
 
 
 class TelegramChannel:
-    """Runs the bot on Telegram: polling or webhook, handlers, streaming answers."""
+    """Runs the bot on Telegram: polling or webhook, one message handler, streaming answers."""
 
     name = "telegram"
 
-    def __init__(self, cfg: TelegramConfig, conversation: ConversationConfig, engine: Engine,
-                 store: LogStore) -> None:
-        self.cfg, self.conversation, self.engine, self.store = cfg, conversation, engine, store
-        self.limiter = SlidingWindow(cfg.rate_limit_per_minute)
+    def __init__(self, cfg: TelegramConfig, core: Core) -> None:
+        self.cfg, self.core = cfg, core
         self._open: dict[object, tuple[int, int]] = {}  # placeholders of answers in progress
         self._secret = cfg.webhook_secret or secrets.token_urlsafe(32)
-        self.app: Application = (
-            ApplicationBuilder().token(cfg.token).base_url(cfg.base_url).concurrent_updates(True).build()
-        )
+        # PTB's rate limiter keeps under Telegram's flood limits and waits out a 429 (RetryAfter) itself.
+        limiter = AIORateLimiter(max_retries=FLOOD_RETRIES)
+        self.app: Application = (ApplicationBuilder().token(cfg.token).base_url(cfg.base_url).rate_limiter(limiter)
+                                 .concurrent_updates(True).build())
         self.api = TelegramApi(self.app.bot)
-        self._add_handlers()
-
-    def _add_handlers(self) -> None:
-        new = filters.UpdateType.MESSAGE
-        commands: dict[str, Callable[[Update, Ctx], Awaitable[None]]] = {
-            "start": self._on_start, "help": self._on_help, "ask": self._on_ask, "reset": self._on_reset,
-            "sources": self._on_sources, "reload": self._on_reload, "stats": self._on_stats,
-        }
-        for command, callback in commands.items():
-            self.app.add_handler(CommandHandler(command, callback, filters=new))
-        self.app.add_handler(MessageHandler(new & filters.TEXT & ~filters.COMMAND, self._on_text))
-        private = new & filters.ChatType.PRIVATE
-        self.app.add_handler(MessageHandler(private & filters.COMMAND, self._on_unknown))
-        other = private & ~filters.TEXT & ~filters.StatusUpdate.ALL
-        self.app.add_handler(MessageHandler(other, self._on_other))
+        self.app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & ~filters.StatusUpdate.ALL, self._on_message))
         self.app.add_error_handler(self._on_error)
 
     async def start(self) -> None:
@@ -134,7 +120,7 @@ class TelegramChannel:
         await self.app.initialize()
         await self.app.start()
         with suppress(TelegramError):
-            await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in texts.COMMANDS.items()])
+            await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in texts.MENU.items()])
         updater = self.app.updater
         assert updater is not None
         if self.cfg.mode == "webhook":
@@ -155,76 +141,70 @@ class TelegramChannel:
             await self.app.stop()
         await self.app.shutdown()
 
-    async def resume(self, turn: PendingTurn) -> None:
-        """Answer a logged message that never got its answer because the process stopped."""
-        msg = Incoming(self.name, turn.chat_id, turn.user_id, turn.text, turn.message_id, turn.conversation)
-        reply_to = int(turn.message_id) if (turn.message_id or "").isdigit() else None
+    async def resume(self, turn: Turn) -> None:
+        """Answer a logged question that never got its answer because the process stopped."""
+        msg = turn.incoming
+        reply_to = int(msg.message_id) if (msg.message_id or "").isdigit() else None
         key = ("resume", turn.turn_id)
         try:
-            await self._answer(int(turn.chat_id), reply_to, msg, texts.language(turn.text), key, turn.turn_id)
+            await self._answer(int(msg.chat_id), reply_to, turn, key)
         except Exception:
             logger.exception("telegram: resuming turn %s failed", turn.turn_id)
-            await self._apologize(int(turn.chat_id), texts.language(turn.text), self._open.pop(key, None))
+            await self._apologize(int(msg.chat_id), turn.lang, self._open.pop(key, None))
 
-    async def _on_text(self, update: Update, context: Ctx) -> None:
-        msg = update.effective_message
-        assert msg is not None and msg.text is not None
-        question = msg.text if msg.chat.type == ChatType.PRIVATE else self._addressed(msg)
-        if question is not None:
-            await self._question(update, question)
+    # -- translating updates --
 
-    async def _on_ask(self, update: Update, context: Ctx) -> None:
-        msg = update.effective_message
-        assert msg is not None and msg.text is not None
-        command = next(iter(msg.parse_entities([MessageEntityType.BOT_COMMAND]).values()), "")
-        await self._question(update, msg.text[len(command):].strip())
+    def incoming(self, update: Update) -> Incoming | None:
+        """The neutral message for an update: who, where, whether it is meant for the bot."""
+        msg, user, chat = update.effective_message, update.effective_user, update.effective_chat
+        if msg is None or user is None or chat is None:
+            return None
+        private = chat.type == ChatType.PRIVATE
+        text, addressed = self._text(msg, private)
+        return Incoming(self.name, str(chat.id), str(user.id), text, str(msg.message_id), group=not private,
+                        addressed=addressed, is_admin=str(user.id) in self.cfg.admins,
+                        lang="zh" if (user.language_code or "").lower().startswith("zh") else "en",
+                        kind="text" if msg.text is not None else _kind(msg))
 
-    def _addressed(self, msg: Message) -> str | None:
-        """The question in a group message meant for the bot, or None when it is not for the bot."""
+    def _text(self, msg: Message, private: bool) -> tuple[str, bool]:
+        """(text, addressed): a command loses its @botname; a group message counts only when it is a
+        command, a mention of the bot or a reply to one of its messages."""
+        if msg.text is None:
+            return "", private
         bot = self.app.bot
+        commands = msg.parse_entities([MessageEntityType.BOT_COMMAND])
+        command = next((v for e, v in commands.items() if e.offset == 0), "")
+        if command:
+            name, _, target = command.partition("@")
+            return name + msg.text[len(command):], not target or target.lower() == (bot.username or "").lower()
+        if private:
+            return msg.text, True
         replied = msg.reply_to_message
         to_bot = bool(replied and replied.from_user and replied.from_user.id == bot.id)
-        text = msg.text or ""
+        text = msg.text
         kinds = [MessageEntityType.MENTION, MessageEntityType.TEXT_MENTION]
         for entity, value in msg.parse_entities(kinds).items():
             if value.lower() == f"@{bot.username}".lower() or (entity.user and entity.user.id == bot.id):
                 to_bot = True
                 text = text.replace(value, " ")
-        return " ".join(text.split()) if to_bot else None
+        return " ".join(text.split()), to_bot
 
-    async def _question(self, update: Update, question: str) -> None:
-        """Checks (allowlist, duplicate, empty, length, rate), then the streamed answer."""
-        msg, user = update.effective_message, update.effective_user
-        assert msg is not None and user is not None
-        lang = texts.language(question) if question else self._lang(update)
-        if not await self._gate(update, lang):
+    async def _on_message(self, update: Update, context: Ctx) -> None:
+        incoming = self.incoming(update)
+        turn = await self.core.receive(incoming) if incoming else None
+        if turn is None:
             return
-        if not await self.store.claim(self.name, f"{msg.chat.id}:{msg.message_id}"):
-            return  # the same message delivered again (e.g. refetched after a restart)
-        refusal = self._check_question(question, str(user.id), lang)
-        if refusal:
-            await self._reply(update, refusal)
+        chat_id, reply_to = int(turn.incoming.chat_id), int(turn.incoming.message_id or 0) or None
+        if turn.is_question:
+            await self._answer(chat_id, reply_to, turn, update.update_id)
         else:
-            group = msg.chat.type != ChatType.PRIVATE
-            incoming = Incoming(self.name, str(msg.chat.id), str(user.id), question, str(msg.message_id),
-                                f"{self.name}:{msg.chat.id}:{user.id}" if group else "")
-            # Logged before anything is sent: if the process dies from here on, restart answers it.
-            turn_id = await self.engine.accept(incoming)
-            await self._answer(msg.chat.id, msg.message_id, incoming, lang, update.update_id, turn_id)
+            await self._send(chat_id, (await turn.reply()).text, reply_to)
 
-    def _check_question(self, question: str, user_id: str, lang: str) -> str | None:
-        """Why the question is not answered (empty, too long, too fast), or None to answer it."""
-        limit = self.conversation.max_question_chars
-        if not question:
-            return texts.message("empty", lang)
-        if len(question) > limit:
-            return texts.message("too_long", lang, limit=limit)
-        wait = self.limiter.wait_seconds(user_id)
-        return texts.message("rate_limited", lang, seconds=wait) if wait else None
+    # -- rendering the core's events --
 
-    async def _answer(self, chat_id: int, reply_to: int | None, incoming: Incoming, lang: str, key: object,
-                      resume_turn_id: int | None = None) -> None:
+    async def _answer(self, chat_id: int, reply_to: int | None, turn: Turn, key: object) -> None:
         """Placeholder at once, typing while waiting, throttled edits while streaming, then the final text."""
+        lang = turn.lang
         placeholder = await self.api.send(chat_id, texts.message("thinking", lang), reply_to)
         self._open[key] = (chat_id, placeholder.message_id)
         group = placeholder.chat.type != ChatType.PRIVATE
@@ -235,7 +215,7 @@ class TelegramChannel:
         reply: Reply | None = None
         draft = ""
         try:
-            async for event in self.engine.stream(incoming, resume_turn_id=resume_turn_id):
+            async for event in turn.events():
                 if isinstance(event, Queued):
                     live.show(texts.message("queued", lang, n=event.position))
                 elif isinstance(event, Delta):
@@ -251,7 +231,7 @@ class TelegramChannel:
             typing.cancel()
             await live.close()
         if reply is None:
-            raise RuntimeError("the engine's stream ended without a Reply")
+            raise RuntimeError("the core's events ended without a Reply")
         await self._deliver(chat_id, message_id, final_text(reply, lang), live.shown)
         self._open.pop(key, None)
 
@@ -277,108 +257,22 @@ class TelegramChannel:
         for part in parts[1:]:
             await self.api.send(chat_id, part)
 
-    async def _on_start(self, update: Update, context: Ctx) -> None:
-        lang = self._lang(update)
-        if await self._gate(update, lang):
-            await self._reply(update, texts.message("greeting", lang) + " " + self._help(update, lang))
-
-    async def _on_help(self, update: Update, context: Ctx) -> None:
-        lang = self._lang(update)
-        if await self._gate(update, lang):
-            await self._reply(update, self._help(update, lang))
-
-    def _help(self, update: Update, lang: str) -> str:
-        about = self.engine.about(lang)
-        return texts.help_text(lang, about, admin=self._is_admin(update), extra=texts.message("group_hint", lang))
-
-    async def _on_reset(self, update: Update, context: Ctx) -> None:
-        lang = self._lang(update)
-        if await self._gate(update, lang):
-            await self.engine.reset(self._key(update))
-            await self._reply(update, texts.message("reset", lang))
-
-    async def _on_sources(self, update: Update, context: Ctx) -> None:
-        lang = self._lang(update)
-        if not await self._gate(update, lang):
-            return
-        cites = await self.engine.sources(self._key(update))
-        await self._reply(update, format_sources(cites) or texts.message("no_sources", lang))
-
-    async def _on_reload(self, update: Update, context: Ctx) -> None:
-        if await self._admin(update, "reload"):
-            report = await self.engine.reload()
-            await self._reply(update, report.summary())
-
-    async def _on_stats(self, update: Update, context: Ctx) -> None:
-        if not await self._admin(update, "stats"):
-            return
-        hours = 24.0
-        channel = None
-        for arg in context.args or []:
-            try:
-                hours = float(arg)
-            except ValueError:
-                channel = arg
-        stats = await self.engine.stats(since_hours=hours, channel=channel)
-        await self._reply(update, stats.summary())
-
-    async def _on_unknown(self, update: Update, context: Ctx) -> None:
-        msg = update.effective_message
-        assert msg is not None and msg.text is not None
-        command = msg.text.split()[0]
-        await self._reply(update, texts.message("unknown_command", self._lang(update), command=command))
-
-    async def _on_other(self, update: Update, context: Ctx) -> None:
-        await self._reply(update, texts.message("text_only", self._lang(update)))
-
-    def _is_admin(self, update: Update) -> bool:
-        user = update.effective_user
-        return user is not None and str(user.id) in self.cfg.admins
-
-    def _allowed(self, update: Update) -> bool:
-        """Empty allowlists admit everyone; otherwise the user or the chat must be listed. Admins always."""
-        users, chats = self.cfg.allow_users, self.cfg.allow_chats
-        if (not users and not chats) or self._is_admin(update):
-            return True
-        user, chat = update.effective_user, update.effective_chat
-        return bool((user and str(user.id) in users) or (chat and str(chat.id) in chats))
-
-    async def _gate(self, update: Update, lang: str) -> bool:
-        """True when the user may use the bot; otherwise tell them so."""
-        if self._allowed(update):
-            return True
-        await self._reply(update, texts.message("not_allowed", lang))
-        return False
-
-    async def _admin(self, update: Update, command: str) -> bool:
-        """True for an admin; a non-admin gets a polite no and the attempt is logged."""
-        if self._is_admin(update):
-            return True
-        chat, user = update.effective_chat, update.effective_user
-        await self._reply(update, texts.message("admin_only", self._lang(update)))
-        await self.store.log_event(self.name, str(chat.id if chat else ""), str(user.id if user else ""),
-                                   "admin_denied", f"/{command}")
-        return False
-
-    def _lang(self, update: Update) -> str:
-        user = update.effective_user
-        return "zh" if user and (user.language_code or "").lower().startswith("zh") else "en"
-
-    def _key(self, update: Update) -> str:
-        """The conversation key: per chat in private, per member in groups."""
-        chat, user = update.effective_chat, update.effective_user
-        assert chat is not None and user is not None
-        if chat.type == ChatType.PRIVATE:
-            return f"{self.name}:{chat.id}"
-        return f"{self.name}:{chat.id}:{user.id}"
+    async def _send(self, chat_id: int, text: str, reply_to: int | None) -> None:
+        """A fixed reply, split into several messages when long; the first answers the user's message."""
+        for i, part in enumerate(split_message(text)):
+            await self.api.send(chat_id, part, reply_to if i == 0 else None)
 
     async def _on_error(self, update: object, context: Ctx) -> None:
-        """The one error handler: the error to the log, a short apology to the user."""
+        """The one error handler: the error to the log and the event log, a short apology to the user."""
         logger.error("telegram: handling an update failed", exc_info=context.error)
         if not isinstance(update, Update) or update.effective_chat is None:
             return
-        placeholder = self._open.pop(update.update_id, None)
-        await self._apologize(update.effective_chat.id, self._lang(update), placeholder)
+        if incoming := self.incoming(update):
+            with suppress(Exception):
+                await self.core.note(incoming, "failed", type(context.error).__name__)
+        user = update.effective_user
+        lang = "zh" if user and (user.language_code or "").lower().startswith("zh") else "en"
+        await self._apologize(update.effective_chat.id, lang, self._open.pop(update.update_id, None))
 
     async def _apologize(self, chat_id: int, lang: str, placeholder: tuple[int, int] | None) -> None:
         text = texts.message("apology", lang)
@@ -390,9 +284,10 @@ class TelegramChannel:
         except TelegramError:
             logger.exception("telegram: could not send the apology to chat %s", chat_id)
 
-    async def _reply(self, update: Update, text: str) -> None:
-        """Answer the update's message, split into several messages when long."""
-        msg = update.effective_message
-        assert msg is not None
-        for i, part in enumerate(split_message(text)):
-            await self.api.send(msg.chat.id, part, msg.message_id if i == 0 else None)
+
+def _kind(msg: Message) -> str:
+    """The name of a non-text message's kind (photo, voice, sticker …) for the log."""
+    for kind in ("photo", "voice", "audio", "video", "document", "sticker", "animation", "location", "contact"):
+        if getattr(msg, kind, None):
+            return kind
+    return "other"

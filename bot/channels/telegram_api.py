@@ -1,7 +1,7 @@
-"""The Telegram Bot API calls the channel makes: HTML-escaped sends and edits with flood control and retries.
+"""The Telegram Bot API calls the channel makes: HTML-escaped sends and edits, network errors retried.
 
-Every call waits out flood control (429, for as long as Telegram asks) and retries network errors with
-doubling backoff; a BadRequest is never retried.
+Network errors are retried with doubling backoff; a BadRequest is never retried. Flood control (429) is
+left to PTB's AIORateLimiter, which the application is built with.
 """
 
 from __future__ import annotations
@@ -9,26 +9,15 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-import warnings
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from telegram import Bot, Message, ReplyParameters
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, NetworkError, RetryAfter
-from telegram.warnings import PTBDeprecationWarning
+from telegram.error import BadRequest, NetworkError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def _retry_seconds(exc: RetryAfter) -> float:
-    """RetryAfter.retry_after as seconds (an int or a timedelta, depending on PTB_TIMEDELTA)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PTBDeprecationWarning)
-        value = exc.retry_after
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 class TelegramApi:
@@ -65,15 +54,11 @@ class TelegramApi:
             return await self._call(fn, text=text, **kw)
 
     async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
-        """Call the Bot API; wait out flood control (429) and retry network errors with backoff."""
+        """Call the Bot API and retry network errors with backoff (429s are PTB's AIORateLimiter's job)."""
         failures = 0
         while True:
             try:
                 return await fn(*args, **kwargs)
-            except RetryAfter as exc:
-                wait = _retry_seconds(exc)
-                logger.warning("telegram: flood control, retrying in %.1f s", wait)
-                await asyncio.sleep(wait)
             except BadRequest:
                 raise
             except NetworkError as exc:  # TimedOut included

@@ -1,9 +1,10 @@
-"""WeCom (企业微信) self-built app channel: encrypted callbacks in, `message/send` replies out.
+"""The WeCom (企业微信) self-built app adapter: encrypted callbacks -> `Incoming`; the core's reply -> `message/send`.
 
-A tornado server answers the callback URL: GET verifies the URL, POST checks signature, freshness and replay,
-decrypts, acknowledges at once with HTTP 200 and answers in a background task. MsgIds are claimed in the
-store, so WeCom's retries (and repeats after a restart) are answered once. Replies go out through
-`WecomApi` (wecom_api.py), split at sentence boundaries into parts of at most 2048 bytes (common.py).
+A tornado server answers the callback URL: GET verifies the URL, POST checks signature, freshness and replay
+(the protocol's own rules), decrypts, hands the message to the core, acknowledges at once with HTTP 200 and
+renders the reply in a background task. The core drops a MsgId it has seen, so WeCom's retries (and repeats
+after a restart) are answered once. Replies go out through `WecomApi` (wecom_api.py), split at sentence
+boundaries into parts of at most 2048 bytes (common.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from bot.channels.common import SlidingWindow, format_sources, split_text, utf8_len
+from bot.channels.common import split_text, utf8_len
 from bot.channels.wecom_api import WecomApi
 from bot.channels.wecom_crypto import (
     DecryptError,
@@ -30,14 +31,13 @@ from bot.channels.wecom_crypto import (
     XmlError,
     parse_xml,
 )
-from bot.errors import BotError, ConfigError
-from bot.texts import help_text, language, message
-from bot.types import Incoming, PendingTurn
+from bot.errors import ConfigError
+from bot.texts import message
+from bot.types import Incoming, Reply
 
 if TYPE_CHECKING:
-    from bot.config import ConversationConfig, WecomConfig
-    from bot.engine import Engine
-    from bot.store import LogStore
+    from bot.config import WecomConfig
+    from bot.core import Core, Turn
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class WecomChannel:
 
     name = "wecom"
 
-    def __init__(self, cfg: WecomConfig, conversation: ConversationConfig, engine: Engine, store: LogStore, *,
+    def __init__(self, cfg: WecomConfig, core: Core, *,
                  retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0), stop_timeout: float = 15.0) -> None:
         missing = [env for env, value in (("WECOM_CORP_ID", cfg.corp_id), ("WECOM_AGENT_ID", cfg.agent_id),
                                           ("WECOM_CORP_SECRET", cfg.corp_secret), ("WECOM_TOKEN", cfg.token),
@@ -101,17 +101,13 @@ class WecomChannel:
             raise ConfigError(f"WECOM_AES_KEY is invalid ({exc}); fix: copy the 43-character "
                               "EncodingAESKey from the app's callback settings.") from None
         self.cfg = cfg
-        self.conversation = conversation
-        self.engine = engine
-        self.store = store
+        self.core = core
         self.api = WecomApi(cfg, retry_delays)
-        self.limiter = SlidingWindow(cfg.rate_limit_per_minute)
         self.port = 0
         self.stop_timeout = stop_timeout
         self._server: tornado.httpserver.HTTPServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._user_locks: dict[str, asyncio.Lock] = {}
-        self._lang: dict[str, str] = {}
 
     # -- lifecycle --
 
@@ -141,14 +137,10 @@ class WecomChannel:
                 await asyncio.gather(*pending, return_exceptions=True)
         await self.api.close()
 
-    async def resume(self, turn: PendingTurn) -> None:
-        """Answer a logged but unanswered message after a restart."""
-        msg = Incoming(self.name, turn.chat_id, turn.user_id, turn.text, turn.message_id, turn.conversation)
-        try:
-            async with self._lock_for(turn.chat_id):
-                await self._ask_and_send(msg, language(turn.text), resume_turn_id=turn.turn_id)
-        except Exception:
-            log.exception("wecom: resuming turn %s failed", turn.turn_id)
+    async def resume(self, turn: Turn) -> None:
+        """Answer a logged but unanswered question after a restart."""
+        async with self._lock_for(turn.incoming.user_id):
+            await self._render(turn)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -207,103 +199,45 @@ class WecomChannel:
             log.warning("wecom: callback from %s has a stale timestamp (%.0f s off); rejected", peer, skew)
             return False
         key = f"{q['timestamp']}:{q['nonce']}:{q['msg_signature'].lower()}"
-        if not await self.store.claim("wecom-replay", key):
+        if not await self.core.first_seen("wecom-replay", key):
             log.warning("wecom: replayed callback from %s (same timestamp, nonce, signature); rejected", peer)
             return False
         return True
 
     async def _dispatch(self, f: dict[str, str]) -> None:
-        """Events are ignored; a message is claimed by MsgId and answered in the background."""
+        """Events are ignored; a message goes to the core (which logs a question before WeCom gets its 200)
+        and is answered in the background, in order per user."""
         kind, user = f.get("MsgType", ""), f.get("FromUserName", "")
         if kind == "event" or not user:
             log.debug("wecom: ignored %s %s", kind, f.get("Event", ""))
             return
         msg_id = f.get("MsgId") or f"{user}:{f.get('CreateTime', '')}:{kind}"
-        if not await self.store.claim(self.name, msg_id):
-            log.info("wecom: duplicate MsgId %s (a WeCom retry); already answered", msg_id)
+        incoming = Incoming(self.name, user, user, f.get("Content", "").strip() if kind == "text" else "", msg_id,
+                            is_admin=user in self.cfg.admins, kind=kind)
+        turn = await self.core.receive(incoming)
+        if turn is None:
+            log.info("wecom: MsgId %s not answered again (a WeCom retry)", msg_id)
             return
-        text = f.get("Content", "").strip()
-        problem, turn_id = None, None
-        if kind == "text" and not text.startswith("/"):
-            problem = await self._problem(user, text)
-            if problem is None:
-                # Logged before WeCom gets its 200: after a crash from here on, restart answers it.
-                turn_id = await self.engine.accept(Incoming(self.name, user, user, text, msg_id))
-        self._spawn(self._handle(user, kind, text, msg_id, problem, turn_id))
+        self._spawn(self._answer(turn))
 
     # -- answering --
 
-    async def _handle(self, user: str, kind: str, text: str, msg_id: str, problem: str | None,
-                      turn_id: int | None) -> None:
-        """Answer one message; per-user order is kept, failures are logged and never escape."""
-        async with self._lock_for(user):
-            try:
-                if kind != "text":
-                    await self.store.log_event(self.name, user, user, "non_text", kind)
-                    await self._send(user, message("text_only", self._lang.get(user, "zh")))
-                elif text.startswith("/"):
-                    await self._command(user, text)
-                elif problem is not None:
-                    await self._send(user, problem)
-                else:
-                    await self._ask_and_send(Incoming(self.name, user, user, text, msg_id), self._lang[user],
-                                             resume_turn_id=turn_id)
-            except Exception as exc:
-                log.exception("wecom: answering MsgId %s failed", msg_id)
-                with contextlib.suppress(Exception):
-                    await self.store.log_event(self.name, user, user, "send_failed", type(exc).__name__)
+    async def _answer(self, turn: Turn) -> None:
+        """Render one turn in per-user order; failures are logged and never escape."""
+        async with self._lock_for(turn.incoming.user_id):
+            await self._render(turn)
 
-    async def _problem(self, user: str, text: str) -> str | None:
-        """Why a text cannot be asked now (empty, too long, too fast), in the user's language; else None."""
-        lang = self._lang[user] = language(text) if text else self._lang.get(user, "zh")
-        limit = self.conversation.max_question_chars
-        if not text:
-            return message("empty", lang)
-        if len(text) > limit:
-            await self.store.log_event(self.name, user, user, "too_long", str(len(text)))
-            return message("too_long", lang, limit=limit)
-        wait = self.limiter.wait_seconds(user)
-        if wait:
-            await self.store.log_event(self.name, user, user, "rate_limited", "")
-            return message("rate_limited", lang, seconds=wait)
-        return None
-
-    async def _ask_and_send(self, msg: Incoming, lang: str, resume_turn_id: int | None = None) -> None:
+    async def _render(self, turn: Turn) -> None:
+        """WeCom is not streamed: the checked answer with its sources (or the core's notice) as text."""
+        msg = turn.incoming
         try:
-            reply = await self.engine.ask(msg, resume_turn_id=resume_turn_id)
-            text = reply.text_with_sources() or message("apology", lang)
-        except BotError as exc:
-            log.error("wecom: engine failed: %s", exc)
-            text = exc.user_message
-        except Exception:
-            log.exception("wecom: engine failed")
-            text = message("apology", lang)
-        await self._send(msg.chat_id, text)
-
-    async def _command(self, user: str, text: str) -> None:
-        cmd, _, arg = text.partition(" ")
-        cmd, lang, admin = cmd.lower(), self._lang.get(user, "zh"), user in self.cfg.admins
-        key = Incoming(self.name, user, user, "").conversation_key
-        if cmd in ("/reload", "/stats") and not admin:
-            log.warning("wecom: non-admin %s tried %s", user, cmd)
-            await self.store.log_event(self.name, user, user, "admin_denied", cmd)
-            return await self._send(user, message("admin_only", lang))
-        if cmd in ("/help", "/start"):
-            out = help_text(lang, self.engine.about(lang), admin=admin)
-        elif cmd == "/reset":
-            await self.engine.reset(key)
-            out = message("reset", lang)
-        elif cmd == "/sources":
-            out = format_sources(await self.engine.sources(key)) or message("no_sources", lang)
-        elif cmd == "/reload":
-            await self.store.log_event(self.name, user, user, "admin_reload", "")
-            out = (await self.engine.reload()).summary()
-        elif cmd == "/stats":
-            hours = float(arg) if re.fullmatch(r"\d+(\.\d+)?", arg.strip()) else 24.0
-            out = (await self.engine.stats(since_hours=hours)).summary()
-        else:
-            out = message("unknown_command", lang, command=cmd)
-        await self._send(user, out)
+            final = await turn.reply()
+            text = final.text_with_sources() if isinstance(final, Reply) else final.text
+            await self._send(msg.user_id, text or message("apology", turn.lang))
+        except Exception as exc:
+            log.exception("wecom: answering MsgId %s failed", msg.message_id)
+            with contextlib.suppress(Exception):
+                await self.core.note(msg, "send_failed", type(exc).__name__)
 
     async def _send(self, user: str, text: str) -> None:
         """Send a reply, split into parts of at most 2048 bytes."""

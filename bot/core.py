@@ -1,0 +1,221 @@
+"""The core every channel talks to: it decides what happens to a message and keeps the log.
+
+A channel adapter turns a platform update into an `Incoming` and calls `receive`. The core ignores what
+is not for the bot and what it has seen before, runs the gate and the command table, logs a question
+before anything is generated, and hands back a `Turn` whose `events()` the adapter renders. The store
+is reached only from here; the engine answers one question and knows nothing of logs or messengers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Iterable
+
+from bot import commands, texts
+from bot.backends.base import ProgressFn
+from bot.engine import Engine
+from bot.errors import BotError
+from bot.gate import Gate, Refusal
+from bot.knowledge import ContentSet, Knowledge
+from bot.store import LogStore
+from bot.types import Citation, Event, Incoming, Notice, PendingTurn, ReloadReport, Reply, Stats, conversation_key
+
+log = logging.getLogger(__name__)
+RESUME_WINDOW_S = 600  # a messenger question left unanswered by a crash is answered on restart when younger
+
+
+class Turn:
+    """A message the core has taken: a logged question, a command, or a fixed reply (why it is not answered)."""
+
+    def __init__(self, core: Core, msg: Incoming, lang: str, *, turn_id: int | None = None,
+                 notice: str | None = None, command: commands.Command | None = None, args: str = "") -> None:
+        self.core, self.incoming, self.lang = core, msg, lang
+        self.turn_id, self._notice, self._command, self._args = turn_id, notice, command, args
+
+    @property
+    def is_question(self) -> bool:
+        """True when the model answers (streamed events end in a Reply); else one Notice follows."""
+        return self.turn_id is not None
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Queued, Delta and Retract events and one Reply for a question; one Notice otherwise."""
+        if self.turn_id is not None:
+            async for event in self.core.answer(self):
+                yield event
+        elif self._command is not None:
+            yield Notice(await self._command.run(self.core, self.incoming, self._args, self.lang))
+        else:
+            yield Notice(self._notice or "")
+
+    async def reply(self) -> Reply | Notice:
+        """The final Reply (or the Notice), without streaming."""
+        last: Event | None = None
+        async for event in self.events():
+            last = event
+        assert isinstance(last, Reply | Notice)
+        return last
+
+
+class Core:
+    """Gate, commands, turns and the log, for every channel alike."""
+
+    def __init__(self, knowledge: Knowledge, engine: Engine, store: LogStore, gate: Gate, *,
+                 history_turns: int = 3) -> None:
+        self.knowledge, self.engine, self.store, self.gate = knowledge, engine, store, gate
+        self.history_turns = history_turns
+        self._langs: dict[str, str] = {}  # conversation -> language of its last question
+        self._reload_lock = asyncio.Lock()
+
+    @property
+    def content(self) -> ContentSet:
+        return self.knowledge.current
+
+    async def start(self, progress: ProgressFn | None = None) -> None:
+        """Record the content's passages and have the model read it (or restore its saved state)."""
+        await self._adopt(self.content, progress)
+
+    async def _adopt(self, content: ContentSet, progress: ProgressFn | None = None) -> None:
+        await self.store.record_passages(content.passages, content.version)
+        await self.engine.prepare(content, progress)
+
+    # -- messages --
+
+    async def receive(self, msg: Incoming) -> Turn | None:
+        """Decide what to do with a message; None when it is not for the bot or was received before.
+
+        A question is logged before this returns: if the process dies from here on, a restart answers it.
+        """
+        command = commands.parse(msg.text) if msg.kind == "text" else None
+        if not msg.addressed or (msg.group and command and command[0] not in commands.COMMANDS
+                                 and command[0] != commands.ASK):
+            return None  # a group message for someone else (or a command for another bot)
+        if msg.message_id and not await self.store.claim(msg.channel, f"{msg.chat_id}:{msg.message_id}"):
+            log.info("%s: message %s received again; already handled", msg.channel, msg.message_id)
+            return None
+        if command and command[0] == commands.ASK:
+            msg, command = dataclasses.replace(msg, text=command[1]), None
+        lang = self._language(msg, question=command is None)
+        if refusal := self.gate.admit(msg):
+            return await self._refuse(msg, lang, refusal)
+        if command:
+            return await self._command(msg, lang, *command)
+        if refusal := self.gate.question(msg):
+            return await self._refuse(msg, lang, refusal)
+        msg = dataclasses.replace(msg, text=msg.text.strip())
+        return Turn(self, msg, lang, turn_id=await self.store.start_turn(msg))
+
+    async def ask(self, msg: Incoming) -> Reply | Notice:
+        """The final Reply to a message (or the core's Notice), without streaming: `bot ask` and `bot eval`."""
+        turn = await self.receive(msg)
+        return await turn.reply() if turn else Notice("")
+
+    def _language(self, msg: Incoming, *, question: bool) -> str:
+        """A question's own language; for anything else the user's, or that of their last question."""
+        key = msg.conversation_key
+        if question and msg.text.strip():
+            self._langs[key] = texts.language(msg.text)
+            return self._langs[key]
+        return msg.lang or self._langs.get(key, "zh")
+
+    async def _refuse(self, msg: Incoming, lang: str, refusal: Refusal) -> Turn:
+        await self.note(msg, refusal.event, refusal.detail)
+        return Turn(self, msg, lang, notice=texts.message(refusal.message, lang, **refusal.values))
+
+    async def _command(self, msg: Incoming, lang: str, name: str, args: str) -> Turn:
+        command = commands.COMMANDS.get(name)
+        if command is None:
+            return Turn(self, msg, lang, notice=texts.message("unknown_command", lang, command=name))
+        if command.admin and not msg.is_admin:
+            log.warning("%s: non-admin %s tried %s", msg.channel, msg.user_id, name)
+            await self.note(msg, "admin_denied", name)
+            return Turn(self, msg, lang, notice=texts.message("admin_only", lang))
+        return Turn(self, msg, lang, command=command, args=args)
+
+    async def answer(self, turn: Turn) -> AsyncIterator[Event]:
+        """The engine's events for a logged question; its Reply is logged whatever happens, except a
+        cancellation (shutdown), which leaves the question pending for the restart."""
+        msg, content = turn.incoming, self.content
+        reply: Reply | None = None
+        try:
+            history = await self.store.history(msg.conversation_key, self.history_turns)
+            async for event in self.engine.run(msg, content, history):
+                if isinstance(event, Reply):
+                    reply = event
+                else:
+                    yield event
+            if reply is None:
+                raise RuntimeError("the engine's events ended without a Reply")
+        except (asyncio.CancelledError, GeneratorExit):
+            log.info("turn %s cancelled before its answer; left pending", turn.turn_id)
+            raise
+        except Exception as exc:
+            log.exception("turn %s failed", turn.turn_id)
+            user = exc.user_message if isinstance(exc, BotError) else BotError.user_message
+            reply = self.engine.failed(msg, content, user, f"{type(exc).__name__}: {exc}")
+        finally:
+            if reply is not None:
+                reply.turn_id = turn.turn_id
+                await asyncio.shield(self.store.finish_turn(turn.turn_id or 0, reply))
+        yield reply
+
+    async def pending(self, channels: Iterable[str]) -> list[Turn]:
+        """Questions on these channels left unanswered by a crash and younger than 10 minutes (older ones
+        are marked abandoned), as turns ready to answer."""
+        turns = await self.store.pending_turns(RESUME_WINDOW_S, channels)
+        return [Turn(self, self._resumed(t), texts.language(t.text), turn_id=t.turn_id) for t in turns]
+
+    @staticmethod
+    def _resumed(t: PendingTurn) -> Incoming:
+        group = t.conversation == conversation_key(t.channel, t.chat_id, t.user_id, True)
+        return Incoming(t.channel, t.chat_id, t.user_id, t.text, t.message_id, group=group, conversation=t.conversation)
+
+    async def first_seen(self, scope: str, key: str) -> bool:
+        """True the first time `key` is seen in `scope` (persisted): a channel's replay protection."""
+        return await self.store.claim(scope, key)
+
+    async def note(self, msg: Incoming, kind: str, detail: str = "") -> None:
+        """Log an event about a message that is not a turn (refused, denied, undeliverable)."""
+        await self.store.log_event(msg.channel, msg.chat_id, msg.user_id, kind, detail)
+
+    # -- what commands use --
+
+    def about(self, lang: str) -> str:
+        """What the bot knows about, for /start and /help."""
+        c = self.content
+        if lang == "zh":
+            return f"内容：《{c.title}》（{len(c.passages)} 个段落，版本 {c.version}）。"
+        return f"Content: “{c.title}” ({len(c.passages)} passages, version {c.version})."
+
+    async def reset(self, conversation: str) -> None:
+        """Forget the conversation's history for follow-ups."""
+        await self.store.reset(conversation)
+
+    async def sources(self, conversation: str) -> list[Citation]:
+        """The passages cited by the conversation's last answer."""
+        return await self.store.last_citations(conversation)
+
+    async def stats(self, since_hours: float = 24.0, channel: str | None = None) -> Stats:
+        """Turn statistics for the period."""
+        return await self.store.stats(since_hours, channel)
+
+    async def reload(self, by: Incoming | None = None, progress: ProgressFn | None = None) -> ReloadReport:
+        """Load the content again; a new version is served only after the model has read it, and a broken
+        folder keeps the old one serving."""
+        async with self._reload_lock:
+            old = self.content
+            report, new = await asyncio.to_thread(self.knowledge.prepare)
+            if new is not None and new.version != old.version:
+                try:
+                    await self._adopt(new, progress)
+                except Exception as exc:
+                    log.exception("could not prepare content version %s", new.version)
+                    report = ReloadReport(False, old.version, old.version, passages=len(old.passages),
+                                          error=f"the model could not read the new content: {exc}")
+                    new = None
+            if new is not None:
+                self.knowledge.current = new
+            who = by or Incoming("signal", "", "", "")
+            await self.store.log_event(who.channel, who.chat_id, who.user_id, "reload", report.summary())
+            return report

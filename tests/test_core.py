@@ -1,0 +1,202 @@
+"""bot/core.py: turns logged before generation and finished whatever happens, history, /reset, /sources, reload.
+
+The real engine answers with the canned-token FakeBackend over the shipped article.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.errors import BotError
+from bot.knowledge import load
+from bot.store import LogStore
+from bot.types import Delta, Reply
+from tests.fakes.backend import FakeBackend
+from tests.helpers import ROOT, ask_msg, make_config, make_core, stream, turns
+
+ARTICLE = load(ROOT / "content")
+LIU = next(p for p in ARTICLE.passages if "科大讯飞董事长刘庆峰" in p.text)
+LIU_N, LIU_ID = LIU.order + 1, LIU.id
+
+
+# ---- conversations ----
+
+
+async def test_follow_ups_see_history_until_reset(engine_for) -> None:
+    def script(messages: list[dict[str, str]]) -> str:
+        last = messages[-1]["content"]
+        if "董事长是谁" in last:
+            return f"科大讯飞董事长是刘庆峰。[{LIU_N}]"
+        return "刘庆峰建议构建以领军企业为主体产学研合作的创新体系。"
+
+    backend = FakeBackend(script)
+    core, _ = await engine_for(backend)
+    first = await core.ask(ask_msg("科大讯飞董事长是谁？", "conv"))
+    assert not first.refused
+    await core.ask(ask_msg("他建议构建什么样的创新体系？", "conv"))
+    msgs = backend.calls[1]
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    assert msgs[1]["content"] == "科大讯飞董事长是谁？"
+    assert "刘庆峰" in msgs[2]["content"]
+    assert "[" not in msgs[2]["content"]  # markers stripped from the history
+    assert "他建议构建什么样的创新体系？" in msgs[3]["content"]
+
+    # Another conversation does not see it.
+    n = len(backend.calls)
+    await core.ask(ask_msg("刘庆峰建议构建什么样的创新体系？", "other"))
+    assert [m["role"] for m in backend.calls[n]] == ["system", "user"]
+
+    await core.reset("conv")
+    n = len(backend.calls)
+    await core.ask(ask_msg("刘庆峰建议构建什么样的创新体系？", "conv"))
+    assert [m["role"] for m in backend.calls[n]] == ["system", "user"]
+
+
+async def test_history_is_limited_by_turns(tmp_path: Path) -> None:
+
+    cfg = make_config(tmp_path)
+    cfg.conversation.history_turns = 1
+    backend = FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]")
+    core, store = await make_core(tmp_path, backend, cfg=cfg)
+    try:
+        for q in ("科大讯飞董事长是谁？", "科大讯飞的董事长叫什么？", "谁是科大讯飞董事长？"):
+            await core.ask(ask_msg(q, "c"))
+        roles = [m["role"] for m in backend.calls[-1]]
+        assert roles == ["system", "user", "assistant", "user"]
+        assert backend.calls[-1][1]["content"] == "科大讯飞的董事长叫什么？"
+    finally:
+        await store.close()
+
+
+async def test_sources_returns_the_last_answers_passages_in_full(engine_for) -> None:
+    core, _ = await engine_for(FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]"))
+    assert await core.sources("cli:chat") == []
+    await core.ask(ask_msg("科大讯飞董事长是谁？"))
+    cites = await core.sources("cli:chat")
+    assert [(c.n, c.id) for c in cites] == [(1, LIU_ID)]
+    assert "在别人的院子里建大楼" in cites[0].text
+
+
+# ---- failures ------------------------------------------------------------------------------------
+
+
+async def test_a_backend_failure_gives_an_error_reply_and_an_error_row(engine_for) -> None:
+    backend = FakeBackend("科大讯飞董事长是刘庆峰。", fail_after=3)
+    core, store = await engine_for(backend)
+    events = [e async for e in stream(core, ask_msg("科大讯飞董事长是谁？"))]
+    reply = events[-1]
+    assert isinstance(reply, Reply)
+    assert reply.error and "fake backend failure" in reply.error
+    assert reply.text == BotError.user_message
+    assert reply.citations == []
+    row = turns(store)[-1]
+    assert row["status"] == "error"
+    assert "fake backend failure" in row["error"]
+    assert row["question"] == "科大讯飞董事长是谁？"
+    # A failed turn is not history for a follow-up.
+    assert await store.history("cli:chat", 5) == []
+
+
+async def test_a_closed_stream_leaves_the_question_logged(engine_for) -> None:
+    core, store = await engine_for(FakeBackend("科大讯飞董事长是刘庆峰。", delay=0.01))
+    agen = stream(core, ask_msg("科大讯飞董事长是谁？"))
+    async for event in agen:
+        if isinstance(event, Delta):
+            break
+    await agen.aclose()
+    rows = turns(store)
+    assert len(rows) == 1
+    assert rows[0]["question"] == "科大讯飞董事长是谁？"
+    # Left pending, like a crash: a messenger turn is answered after the restart.
+    assert rows[0]["status"] == "pending" and rows[0]["answer"] is None
+
+
+async def test_a_cancelled_task_leaves_the_question_logged(engine_for) -> None:
+    core, store = await engine_for(FakeBackend("科大讯飞董事长是刘庆峰。", delay=0.05))
+    task = asyncio.create_task(core.ask(ask_msg("科大讯飞董事长是谁？")))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if turns(store):
+            break
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    rows = turns(store)
+    assert [r["question"] for r in rows] == ["科大讯飞董事长是谁？"]
+    assert rows[0]["status"] != "answered"
+
+
+async def test_the_question_is_logged_before_generation(engine_for) -> None:
+    seen: list[list[sqlite3.Row]] = []
+    holder: dict[str, LogStore] = {}
+
+    def script(messages: list[dict[str, str]]) -> str:
+        seen.append(turns(holder["store"]))
+        return f"科大讯飞董事长是刘庆峰。[{LIU_N}]"
+
+    core, store = await engine_for(FakeBackend(script))
+    holder["store"] = store
+    await core.ask(ask_msg("科大讯飞董事长是谁？"))
+    assert seen and [(r["question"], r["status"]) for r in seen[0]] == [("科大讯飞董事长是谁？", "pending")]
+
+
+# ---- reload --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def on_copy(tmp_path: Path) -> AsyncIterator:
+    """(content folder copy, backend, core) for tests that edit the content."""
+    import shutil
+
+    content = tmp_path / "content"
+    shutil.copytree(ROOT / "content", content)
+    backend = FakeBackend("")
+    core, store = await make_core(tmp_path, backend, content_dir=content)
+    yield content, backend, core
+    await store.close()
+
+
+def edit_article(content: Path) -> None:
+    text = (content / "article.txt").read_text(encoding="utf-8")
+    (content / "article.txt").write_text(text.replace("在别人的院子里建大楼", "在别人的院子里盖大楼"), encoding="utf-8")
+
+
+async def test_reload_recomputes_the_prefix_only_on_change(on_copy) -> None:
+    content, backend, core = on_copy
+    report = await core.reload()
+    assert report.ok and len(backend.warmed) == 1
+    edit_article(content)
+    report = await core.reload()
+    assert report.ok and report.changed == 1
+    assert len(backend.warmed) == 2 and "盖大楼" in backend.warmed[-1][0]["content"]
+    assert core.content.version == report.version != ARTICLE.version
+    for f in content.iterdir():
+        f.unlink()
+    report = await core.reload()
+    assert not report.ok and core.content.version == report.previous_version
+    assert len(backend.warmed) == 2
+
+
+async def test_new_content_is_served_only_after_the_model_has_read_it(on_copy) -> None:
+    content, backend, core = on_copy
+    before = core.content.version
+    seen_during_warm: list[str] = []
+
+    async def failing_warm(prefix, progress=None):  # type: ignore[no-untyped-def]
+        seen_during_warm.append(core.content.version)
+        raise RuntimeError("out of memory")
+
+    backend.warm = failing_warm  # type: ignore[method-assign]
+    edit_article(content)
+    report = await core.reload()
+    assert seen_during_warm == [before]  # the old version served while the new one was prepared
+    assert not report.ok and "out of memory" in (report.error or "")
+    assert core.content.version == before
+
+
