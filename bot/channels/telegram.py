@@ -269,7 +269,7 @@ class TelegramChannel:
             return
         if incoming := self.incoming(update):
             with suppress(Exception):
-                await self.core.note(incoming, "failed", type(context.error).__name__)
+                await self.core.note(incoming, "reply_failed", type(context.error).__name__)
         user = update.effective_user
         lang = "zh" if user and (user.language_code or "").lower().startswith("zh") else "en"
         await self._apologize(update.effective_chat.id, lang, self._open.pop(update.update_id, None))

@@ -237,7 +237,7 @@ class WecomChannel:
         except Exception as exc:
             log.exception("wecom: answering MsgId %s failed", msg.message_id)
             with contextlib.suppress(Exception):
-                await self.core.note(msg, "send_failed", type(exc).__name__)
+                await self.core.note(msg, "reply_failed", type(exc).__name__)
 
     async def _send(self, user: str, text: str) -> None:
         """Send a reply, split into parts of at most 2048 bytes."""
