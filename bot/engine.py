@@ -18,7 +18,7 @@ from bot.prompts import Prompts
 from bot.store import HistoryTurn, LogStore
 from bot.texts import language
 from bot.types import Citation, Delta, Event, Incoming, Passage, Queued, ReloadReport, Reply, Retract, Stats
-from bot.words import kind_noun
+from bot.words import HAN, kind_noun
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ class Engine:
             if isinstance(piece, str):
                 text += piece
         text = text.strip().splitlines()[0] if text.strip() else ""
-        text = re.sub(r"([\u3400-\u9fff]{2,})\s*[（(]\1[)）]", r"\1", text)  # "赵晓光（赵晓光）"
+        text = re.sub(rf"([{HAN}]{{2,}})\s*[（(]\1[)）]", r"\1", text)  # "赵晓光（赵晓光）"
         draft.earlier += f"[question] {text}\n---\n"
         # A translation that lost the question's Chinese names is worse than the annotated original.
         kept = all(name in text for name in re.findall(r"\(([^)]*)\)", annotated))

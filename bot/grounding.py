@@ -35,6 +35,8 @@ from bot.texts import language
 from bot.types import Passage, Reply
 from bot.words import (
     FRAME_NOUNS,
+    HAN,
+    HAN_RUN,
     asked_nouns,
     asks_quantity,
     bigrams,
@@ -48,7 +50,6 @@ from bot.words import (
 )
 
 _MARKER = re.compile(r"\s*[\[【](\d{1,3})[\]】]")
-_CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
 # Characters that carry grammar, not content: bigrams containing them say nothing about support.
 _FUNCTION_CHARS = set("的了是在和与及也都就而或把被将对为这那其之他她它们吗呢吧啊很更最并从向于以所着过个一有没不"
                       "什么哪谁怎几")
@@ -132,7 +133,7 @@ def _pinyin_index(version: str, text: str) -> dict[str, str]:
     """Toneless pinyin (no spaces) of every 2-4 character Chinese sequence, e.g. 'liuqingfeng' -> 刘庆峰."""
     del version  # part of the cache key only
     index: dict[str, str] = {}
-    for run in _CJK_RUN.findall(text):
+    for run in HAN_RUN.findall(text):
         syllables = lazy_pinyin(run)
         if len(syllables) != len(run):
             continue
@@ -174,7 +175,7 @@ def map_english(question: str, content: ContentSet, *, replace: bool = False) ->
 def english_names(text: str, content: ContentSet) -> dict[str, str]:
     """Chinese terms in `text` with an English spelling: from aliases.yaml, or pinyin from annotations."""
     out = {term: spelling for term, spelling in content.alias_names.items() if term in text}
-    for m in re.finditer(r"([A-Za-z][A-Za-z ]+?) \(([\u3400-\u9fff]+)\)", text):
+    for m in re.finditer(rf"([A-Za-z][A-Za-z ]+?) \(([{HAN}]+)\)", text):
         out.setdefault(m.group(2), m.group(1).title() if m.group(1).islower() else m.group(1))
     return out
 
@@ -188,7 +189,7 @@ def faithful(english: str, reply: Reply, content: ContentSet) -> bool:
     # A faithful English rendering takes well under one word per Chinese character; much more means
     # the model added its own prose ("a leading figure in the field of ...").
     answer = strip_markers(reply.text)
-    budget = len(_CJK_RUN.sub("", answer).split()) + sum(len(r) for r in _CJK_RUN.findall(answer))
+    budget = len(HAN_RUN.sub("", answer).split()) + sum(len(r) for r in HAN_RUN.findall(answer))
     return not added_numbers and not added_names and len(english.split()) <= max(8, budget)
 
 
@@ -216,7 +217,7 @@ def shared_spans(question: str, whole: str, min_len: int = 3) -> list[str]:
     They catch names the word segmenter splits or does not know (周鸿祎).
     """
     spans: list[str] = []
-    for run in _CJK_RUN.findall(question):
+    for run in HAN_RUN.findall(question):
         i = 0
         while i <= len(run) - min_len:
             j = i + min_len
@@ -247,7 +248,7 @@ def question_evidence(question: str, content: ContentSet, context: str = "") -> 
 
 def _cjk_bigrams(text: str) -> list[str]:
     out = []
-    for run in _CJK_RUN.findall(text):
+    for run in HAN_RUN.findall(text):
         out.extend(bg for bg in bigrams(run) if len(bg) == 2 and not (set(bg) & _FUNCTION_CHARS))
     return out
 
@@ -305,12 +306,12 @@ def _entities(version: str, text: str, extra: tuple[str, ...]) -> frozenset[str]
     for m in _SPEECH.finditer(text):
         for size in (3, 2):
             name = text[max(0, m.start() - size) : m.start()]
-            if len(name) == size and _CJK_RUN.fullmatch(name) and text.count(name) >= 3:
+            if len(name) == size and HAN_RUN.fullmatch(name) and text.count(name) >= 3:
                 found.add(name)
                 break
     from bot.words import _posseg
 
-    for run in _CJK_RUN.findall(text):
+    for run in HAN_RUN.findall(text):
         found.update(w for w, flag in _posseg(run) if flag in ("nr", "nt") and len(w) >= 2 and text.count(w) >= 2)
     return frozenset(found)
 
@@ -325,7 +326,7 @@ def question_entities(question: str, content: ContentSet) -> list[str]:
 
 
 _NEGATION = re.compile(r"(不|没有|没|未|并非|非|无)$")
-_YES_NO = re.compile(r"([\u4e00-\u9fff]{2})(?:了)?吗[？?]?\s*$")
+_YES_NO = re.compile(rf"([{HAN}]{{2}})(?:了)?吗[？?]?\s*$")
 
 
 def polarity_flipped(answer: str, question: str, text: str) -> str | None:
@@ -369,7 +370,7 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     another person or subject does not support the answer.
     """
     body = strip_markers(answer)
-    if not _CJK_RUN.search(body) and not latin_names(body):  # a bare "OpenAI" is checked like any name
+    if not HAN_RUN.search(body) and not latin_names(body):  # a bare "OpenAI" is checked like any name
         return Support(False, 0.0, [], [], "the draft is not in the content's language")
     chk = _checkable(body, question)
     topic, idf = _topic(question, content)

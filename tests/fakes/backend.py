@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator, Callable
 
 from bot.backends.base import BackendStats, Completion, ProgressFn
 from bot.types import Queued
+from bot.words import HAN
 
 Script = Callable[[list[dict[str, str]]], str]
 
 
 def tokens_of(text: str) -> list[str]:
     """Split text into small pieces the way a tokenizer roughly would (a CJK char or a word)."""
-    return re.findall(r"[\u3400-\u9fff]|\s*[^\s\u3400-\u9fff]+|\s+", text)
+    return re.findall(rf"[{HAN}]|\s*[^\s{HAN}]+|\s+", text)
 
 
 class FakeBackend:
