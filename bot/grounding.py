@@ -23,14 +23,13 @@ question it does not answer, and an answer that copies a passage but swaps its s
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from pypinyin import lazy_pinyin
 
-from bot.knowledge import ContentSet
+from bot.knowledge import ContentSet, idf_weights
 from bot.texts import language
 from bot.types import Passage, Reply
 from bot.words import (
@@ -274,12 +273,7 @@ def _coverage(items: list[str], text: str) -> float:
 @lru_cache(maxsize=8)
 def _idf_table(version: str, texts: tuple[str, ...]) -> dict[str, float]:
     del version  # part of the cache key only
-    df: dict[str, int] = {}
-    for t in texts:
-        for bg in set(_cjk_bigrams(t)):
-            df[bg] = df.get(bg, 0) + 1
-    n = len(texts)
-    return {bg: math.log(1 + (n - c + 0.5) / (c + 0.5)) for bg, c in df.items()}
+    return idf_weights([set(_cjk_bigrams(t)) for t in texts])
 
 
 def _topic(question: str, content: ContentSet) -> tuple[list[str], dict[str, float]]:

@@ -11,6 +11,7 @@ import logging
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,15 @@ class ContentSet:
         return sum(len(p.text) for p in self.passages)
 
 
+def idf_weights(docs: Sequence[Iterable[str]]) -> dict[str, float]:
+    """BM25's inverse document frequency of every term, given each document's distinct terms."""
+    df: Counter[str] = Counter()
+    for doc in docs:
+        df.update(doc)
+    n = len(docs)
+    return {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
+
+
 class Bm25:
     """Okapi BM25 over pre-tokenised documents."""
 
@@ -79,11 +89,7 @@ class Bm25:
         self.tfs = [Counter(d) for d in docs]
         self.lens = [len(d) for d in docs]
         self.avg = (sum(self.lens) / len(docs)) if docs else 1.0
-        df: Counter[str] = Counter()
-        for tf in self.tfs:
-            df.update(tf.keys())
-        n = len(docs)
-        self.idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
+        self.idf = idf_weights([tf.keys() for tf in self.tfs])
 
     def scores(self, query: list[str]) -> list[float]:
         """BM25 score of every document for the query terms."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.errors import ContentError
-from bot.knowledge import Knowledge, clean, load, passage_id
+from bot.knowledge import Bm25, Knowledge, clean, idf_weights, load, passage_id
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENT = ROOT / "content"
@@ -198,6 +198,13 @@ def test_retrieval_ranks_by_the_question_and_omits_non_matches() -> None:
     scores = [s for _, s in cs.retrieve("赵晓光 成果转化", 5)]
     assert scores == sorted(scores, reverse=True)
     assert cs.retrieve("zzzqqq", 5) == []
+
+
+def test_idf_weights_rank_rare_terms_higher() -> None:
+    weights = idf_weights([{"a", "b"}, {"a"}, {"a", "c"}])
+    assert weights["b"] == weights["c"] > weights["a"] > 0
+    docs = [["a", "b", "a"], ["a"]]
+    assert Bm25(docs).idf == idf_weights([set(d) for d in docs])
 
 
 def test_by_id() -> None:
