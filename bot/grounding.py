@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 
-from pypinyin import lazy_pinyin
-
-from bot.knowledge import ContentSet, idf_weights
+from bot.knowledge import ContentSet
 from bot.texts import language
 from bot.types import Passage, Reply
 from bot.words import (
@@ -38,7 +35,7 @@ from bot.words import (
     HAN_RUN,
     asked_nouns,
     asks_quantity,
-    bigrams,
+    content_bigrams,
     has_numeral,
     key_terms,
     kind_noun,
@@ -49,9 +46,6 @@ from bot.words import (
 )
 
 _MARKER = re.compile(r"\s*[\[【](\d{1,3})[\]】]")
-# Characters that carry grammar, not content: bigrams containing them say nothing about support.
-_FUNCTION_CHARS = set("的了是在和与及也都就而或把被将对为这那其之他她它们吗呢吧啊很更最并从向于以所着过个一有没不"
-                      "什么哪谁怎几")
 _DECLINE = re.compile(
     r"(没有提到|未提到|没有提及|未提及|没有说明|未说明|没有涉及|未涉及|无法回答|无法从文章|没有相关信息|没有给出|"
     r"未给出|只能回答与这篇文章|does not (say|mention|state|provide|specify)|doesn't (say|mention)|"
@@ -127,28 +121,13 @@ def markers(text: str) -> list[int]:
     return list(dict.fromkeys(int(m) for m in _MARKER.findall(text)))
 
 
-@lru_cache(maxsize=8)
-def _pinyin_index(version: str, text: str) -> dict[str, str]:
-    """Toneless pinyin (no spaces) of every 2-4 character Chinese sequence, e.g. 'liuqingfeng' -> 刘庆峰."""
-    del version  # part of the cache key only
-    index: dict[str, str] = {}
-    for run in HAN_RUN.findall(text):
-        syllables = lazy_pinyin(run)
-        if len(syllables) != len(run):
-            continue
-        for n in (2, 3, 4):
-            for i in range(len(run) - n + 1):
-                index.setdefault("".join(syllables[i : i + n]).lower(), run[i : i + n])
-    return index
-
-
 def map_english(question: str, content: ContentSet, *, replace: bool = False) -> str:
     """Annotate other-language names with the content's spelling: 'Zhao Xiaoguang (赵晓光)', 'iFlytek (科大讯飞)'.
 
     Known spellings come from the content's aliases.yaml; person names are matched by their pinyin.
     With `replace`, the content's spelling stands instead of the original ('Who is 赵晓光?').
     """
-    pinyin = _pinyin_index(content.version, "\n".join(p.text for p in content.passages))
+    pinyin = content.pinyin
     spans = [(m.start(), m.end(), m.group(0))
              for m in re.finditer(r"[A-Za-z0-9](?:[A-Za-z0-9-]|'(?!s\b))*", question)]  # not the possessive 's
     out, i, pos = [], 0, 0
@@ -196,7 +175,7 @@ def _occurs(term: str, haystack: str) -> bool:
     return term.lower() in haystack
 
 
-def _terms_of(question: str, content: ContentSet, whole: str) -> tuple[list[str], list[str]]:
+def _terms_of(question: str, content: ContentSet) -> tuple[list[str], list[str]]:
     """(key terms, nouns) of a question; an English one counts only the terms it shares with the content.
 
     English words without a mapping (aliases.yaml, pinyin) cannot be judged against Chinese text, so
@@ -206,7 +185,7 @@ def _terms_of(question: str, content: ContentSet, whole: str) -> tuple[list[str]
     if language(question) == "zh":
         return key_terms(mapped), noun_terms(mapped)
     named = re.findall(r"\(([^)]*)\)", mapped)
-    latin = sorted(w for w in latin_names(question) | numbers(question) if w in whole)
+    latin = sorted(w for w in latin_names(question) | numbers(question) if w in content.whole)
     return list(dict.fromkeys(named + latin)), named
 
 
@@ -232,10 +211,10 @@ def shared_spans(question: str, whole: str, min_len: int = 3) -> list[str]:
 
 def question_evidence(question: str, content: ContentSet, context: str = "") -> Evidence:
     """Which key terms of the question (plus follow-up context) occur in the content, and where together."""
-    whole = "\n".join(p.section + " " + p.text for p in content.passages).lower()
-    terms, nouns = _terms_of(question, content, whole)
+    whole = content.whole
+    terms, nouns = _terms_of(question, content)
     if context and len(terms) < 2:
-        more, _ = _terms_of(context, content, whole)
+        more, _ = _terms_of(context, content)
         terms += [t for t in more if t not in terms]
     found = [t for t in terms if _occurs(t, whole)]
     found += [t for t in shared_spans(question, whole) if t not in found and not any(t in f for f in found)]
@@ -244,12 +223,6 @@ def question_evidence(question: str, content: ContentSet, context: str = "") -> 
     query = map_english(question, content) + (" " + context if context else "")
     asked = [n for n in asked_nouns(question) if n not in whole and n not in FRAME_NOUNS]
     return Evidence(terms, found, missing, query, missing_terms, asked)
-
-def _cjk_bigrams(text: str) -> list[str]:
-    out = []
-    for run in HAN_RUN.findall(text):
-        out.extend(bg for bg in bigrams(run) if len(bg) == 2 and not (set(bg) & _FUNCTION_CHARS))
-    return out
 
 
 @dataclass
@@ -261,8 +234,8 @@ class _Checkable:
 
 
 def _checkable(body: str, question: str) -> _Checkable:
-    asked = set(_cjk_bigrams(question))
-    claims = [bg for bg in _cjk_bigrams(body) if bg not in asked]
+    asked = set(content_bigrams(question))
+    claims = [bg for bg in content_bigrams(body) if bg not in asked]
     return _Checkable(claims, numbers(body) | latin_names(body, every_word=True))
 
 
@@ -270,17 +243,10 @@ def _coverage(items: list[str], text: str) -> float:
     return sum(1 for c in items if c in text) / len(items) if items else 0.0
 
 
-@lru_cache(maxsize=8)
-def _idf_table(version: str, texts: tuple[str, ...]) -> dict[str, float]:
-    del version  # part of the cache key only
-    return idf_weights([set(_cjk_bigrams(t)) for t in texts])
-
-
 def _topic(question: str, content: ContentSet) -> tuple[list[str], dict[str, float]]:
     """The question's Chinese bigrams that occur in the content, and their IDF weights."""
-    texts = tuple(p.section + p.text for p in content.passages)
-    idf = _idf_table(content.version, texts)
-    return [bg for bg in dict.fromkeys(_cjk_bigrams(map_english(question, content))) if bg in idf], idf
+    idf = content.bigram_idf
+    return [bg for bg in dict.fromkeys(content_bigrams(map_english(question, content))) if bg in idf], idf
 
 
 def _weighted(topic: list[str], idf: dict[str, float], text: str) -> float:
@@ -288,34 +254,9 @@ def _weighted(topic: list[str], idf: dict[str, float], text: str) -> float:
     return sum(idf[b] for b in topic if b in text) / total if total else 1.0
 
 
-_SPEECH = re.compile(r"(?=(认为|表示|建议|介绍|指出|谈到|看来|提到|注意到))")
-
-
-@lru_cache(maxsize=8)
-def _entities(version: str, text: str, extra: tuple[str, ...]) -> frozenset[str]:
-    """Names of people and organisations in the content: recurring speakers (the two or three characters
-    before 认为/表示/建议…), words the segmenter tags as person or organisation names, and alias terms."""
-    del version  # part of the cache key only
-    found: set[str] = set(extra)
-    for m in _SPEECH.finditer(text):
-        for size in (3, 2):
-            name = text[max(0, m.start() - size) : m.start()]
-            if len(name) == size and HAN_RUN.fullmatch(name) and text.count(name) >= 3:
-                found.add(name)
-                break
-    from bot.words import _posseg
-
-    for run in HAN_RUN.findall(text):
-        found.update(w for w, flag in _posseg(run) if flag in ("nr", "nt") and len(w) >= 2 and text.count(w) >= 2)
-    return frozenset(found)
-
-
 def question_entities(question: str, content: ContentSet) -> list[str]:
     """The content's names of people and organisations that the question mentions."""
-    text = "\n".join(p.section + p.text for p in content.passages)
-    # Aliases with a capitalised spelling are names (iFlytek); lower-case ones are terms (chairman).
-    proper = tuple(term for term, spelling in content.alias_names.items() if spelling[:1].isupper())
-    names = [e for e in _entities(content.version, text, proper) if e in question]
+    names = [e for e in content.entities if e in question]
     return [e for e in names if not any(e != other and e in other for other in names)]
 
 
@@ -407,8 +348,8 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
                           if not (number_in(h, joined) if h in body_numbers else h in joined.lower()))
     if missing_hard:
         return fail(f"not in the cited text: {', '.join(missing_hard)}", missing_hard)
-    anchors = (numbers(question) & numbers(text(list(content.passages)))) | \
-        (latin_names(question) & latin_names(text(list(content.passages))))
+    # Numbers and Latin-script names never overlap, so one set of the content's serves both.
+    anchors = (numbers(question) | latin_names(question)) & content.anchors
     unanchored = sorted(a for a in anchors if a not in numbers(joined) | latin_names(joined))
     if unanchored:
         return fail(f"the cited text does not mention {', '.join(unanchored)} from the question", unanchored)

@@ -41,6 +41,19 @@ def bigrams(run: str) -> list[str]:
     return [run] if len(run) < 2 else [run[i : i + 2] for i in range(len(run) - 1)]
 
 
+# Characters that carry grammar, not content: bigrams containing them say nothing about support.
+_FUNCTION_CHARS = set("的了是在和与及也都就而或把被将对为这那其之他她它们吗呢吧啊很更最并从向于以所着过个一有没不"
+                      "什么哪谁怎几")
+
+
+def content_bigrams(text: str) -> list[str]:
+    """The Chinese bigrams of a text that carry content (no function character), in order."""
+    out = []
+    for run in HAN_RUN.findall(text):
+        out.extend(bg for bg in bigrams(run) if len(bg) == 2 and not (set(bg) & _FUNCTION_CHARS))
+    return out
+
+
 def terms(text: str) -> list[str]:
     """Index terms: lower-cased Latin words and numbers, Chinese character bigrams and jieba words."""
     out = [m.group(0).lower() for m in _LATIN.finditer(text)]
@@ -51,7 +64,8 @@ def terms(text: str) -> list[str]:
 
 
 @lru_cache(maxsize=4096)
-def _posseg(run: str) -> tuple[tuple[str, str], ...]:
+def posseg(run: str) -> tuple[tuple[str, str], ...]:
+    """jieba's (word, part-of-speech flag) pairs for a Chinese run, cached."""
     return tuple((w.word, w.flag) for w in jieba.posseg.cut(run))
 
 
@@ -63,7 +77,7 @@ def key_terms(question: str) -> list[str]:
         if w not in EN_STOP and len(w) > 1:
             found.append(w)
     for run in HAN_RUN.findall(question):
-        for word, flag in _posseg(run):
+        for word, flag in posseg(run):
             if word in CJK_STOP or len(word) < 2:
                 continue
             # Everything but pronouns, conjunctions, prepositions, particles, adverbs and interjections.
@@ -89,7 +103,7 @@ def noun_terms(question: str) -> list[str]:
     found = [m.group(0).lower() for m in _LATIN.finditer(question)
              if m.group(0).lower() not in EN_STOP and len(m.group(0)) > 1]
     for run in HAN_RUN.findall(question):
-        found += [w for w, flag in _posseg(run) if flag.startswith("n") and len(w) >= 2 and w not in CJK_STOP]
+        found += [w for w, flag in posseg(run) if flag.startswith("n") and len(w) >= 2 and w not in CJK_STOP]
     return found
 
 
@@ -114,7 +128,7 @@ def asked_nouns(question: str) -> list[str]:
     found: list[str] = []
     for pattern, pick in ((_ASKS_AFTER, 0), (_ASKS_BEFORE, -1)):
         for m in pattern.finditer(question):
-            words = _posseg(m.group(1))
+            words = posseg(m.group(1))
             word, flag = words[pick] if words else ("", "")
             if flag.startswith("n") and len(word) >= 2 and word not in found:
                 found.append(word)

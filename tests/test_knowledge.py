@@ -207,6 +207,19 @@ def test_idf_weights_rank_rare_terms_higher() -> None:
     assert Bm25(docs).idf == idf_weights([set(d) for d in docs])
 
 
+def test_load_builds_the_grounding_tables_once_per_version(content_copy: Path) -> None:
+    cs = load(content_copy)
+    assert cs.pinyin["liuqingfeng"] == "刘庆峰" and cs.pinyin["zhouhongyi"] == "周鸿祎"
+    assert {"刘庆峰", "周鸿祎", "赵晓光", "江浩然"} <= cs.entities
+    assert {"chatgpt", "openai", "360"} <= cs.anchors
+    assert "chatgpt" in cs.whole and "ChatGPT" not in cs.whole
+    assert cs.bigram_idf["发电"] > cs.bigram_idf["人工"] > 0
+    edit(content_copy / "article.txt", "在别人的院子里建大楼", "在别人的院子里建摩天楼")
+    new = load(content_copy)
+    assert "摩天" in new.bigram_idf and "摩天" in new.whole and new.pinyin["motian"] == "摩天"
+    assert "摩天" not in cs.bigram_idf and "motian" not in cs.pinyin  # the old version's tables are untouched
+
+
 def test_by_id() -> None:
     cs = load(CONTENT)
     p = cs.passages[5]
