@@ -26,9 +26,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from bot.citations import strip_markers
 from bot.knowledge import ContentSet
 from bot.texts import language
-from bot.types import Passage, Reply
+from bot.translation import map_english
+from bot.types import Passage
 from bot.words import (
     FRAME_NOUNS,
     HAN,
@@ -45,7 +47,6 @@ from bot.words import (
     numbers,
 )
 
-_MARKER = re.compile(r"\s*[\[【](\d{1,3})[\]】]")
 _DECLINE = re.compile(
     r"(没有提到|未提到|没有提及|未提及|没有说明|未说明|没有涉及|未涉及|无法回答|无法从文章|没有相关信息|没有给出|"
     r"未给出|只能回答与这篇文章|does not (say|mention|state|provide|specify)|doesn't (say|mention)|"
@@ -109,66 +110,6 @@ def is_injection(question: str) -> bool:
 def model_declined(answer: str) -> bool:
     """The model said the article does not cover the question."""
     return bool(_DECLINE.search(answer))
-
-
-def strip_markers(text: str) -> str:
-    """The answer without its [n] citation markers."""
-    return _MARKER.sub("", text)
-
-
-def markers(text: str) -> list[int]:
-    """The passage numbers cited in the text, in order of first appearance."""
-    return list(dict.fromkeys(int(m) for m in _MARKER.findall(text)))
-
-
-def map_english(question: str, content: ContentSet, *, replace: bool = False) -> str:
-    """Annotate other-language names with the content's spelling: 'Zhao Xiaoguang (赵晓光)', 'iFlytek (科大讯飞)'.
-
-    Known spellings come from the content's aliases.yaml; person names are matched by their pinyin.
-    With `replace`, the content's spelling stands instead of the original ('Who is 赵晓光?').
-    """
-    pinyin = content.pinyin
-    spans = [(m.start(), m.end(), m.group(0))
-             for m in re.finditer(r"[A-Za-z0-9](?:[A-Za-z0-9-]|'(?!s\b))*", question)]  # not the possessive 's
-    out, i, pos = [], 0, 0
-    while i < len(spans):
-        for size in (6, 5, 4, 3, 2, 1):
-            group = spans[i : i + size]
-            if len(group) < size:
-                continue
-            phrase = question[group[0][0] : group[-1][1]].lower()
-            joined = "".join(w for _, _, w in group).lower()
-            by_pinyin = pinyin.get(joined) if len(joined) >= 5 and joined.isalpha() else None
-            name = content.aliases.get(phrase) or by_pinyin
-            if name and name.lower() != phrase:
-                out.append(question[pos : group[0][0]] + name if replace
-                           else question[pos : group[-1][1]] + f" ({name})")
-                pos, i = group[-1][1], i + size
-                break
-        else:
-            i += 1
-    return "".join(out) + question[pos:]
-
-
-def english_names(text: str, content: ContentSet) -> dict[str, str]:
-    """Chinese terms in `text` with an English spelling: from aliases.yaml, or pinyin from annotations."""
-    out = {term: spelling for term, spelling in content.alias_names.items() if term in text}
-    for m in re.finditer(rf"([A-Za-z][A-Za-z ]+?) \(([{HAN}]+)\)", text):
-        out.setdefault(m.group(2), m.group(1).title() if m.group(1).islower() else m.group(1))
-    return out
-
-
-def faithful(english: str, reply: Reply, content: ContentSet) -> bool:
-    """A translation adds no number or Latin-script name that the checked answer and its passages lack."""
-    source = reply.text + "".join(c.section + c.text for c in reply.citations)
-    known = source.lower() + " " + " ".join(content.alias_names.values()).lower() + " " + " ".join(content.aliases)
-    added_numbers = [n for n in numbers(english) if not number_in(n, source)]
-    added_names = [w for w in latin_names(english) if w not in known]
-    # A faithful English rendering takes well under one word per Chinese character; much more means
-    # the model added its own prose ("a leading figure in the field of ...").
-    answer = strip_markers(reply.text)
-    budget = len(HAN_RUN.sub("", answer).split()) + sum(len(r) for r in HAN_RUN.findall(answer))
-    return not added_numbers and not added_names and len(english.split()) <= max(8, budget)
 
 
 def _occurs(term: str, haystack: str) -> bool:

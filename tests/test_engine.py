@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.engine import Engine, MarkerRenumber
+from bot.engine import Engine
 from bot.errors import BotError
 from bot.knowledge import load
 from bot.prompts import Prompts
@@ -436,25 +436,3 @@ async def test_new_content_is_served_only_after_the_model_has_read_it(on_copy) -
     assert seen_during_warm == [before]  # the old version served while the new one was prepared
     assert not report.ok and "out of memory" in (report.error or "")
     assert engine.content_version == before
-
-
-# ---- MarkerRenumber ------------------------------------------------------------------------------
-
-
-def test_marker_renumber_across_split_pieces() -> None:
-    r = MarkerRenumber()
-    shown = [r.feed(p) for p in ("周鸿祎认为", "[", "1", "2]", "是拐点", "[", "3]", "，也像发电厂[1", "2]。")]
-    out = "".join(shown) + r.flush()
-    assert out == "周鸿祎认为[1]是拐点[2]，也像发电厂[1]。"
-    assert r.order == [12, 3]
-    # An unfinished marker is held back, not shown half.
-    assert shown[1] == "" and shown[2] == ""
-
-
-def test_marker_renumber_fullwidth_and_non_markers() -> None:
-    r = MarkerRenumber()
-    out = r.feed("见【7】和[7]，") + r.feed("[注意这不是一个编号]") + r.feed("以及[x]") + r.flush()
-    assert out == "见[1]和[1]，[注意这不是一个编号]以及[x]"
-    r = MarkerRenumber()
-    assert r.feed("结尾[") == "结尾"
-    assert r.flush() == "["

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.channels.common import format_sources
+from bot.citations import strip_markers
 from bot.engine import Engine
-from bot.grounding import strip_markers
 from bot.texts import help_text, language, message
 from bot.types import Delta, Incoming, Queued, Reply, Retract
 
