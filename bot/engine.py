@@ -284,7 +284,7 @@ class Engine:
     def _finish(self, msg: Incoming, content: ContentSet, draft: _Draft, completion: Completion,
                 question: str, evidence: grounding.Evidence) -> Reply:
         answer = draft.text.strip()
-        if not answer or grounding.model_declined(answer):
+        if not answer or grounding.model_declined(answer, self.prompts.declines):
             reply = self._decline(msg, content, draft, "decline", "the model found no answer in the content")
         else:
             cited = [content.passages[k - 1] for k in markers(answer) if 0 < k <= len(content.passages)]

@@ -15,7 +15,8 @@ on evidence in the text:
    Three shape checks catch wrong readings built from true words, measured on the dev and fresh sets:
    a "what kind of N" answer must qualify N as the passage does (人大代表, not 刘庆峰代表…), a yes/no
    answer must keep the passage's polarity (并不落后), and a 多少/几 question needs a number.
-3. The model's own "the article does not say" is honoured (`model_declined`).
+3. The model's own "the article does not say" is honoured (`model_declined`, with the phrases of
+   prompts/model_declines.txt).
 
 Still missed (held-out sets, closing note of issue 3): a true sentence of the right passage given for a
 question it does not answer, and an answer that copies a passage but swaps its subject.
@@ -47,12 +48,6 @@ from bot.words import (
     numbers,
 )
 
-_DECLINE = re.compile(
-    r"(没有提到|未提到|没有提及|未提及|没有说明|未说明|没有涉及|未涉及|无法回答|无法从文章|没有相关信息|没有给出|"
-    r"未给出|只能回答与这篇文章|does not (say|mention|state|provide|specify)|doesn't (say|mention)|"
-    r"not (mentioned|stated|specified)|no information|cannot answer|can't answer|only answer questions about)",
-    re.IGNORECASE,
-)
 _INJECTION = re.compile(
     r"(忽略|无视|忘记|忘掉).{0,8}(指令|指示|规则|提示|设定|要求)|(系统|system)\s*(提示|prompt)|"
     r"ignore (all |any |the )?(previous|prior|above|earlier)? ?(instructions|rules|prompts?)|"
@@ -107,9 +102,9 @@ def is_injection(question: str) -> bool:
     return bool(_INJECTION.search(question))
 
 
-def model_declined(answer: str) -> bool:
-    """The model said the article does not cover the question."""
-    return bool(_DECLINE.search(answer))
+def model_declined(answer: str, declines: re.Pattern[str]) -> bool:
+    """The model said the article does not cover the question: `declines` (Prompts.declines) occurs in it."""
+    return bool(declines.search(answer))
 
 
 def _occurs(term: str, haystack: str) -> bool:

@@ -6,6 +6,7 @@ import pytest
 
 from bot import grounding
 from bot.knowledge import ContentSet, load
+from bot.prompts import Prompts
 from tests.helpers import ROOT
 
 
@@ -149,7 +150,7 @@ def test_ordinary_questions_are_not_injection(text: str) -> None:
 @pytest.mark.parametrize("text,declined", [("文章中没有提到。", True), ("The article does not say.", True),
                                            ("刘庆峰是科大讯飞董事长[1]。", False)])
 def test_model_declines_are_recognised(text: str, declined: bool) -> None:
-    assert grounding.model_declined(text) is declined
+    assert grounding.model_declined(text, Prompts().declines) is declined
 
 
 @pytest.mark.parametrize("question,answer", [
