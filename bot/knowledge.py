@@ -314,7 +314,7 @@ def diff(old: ContentSet, new: ContentSet, error: str | None = None) -> ReloadRe
 
 
 class Knowledge:
-    """The content currently served; `reload()` swaps in a new version only once it is fully loaded."""
+    """The content currently served; `prepare()` loads a new version, which the caller then serves."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -330,11 +330,3 @@ class Knowledge:
             return ReloadReport(ok=False, version=old.version, previous_version=old.version,
                                 passages=len(old.passages), error=str(exc)), None
         return diff(old, new), new
-
-    def reload(self) -> tuple[ReloadReport, bool]:
-        """Load again and serve the result; on failure keep serving the old content. (report, changed)."""
-        report, new = self.prepare()
-        if new is None:
-            return report, False
-        changed, self.current = new.version != self.current.version, new
-        return report, changed
