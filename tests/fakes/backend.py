@@ -6,7 +6,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 
-from bot.backends.base import BackendStats, Completion, ProgressFn
+from bot.backends.base import Completion, ProgressFn
 from bot.types import Queued
 from bot.words import HAN
 
@@ -24,7 +24,6 @@ class FakeBackend:
     def __init__(self, answer: str | Script = "", *, delay: float = 0.0, model_name: str = "fake-model",
                  fail_after: int | None = None) -> None:
         self.model_name = model_name
-        self.stats = BackendStats()
         self.answer = answer
         self.delay = delay
         self.fail_after = fail_after
@@ -35,7 +34,6 @@ class FakeBackend:
 
     async def warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None = None) -> None:
         self.warmed.append(prefix)
-        self.stats.prefix_source = "computed"
         if progress:
             progress(1, 1)
 
@@ -47,7 +45,6 @@ class FakeBackend:
                 yield Queued(self._waiting - 1)
             async with self._lock:
                 self.calls.append(messages)
-                self.stats.requests += 1
                 text = self.answer(messages) if callable(self.answer) else self.answer
                 pieces = tokens_of(text)
                 for i, piece in enumerate(pieces):
