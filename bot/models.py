@@ -45,7 +45,6 @@ CATALOG: dict[str, ModelSpec] = {
                   "0.9.0", 6, 491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
     )
 }
-DEFAULT_MODEL = "qwen2.5-coder-1.5b"
 
 
 @dataclass(frozen=True)
