@@ -279,26 +279,33 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
         return fail(f"only {score:.0%} of the answer is in the cited text", [c for c in chk.claims if c not in joined])
     if not any(anchored(p) for p in useful) or not all(n in joined for n in named):
         return fail("no cited passage is about what the question asks", topic)
+    if misstated := _misstated(body, question, content, joined, chk.hard, missing_terms):
+        return fail(*misstated)
+    return Support(True, score, useful, [c for c in chk.claims if c not in joined])
+
+
+def _misstated(body: str, question: str, content: ContentSet, joined: str, hard: set[str],
+               missing_terms: list[str] | tuple[str, ...]) -> tuple[str, list[str]] | None:
+    """The first way the answer goes beyond or against the cited text `joined`: (reason, words), or None."""
     body_numbers = numbers(body)
-    missing_hard = sorted(h for h in chk.hard
-                          if not (number_in(h, joined) if h in body_numbers else h in joined.lower()))
+    missing_hard = sorted(h for h in hard if not (number_in(h, joined) if h in body_numbers else h in joined.lower()))
     if missing_hard:
-        return fail(f"not in the cited text: {', '.join(missing_hard)}", missing_hard)
+        return f"not in the cited text: {', '.join(missing_hard)}", missing_hard
     # Numbers and Latin-script names never overlap, so one set of the content's serves both.
     anchors = (numbers(question) | latin_names(question)) & content.anchors
     unanchored = sorted(a for a in anchors if a not in numbers(joined) | latin_names(joined))
     if unanchored:
-        return fail(f"the cited text does not mention {', '.join(unanchored)} from the question", unanchored)
+        return f"the cited text does not mention {', '.join(unanchored)} from the question", unanchored
     # Restating a question word the content never uses ("文心一言是恒银…") asserts what the text cannot
     # support; this also fails an answer that only repeats a question's premise, the safer mistake.
     asserted = [t for t in missing_terms if t.lower() in body.lower()]
     if asserted:
-        return fail(f"the answer states {', '.join(asserted)}, which the content never mentions", asserted)
+        return f"the answer states {', '.join(asserted)}, which the content never mentions", asserted
     if flipped := polarity_flipped(body, question, joined):
-        return fail(f"the cited text says the opposite about {flipped}", [flipped])
+        return f"the cited text says the opposite about {flipped}", [flipped]
     noun = kind_noun(question)
     if noun and noun in joined and not names_kind(body, question, noun, joined):
-        return fail(f"the answer does not say which {noun}, as the cited text does", [noun])
+        return f"the answer does not say which {noun}, as the cited text does", [noun]
     if asks_quantity(question) and not has_numeral(body):
-        return fail("the question asks for a number and the answer gives none", [])
-    return Support(True, score, useful, [c for c in chk.claims if c not in joined])
+        return "the question asks for a number and the answer gives none", []
+    return None

@@ -82,6 +82,7 @@ class ContentSet:
 
     @property
     def text_chars(self) -> int:
+        """Characters of passage text in this version."""
         return sum(len(p.text) for p in self.passages)
 
 

@@ -33,6 +33,7 @@ class ModelSpec:
     sha256: str
 
     def wheel_name(self, n: int) -> str:
+        """The file name of chunk package `n`'s wheel."""
         return f"{self.package.format(n=n).replace('-', '_')}-{self.version}-py3-none-any.whl"
 
 
