@@ -8,14 +8,15 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from bot import grounding
+from bot import grounding, translation
 from bot.backends.base import Backend, Completion, ProgressFn
+from bot.citations import MarkerRenumber, cite, markers, strip_markers
 from bot.config import Config
 from bot.knowledge import ContentSet
 from bot.prompts import Prompts
 from bot.texts import language
 from bot.types import Citation, Delta, Event, HistoryTurn, Incoming, Passage, Queued, Reply, Retract
-from bot.words import kind_noun
+from bot.words import HAN, kind_noun
 
 log = logging.getLogger(__name__)
 
@@ -33,48 +34,6 @@ class _Draft:
         """Set the current draft aside before a new attempt."""
         self.earlier += self.text + "\n---\n"
         self.text = ""
-
-
-class MarkerRenumber:
-    """Rewrites the model's passage markers ([12]) into display order ([1]) while text streams."""
-
-    def __init__(self) -> None:
-        self.order: list[int] = []
-        self._pending = ""
-
-    def feed(self, piece: str) -> str:
-        """Return the text that can be shown now; a possibly unfinished marker is held back."""
-        self._pending += piece
-        out = []
-        while self._pending:
-            start = min((i for i in (self._pending.find("["), self._pending.find("【")) if i >= 0), default=-1)
-            if start < 0:
-                out.append(self._pending)
-                self._pending = ""
-                break
-            out.append(self._pending[:start])
-            rest = self._pending[start:]
-            end = next((i for i, ch in enumerate(rest) if ch in "]】"), -1)
-            if end < 0:
-                if len(rest) > 5:  # not a marker after all
-                    out.append(rest)
-                    rest = ""
-                self._pending = rest
-                break
-            inner = rest[1:end]
-            out.append(self._display(int(inner)) if inner.isdigit() else rest[: end + 1])
-            self._pending = rest[end + 1 :]
-        return "".join(out)
-
-    def flush(self) -> str:
-        """Whatever is still held back."""
-        rest, self._pending = self._pending, ""
-        return rest
-
-    def _display(self, k: int) -> str:
-        if k not in self.order:
-            self.order.append(k)
-        return f"[{self.order.index(k) + 1}]"
 
 
 class Engine:
@@ -184,8 +143,8 @@ class Engine:
 
     async def _to_chinese(self, question: str, content: ContentSet, draft: _Draft) -> str:
         """The English question in Chinese, names spelled as the content has them (hidden from the user)."""
-        annotated = grounding.map_english(question, content)
-        mixed = grounding.map_english(question, content, replace=True)
+        annotated = translation.map_english(question, content)
+        mixed = translation.map_english(question, content, replace=True)
         messages = [{"role": "system", "content": self._system_message(content, with_passages=self._prefix_mode)},
                     {"role": "user", "content": self.prompts.render("translate_zh", question=mixed)}]
         text = ""
@@ -193,7 +152,7 @@ class Engine:
             if isinstance(piece, str):
                 text += piece
         text = text.strip().splitlines()[0] if text.strip() else ""
-        text = re.sub(r"([\u3400-\u9fff]{2,})\s*[（(]\1[)）]", r"\1", text)  # "赵晓光（赵晓光）"
+        text = re.sub(rf"([{HAN}]{{2,}})\s*[（(]\1[)）]", r"\1", text)  # "赵晓光（赵晓光）"
         draft.earlier += f"[question] {text}\n---\n"
         # A translation that lost the question's Chinese names is worse than the annotated original.
         kept = all(name in text for name in re.findall(r"\(([^)]*)\)", annotated))
@@ -202,8 +161,8 @@ class Engine:
     async def _translate(self, msg: Incoming, content: ContentSet, reply: Reply, draft: _Draft,
                          completion: Completion, question: str) -> AsyncIterator[Event]:
         """Stream the checked Chinese answer in English; its [n] markers go at the end."""
-        source = grounding.strip_markers(reply.text)
-        names = grounding.english_names(source + " " + grounding.map_english(question, content), content)
+        source = strip_markers(reply.text)
+        names = translation.english_names(source + " " + translation.map_english(question, content), content)
         glossary = "；".join(f"{zh} = {en}" for zh, en in names.items()) or "-"
         messages = [{"role": "system", "content": self._system_message(content, with_passages=self._prefix_mode)},
                     {"role": "user", "content": self.prompts.render("translate_en", answer=source,
@@ -212,9 +171,9 @@ class Engine:
         async for event in self._generate(messages, msg.conversation_key, draft, completion):
             yield event
         marks = "".join(f"[{c.n}]" for c in reply.citations)
-        english = grounding.strip_markers(draft.text).strip()
+        english = strip_markers(draft.text).strip()
         english = re.sub(r"^[^.!?]*\?\s*", "", english) or english  # the model sometimes repeats the question
-        if english and grounding.language(english) == "en" and grounding.faithful(english, reply, content):
+        if english and grounding.language(english) == "en" and translation.faithful(english, reply, content):
             reply.text = english.rstrip(".") + marks + "."
             if marks:
                 yield Delta(marks)
@@ -241,7 +200,7 @@ class Engine:
         messages = [{"role": "system", "content": self._system_message(content, with_passages=self._prefix_mode)}]
         for turn in history:
             messages.append({"role": "user", "content": turn.question})
-            messages.append({"role": "assistant", "content": grounding.strip_markers(turn.answer)})
+            messages.append({"role": "assistant", "content": strip_markers(turn.answer)})
         if not self._prefix_mode and not quoted:
             quoted = [p for p, _ in content.retrieve(question, self.cfg.content.retrieve_top_k)]
         if quoted:
@@ -262,10 +221,10 @@ class Engine:
     def _finish(self, msg: Incoming, content: ContentSet, draft: _Draft, completion: Completion,
                 question: str, evidence: grounding.Evidence) -> Reply:
         answer = draft.text.strip()
-        if not answer or grounding.model_declined(answer):
+        if not answer or grounding.model_declined(answer, self.prompts.declines):
             reply = self._decline(msg, content, draft, "decline", "the model found no answer in the content")
         else:
-            cited = [content.passages[k - 1] for k in grounding.markers(answer) if 0 < k <= len(content.passages)]
+            cited = [content.passages[k - 1] for k in markers(answer) if 0 < k <= len(content.passages)]
             check = grounding.support(answer, question, content, cited, self.cfg.grounding.min_support,
                                       evidence.missing_terms, self.cfg.grounding.min_topic)
             if check.supported or not self.cfg.grounding.support_check:
@@ -279,23 +238,7 @@ class Engine:
 
     def _cite(self, answer: str, passages: list[Passage], content: ContentSet) -> tuple[str, list[Citation]]:
         """Renumber markers to display order, keeping only supporting passages; add one if none is marked."""
-        keep = {p.order + 1 for p in passages}
-        order = [k for k in grounding.markers(answer) if k in keep]
-        order += [p.order + 1 for p in passages if p.order + 1 not in order]
-        body = grounding.strip_markers(answer) if not set(grounding.markers(answer)) & keep else answer
-
-        def sub(m: object) -> str:
-            k = int(m.group(1))  # type: ignore[attr-defined]
-            return f"[{order.index(k) + 1}]" if k in order else ""
-
-        text = grounding._MARKER.sub(sub, body).strip()  # noqa: SLF001 - the same marker syntax
-        unmarked = "".join(f"[{i + 1}]" for i in range(len(order)) if f"[{i + 1}]" not in text)
-        if unmarked:
-            end = len(text.rstrip("。.!！?？"))
-            text = text[:end] + unmarked + text[end:]
-        citations = [Citation(content.passages[k - 1].id, content.passages[k - 1].section,
-                              content.passages[k - 1].text, i + 1) for i, k in enumerate(order)]
-        return text, citations
+        return cite(answer, passages, content)
 
     def _decline(self, msg: Incoming, content: ContentSet, draft: _Draft, kind: str, reason: str) -> Reply:
         lang = language(msg.text)

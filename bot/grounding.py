@@ -15,7 +15,8 @@ on evidence in the text:
    Three shape checks catch wrong readings built from true words, measured on the dev and fresh sets:
    a "what kind of N" answer must qualify N as the passage does (人大代表, not 刘庆峰代表…), a yes/no
    answer must keep the passage's polarity (并不落后), and a 多少/几 question needs a number.
-3. The model's own "the article does not say" is honoured (`model_declined`).
+3. The model's own "the article does not say" is honoured (`model_declined`, with the phrases of
+   prompts/model_declines.txt).
 
 Still missed (held-out sets, closing note of issue 3): a true sentence of the right passage given for a
 question it does not answer, and an answer that copies a passage but swaps its subject.
@@ -23,21 +24,21 @@ question it does not answer, and an answer that copies a passage but swaps its s
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 
-from pypinyin import lazy_pinyin
-
+from bot.citations import strip_markers
 from bot.knowledge import ContentSet
 from bot.texts import language
-from bot.types import Passage, Reply
+from bot.translation import map_english
+from bot.types import Passage
 from bot.words import (
     FRAME_NOUNS,
+    HAN,
+    HAN_RUN,
     asked_nouns,
     asks_quantity,
-    bigrams,
+    content_bigrams,
     has_numeral,
     key_terms,
     kind_noun,
@@ -47,17 +48,6 @@ from bot.words import (
     numbers,
 )
 
-_MARKER = re.compile(r"\s*[\[【](\d{1,3})[\]】]")
-_CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
-# Characters that carry grammar, not content: bigrams containing them say nothing about support.
-_FUNCTION_CHARS = set("的了是在和与及也都就而或把被将对为这那其之他她它们吗呢吧啊很更最并从向于以所着过个一有没不"
-                      "什么哪谁怎几")
-_DECLINE = re.compile(
-    r"(没有提到|未提到|没有提及|未提及|没有说明|未说明|没有涉及|未涉及|无法回答|无法从文章|没有相关信息|没有给出|"
-    r"未给出|只能回答与这篇文章|does not (say|mention|state|provide|specify)|doesn't (say|mention)|"
-    r"not (mentioned|stated|specified)|no information|cannot answer|can't answer|only answer questions about)",
-    re.IGNORECASE,
-)
 _INJECTION = re.compile(
     r"(忽略|无视|忘记|忘掉).{0,8}(指令|指示|规则|提示|设定|要求)|(系统|system)\s*(提示|prompt)|"
     r"ignore (all |any |the )?(previous|prior|above|earlier)? ?(instructions|rules|prompts?)|"
@@ -112,91 +102,16 @@ def is_injection(question: str) -> bool:
     return bool(_INJECTION.search(question))
 
 
-def model_declined(answer: str) -> bool:
-    """The model said the article does not cover the question."""
-    return bool(_DECLINE.search(answer))
-
-
-def strip_markers(text: str) -> str:
-    """The answer without its [n] citation markers."""
-    return _MARKER.sub("", text)
-
-
-def markers(text: str) -> list[int]:
-    """The passage numbers cited in the text, in order of first appearance."""
-    return list(dict.fromkeys(int(m) for m in _MARKER.findall(text)))
-
-
-@lru_cache(maxsize=8)
-def _pinyin_index(version: str, text: str) -> dict[str, str]:
-    """Toneless pinyin (no spaces) of every 2-4 character Chinese sequence, e.g. 'liuqingfeng' -> 刘庆峰."""
-    del version  # part of the cache key only
-    index: dict[str, str] = {}
-    for run in _CJK_RUN.findall(text):
-        syllables = lazy_pinyin(run)
-        if len(syllables) != len(run):
-            continue
-        for n in (2, 3, 4):
-            for i in range(len(run) - n + 1):
-                index.setdefault("".join(syllables[i : i + n]).lower(), run[i : i + n])
-    return index
-
-
-def map_english(question: str, content: ContentSet, *, replace: bool = False) -> str:
-    """Annotate other-language names with the content's spelling: 'Zhao Xiaoguang (赵晓光)', 'iFlytek (科大讯飞)'.
-
-    Known spellings come from the content's aliases.yaml; person names are matched by their pinyin.
-    With `replace`, the content's spelling stands instead of the original ('Who is 赵晓光?').
-    """
-    pinyin = _pinyin_index(content.version, "\n".join(p.text for p in content.passages))
-    spans = [(m.start(), m.end(), m.group(0))
-             for m in re.finditer(r"[A-Za-z0-9](?:[A-Za-z0-9-]|'(?!s\b))*", question)]  # not the possessive 's
-    out, i, pos = [], 0, 0
-    while i < len(spans):
-        for size in (6, 5, 4, 3, 2, 1):
-            group = spans[i : i + size]
-            if len(group) < size:
-                continue
-            phrase = question[group[0][0] : group[-1][1]].lower()
-            joined = "".join(w for _, _, w in group).lower()
-            by_pinyin = pinyin.get(joined) if len(joined) >= 5 and joined.isalpha() else None
-            name = content.aliases.get(phrase) or by_pinyin
-            if name and name.lower() != phrase:
-                out.append(question[pos : group[0][0]] + name if replace
-                           else question[pos : group[-1][1]] + f" ({name})")
-                pos, i = group[-1][1], i + size
-                break
-        else:
-            i += 1
-    return "".join(out) + question[pos:]
-
-
-def english_names(text: str, content: ContentSet) -> dict[str, str]:
-    """Chinese terms in `text` with an English spelling: from aliases.yaml, or pinyin from annotations."""
-    out = {term: spelling for term, spelling in content.alias_names.items() if term in text}
-    for m in re.finditer(r"([A-Za-z][A-Za-z ]+?) \(([\u3400-\u9fff]+)\)", text):
-        out.setdefault(m.group(2), m.group(1).title() if m.group(1).islower() else m.group(1))
-    return out
-
-
-def faithful(english: str, reply: Reply, content: ContentSet) -> bool:
-    """A translation adds no number or Latin-script name that the checked answer and its passages lack."""
-    source = reply.text + "".join(c.section + c.text for c in reply.citations)
-    known = source.lower() + " " + " ".join(content.alias_names.values()).lower() + " " + " ".join(content.aliases)
-    added_numbers = [n for n in numbers(english) if not number_in(n, source)]
-    added_names = [w for w in latin_names(english) if w not in known]
-    # A faithful English rendering takes well under one word per Chinese character; much more means
-    # the model added its own prose ("a leading figure in the field of ...").
-    answer = strip_markers(reply.text)
-    budget = len(_CJK_RUN.sub("", answer).split()) + sum(len(r) for r in _CJK_RUN.findall(answer))
-    return not added_numbers and not added_names and len(english.split()) <= max(8, budget)
+def model_declined(answer: str, declines: re.Pattern[str]) -> bool:
+    """The model said the article does not cover the question: `declines` (Prompts.declines) occurs in it."""
+    return bool(declines.search(answer))
 
 
 def _occurs(term: str, haystack: str) -> bool:
     return term.lower() in haystack
 
 
-def _terms_of(question: str, content: ContentSet, whole: str) -> tuple[list[str], list[str]]:
+def _terms_of(question: str, content: ContentSet) -> tuple[list[str], list[str]]:
     """(key terms, nouns) of a question; an English one counts only the terms it shares with the content.
 
     English words without a mapping (aliases.yaml, pinyin) cannot be judged against Chinese text, so
@@ -206,7 +121,7 @@ def _terms_of(question: str, content: ContentSet, whole: str) -> tuple[list[str]
     if language(question) == "zh":
         return key_terms(mapped), noun_terms(mapped)
     named = re.findall(r"\(([^)]*)\)", mapped)
-    latin = sorted(w for w in latin_names(question) | numbers(question) if w in whole)
+    latin = sorted(w for w in latin_names(question) | numbers(question) if w in content.whole)
     return list(dict.fromkeys(named + latin)), named
 
 
@@ -216,7 +131,7 @@ def shared_spans(question: str, whole: str, min_len: int = 3) -> list[str]:
     They catch names the word segmenter splits or does not know (周鸿祎).
     """
     spans: list[str] = []
-    for run in _CJK_RUN.findall(question):
+    for run in HAN_RUN.findall(question):
         i = 0
         while i <= len(run) - min_len:
             j = i + min_len
@@ -232,10 +147,10 @@ def shared_spans(question: str, whole: str, min_len: int = 3) -> list[str]:
 
 def question_evidence(question: str, content: ContentSet, context: str = "") -> Evidence:
     """Which key terms of the question (plus follow-up context) occur in the content, and where together."""
-    whole = "\n".join(p.section + " " + p.text for p in content.passages).lower()
-    terms, nouns = _terms_of(question, content, whole)
+    whole = content.whole
+    terms, nouns = _terms_of(question, content)
     if context and len(terms) < 2:
-        more, _ = _terms_of(context, content, whole)
+        more, _ = _terms_of(context, content)
         terms += [t for t in more if t not in terms]
     found = [t for t in terms if _occurs(t, whole)]
     found += [t for t in shared_spans(question, whole) if t not in found and not any(t in f for f in found)]
@@ -244,12 +159,6 @@ def question_evidence(question: str, content: ContentSet, context: str = "") -> 
     query = map_english(question, content) + (" " + context if context else "")
     asked = [n for n in asked_nouns(question) if n not in whole and n not in FRAME_NOUNS]
     return Evidence(terms, found, missing, query, missing_terms, asked)
-
-def _cjk_bigrams(text: str) -> list[str]:
-    out = []
-    for run in _CJK_RUN.findall(text):
-        out.extend(bg for bg in bigrams(run) if len(bg) == 2 and not (set(bg) & _FUNCTION_CHARS))
-    return out
 
 
 @dataclass
@@ -261,8 +170,8 @@ class _Checkable:
 
 
 def _checkable(body: str, question: str) -> _Checkable:
-    asked = set(_cjk_bigrams(question))
-    claims = [bg for bg in _cjk_bigrams(body) if bg not in asked]
+    asked = set(content_bigrams(question))
+    claims = [bg for bg in content_bigrams(body) if bg not in asked]
     return _Checkable(claims, numbers(body) | latin_names(body, every_word=True))
 
 
@@ -270,22 +179,10 @@ def _coverage(items: list[str], text: str) -> float:
     return sum(1 for c in items if c in text) / len(items) if items else 0.0
 
 
-@lru_cache(maxsize=8)
-def _idf_table(version: str, texts: tuple[str, ...]) -> dict[str, float]:
-    del version  # part of the cache key only
-    df: dict[str, int] = {}
-    for t in texts:
-        for bg in set(_cjk_bigrams(t)):
-            df[bg] = df.get(bg, 0) + 1
-    n = len(texts)
-    return {bg: math.log(1 + (n - c + 0.5) / (c + 0.5)) for bg, c in df.items()}
-
-
 def _topic(question: str, content: ContentSet) -> tuple[list[str], dict[str, float]]:
     """The question's Chinese bigrams that occur in the content, and their IDF weights."""
-    texts = tuple(p.section + p.text for p in content.passages)
-    idf = _idf_table(content.version, texts)
-    return [bg for bg in dict.fromkeys(_cjk_bigrams(map_english(question, content))) if bg in idf], idf
+    idf = content.bigram_idf
+    return [bg for bg in dict.fromkeys(content_bigrams(map_english(question, content))) if bg in idf], idf
 
 
 def _weighted(topic: list[str], idf: dict[str, float], text: str) -> float:
@@ -293,39 +190,14 @@ def _weighted(topic: list[str], idf: dict[str, float], text: str) -> float:
     return sum(idf[b] for b in topic if b in text) / total if total else 1.0
 
 
-_SPEECH = re.compile(r"(?=(认为|表示|建议|介绍|指出|谈到|看来|提到|注意到))")
-
-
-@lru_cache(maxsize=8)
-def _entities(version: str, text: str, extra: tuple[str, ...]) -> frozenset[str]:
-    """Names of people and organisations in the content: recurring speakers (the two or three characters
-    before 认为/表示/建议…), words the segmenter tags as person or organisation names, and alias terms."""
-    del version  # part of the cache key only
-    found: set[str] = set(extra)
-    for m in _SPEECH.finditer(text):
-        for size in (3, 2):
-            name = text[max(0, m.start() - size) : m.start()]
-            if len(name) == size and _CJK_RUN.fullmatch(name) and text.count(name) >= 3:
-                found.add(name)
-                break
-    from bot.words import _posseg
-
-    for run in _CJK_RUN.findall(text):
-        found.update(w for w, flag in _posseg(run) if flag in ("nr", "nt") and len(w) >= 2 and text.count(w) >= 2)
-    return frozenset(found)
-
-
 def question_entities(question: str, content: ContentSet) -> list[str]:
     """The content's names of people and organisations that the question mentions."""
-    text = "\n".join(p.section + p.text for p in content.passages)
-    # Aliases with a capitalised spelling are names (iFlytek); lower-case ones are terms (chairman).
-    proper = tuple(term for term, spelling in content.alias_names.items() if spelling[:1].isupper())
-    names = [e for e in _entities(content.version, text, proper) if e in question]
+    names = [e for e in content.entities if e in question]
     return [e for e in names if not any(e != other and e in other for other in names)]
 
 
 _NEGATION = re.compile(r"(不|没有|没|未|并非|非|无)$")
-_YES_NO = re.compile(r"([\u4e00-\u9fff]{2})(?:了)?吗[？?]?\s*$")
+_YES_NO = re.compile(rf"([{HAN}]{{2}})(?:了)?吗[？?]?\s*$")
 
 
 def polarity_flipped(answer: str, question: str, text: str) -> str | None:
@@ -369,7 +241,7 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     another person or subject does not support the answer.
     """
     body = strip_markers(answer)
-    if not _CJK_RUN.search(body) and not latin_names(body):  # a bare "OpenAI" is checked like any name
+    if not HAN_RUN.search(body) and not latin_names(body):  # a bare "OpenAI" is checked like any name
         return Support(False, 0.0, [], [], "the draft is not in the content's language")
     chk = _checkable(body, question)
     topic, idf = _topic(question, content)
@@ -407,26 +279,33 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
         return fail(f"only {score:.0%} of the answer is in the cited text", [c for c in chk.claims if c not in joined])
     if not any(anchored(p) for p in useful) or not all(n in joined for n in named):
         return fail("no cited passage is about what the question asks", topic)
+    if misstated := _misstated(body, question, content, joined, chk.hard, missing_terms):
+        return fail(*misstated)
+    return Support(True, score, useful, [c for c in chk.claims if c not in joined])
+
+
+def _misstated(body: str, question: str, content: ContentSet, joined: str, hard: set[str],
+               missing_terms: list[str] | tuple[str, ...]) -> tuple[str, list[str]] | None:
+    """The first way the answer goes beyond or against the cited text `joined`: (reason, words), or None."""
     body_numbers = numbers(body)
-    missing_hard = sorted(h for h in chk.hard
-                          if not (number_in(h, joined) if h in body_numbers else h in joined.lower()))
+    missing_hard = sorted(h for h in hard if not (number_in(h, joined) if h in body_numbers else h in joined.lower()))
     if missing_hard:
-        return fail(f"not in the cited text: {', '.join(missing_hard)}", missing_hard)
-    anchors = (numbers(question) & numbers(text(list(content.passages)))) | \
-        (latin_names(question) & latin_names(text(list(content.passages))))
+        return f"not in the cited text: {', '.join(missing_hard)}", missing_hard
+    # Numbers and Latin-script names never overlap, so one set of the content's serves both.
+    anchors = (numbers(question) | latin_names(question)) & content.anchors
     unanchored = sorted(a for a in anchors if a not in numbers(joined) | latin_names(joined))
     if unanchored:
-        return fail(f"the cited text does not mention {', '.join(unanchored)} from the question", unanchored)
+        return f"the cited text does not mention {', '.join(unanchored)} from the question", unanchored
     # Restating a question word the content never uses ("文心一言是恒银…") asserts what the text cannot
     # support; this also fails an answer that only repeats a question's premise, the safer mistake.
     asserted = [t for t in missing_terms if t.lower() in body.lower()]
     if asserted:
-        return fail(f"the answer states {', '.join(asserted)}, which the content never mentions", asserted)
+        return f"the answer states {', '.join(asserted)}, which the content never mentions", asserted
     if flipped := polarity_flipped(body, question, joined):
-        return fail(f"the cited text says the opposite about {flipped}", [flipped])
+        return f"the cited text says the opposite about {flipped}", [flipped]
     noun = kind_noun(question)
     if noun and noun in joined and not names_kind(body, question, noun, joined):
-        return fail(f"the answer does not say which {noun}, as the cited text does", [noun])
+        return f"the answer does not say which {noun}, as the cited text does", [noun]
     if asks_quantity(question) and not has_numeral(body):
-        return fail("the question asks for a number and the answer gives none", [])
-    return Support(True, score, useful, [c for c in chk.claims if c not in joined])
+        return "the question asks for a number and the answer gives none", []
+    return None

@@ -11,12 +11,15 @@ import logging
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pypinyin import lazy_pinyin
+
 from bot.errors import ContentError
 from bot.types import Passage, ReloadReport
-from bot.words import terms
+from bot.words import HAN_RUN, content_bigrams, latin_names, numbers, posseg, terms
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,8 @@ _HEADING_END = re.compile(r"[。！？!?；;，,：:”\"]$")
 
 @dataclass(frozen=True)
 class ContentSet:
-    """One loaded version of the content: passages in order plus a BM25 index over them."""
+    """One loaded version of the content: passages in order, a BM25 index over them, and the tables the
+    grounding checks derive from the text, all built once by `load` and swapped together on reload."""
 
     version: str
     title: str
@@ -55,6 +59,16 @@ class ContentSet:
     aliases: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     # The content's term -> its first listed spelling, as written (for translating answers).
     alias_names: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # Every passage's section and text, lower-cased, one passage a line (where question terms are looked up).
+    whole: str = field(default="", repr=False, compare=False)
+    # Toneless pinyin of every 2-4 character Chinese sequence of the texts -> the sequence ('liuqingfeng' -> 刘庆峰).
+    pinyin: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # IDF of the content bigrams over the passages (section + text): rarer question words weigh more.
+    bigram_idf: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
+    # Names of people and organisations in the content (see `named_entities`).
+    entities: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
+    # Numbers and Latin-script names anywhere in the content (a question's own must be in the cited text).
+    anchors: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
 
     def by_id(self, passage_id: str) -> Passage | None:
         """The passage with this id, if it exists in this version."""
@@ -68,7 +82,17 @@ class ContentSet:
 
     @property
     def text_chars(self) -> int:
+        """Characters of passage text in this version."""
         return sum(len(p.text) for p in self.passages)
+
+
+def idf_weights(docs: Sequence[Iterable[str]]) -> dict[str, float]:
+    """BM25's inverse document frequency of every term, given each document's distinct terms."""
+    df: Counter[str] = Counter()
+    for doc in docs:
+        df.update(doc)
+    n = len(docs)
+    return {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
 
 
 class Bm25:
@@ -79,11 +103,7 @@ class Bm25:
         self.tfs = [Counter(d) for d in docs]
         self.lens = [len(d) for d in docs]
         self.avg = (sum(self.lens) / len(docs)) if docs else 1.0
-        df: Counter[str] = Counter()
-        for tf in self.tfs:
-            df.update(tf.keys())
-        n = len(docs)
-        self.idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
+        self.idf = idf_weights([tf.keys() for tf in self.tfs])
 
     def scores(self, query: list[str]) -> list[float]:
         """BM25 score of every document for the query terms."""
@@ -194,9 +214,58 @@ def load(directory: Path) -> ContentSet:
         raise ContentError(f"the files in {directory} have no text left after cleaning; fix: check their content.")
     aliases, alias_names = load_aliases(directory / ALIASES)
     digest.update(repr(sorted(aliases.items())).encode())
-    index = Bm25([terms(p.section + " " + p.text) for p in passages])
-    return ContentSet(digest.hexdigest()[:12], titles[0], tuple(passages), tuple(str(f) for f in files), index,
-                      aliases, alias_names)
+    return _content_set(digest.hexdigest()[:12], titles[0], passages, files, aliases, alias_names)
+
+
+def _content_set(version: str, title: str, passages: list[Passage], files: list[Path], aliases: dict[str, str],
+                 alias_names: dict[str, str]) -> ContentSet:
+    """The ContentSet with its retrieval index and the tables the grounding checks read."""
+    texts = [p.section + p.text for p in passages]
+    joined = "".join(texts)
+    # Aliases with a capitalised spelling are names (iFlytek); lower-case ones are terms (chairman).
+    proper = tuple(term for term, spelling in alias_names.items() if spelling[:1].isupper())
+    return ContentSet(
+        version, title, tuple(passages), tuple(str(f) for f in files),
+        index=Bm25([terms(p.section + " " + p.text) for p in passages]),
+        aliases=aliases,
+        alias_names=alias_names,
+        whole="\n".join(p.section + " " + p.text for p in passages).lower(),
+        pinyin=pinyin_index("\n".join(p.text for p in passages)),
+        bigram_idf=idf_weights([set(content_bigrams(t)) for t in texts]),
+        entities=named_entities("\n".join(texts), proper),
+        anchors=frozenset(numbers(joined) | latin_names(joined)),
+    )
+
+
+def pinyin_index(text: str) -> dict[str, str]:
+    """Toneless pinyin (no spaces) of every 2-4 character Chinese sequence, e.g. 'liuqingfeng' -> 刘庆峰."""
+    index: dict[str, str] = {}
+    for run in HAN_RUN.findall(text):
+        syllables = lazy_pinyin(run)
+        if len(syllables) != len(run):
+            continue
+        for n in (2, 3, 4):
+            for i in range(len(run) - n + 1):
+                index.setdefault("".join(syllables[i : i + n]).lower(), run[i : i + n])
+    return index
+
+
+_SPEECH = re.compile(r"(?=(认为|表示|建议|介绍|指出|谈到|看来|提到|注意到))")
+
+
+def named_entities(text: str, extra: tuple[str, ...]) -> frozenset[str]:
+    """Names of people and organisations in the content: recurring speakers (the two or three characters
+    before 认为/表示/建议…), words the segmenter tags as person or organisation names, and `extra`."""
+    found: set[str] = set(extra)
+    for m in _SPEECH.finditer(text):
+        for size in (3, 2):
+            name = text[max(0, m.start() - size) : m.start()]
+            if len(name) == size and HAN_RUN.fullmatch(name) and text.count(name) >= 3:
+                found.add(name)
+                break
+    for run in HAN_RUN.findall(text):
+        found.update(w for w, flag in posseg(run) if flag in ("nr", "nt") and len(w) >= 2 and text.count(w) >= 2)
+    return frozenset(found)
 
 
 def load_aliases(path: Path) -> tuple[dict[str, str], dict[str, str]]:
@@ -246,7 +315,7 @@ def diff(old: ContentSet, new: ContentSet, error: str | None = None) -> ReloadRe
 
 
 class Knowledge:
-    """The content currently served; `reload()` swaps in a new version only once it is fully loaded."""
+    """The content currently served; `prepare()` loads a new version, which the caller then serves."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -262,11 +331,3 @@ class Knowledge:
             return ReloadReport(ok=False, version=old.version, previous_version=old.version,
                                 passages=len(old.passages), error=str(exc)), None
         return diff(old, new), new
-
-    def reload(self) -> tuple[ReloadReport, bool]:
-        """Load again and serve the result; on failure keep serving the old content. (report, changed)."""
-        report, new = self.prepare()
-        if new is None:
-            return report, False
-        changed, self.current = new.version != self.current.version, new
-        return report, changed

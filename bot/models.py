@@ -33,6 +33,7 @@ class ModelSpec:
     sha256: str
 
     def wheel_name(self, n: int) -> str:
+        """The file name of chunk package `n`'s wheel."""
         return f"{self.package.format(n=n).replace('-', '_')}-{self.version}-py3-none-any.whl"
 
 
@@ -45,7 +46,6 @@ CATALOG: dict[str, ModelSpec] = {
                   "0.9.0", 6, 491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
     )
 }
-DEFAULT_MODEL = "qwen2.5-coder-1.5b"
 
 
 @dataclass(frozen=True)

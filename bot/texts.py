@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+from bot.words import HAN
+
+_CJK = re.compile(f"[{HAN}]")
 
 
 def language(text: str) -> str:

@@ -11,7 +11,9 @@ import jieba.posseg
 
 jieba.setLogLevel(logging.WARNING)
 
-_CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
+# Chinese characters: the unified ideographs, extension A and the compatibility ideographs.
+HAN = "\u3400-\u9fff\uf900-\ufaff"
+HAN_RUN = re.compile(f"[{HAN}]+")
 _LATIN = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*[A-Za-z0-9+]|[A-Za-z]|\d+(?:[.,]\d+)*%?")
 _CJK_NUMERAL = "[零一二两三四五六七八九十百千万亿]+"
 _UNITS = "年|个|位|亿|万|岁|%"
@@ -34,27 +36,36 @@ EN_STOP = frozenset(
 )
 
 
-def is_cjk(ch: str) -> bool:
-    """True for a Chinese character."""
-    return bool(_CJK_RUN.fullmatch(ch))
-
-
 def bigrams(run: str) -> list[str]:
     """Overlapping two-character pieces of a Chinese run (a single character stands alone)."""
     return [run] if len(run) < 2 else [run[i : i + 2] for i in range(len(run) - 1)]
 
 
+# Characters that carry grammar, not content: bigrams containing them say nothing about support.
+_FUNCTION_CHARS = set("的了是在和与及也都就而或把被将对为这那其之他她它们吗呢吧啊很更最并从向于以所着过个一有没不"
+                      "什么哪谁怎几")
+
+
+def content_bigrams(text: str) -> list[str]:
+    """The Chinese bigrams of a text that carry content (no function character), in order."""
+    out = []
+    for run in HAN_RUN.findall(text):
+        out.extend(bg for bg in bigrams(run) if len(bg) == 2 and not (set(bg) & _FUNCTION_CHARS))
+    return out
+
+
 def terms(text: str) -> list[str]:
     """Index terms: lower-cased Latin words and numbers, Chinese character bigrams and jieba words."""
     out = [m.group(0).lower() for m in _LATIN.finditer(text)]
-    for run in _CJK_RUN.findall(text):
+    for run in HAN_RUN.findall(text):
         out.extend(bigrams(run))
         out.extend(w for w in jieba.cut_for_search(run) if len(w) > 2)
     return out
 
 
 @lru_cache(maxsize=4096)
-def _posseg(run: str) -> tuple[tuple[str, str], ...]:
+def posseg(run: str) -> tuple[tuple[str, str], ...]:
+    """jieba's (word, part-of-speech flag) pairs for a Chinese run, cached."""
     return tuple((w.word, w.flag) for w in jieba.posseg.cut(run))
 
 
@@ -65,8 +76,8 @@ def key_terms(question: str) -> list[str]:
         w = m.group(0).lower()
         if w not in EN_STOP and len(w) > 1:
             found.append(w)
-    for run in _CJK_RUN.findall(question):
-        for word, flag in _posseg(run):
+    for run in HAN_RUN.findall(question):
+        for word, flag in posseg(run):
             if word in CJK_STOP or len(word) < 2:
                 continue
             # Everything but pronouns, conjunctions, prepositions, particles, adverbs and interjections.
@@ -91,13 +102,13 @@ def noun_terms(question: str) -> list[str]:
     """The nouns (and English content words) among a question's key terms."""
     found = [m.group(0).lower() for m in _LATIN.finditer(question)
              if m.group(0).lower() not in EN_STOP and len(m.group(0)) > 1]
-    for run in _CJK_RUN.findall(question):
-        found += [w for w, flag in _posseg(run) if flag.startswith("n") and len(w) >= 2 and w not in CJK_STOP]
+    for run in HAN_RUN.findall(question):
+        found += [w for w, flag in posseg(run) if flag.startswith("n") and len(w) >= 2 and w not in CJK_STOP]
     return found
 
 
 # "…是什么代表？", "…什么样的准入机制？": the question ends on the noun whose kind the answer must name.
-_KIND_QUESTION = re.compile(r"(?:什么样的?|什么|哪一?种|哪一?类)的?([\u4e00-\u9fff]{1,8})[？?]?\s*$")
+_KIND_QUESTION = re.compile(rf"(?:什么样的?|什么|哪一?种|哪一?类)的?([{HAN}]{{1,8}})[？?]?\s*$")
 
 
 def kind_noun(question: str) -> str | None:
@@ -108,8 +119,8 @@ def kind_noun(question: str) -> str | None:
     return m.group(1)
 
 
-_ASKS_AFTER = re.compile(r"(?:哪(?![里儿])[个家所位些种类一]?|什么样?的?|多少)([\u4e00-\u9fff]{2,6})")
-_ASKS_BEFORE = re.compile(r"([\u4e00-\u9fff]{2,6})(?:是|有|在|叫)(?:哪里|哪儿|什么|谁|多少|几)")
+_ASKS_AFTER = re.compile(rf"(?:哪(?![里儿])[个家所位些种类一]?|什么样?的?|多少)([{HAN}]{{2,6}})")
+_ASKS_BEFORE = re.compile(rf"([{HAN}]{{2,6}})(?:是|有|在|叫)(?:哪里|哪儿|什么|谁|多少|几)")
 
 
 def asked_nouns(question: str) -> list[str]:
@@ -117,7 +128,7 @@ def asked_nouns(question: str) -> list[str]:
     found: list[str] = []
     for pattern, pick in ((_ASKS_AFTER, 0), (_ASKS_BEFORE, -1)):
         for m in pattern.finditer(question):
-            words = _posseg(m.group(1))
+            words = posseg(m.group(1))
             word, flag = words[pick] if words else ("", "")
             if flag.startswith("n") and len(word) >= 2 and word not in found:
                 found.append(word)

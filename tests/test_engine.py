@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bot.engine import MarkerRenumber
 from bot.knowledge import load
 from bot.prompts import Prompts
 from bot.types import Delta, Reply, Retract
@@ -226,23 +225,3 @@ async def test_the_models_own_decline_is_honoured(engine_for) -> None:
     assert reply.text == DECLINE_ZH and reply.citations == []
 
 
-# ---- MarkerRenumber ------------------------------------------------------------------------------
-
-
-def test_marker_renumber_across_split_pieces() -> None:
-    r = MarkerRenumber()
-    shown = [r.feed(p) for p in ("周鸿祎认为", "[", "1", "2]", "是拐点", "[", "3]", "，也像发电厂[1", "2]。")]
-    out = "".join(shown) + r.flush()
-    assert out == "周鸿祎认为[1]是拐点[2]，也像发电厂[1]。"
-    assert r.order == [12, 3]
-    # An unfinished marker is held back, not shown half.
-    assert shown[1] == "" and shown[2] == ""
-
-
-def test_marker_renumber_fullwidth_and_non_markers() -> None:
-    r = MarkerRenumber()
-    out = r.feed("见【7】和[7]，") + r.feed("[注意这不是一个编号]") + r.feed("以及[x]") + r.flush()
-    assert out == "见[1]和[1]，[注意这不是一个编号]以及[x]"
-    r = MarkerRenumber()
-    assert r.feed("结尾[") == "结尾"
-    assert r.flush() == "["

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from bot import grounding
 from bot.knowledge import ContentSet, load
+from bot.prompts import Prompts
 from tests.helpers import ROOT
 
 
@@ -24,14 +23,6 @@ def check(content: ContentSet, question: str, answer: str, *needles: str) -> gro
     evidence = grounding.question_evidence(question, content)
     cited = passage_with(content, *needles) if needles else []
     return grounding.support(answer, question, content, cited, 0.5, evidence.missing_terms)
-
-
-def test_english_names_map_to_the_article_spelling(content: ContentSet) -> None:
-    mapped = grounding.map_english("What did liu qingfeng and Zhou Hongyi say about iFlytek?", content)
-    assert "liu qingfeng (刘庆峰)" in mapped and "Zhou Hongyi (周鸿祎)" in mapped and "iFlytek (科大讯飞)" in mapped
-    assert grounding.map_english("Who is Zhao Xiaoguang?", content, replace=True) == "Who is 赵晓光?"
-    # Ordinary English words are not mistaken for pinyin names.
-    assert grounding.map_english("What is the weather tomorrow?", content) == "What is the weather tomorrow?"
 
 
 def test_question_with_no_term_in_the_content_is_declined_early(content: ContentSet) -> None:
@@ -159,21 +150,7 @@ def test_ordinary_questions_are_not_injection(text: str) -> None:
 @pytest.mark.parametrize("text,declined", [("文章中没有提到。", True), ("The article does not say.", True),
                                            ("刘庆峰是科大讯飞董事长[1]。", False)])
 def test_model_declines_are_recognised(text: str, declined: bool) -> None:
-    assert grounding.model_declined(text) is declined
-
-
-def test_markers_and_english_names(content: ContentSet) -> None:
-    assert grounding.markers("a[3]b【12】c[3]") == [3, 12]
-    assert grounding.strip_markers("刘庆峰[1]。") == "刘庆峰。"
-    names = grounding.english_names("科大讯飞董事长刘庆峰 Liu Qingfeng (刘庆峰)", content)
-    assert names["科大讯飞"] == "iFlytek" and names["刘庆峰"] == "Liu Qingfeng"
-
-
-def test_content_without_aliases_still_maps_pinyin(tmp_path: Path) -> None:
-    (tmp_path / "a.txt").write_text("标题\n\n张三认为应当发展开源项目。\n", encoding="utf-8")
-    cs = load(tmp_path)
-    assert cs.aliases == {}
-    assert "(张三)" in grounding.map_english("What does Zhang San think?", cs)
+    assert grounding.model_declined(text, Prompts().declines) is declined
 
 
 @pytest.mark.parametrize("question,answer", [
@@ -195,19 +172,6 @@ def test_a_question_about_two_people_may_be_answered_from_two_passages(content: 
 def test_chinese_numerals_match_arabic_ones(content: ContentSet) -> None:
     assert check(content, "ChatGPT推出后多长时间用户破亿？", "两个月。").supported
     assert not check(content, "ChatGPT推出后多长时间用户破亿？", "三个月。").supported
-
-
-def test_a_translation_that_adds_prose_or_facts_is_not_faithful(content: ContentSet) -> None:
-    from bot.types import Citation, Reply
-
-    liu = passage_with(content, "科大讯飞董事长刘庆峰")[0]
-    reply = Reply("刘庆峰是科大讯飞董事长[1]。", refused=False,
-                  citations=[Citation(liu.id, liu.section, liu.text, 1)])
-    assert grounding.faithful("Liu Qingfeng is the chairman of iFlytek.", reply, content)
-    assert not grounding.faithful("Liu Qingfeng is the chairman of iFlytek, which has 20,000 staff.", reply, content)
-    assert not grounding.faithful("Liu Qingfeng is the chairman of iFlytek, a leading figure in the field of "
-                                  "artificial intelligence and one of the best-known entrepreneurs.", reply, content)
-    assert not grounding.faithful("Liu Qingfeng is the chairman of Baidu and Tencent's NASDAQ arm.", reply, content)
 
 
 def test_a_number_must_stand_whole_in_the_passage(content: ContentSet) -> None:

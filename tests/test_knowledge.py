@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bot.errors import ContentError
-from bot.knowledge import Knowledge, clean, load, passage_id
+from bot.knowledge import Bm25, ContentSet, Knowledge, clean, idf_weights, load, passage_id
+from bot.types import ReloadReport
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENT = ROOT / "content"
@@ -200,6 +201,26 @@ def test_retrieval_ranks_by_the_question_and_omits_non_matches() -> None:
     assert cs.retrieve("zzzqqq", 5) == []
 
 
+def test_idf_weights_rank_rare_terms_higher() -> None:
+    weights = idf_weights([{"a", "b"}, {"a"}, {"a", "c"}])
+    assert weights["b"] == weights["c"] > weights["a"] > 0
+    docs = [["a", "b", "a"], ["a"]]
+    assert Bm25(docs).idf == idf_weights([set(d) for d in docs])
+
+
+def test_load_builds_the_grounding_tables_once_per_version(content_copy: Path) -> None:
+    cs = load(content_copy)
+    assert cs.pinyin["liuqingfeng"] == "刘庆峰" and cs.pinyin["zhouhongyi"] == "周鸿祎"
+    assert {"刘庆峰", "周鸿祎", "赵晓光", "江浩然"} <= cs.entities
+    assert {"chatgpt", "openai", "360"} <= cs.anchors
+    assert "chatgpt" in cs.whole and "ChatGPT" not in cs.whole
+    assert cs.bigram_idf["发电"] > cs.bigram_idf["人工"] > 0
+    edit(content_copy / "article.txt", "在别人的院子里建大楼", "在别人的院子里建摩天楼")
+    new = load(content_copy)
+    assert "摩天" in new.bigram_idf and "摩天" in new.whole and new.pinyin["motian"] == "摩天"
+    assert "摩天" not in cs.bigram_idf and "motian" not in cs.pinyin  # the old version's tables are untouched
+
+
 def test_by_id() -> None:
     cs = load(CONTENT)
     p = cs.passages[5]
@@ -222,7 +243,15 @@ def test_load_errors_say_why(tmp_path: Path) -> None:
         load(empty)
 
 
-# ---- Knowledge.reload() --------------------------------------------------------------------------
+# ---- Knowledge.prepare() (a reload) ---------------------------------------------------------------
+
+
+def _reload(k: Knowledge) -> tuple[ReloadReport, ContentSet | None]:
+    """Prepare the folder again and, when it loaded, serve it as the engine does: (report, new content)."""
+    report, new = k.prepare()
+    if new is not None:
+        k.current = new
+    return report, new
 
 
 def _reload_broken(folder: Path, breaks: Callable[[Path], object]) -> str:
@@ -230,9 +259,9 @@ def _reload_broken(folder: Path, breaks: Callable[[Path], object]) -> str:
     k = Knowledge(folder)
     old_version, old_count = k.current.version, len(k.current.passages)
     breaks(folder)
-    report, changed = k.reload()
+    report, new = k.prepare()
     assert report.ok is False
-    assert changed is False
+    assert new is None
     assert report.version == old_version
     assert report.previous_version == old_version
     assert k.current.version == old_version
@@ -285,18 +314,19 @@ def test_after_a_failed_reload_a_fixed_folder_loads(content_copy: Path) -> None:
     saved = (content_copy / "article.txt").read_bytes()
     (content_copy / "article.txt").unlink()
     (content_copy / "aliases.yaml").rename(content_copy / "aliases.bak")
-    assert k.reload()[0].ok is False
+    report, new = k.prepare()
+    assert report.ok is False and new is None
     (content_copy / "article.txt").write_bytes(saved)
     (content_copy / "aliases.bak").rename(content_copy / "aliases.yaml")
-    report, changed = k.reload()
-    assert report.ok and not changed
+    report, new = _reload(k)
+    assert report.ok and new is not None and new.version == version
     assert report.version == version
 
 
 def test_reload_without_changes(content_copy: Path) -> None:
     k = Knowledge(content_copy)
-    report, changed = k.reload()
-    assert report.ok and not changed
+    report, new = _reload(k)
+    assert report.ok and new is not None and new.version == report.previous_version
     assert (report.added, report.removed, report.changed) == (0, 0, 0)
     assert report.version == report.previous_version
     assert report.passages == len(k.current.passages)
@@ -308,8 +338,10 @@ def test_reload_reports_one_changed_paragraph(content_copy: Path) -> None:
     old = k.current
     old_liu = next(p for p in old.passages if LIU_QUOTE in p.text)
     edit(content_copy / "article.txt", "在别人的院子里建大楼", "在别人的院子里盖大楼")
-    report, changed = k.reload()
-    assert report.ok and changed
+    report, new = k.prepare()
+    assert k.current is old  # prepared, not served yet
+    assert report.ok and new is not None and new.version != old.version
+    k.current = new
     assert (report.added, report.removed, report.changed) == (0, 0, 1)
     assert report.previous_version == old.version and report.version == k.current.version != old.version
     assert report.passages == len(old.passages)
@@ -325,8 +357,9 @@ def test_reload_reports_added_passages_of_a_new_file(content_copy: Path) -> None
     old_count = len(k.current.passages)
     (content_copy / "extra.md").write_text(
         "# 附录\n\n## 甲节\n\n第一段新内容。\n\n第二段新内容。\n\n## 乙节\n\n第三段新内容。\n", encoding="utf-8")
-    report, changed = k.reload()
-    assert report.ok and changed
+    old_version = k.current.version
+    report, new = _reload(k)
+    assert report.ok and new is not None and new.version != old_version
     assert (report.added, report.removed, report.changed) == (3, 0, 0)
     assert report.passages == old_count + 3 == len(k.current.passages)
     assert {p.source for p in k.current.passages} == {"article.txt", "extra.md"}
@@ -337,8 +370,9 @@ def test_reload_reports_a_removed_paragraph(content_copy: Path) -> None:
     old_count = len(k.current.passages)
     gone = next(p for p in k.current.passages if p.text.startswith("同时,要以生态建设为支撑"))
     edit(content_copy / "article.txt", gone.text + "\n", "")
-    report, changed = k.reload()
-    assert report.ok and changed
+    old_version = k.current.version
+    report, new = _reload(k)
+    assert report.ok and new is not None and new.version != old_version
     assert (report.added, report.removed, report.changed) == (0, 1, 0)
     assert report.passages == old_count - 1
     assert k.current.by_id(gone.id) is None
@@ -348,6 +382,7 @@ def test_reload_reports_a_removed_file(content_copy: Path) -> None:
     (content_copy / "extra.txt").write_text("附录\n\n独立的一段。\n\n另一段。\n", encoding="utf-8")
     k = Knowledge(content_copy)
     (content_copy / "extra.txt").unlink()
-    report, changed = k.reload()
-    assert report.ok and changed
+    old_version = k.current.version
+    report, new = _reload(k)
+    assert report.ok and new is not None and new.version != old_version
     assert (report.added, report.removed, report.changed) == (0, 2, 0)

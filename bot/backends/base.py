@@ -1,4 +1,4 @@
-"""The model backend interface: an async token stream per conversation, a prefix warm-up, and counters.
+"""The model backend interface: an async token stream per conversation, a prefix warm-up, the queue depth.
 
 A backend takes chat messages (OpenAI-style dicts) and yields text pieces. The first message is the
 stable prefix (system prompt with the content), which backends keep computed between requests.
@@ -16,24 +16,11 @@ ProgressFn = Callable[[int, int], None]
 
 
 @dataclass
-class BackendStats:
-    """Counters for /stats and `bot ask --json`."""
-
-    requests: int = 0
-    queued: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    prefix_source: str = ""  # "computed", "restored" or "" before warm-up
-    prefix_seconds: float = 0.0
-
-
-@dataclass
 class Completion:
     """What a finished stream reports after its last piece."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    finish_reason: str = "stop"
 
 
 @runtime_checkable
@@ -41,7 +28,6 @@ class Backend(Protocol):
     """A model that streams an answer for a list of chat messages."""
 
     model_name: str
-    stats: BackendStats
 
     async def warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None = None) -> None:
         """Compute (or restore) the shared prefix so later requests start from it."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.backends.base import BackendStats, Completion, ProgressFn
+from bot.backends.base import Completion, ProgressFn
 from bot.config import ModelConfig
 from bot.errors import BackendBusy, BackendError
 from bot.types import Queued
@@ -60,7 +60,6 @@ class LlamaCppBackend:
     def __init__(self, settings: LlamaSettings) -> None:
         self.settings = settings
         self.model_name = settings.model_name
-        self.stats = BackendStats()
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._waiting = 0
         self._lock = threading.Lock()
@@ -103,9 +102,7 @@ class LlamaCppBackend:
             self._waiting += 1
         job = _Job(messages, max_tokens or self.settings.params.max_tokens, asyncio.get_running_loop(), asyncio.Queue(),
                    completion=completion)
-        self.stats.requests += 1
         if ahead:
-            self.stats.queued += 1
             yield Queued(ahead)
         self._jobs.put(job)
         try:
@@ -168,22 +165,16 @@ class LlamaCppBackend:
             top_p=s.top_p, repeat_penalty=s.repeat_penalty, seed=s.seed,
         )
         n = 0
-        finish = "stop"
         for chunk in chunks:
-            choice = chunk["choices"][0]
-            piece = choice.get("delta", {}).get("content")
-            finish = choice.get("finish_reason") or finish
+            piece = chunk["choices"][0].get("delta", {}).get("content")
             if piece:
                 n += 1
                 job.loop.call_soon_threadsafe(job.out.put_nowait, piece)
             if job.cancel.is_set():
-                finish = "cancelled"
                 break
-        self.stats.completion_tokens += n
         if job.completion is not None:
             job.completion.completion_tokens = n
             job.completion.prompt_tokens = max(0, self._llm.n_tokens - n) if self._llm.n_tokens else before
-            job.completion.finish_reason = finish
 
     def _prefix_tokens(self, prefix: list[dict[str, str]]) -> list[int]:
         """The tokens every request starts with: the common part of two renderings of the chat template."""
@@ -214,7 +205,7 @@ class LlamaCppBackend:
         tokens = self._prefix_tokens(prefix)
         path = self._cache_path(tokens)
         if path and path.exists() and self._restore(path, tokens):
-            self.stats.prefix_source = "restored"
+            source = "restored"
         else:
             self._llm.reset()
             step = self.settings.params.n_batch
@@ -222,12 +213,10 @@ class LlamaCppBackend:
                 self._llm.eval(tokens[i : i + step])
                 if progress:
                     progress(min(i + step, len(tokens)), len(tokens))
-            self.stats.prefix_source = "computed"
+            source = "computed"
             if path:
                 self._save(path, tokens)
-        self.stats.prefix_seconds = time.perf_counter() - started
-        log.info("prefix of %d tokens %s in %.1f s", len(tokens), self.stats.prefix_source,
-                 self.stats.prefix_seconds)
+        log.info("prefix of %d tokens %s in %.1f s", len(tokens), source, time.perf_counter() - started)
 
     def _cache_path(self, tokens: list[int]) -> Path | None:
         s = self.settings

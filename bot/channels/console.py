@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from bot.grounding import strip_markers
+from bot.citations import strip_markers
 from bot.texts import message
 from bot.types import Delta, Incoming, Notice, Queued, Reply, Retract
 

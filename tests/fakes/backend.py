@@ -6,15 +6,16 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 
-from bot.backends.base import BackendStats, Completion, ProgressFn
+from bot.backends.base import Completion, ProgressFn
 from bot.types import Queued
+from bot.words import HAN
 
 Script = Callable[[list[dict[str, str]]], str]
 
 
 def tokens_of(text: str) -> list[str]:
     """Split text into small pieces the way a tokenizer roughly would (a CJK char or a word)."""
-    return re.findall(r"[\u3400-\u9fff]|\s*[^\s\u3400-\u9fff]+|\s+", text)
+    return re.findall(rf"[{HAN}]|\s*[^\s{HAN}]+|\s+", text)
 
 
 class FakeBackend:
@@ -23,7 +24,6 @@ class FakeBackend:
     def __init__(self, answer: str | Script = "", *, delay: float = 0.0, model_name: str = "fake-model",
                  fail_after: int | None = None) -> None:
         self.model_name = model_name
-        self.stats = BackendStats()
         self.answer = answer
         self.delay = delay
         self.fail_after = fail_after
@@ -34,7 +34,6 @@ class FakeBackend:
 
     async def warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None = None) -> None:
         self.warmed.append(prefix)
-        self.stats.prefix_source = "computed"
         if progress:
             progress(1, 1)
 
@@ -46,7 +45,6 @@ class FakeBackend:
                 yield Queued(self._waiting - 1)
             async with self._lock:
                 self.calls.append(messages)
-                self.stats.requests += 1
                 text = self.answer(messages) if callable(self.answer) else self.answer
                 pieces = tokens_of(text)
                 for i, piece in enumerate(pieces):

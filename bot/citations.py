@@ -1,0 +1,84 @@
+"""Citation markers ([3], 【3】) in answers: reading and stripping them, renumbering them to display order
+while the answer streams, and choosing the citations a checked answer shows."""
+
+from __future__ import annotations
+
+import re
+
+from bot.knowledge import ContentSet
+from bot.types import Citation, Passage
+
+MARKER = re.compile(r"\s*[\[【](\d{1,3})[\]】]")
+
+
+def strip_markers(text: str) -> str:
+    """The answer without its [n] citation markers."""
+    return MARKER.sub("", text)
+
+
+def markers(text: str) -> list[int]:
+    """The passage numbers cited in the text, in order of first appearance."""
+    return list(dict.fromkeys(int(m) for m in MARKER.findall(text)))
+
+
+class MarkerRenumber:
+    """Rewrites the model's passage markers ([12]) into display order ([1]) while text streams."""
+
+    def __init__(self) -> None:
+        self.order: list[int] = []
+        self._pending = ""
+
+    def feed(self, piece: str) -> str:
+        """Return the text that can be shown now; a possibly unfinished marker is held back."""
+        self._pending += piece
+        out = []
+        while self._pending:
+            start = min((i for i in (self._pending.find("["), self._pending.find("【")) if i >= 0), default=-1)
+            if start < 0:
+                out.append(self._pending)
+                self._pending = ""
+                break
+            out.append(self._pending[:start])
+            rest = self._pending[start:]
+            end = next((i for i, ch in enumerate(rest) if ch in "]】"), -1)
+            if end < 0:
+                if len(rest) > 5:  # not a marker after all
+                    out.append(rest)
+                    rest = ""
+                self._pending = rest
+                break
+            inner = rest[1:end]
+            out.append(self._display(int(inner)) if inner.isdigit() else rest[: end + 1])
+            self._pending = rest[end + 1 :]
+        return "".join(out)
+
+    def flush(self) -> str:
+        """Whatever is still held back."""
+        rest, self._pending = self._pending, ""
+        return rest
+
+    def _display(self, k: int) -> str:
+        if k not in self.order:
+            self.order.append(k)
+        return f"[{self.order.index(k) + 1}]"
+
+
+def cite(answer: str, passages: list[Passage], content: ContentSet) -> tuple[str, list[Citation]]:
+    """Renumber markers to display order, keeping only supporting passages; add one if none is marked."""
+    keep = {p.order + 1 for p in passages}
+    order = [k for k in markers(answer) if k in keep]
+    order += [p.order + 1 for p in passages if p.order + 1 not in order]
+    body = strip_markers(answer) if not set(markers(answer)) & keep else answer
+
+    def sub(m: object) -> str:
+        k = int(m.group(1))  # type: ignore[attr-defined]
+        return f"[{order.index(k) + 1}]" if k in order else ""
+
+    text = MARKER.sub(sub, body).strip()
+    unmarked = "".join(f"[{i + 1}]" for i in range(len(order)) if f"[{i + 1}]" not in text)
+    if unmarked:
+        end = len(text.rstrip("。.!！?？"))
+        text = text[:end] + unmarked + text[end:]
+    citations = [Citation(content.passages[k - 1].id, content.passages[k - 1].section,
+                          content.passages[k - 1].text, i + 1) for i, k in enumerate(order)]
+    return text, citations

@@ -1,0 +1,61 @@
+"""English questions and answers over Chinese content: English names mapped to the content's spelling,
+the glossary for translating an answer back, and the check that a translation adds nothing."""
+
+from __future__ import annotations
+
+import re
+
+from bot.citations import strip_markers
+from bot.knowledge import ContentSet
+from bot.types import Reply
+from bot.words import HAN, HAN_RUN, latin_names, number_in, numbers
+
+
+def map_english(question: str, content: ContentSet, *, replace: bool = False) -> str:
+    """Annotate other-language names with the content's spelling: 'Zhao Xiaoguang (赵晓光)', 'iFlytek (科大讯飞)'.
+
+    Known spellings come from the content's aliases.yaml; person names are matched by their pinyin.
+    With `replace`, the content's spelling stands instead of the original ('Who is 赵晓光?').
+    """
+    pinyin = content.pinyin
+    spans = [(m.start(), m.end(), m.group(0))
+             for m in re.finditer(r"[A-Za-z0-9](?:[A-Za-z0-9-]|'(?!s\b))*", question)]  # not the possessive 's
+    out, i, pos = [], 0, 0
+    while i < len(spans):
+        for size in (6, 5, 4, 3, 2, 1):
+            group = spans[i : i + size]
+            if len(group) < size:
+                continue
+            phrase = question[group[0][0] : group[-1][1]].lower()
+            joined = "".join(w for _, _, w in group).lower()
+            by_pinyin = pinyin.get(joined) if len(joined) >= 5 and joined.isalpha() else None
+            name = content.aliases.get(phrase) or by_pinyin
+            if name and name.lower() != phrase:
+                out.append(question[pos : group[0][0]] + name if replace
+                           else question[pos : group[-1][1]] + f" ({name})")
+                pos, i = group[-1][1], i + size
+                break
+        else:
+            i += 1
+    return "".join(out) + question[pos:]
+
+
+def english_names(text: str, content: ContentSet) -> dict[str, str]:
+    """Chinese terms in `text` with an English spelling: from aliases.yaml, or pinyin from annotations."""
+    out = {term: spelling for term, spelling in content.alias_names.items() if term in text}
+    for m in re.finditer(rf"([A-Za-z][A-Za-z ]+?) \(([{HAN}]+)\)", text):
+        out.setdefault(m.group(2), m.group(1).title() if m.group(1).islower() else m.group(1))
+    return out
+
+
+def faithful(english: str, reply: Reply, content: ContentSet) -> bool:
+    """A translation adds no number or Latin-script name that the checked answer and its passages lack."""
+    source = reply.text + "".join(c.section + c.text for c in reply.citations)
+    known = source.lower() + " " + " ".join(content.alias_names.values()).lower() + " " + " ".join(content.aliases)
+    added_numbers = [n for n in numbers(english) if not number_in(n, source)]
+    added_names = [w for w in latin_names(english) if w not in known]
+    # A faithful English rendering takes well under one word per Chinese character; much more means
+    # the model added its own prose ("a leading figure in the field of ...").
+    answer = strip_markers(reply.text)
+    budget = len(HAN_RUN.sub("", answer).split()) + sum(len(r) for r in HAN_RUN.findall(answer))
+    return not added_numbers and not added_names and len(english.split()) <= max(8, budget)
