@@ -1,5 +1,6 @@
 """English questions and answers over Chinese content: English names mapped to the content's spelling,
-the glossary for translating an answer back, and the check that a translation adds nothing."""
+the model's Chinese question taken or refused, the glossary for translating an answer back, and the
+check that a translation adds nothing."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 
 from bot.citations import strip_markers
 from bot.knowledge import ContentSet
+from bot.texts import language
 from bot.types import Reply
 from bot.words import HAN, HAN_RUN, latin_names, number_in, numbers
 
@@ -59,3 +61,26 @@ def faithful(english: str, reply: Reply, content: ContentSet) -> bool:
     answer = strip_markers(reply.text)
     budget = len(HAN_RUN.sub("", answer).split()) + sum(len(r) for r in HAN_RUN.findall(answer))
     return not added_numbers and not added_names and len(english.split()) <= max(8, budget)
+
+
+def chinese_question(translated: str, annotated: str) -> tuple[str, str]:
+    """(the question to answer and check, the model's translation for the log): the model's first line,
+    unless it is not Chinese or lost a name of the annotated question; then the annotated original."""
+    text = translated.strip().splitlines()[0] if translated.strip() else ""
+    text = re.sub(rf"([{HAN}]{{2,}})\s*[（(]\1[)）]", r"\1", text)  # "赵晓光（赵晓光）"
+    # A translation that lost the question's Chinese names is worse than the annotated original.
+    kept = all(name in text for name in re.findall(r"\(([^)]*)\)", annotated))
+    return (text if language(text) == "zh" and kept else annotated), text
+
+
+def glossary(answer: str, question: str, content: ContentSet) -> str:
+    """'科大讯飞 = iFlytek；…' for the names in a checked answer and its question ('-' when none)."""
+    names = english_names(answer + " " + map_english(question, content), content)
+    return "；".join(f"{zh} = {en}" for zh, en in names.items()) or "-"
+
+
+def english_answer(draft: str, reply: Reply, content: ContentSet) -> str | None:
+    """The English answer to show, or None when the draft is not English or says more than the checked one."""
+    english = strip_markers(draft).strip()
+    english = re.sub(r"^[^.!?]*\?\s*", "", english) or english  # the model sometimes repeats the question
+    return english if english and language(english) == "en" and faithful(english, reply, content) else None

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.knowledge import ContentSet, load
-from bot.translation import english_names, faithful, map_english
+from bot.translation import chinese_question, english_answer, english_names, faithful, glossary, map_english
 from bot.types import Citation, Reply
 from tests.helpers import ROOT
 
@@ -46,3 +46,24 @@ def test_a_translation_that_adds_prose_or_facts_is_not_faithful(content: Content
     assert not faithful("Liu Qingfeng is the chairman of iFlytek, a leading figure in the field of "
                         "artificial intelligence and one of the best-known entrepreneurs.", reply, content)
     assert not faithful("Liu Qingfeng is the chairman of Baidu and Tencent's NASDAQ arm.", reply, content)
+
+
+def test_the_models_chinese_question_is_taken_unless_it_lost_a_name() -> None:
+    annotated = "What did Zhao Xiaoguang (赵晓光) propose?"
+    assert chinese_question("赵晓光（赵晓光）提出了什么建议？\n多余的一行", annotated) == (
+        "赵晓光提出了什么建议？", "赵晓光提出了什么建议？")
+    assert chinese_question("她提出了什么建议？", annotated) == (annotated, "她提出了什么建议？")
+    assert chinese_question("What did she propose?", annotated)[0] == annotated
+    assert chinese_question("", annotated) == (annotated, "")
+
+
+def test_glossary_and_the_english_answer_shown(content: ContentSet) -> None:
+    assert "科大讯飞 = iFlytek" in glossary("科大讯飞董事长是刘庆峰。", "Who chairs iFlytek?", content)
+    assert glossary("天气很好。", "How is the weather?", content) == "-"
+    passage = next(p for p in content.passages if "科大讯飞董事长刘庆峰" in p.text)
+    reply = Reply("科大讯飞董事长是刘庆峰。[1]", refused=False, citations=[Citation(passage.id, passage.section,
+                                                                             passage.text, 1)])
+    assert english_answer("Who is the chairman? The chairman of iFlytek is Liu Qingfeng.[1]", reply, content) == (
+        "The chairman of iFlytek is Liu Qingfeng.")
+    assert english_answer("科大讯飞董事长是刘庆峰。", reply, content) is None  # not English
+    assert english_answer("The chairman of iFlytek is Liu Qingfeng, born 1973.", reply, content) is None

@@ -44,10 +44,6 @@ class Backend(Protocol):
         """Tokens the model's tokenizer makes of `text`."""
         ...
 
-    def queue_depth(self) -> int:
-        """Requests waiting or running now."""
-        ...
-
     async def close(self) -> None:
         """Stop the worker and free the model."""
         ...

@@ -120,9 +120,6 @@ class LlamaCppBackend:
         """Tokens of `text` in this model's vocabulary (tokenising is safe outside the owner thread)."""
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
-    def queue_depth(self) -> int:
-        """Requests waiting or running."""
-        return self._waiting
 
     async def close(self) -> None:
         """Stop the owner thread after the current request and free the model."""

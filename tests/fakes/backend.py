@@ -62,8 +62,5 @@ class FakeBackend:
     def count_tokens(self, text: str) -> int:
         return len(tokens_of(text))
 
-    def queue_depth(self) -> int:
-        return self._waiting
-
     async def close(self) -> None:
         return None
