@@ -9,6 +9,7 @@ message ids).
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import io
 import sqlite3
@@ -307,3 +308,16 @@ async def test_a_message_delivered_twice_is_answered_once(drive: Drive) -> None:
         await asyncio.sleep(0.3)
         assert len(d.texts_to("alice")) == 1
     assert len(d.backend.calls) == 1 and len(logged_questions(d.store)) == 1
+
+
+# ---- the shape -----------------------------------------------------------------------------------
+
+
+def test_adapters_import_neither_the_store_nor_grounding() -> None:
+    """Adapters translate; the rules, the log and the grounding decision are the core's."""
+    forbidden = {"bot.store", "bot.grounding", "bot.engine", "bot.knowledge", "bot.gate", "bot.commands"}
+    for path in (Path(__file__).resolve().parent.parent / "bot" / "channels").glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+        assert not imported & forbidden, (path.name, imported & forbidden)

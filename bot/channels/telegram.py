@@ -267,11 +267,11 @@ class TelegramChannel:
         logger.error("telegram: handling an update failed", exc_info=context.error)
         if not isinstance(update, Update) or update.effective_chat is None:
             return
-        if incoming := self.incoming(update):
+        incoming = self.incoming(update)
+        if incoming is not None:
             with suppress(Exception):
                 await self.core.note(incoming, "reply_failed", type(context.error).__name__)
-        user = update.effective_user
-        lang = "zh" if user and (user.language_code or "").lower().startswith("zh") else "en"
+        lang = incoming.lang if incoming else "en"
         await self._apologize(update.effective_chat.id, lang, self._open.pop(update.update_id, None))
 
     async def _apologize(self, chat_id: int, lang: str, placeholder: tuple[int, int] | None) -> None:
