@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from bot.core import Core
 
 ASK = "/ask"
-_COMMAND = re.compile(r"^(/[A-Za-z_]\w*)(?:\s+(.*))?$", re.DOTALL)
+# Telegram's rule for command names: Latin letters, digits and underscores; the rest is the argument,
+# so "/ask什么是X" asks "什么是X" and "/5G是什么" is a question, not a command.
+_COMMAND = re.compile(r"^(/[A-Za-z][A-Za-z0-9_]*)(.*)$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class Command:
 def parse(text: str) -> tuple[str, str] | None:
     """('/name', 'arguments') when the text is a command, else None; the name is lower-cased."""
     m = _COMMAND.match(text.strip())
-    return (m.group(1).lower(), (m.group(2) or "").strip()) if m else None
+    return (m.group(1).lower(), m.group(2).strip()) if m else None
 
 
 def format_sources(citations: Iterable[Citation]) -> str:

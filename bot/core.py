@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 
 from bot import commands, texts
@@ -136,7 +137,7 @@ class Core:
     async def answer(self, turn: Turn) -> AsyncIterator[Event]:
         """The engine's events for a logged question; its Reply is logged whatever happens, except a
         cancellation (shutdown), which leaves the question pending for the restart."""
-        msg, content = turn.incoming, self.content
+        msg, content, started = turn.incoming, self.content, time.perf_counter()
         reply: Reply | None = None
         try:
             history = await self.store.history(msg.conversation_key, self.history_turns)
@@ -153,7 +154,7 @@ class Core:
         except Exception as exc:
             log.exception("turn %s failed", turn.turn_id)
             user = exc.user_message if isinstance(exc, BotError) else BotError.user_message
-            reply = self.engine.failed(msg, content, user, f"{type(exc).__name__}: {exc}")
+            reply = self.engine.failed(content, user, f"{type(exc).__name__}: {exc}", started)
         finally:
             if reply is not None:
                 reply.turn_id = turn.turn_id

@@ -64,9 +64,9 @@ class Engine:
         async for event in self._turn(msg, content, self.build.trim(history), _Draft(time.perf_counter())):
             yield event
 
-    def failed(self, msg: Incoming, content: ContentSet, text: str, error: str) -> Reply:
-        """The reply to a turn that raised: a short apology, the error kept for the log."""
-        return self._reply(content, text, _Draft(time.perf_counter()), refused=False, error=error)
+    def failed(self, content: ContentSet, text: str, error: str, started: float) -> Reply:
+        """The reply to a turn that raised (`started` by time.perf_counter): an apology, the error for the log."""
+        return self._reply(content, text, _Draft(started), refused=False, error=error)
 
     async def _turn(self, msg: Incoming, content: ContentSet, history: list[HistoryTurn],
                     draft: _Draft) -> AsyncIterator[Event]:

@@ -171,10 +171,12 @@ async def _driver(name: str, core: Core, store: LogStore, cleanup: list[Callable
     return WecomDriver(core, store, api, CallbackClient(f"http://127.0.0.1:{wecom.port}{cfg.path}"))
 
 
-def events(store: LogStore) -> list[tuple[str, str, str, str]]:
+def events(store: LogStore, kind: str = "") -> list[tuple[str, str, str, str]]:
+    """Logged events (of one kind, or every kind but reloads), oldest first."""
+    where = "kind = ?" if kind else "kind != 'reload' AND ? = ''"
     with sqlite3.connect(store.path) as con:
-        return con.execute("SELECT channel, user_id, kind, detail FROM events WHERE kind != 'reload' "
-                           "ORDER BY id").fetchall()
+        return con.execute(f"SELECT channel, user_id, kind, detail FROM events WHERE {where} ORDER BY id",
+                           (kind,)).fetchall()
 
 
 def logged_questions(store: LogStore) -> list[tuple[str, str, str]]:
@@ -225,6 +227,8 @@ async def test_reload_for_admins_only(drive: Drive) -> None:
     assert await d.send("admin", "/reload") == f"Content unchanged (version {version}, 27 passages)."
     assert await d.send("alice", "/reload") == texts.message("admin_only", "zh")
     assert events(d.store) == [(d.name, d.uid("alice"), "admin_denied", "/reload")]
+    assert events(d.store, "reload") == [(d.name, d.uid("admin"), "reload",
+                                          f"Content unchanged (version {version}, 27 passages).")]
 
 
 async def test_stats_for_admins_only(drive: Drive) -> None:
@@ -239,7 +243,8 @@ async def test_unknown_command_and_ask(drive: Drive) -> None:
     d = await drive()
     assert await d.send("alice", "/frobnicate now") == texts.message("unknown_command", "zh", command="/frobnicate")
     assert cited(await d.send("alice", "/ask " + QUESTION, cited))
-    assert logged_questions(d.store) == [(d.name, d.uid("alice"), QUESTION)]
+    assert cited(await d.send("alice", "/ask" + QUESTION, cited))  # no space needed before a Chinese question
+    assert logged_questions(d.store) == [(d.name, d.uid("alice"), QUESTION)] * 2
 
 
 # ---- the gate ------------------------------------------------------------------------------------

@@ -208,8 +208,14 @@ async def test_group_answers_only_when_addressed(server: FakeTelegram, backend: 
         reply = server.group(GROUP, BOB, "董事长是谁？", reply_to=answer_id)
         ask = server.group(GROUP, BOB, "/ask 刘庆峰是谁？")
         ask_at = server.group(GROUP, ALICE, "/ask@article_test_bot 谁是董事长？")
-        await server.wait_for(lambda: all(answered(server, m) for m in (reply, ask, ask_at)))
+        help_at = server.group(GROUP, BOB, "/help@article_test_bot")
+        unknown = server.group(GROUP, BOB, "/frobnicate")  # perhaps another bot's: not answered
+        other_help = server.group(GROUP, BOB, "/help@some_other_bot")
+        await server.wait_for(lambda: all(answered(server, m) for m in (reply, ask, ask_at))
+                              and replies_to(server, help_at))
     assert replies_to(server, plain) == [] and replies_to(server, other_bot) == []
+    assert replies_to(server, unknown) == [] and replies_to(server, other_help) == []
+    assert "/sources" in replies_to(server, help_at)[0]
     logged = rows(store, "SELECT question, conversation, user_id FROM turns ORDER BY id")
     assert sorted(logged) == sorted([
         ("科大讯飞董事长是谁？", f"telegram:{GROUP}:{ALICE}", str(ALICE)),
@@ -469,7 +475,7 @@ class ScriptedEngine:
         await asyncio.sleep(self.delay)
         yield Reply("".join(self.pieces), refused=False, citations=self.citations)
 
-    def failed(self, msg: Incoming, content: object, text: str, error: str) -> Reply:
+    def failed(self, content: object, text: str, error: str, started: float) -> Reply:
         return Reply(text, refused=False, error=error)
 
 

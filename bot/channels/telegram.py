@@ -38,7 +38,7 @@ MAX_CHARS = 4096  # Bot API limit per message, in UTF-16 code units after entity
 GROUP_EDIT_INTERVAL_S = 3.0  # Telegram allows about 20 messages a minute in a group; edits count
 TYPING_EVERY_S = 4.5  # the typing indicator lasts about 5 s
 ALLOWED_UPDATES = ["message"]
-FLOOD_RETRIES = 5  # 429s waited out per call before giving up
+FLOOD_RETRIES = 10  # 429s waited out (as long as Telegram asks each time) before a call gives up
 
 
 def split_message(text: str, limit: int = MAX_CHARS) -> list[str]:
@@ -148,8 +148,10 @@ class TelegramChannel:
         key = ("resume", turn.turn_id)
         try:
             await self._answer(int(msg.chat_id), reply_to, turn, key)
-        except Exception:
+        except Exception as exc:
             logger.exception("telegram: resuming turn %s failed", turn.turn_id)
+            with suppress(Exception):
+                await self.core.note(msg, "reply_failed", type(exc).__name__)
             await self._apologize(int(msg.chat_id), turn.lang, self._open.pop(key, None))
 
     # -- translating updates --
@@ -176,7 +178,8 @@ class TelegramChannel:
         command = next((v for e, v in commands.items() if e.offset == 0), "")
         if command:
             name, _, target = command.partition("@")
-            return name + msg.text[len(command):], not target or target.lower() == (bot.username or "").lower()
+            rest = msg.text[len(command):].strip()
+            return f"{name} {rest}".strip(), not target or target.lower() == (bot.username or "").lower()
         if private:
             return msg.text, True
         replied = msg.reply_to_message
