@@ -210,14 +210,19 @@ def logs(ctx: click.Context, limit: int, channel: str | None, export: str | None
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write a JSON report here.")
 @click.option("--compare-checks", is_flag=True,
               help="Run the set a second time with the grounding checks off, and report the latency ratio.")
+@click.option("--content", "content_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Answer from this content folder instead of the configured one.")
 @click.pass_context
-def eval_cmd(ctx: click.Context, path: Path, report: Path | None, compare_checks: bool) -> None:
+def eval_cmd(ctx: click.Context, path: Path, report: Path | None, compare_checks: bool,
+             content_dir: Path | None) -> None:
     """Run a question set (JSONL like dev_qa.jsonl) and print each result and the totals."""
 
     async def handler(cfg: Config) -> int:
         from bot import evaluation
         from bot.app import open_app
 
+        if content_dir is not None:
+            cfg.content.dir = str(content_dir.resolve())
         cases = evaluation.load_cases(path)
         async with open_app(cfg) as app:
             results, summary = await _eval_run(app.core, cases, echo=True)

@@ -73,7 +73,7 @@ class Engine:
         question = msg.text.strip()
         lang = language(question)
         if grounding.is_injection(question):
-            yield self._decline(msg, content, draft, "offtopic", "prompt injection or harmful request")
+            yield self._decline(msg, content, draft, "offtopic", "injection: a prompt injection or harmful request")
             return
         checked = await self._to_chinese(question, content, draft) if lang == "en" else question
         evidence = grounding.question_evidence(checked, content, history[-1].question if history else "")
@@ -160,7 +160,7 @@ class Engine:
         """The draft checked against its cited passages: a cited answer, or the decline that replaces it."""
         answer = draft.text.strip()
         if not answer or grounding.model_declined(answer, self.prompts.declines):
-            return self._decline(msg, content, draft, "decline", "the model found no answer in the content")
+            return self._decline(msg, content, draft, "decline", "model_declined: it found no answer in the content")
         cited = [content.passages[k - 1] for k in markers(answer) if 0 < k <= len(content.passages)]
         check = grounding.support(answer, question, content, cited, self.cfg.grounding.min_support,
                                   evidence.missing_terms, self.cfg.grounding.min_topic)
@@ -169,7 +169,7 @@ class Engine:
             reply = self._reply(content, text, draft, refused=False)
             reply.citations = citations
             return reply
-        reply = self._decline(msg, content, draft, "decline", f"unsupported answer: {check.reason}")
+        reply = self._decline(msg, content, draft, "decline", check.reason)
         reply.retracted = True
         return reply
 

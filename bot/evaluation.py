@@ -1,12 +1,17 @@
-"""`bot eval`: run a question set (the dev_qa.jsonl format) through the engine and score it.
+"""`bot eval`: run a question set (the dev_qa.jsonl format) through the core and score it.
 
-A fact is right when the answer is not a decline and contains one of `expect_any` (substring,
-case-insensitive for Latin letters). An out-of-scope question is right when it is declined.
+Scored the way reading-comprehension sets are: a fact is right when the answer is not a decline and
+holds at least 80 % of one `expect_any` span as one unbroken run, whitespace and punctuation removed on
+both sides and Latin letters compared case-insensitively (a span contained whole always counts). An
+out-of-scope question is right when it is declined; answered, it is an invented answer. Each decline
+names the rule that made it (`rule: detail`), so every rule's hits on facts and on out-of-scope
+questions are counted.
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,11 +67,46 @@ def load_cases(path: Path) -> list[Case]:
     return cases
 
 
+SPAN_SHARE = 0.8
+
+
+def _bare(text: str) -> str:
+    """Lower-cased, without whitespace and punctuation (Unicode categories P and S)."""
+    return "".join(ch for ch in text.lower() if not ch.isspace() and unicodedata.category(ch)[0] not in "PS")
+
+
+def longest_common_run(a: str, b: str) -> int:
+    """Length of the longest substring the two texts share."""
+    best, prev = 0, [0] * (len(b) + 1)
+    for ca in a:
+        cur = [0] * (len(b) + 1)
+        for j, cb in enumerate(b, 1):
+            if ca == cb:
+                cur[j] = prev[j - 1] + 1
+                best = max(best, cur[j])
+        prev = cur
+    return best
+
+
+def holds_span(answer: str, span: str, share: float = SPAN_SHARE) -> bool:
+    """Whether the answer holds at least `share` of the span as one unbroken run."""
+    a, s = _bare(answer), _bare(span)
+    return bool(s) and (s in a or longest_common_run(a, s) >= share * len(s))
+
+
 def is_correct(case: Case, answer: str, refused: bool) -> bool:
     """The scoring rule of the module docstring."""
     if case.kind == "out_of_scope":
         return refused
-    return not refused and any(p.lower() in answer.lower() for p in case.expect_any)
+    return not refused and any(holds_span(answer, p) for p in case.expect_any)
+
+
+def rule_of(result: Result) -> str:
+    """The rule that declined an answer (the `rule:` prefix of its reason), or "" for an answer."""
+    if not result.refused:
+        return ""
+    head = result.decline_reason.split(":", 1)[0]
+    return head if head.isidentifier() else "other"
 
 
 async def run_case(core: Core, case: Case, run_id: str = "") -> Result:
@@ -94,8 +134,13 @@ def summarise(results: list[Result], model: str) -> dict[str, Any]:
             k["declined"] += int(r.refused)
     declined = [r for r in results if r.refused]
     false_declines = [r.id for r in declined if r.kind != "out_of_scope"]
-    totals = [r.total_ms for r in results if r.total_ms is not None]
+    totals = sorted(r.total_ms for r in results if r.total_ms is not None)
     ttfts = [r.ttft_ms for r in results if r.ttft_ms is not None]
+    rules: dict[str, dict[str, int]] = {}
+    for r in declined:
+        k = rules.setdefault(rule_of(r), {"fired": 0, "right": 0})
+        k["fired"] += 1
+        k["right"] += int(r.kind == "out_of_scope")
     return {
         "model": model,
         "questions": len(results),
@@ -104,8 +149,12 @@ def summarise(results: list[Result], model: str) -> dict[str, Any]:
         "by_category": categories,
         "decline_rate": round(len(declined) / len(results), 3) if results else 0.0,
         "false_declines": false_declines,
+        "invented": [r.id for r in results if r.kind == "out_of_scope" and not r.refused],
+        "wrong_answers": [r.id for r in results if r.kind != "out_of_scope" and not r.refused and not r.correct],
         "refusal_precision": round(1 - len(false_declines) / len(declined), 3) if declined else None,
+        "rules": rules,
         "avg_total_ms": round(sum(totals) / len(totals)) if totals else None,
+        "p95_total_ms": totals[min(len(totals) - 1, round(0.95 * (len(totals) - 1)))] if totals else None,
         "avg_ttft_ms": round(sum(ttfts) / len(ttfts)) if ttfts else None,
     }
 
@@ -131,8 +180,13 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     lines.append(f"total: {summary['correct']}/{summary['questions']} correct; decline rate "
                  f"{summary['decline_rate']:.0%}; false declines: {len(summary['false_declines'])} "
                  f"{summary['false_declines'] or ''}; refusal precision {summary['refusal_precision']}")
+    lines.append(f"invented answers: {len(summary['invented'])} {summary['invented'] or ''}; wrong answers: "
+                 f"{len(summary['wrong_answers'])} {summary['wrong_answers'] or ''}")
+    if summary["rules"]:
+        lines.append("declines by rule (fired / on out-of-scope): " + ", ".join(
+            f"{name} {k['fired']}/{k['right']}" for name, k in sorted(summary["rules"].items())))
     lines.append(f"latency: average first token {summary['avg_ttft_ms']} ms, average answer "
-                 f"{summary['avg_total_ms']} ms; model {summary['model']}")
+                 f"{summary['avg_total_ms']} ms, p95 {summary['p95_total_ms']} ms; model {summary['model']}")
     return lines
 
 

@@ -80,9 +80,9 @@ class Evidence:
     def unanswerable(self) -> str | None:
         """Why no answer can come from the content, before any generation, or None."""
         if self.none_found:
-            return f"no key term in the content: {', '.join(self.missing)}"
+            return f"no_key_term: none of {', '.join(self.missing)} is in the content"
         if self.asked_missing:
-            return f"the question asks for {', '.join(self.asked_missing)}; the content names none"
+            return f"asked_missing: the question asks for {', '.join(self.asked_missing)}; the content names none"
         return None
 
 
@@ -242,7 +242,7 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     """
     body = strip_markers(answer)
     if not HAN_RUN.search(body) and not latin_names(body):  # a bare "OpenAI" is checked like any name
-        return Support(False, 0.0, [], [], "the draft is not in the content's language")
+        return Support(False, 0.0, [], [], "language: the draft is not in the content's language")
     chk = _checkable(body, question)
     topic, idf = _topic(question, content)
     # Everyone and everything the question names must stand in one supporting passage, or an answer
@@ -276,9 +276,10 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
         return Support(False, score, useful, unsupported, reason)
 
     if chk.claims and score < min_support:
-        return fail(f"only {score:.0%} of the answer is in the cited text", [c for c in chk.claims if c not in joined])
+        return fail(f"coverage: only {score:.0%} of the answer is in the cited text",
+                    [c for c in chk.claims if c not in joined])
     if not any(anchored(p) for p in useful) or not all(n in joined for n in named):
-        return fail("no cited passage is about what the question asks", topic)
+        return fail("topic: no cited passage is about what the question asks", topic)
     if misstated := _misstated(body, question, content, joined, chk.hard, missing_terms):
         return fail(*misstated)
     return Support(True, score, useful, [c for c in chk.claims if c not in joined])
@@ -290,22 +291,22 @@ def _misstated(body: str, question: str, content: ContentSet, joined: str, hard:
     body_numbers = numbers(body)
     missing_hard = sorted(h for h in hard if not (number_in(h, joined) if h in body_numbers else h in joined.lower()))
     if missing_hard:
-        return f"not in the cited text: {', '.join(missing_hard)}", missing_hard
+        return f"verbatim: not in the cited text: {', '.join(missing_hard)}", missing_hard
     # Numbers and Latin-script names never overlap, so one set of the content's serves both.
     anchors = (numbers(question) | latin_names(question)) & content.anchors
     unanchored = sorted(a for a in anchors if a not in numbers(joined) | latin_names(joined))
     if unanchored:
-        return f"the cited text does not mention {', '.join(unanchored)} from the question", unanchored
+        return f"question_anchor: the cited text does not mention {', '.join(unanchored)}", unanchored
     # Restating a question word the content never uses ("文心一言是恒银…") asserts what the text cannot
     # support; this also fails an answer that only repeats a question's premise, the safer mistake.
     asserted = [t for t in missing_terms if t.lower() in body.lower()]
     if asserted:
-        return f"the answer states {', '.join(asserted)}, which the content never mentions", asserted
+        return f"unknown_noun: the answer states {', '.join(asserted)}, which the content never uses", asserted
     if flipped := polarity_flipped(body, question, joined):
-        return f"the cited text says the opposite about {flipped}", [flipped]
+        return f"polarity: the cited text says the opposite about {flipped}", [flipped]
     noun = kind_noun(question)
     if noun and noun in joined and not names_kind(body, question, noun, joined):
-        return f"the answer does not say which {noun}, as the cited text does", [noun]
+        return f"kind: the answer does not say which {noun}, as the cited text does", [noun]
     if asks_quantity(question) and not has_numeral(body):
-        return "the question asks for a number and the answer gives none", []
+        return "quantity: the question asks for a number and the answer gives none", []
     return None
