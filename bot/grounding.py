@@ -262,12 +262,15 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
 
     def good(ps: list[Passage]) -> bool:
         claims_ok = not chk.claims or _coverage(chk.claims, text(ps)) >= min_support
-        return claims_ok and any(anchored(p) for p in ps) and all(n in text(ps) for n in named)
+        return (claims_ok and any(anchored(p) for p in ps) and all(n in text(ps) for n in named)
+                and _hard_share(chk.hard, body, text(ps)) == 1.0)
 
     useful = [p for p in cited if not chk.claims or _coverage(chk.claims, text([p])) >= 0.3]
     if not useful or not good(useful):
-        ranked = sorted(content.passages,
-                        key=lambda p: -(_coverage(chk.claims, text([p])) + _weighted(topic, idf, text([p]))))
+        # The model's markers are a hint, not the citation: the passages that hold the answer's claims,
+        # numbers and names, about what the question asks, are chosen instead.
+        ranked = sorted(content.passages, key=lambda p: -(_coverage(chk.claims, text([p])) + _weighted(
+            topic, idf, text([p])) + _hard_share(chk.hard, body, text([p]))))
         useful = ranked[:1] if good(ranked[:1]) else ranked[:2]
     joined = text(useful)
     score = _coverage(chk.claims, joined) if chk.claims else 1.0
@@ -283,6 +286,14 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     if misstated := _misstated(body, question, content, joined, chk.hard, missing_terms):
         return fail(*misstated)
     return Support(True, score, useful, [c for c in chk.claims if c not in joined])
+
+
+def _hard_share(hard: set[str], body: str, text: str) -> float:
+    """The share of the answer's numbers and Latin-script words that stand in `text` (1.0 when it has none)."""
+    if not hard:
+        return 1.0
+    body_numbers, low = numbers(body), text.lower()
+    return sum(1 for h in hard if (number_in(h, text) if h in body_numbers else h in low)) / len(hard)
 
 
 def _misstated(body: str, question: str, content: ContentSet, joined: str, hard: set[str],
