@@ -25,6 +25,7 @@ question it does not answer, and an answer that copies a passage but swaps its s
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bot.citations import strip_markers
@@ -283,7 +284,12 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
                     [c for c in chk.claims if c not in joined])
     if not any(anchored(p) for p in useful) or not all(n in joined for n in named):
         return fail("topic: no cited passage is about what the question asks", topic)
-    if misstated := _misstated(body, question, content, joined, chk.hard, missing_terms):
+    def paired(anchor: str) -> bool:
+        """The content pairs this number or name with what the question asks: a passage holds both."""
+        return any(anchor in numbers(t) | latin_names(t) and _weighted(topic, idf, t) >= min_topic
+                   for t in (p.section + p.text for p in content.passages))
+
+    if misstated := _misstated(body, question, content, joined, chk.hard, missing_terms, paired):
         return fail(*misstated)
     return Support(True, score, useful, [c for c in chk.claims if c not in joined])
 
@@ -297,15 +303,18 @@ def _hard_share(hard: set[str], body: str, text: str) -> float:
 
 
 def _misstated(body: str, question: str, content: ContentSet, joined: str, hard: set[str],
-               missing_terms: list[str] | tuple[str, ...]) -> tuple[str, list[str]] | None:
+               missing_terms: list[str] | tuple[str, ...],
+               paired: Callable[[str], bool]) -> tuple[str, list[str]] | None:
     """The first way the answer goes beyond or against the cited text `joined`: (reason, words), or None."""
     body_numbers = numbers(body)
     missing_hard = sorted(h for h in hard if not (number_in(h, joined) if h in body_numbers else h in joined.lower()))
     if missing_hard:
         return f"verbatim: not in the cited text: {', '.join(missing_hard)}", missing_hard
     # Numbers and Latin-script names never overlap, so one set of the content's serves both.
+    # A number or name of the question that the content pairs with the question's topic (从0到1) must be
+    # in the cited text; one the content never pairs with it (a tag like "第1问") says nothing.
     anchors = (numbers(question) | latin_names(question)) & content.anchors
-    unanchored = sorted(a for a in anchors if a not in numbers(joined) | latin_names(joined))
+    unanchored = sorted(a for a in anchors if a not in numbers(joined) | latin_names(joined) and paired(a))
     if unanchored:
         return f"question_anchor: the cited text does not mention {', '.join(unanchored)}", unanchored
     # Restating a question word the content never uses ("文心一言是恒银…") asserts what the text cannot

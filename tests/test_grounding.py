@@ -178,3 +178,11 @@ def test_a_number_must_stand_whole_in_the_passage(content: ContentSet) -> None:
     # "36" is inside "360集团" in the cited passage, but the article gives no age.
     result = check(content, "周鸿祎今年多少岁？", "周鸿祎今年36岁。", "360集团")
     assert not result.supported and "36" in result.reason
+
+
+def test_a_harmless_tag_with_numbers_does_not_unanchor_the_answer(content: ContentSet) -> None:
+    # "第1问" pairs no passage with the question's topic, so the cited text need not hold the 1.
+    liu = passage_with(content, "科大讯飞董事长刘庆峰")
+    for question in ("科大讯飞董事长是谁？（用户0第1问）", "科大讯飞董事长是谁？ #3"):
+        result = grounding.support("科大讯飞董事长是刘庆峰。", question, content, liu, 0.5)
+        assert result.supported, (question, result.reason)
