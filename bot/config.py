@@ -60,6 +60,8 @@ class GroundingConfig:
     min_support: float = 0.5
     # Share (weighted by rarity) of the question's terms the cited passages must contain.
     min_topic: float = 0.45
+    # The sentence that holds the answer's claims must hold a word or number the question asks about.
+    claim_sentence_check: bool = True
     # When the first draft is declined or unsupported but the question's terms are in the content,
     # ask once more with the best-matching passages quoted beside the question.
     retry_with_passages: bool = True

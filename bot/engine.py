@@ -162,8 +162,9 @@ class Engine:
         if not answer or grounding.model_declined(answer, self.prompts.declines):
             return self._decline(msg, content, draft, "decline", "model_declined: it found no answer in the content")
         cited = [content.passages[k - 1] for k in markers(answer) if 0 < k <= len(content.passages)]
-        check = grounding.support(answer, question, content, cited, self.cfg.grounding.min_support,
-                                  evidence.missing_terms, self.cfg.grounding.min_topic)
+        g = self.cfg.grounding
+        check = grounding.support(answer, question, content, cited, g.min_support, evidence.missing_terms,
+                                  g.min_topic, g.claim_sentence_check)
         if check.supported or not self.cfg.grounding.support_check:
             text, citations = cite(answer, check.passages, content)
             reply = self._reply(content, text, draft, refused=False)

@@ -234,7 +234,8 @@ def names_kind(answer: str, question: str, noun: str, text: str) -> bool:
 
 
 def support(answer: str, question: str, content: ContentSet, cited: list[Passage], min_support: float,
-            missing_terms: list[str] | tuple[str, ...] = (), min_topic: float = 0.45) -> Support:
+            missing_terms: list[str] | tuple[str, ...] = (), min_topic: float = 0.45,
+            claim_sentence: bool = True) -> Support:
     """Check the answer against its cited passages (or the best ones) and choose the citations to show.
 
     The cited text must hold the answer's own claims (share >= min_support) and be about what the
@@ -291,7 +292,36 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
 
     if misstated := _misstated(body, question, content, joined, chk.hard, missing_terms, paired):
         return fail(*misstated)
+    if claim_sentence and (off := _off_question(question, content, named, chk, body, [p.text for p in useful])):
+        return fail(off, [])
     return Support(True, score, useful, [c for c in chk.claims if c not in joined])
+
+
+_SENTENCE = re.compile(r"[^。！？!?\n]+[。！？!?]?")
+
+
+def _off_question(question: str, content: ContentSet, named: list[str], chk: _Checkable, body: str,
+                  texts: list[str]) -> str | None:
+    """Why the sentence that holds the answer's claims does not answer the question, or None.
+
+    The right passage can hold the wrong fact (a question about a birth year answered with the year of a
+    prize). So the cited sentence with most of the answer's own claims, numbers and names must also hold
+    something the question asks about beyond the names it mentions: a rarer word of the question or one
+    of its numbers. Questions whose other words the content never uses cannot be judged and pass.
+    """
+    names = {bg for n in (*named, *FRAME_NOUNS) for bg in content_bigrams(n)}
+    asked = [bg for bg in dict.fromkeys(content_bigrams(map_english(question, content)))
+             if bg in content.bigram_idf and bg not in names]
+    asked_numbers = numbers(question) & content.anchors
+    if not (chk.claims or chk.hard) or not (asked or asked_numbers):
+        return None
+    sentences = [m.group(0) for t in texts for m in _SENTENCE.finditer(t)]
+    scores = [_coverage(chk.claims, t) + _hard_share(chk.hard, body, t) for t in sentences]
+    top = max(scores, default=0.0)
+    best = [t for t, score in zip(sentences, scores, strict=True) if score == top]
+    if any(bg in t for t in best for bg in asked) or any(number_in(n, t) for t in best for n in asked_numbers):
+        return None
+    return "claim_sentence: the sentence holding the answer says nothing of what the question asks"
 
 
 def _hard_share(hard: set[str], body: str, text: str) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bot import grounding
@@ -186,3 +188,17 @@ def test_a_harmless_tag_with_numbers_does_not_unanchor_the_answer(content: Conte
     for question in ("科大讯飞董事长是谁？（用户0第1问）", "科大讯飞董事长是谁？ #3"):
         result = grounding.support("科大讯飞董事长是刘庆峰。", question, content, liu, 0.5)
         assert result.supported, (question, result.reason)
+
+
+def test_the_right_passage_with_the_wrong_fact_does_not_answer(tmp_path: Path) -> None:
+    # The paragraph gives a prize's year, not a birth year; the sentence with 1977 says nothing of 出生.
+    (tmp_path / "a.md").write_text("# 蔡敏\n\n蔡敏出生于台湾台北市，是女高音。1977年获得香港亚洲歌唱比赛季军。"
+                                   "到了1961年，牠们的数量就只余下870匹。\n", encoding="utf-8")
+    cs = load(tmp_path)
+    wrong = grounding.support("蔡敏是1977年出生的。[1]", "蔡敏是哪一年出生的？", cs, list(cs.passages), 0.5)
+    assert not wrong.supported and wrong.reason.startswith("claim_sentence")
+    right = grounding.support("蔡敏出生于台湾台北市。[1]", "蔡敏的出生地在哪里？", cs, list(cs.passages), 0.5)
+    assert right.supported, right.reason
+    # A question's own number in the sentence counts as being about the question.
+    count = grounding.support("1961年的数量只余下870匹。[1]", "到1961年时只剩下多少匹？", cs, list(cs.passages), 0.5)
+    assert count.supported, count.reason
