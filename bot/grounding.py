@@ -309,16 +309,18 @@ def _off_question(question: str, content: ContentSet, named: list[str], chk: _Ch
     something the question asks about beyond the names it mentions: a rarer word of the question or one
     of its numbers. Questions whose other words the content never uses cannot be judged and pass.
     """
-    names = {bg for n in (*named, *FRAME_NOUNS) for bg in content_bigrams(n)}
+    names = {bg for n in named for bg in content_bigrams(n)}  # in every sentence about them: no evidence
     asked = [bg for bg in dict.fromkeys(content_bigrams(map_english(question, content)))
              if bg in content.bigram_idf and bg not in names]
     asked_numbers = numbers(question) & content.anchors
     if not (chk.claims or chk.hard) or not (asked or asked_numbers):
         return None
     sentences = [m.group(0) for t in texts for m in _SENTENCE.finditer(t)]
-    scores = [_coverage(chk.claims, t) + _hard_share(chk.hard, body, t) for t in sentences]
+    scores = [_coverage(chk.claims, t) if not chk.hard else (_coverage(chk.claims, t) + _hard_share(
+        chk.hard, body, t)) / 2 for t in sentences]
     top = max(scores, default=0.0)
-    best = [t for t, score in zip(sentences, scores, strict=True) if score == top]
+    # The sentences the answer draws on: a long answer spreads its claims over several of them.
+    best = [t for t, score in zip(sentences, scores, strict=True) if score > 0 and score >= top / 2]
     if any(bg in t for t in best for bg in asked) or any(number_in(n, t) for t in best for n in asked_numbers):
         return None
     return "claim_sentence: the sentence holding the answer says nothing of what the question asks"

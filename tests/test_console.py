@@ -100,9 +100,9 @@ async def test_help_lists_the_commands(setup) -> None:
 
 async def test_help_follows_the_language_of_the_last_question(setup) -> None:
     engine, _, _ = setup
-    _, out, _ = await run(engine, ["What is the capital of France?", "/help"])
-    assert "The article does not say" in out
-    assert "/sources  show the passages behind the last answer" in out
+    _, out, _ = await run(engine, ["/help", "What is the capital of France?", "/help"])
+    first, last = out.split("/help  ")[1], out.split("/help  ")[-1]
+    assert "显示本帮助" in first and "show this help" in last
 
 
 async def test_quit_stops_reading(setup) -> None:
