@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from bot.citations import strip_markers
 from bot.knowledge import ContentSet
@@ -233,6 +234,10 @@ def names_kind(answer: str, question: str, noun: str, text: str) -> bool:
     return False
 
 
+def _text(passages: list[Passage]) -> str:
+    return "".join(p.section + p.text for p in passages)
+
+
 def support(answer: str, question: str, content: ContentSet, cited: list[Passage], min_support: float,
             missing_terms: list[str] | tuple[str, ...] = (), min_topic: float = 0.45,
             claim_sentence: bool = True) -> Support:
@@ -251,30 +256,28 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     # that only repeats the question ("是的，刘庆峰是360集团的创始人") would pass on shared words.
     named = question_entities(question, content)
 
-    def text(ps: list[Passage]) -> str:
-        return "".join(p.section + p.text for p in ps)
-
     def anchored(p: Passage) -> bool:
         """One passage holds both what the question is about and some of the answer's claims."""
-        claims_ok = not chk.claims or _coverage(chk.claims, text([p])) >= 0.3
+        claims_ok = not chk.claims or _coverage(chk.claims, _text([p])) >= 0.3
         # An answer that only repeats the question needs every name in this one passage; one with
         # claims of its own may draw on several passages, each about someone the question names.
-        names_ok = (any if chk.claims else all)(n in text([p]) for n in named) if named else True
-        return claims_ok and names_ok and _weighted(topic, idf, text([p])) >= min_topic
+        names_ok = (any if chk.claims else all)(n in _text([p]) for n in named) if named else True
+        return claims_ok and names_ok and _weighted(topic, idf, _text([p])) >= min_topic
 
     def good(ps: list[Passage]) -> bool:
-        claims_ok = not chk.claims or _coverage(chk.claims, text(ps)) >= min_support
-        return (claims_ok and any(anchored(p) for p in ps) and all(n in text(ps) for n in named)
-                and _hard_share(chk.hard, body, text(ps)) == 1.0)
+        claims_ok = not chk.claims or _coverage(chk.claims, _text(ps)) >= min_support
+        on_topic = [p for p in ps if anchored(p)]
+        return (claims_ok and bool(on_topic) and all(n in _text(ps) for n in named)
+                and _hard_share(chk.hard, body, _text(on_topic)) == 1.0)
 
-    useful = [p for p in cited if not chk.claims or _coverage(chk.claims, text([p])) >= 0.3]
+    useful = [p for p in cited if not chk.claims or _coverage(chk.claims, _text([p])) >= 0.3]
     if not useful or not good(useful):
         # The model's markers are a hint, not the citation: the passages that hold the answer's claims,
         # numbers and names, about what the question asks, are chosen instead.
-        ranked = sorted(content.passages, key=lambda p: -(_coverage(chk.claims, text([p])) + _weighted(
-            topic, idf, text([p])) + _hard_share(chk.hard, body, text([p]))))
+        ranked = sorted(content.passages, key=lambda p: -(_coverage(chk.claims, _text([p])) + _weighted(
+            topic, idf, _text([p])) + _hard_share(chk.hard, body, _text([p]))))
         useful = ranked[:1] if good(ranked[:1]) else ranked[:2]
-    joined = text(useful)
+    joined = _text(useful)
     score = _coverage(chk.claims, joined) if chk.claims else 1.0
 
     def fail(reason: str, unsupported: list[str]) -> Support:
@@ -285,12 +288,10 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
                     [c for c in chk.claims if c not in joined])
     if not any(anchored(p) for p in useful) or not all(n in joined for n in named):
         return fail("topic: no cited passage is about what the question asks", topic)
-    def paired(anchor: str) -> bool:
-        """The content pairs this number or name with what the question asks: a passage holds both."""
-        return any(anchor in numbers(t) | latin_names(t) and _weighted(topic, idf, t) >= min_topic
-                   for t in (p.section + p.text for p in content.passages))
-
-    if misstated := _misstated(body, question, content, joined, chk.hard, missing_terms, paired):
+    # Numbers and names must stand in a passage about the question, not in any passage that has them.
+    on_topic = _text([p for p in useful if anchored(p)])
+    paired = partial(_paired, content=content, topic=topic, idf=idf, min_topic=min_topic)
+    if misstated := _misstated(body, question, content, joined, on_topic, chk.hard, missing_terms, paired):
         return fail(*misstated)
     if claim_sentence and (off := _off_question(question, content, named, chk, body, [p.text for p in useful])):
         return fail(off, [])
@@ -326,6 +327,12 @@ def _off_question(question: str, content: ContentSet, named: list[str], chk: _Ch
     return "claim_sentence: the sentence holding the answer says nothing of what the question asks"
 
 
+def _paired(anchor: str, *, content: ContentSet, topic: list[str], idf: dict[str, float], min_topic: float) -> bool:
+    """The content pairs this number or name with what the question asks: a passage holds both."""
+    return any(anchor in numbers(t) | latin_names(t) and _weighted(topic, idf, t) >= min_topic
+               for t in (p.section + p.text for p in content.passages))
+
+
 def _hard_share(hard: set[str], body: str, text: str) -> float:
     """The share of the answer's numbers and Latin-script words that stand in `text` (1.0 when it has none)."""
     if not hard:
@@ -334,12 +341,13 @@ def _hard_share(hard: set[str], body: str, text: str) -> float:
     return sum(1 for h in hard if (number_in(h, text) if h in body_numbers else h in low)) / len(hard)
 
 
-def _misstated(body: str, question: str, content: ContentSet, joined: str, hard: set[str],
+def _misstated(body: str, question: str, content: ContentSet, joined: str, on_topic: str, hard: set[str],
                missing_terms: list[str] | tuple[str, ...],
                paired: Callable[[str], bool]) -> tuple[str, list[str]] | None:
     """The first way the answer goes beyond or against the cited text `joined`: (reason, words), or None."""
     body_numbers = numbers(body)
-    missing_hard = sorted(h for h in hard if not (number_in(h, joined) if h in body_numbers else h in joined.lower()))
+    missing_hard = sorted(h for h in hard
+                          if not (number_in(h, on_topic) if h in body_numbers else h in on_topic.lower()))
     if missing_hard:
         return f"verbatim: not in the cited text: {', '.join(missing_hard)}", missing_hard
     # Numbers and Latin-script names never overlap, so one set of the content's serves both.

@@ -202,3 +202,13 @@ def test_the_right_passage_with_the_wrong_fact_does_not_answer(tmp_path: Path) -
     # A question's own number in the sentence counts as being about the question.
     count = grounding.support("1961年的数量只余下870匹。[1]", "到1961年时只剩下多少匹？", cs, list(cs.passages), 0.5)
     assert count.supported, count.reason
+
+
+def test_a_number_must_stand_in_a_passage_about_the_question(tmp_path: Path) -> None:
+    # 1977 is in another person's paragraph: stitching the two does not support the answer.
+    (tmp_path / "a.md").write_text("# 人物\n\n## 张天霖\n\n张天霖高二的时候拍了周华健的MV「朋友」。\n\n"
+                                   "## 蔡敏\n\n蔡敏是1977年香港亚洲歌唱比赛季军。\n", encoding="utf-8")
+    cs = load(tmp_path)
+    result = grounding.support("张天霖在1977年拍了周华健的MV「朋友」。[1][2]", "张天霖在何时拍摄了周华健的MV？", cs,
+                               list(cs.passages), 0.5)
+    assert not result.supported and result.reason.startswith("verbatim")
