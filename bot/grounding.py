@@ -307,13 +307,13 @@ def _off_question(question: str, content: ContentSet, named: list[str], chk: _Ch
 
     The right passage can hold the wrong fact (a question about a birth year answered with the year of a
     prize). So the cited sentence with most of the answer's own claims, numbers and names must also hold
-    something the question asks about beyond the names it mentions: a rarer word of the question or one
-    of its numbers. Questions whose other words the content never uses cannot be judged and pass.
+    something the question asks about beyond the names it mentions: a word of the question, or one of its
+    numbers or Latin names. Questions whose other words the content never uses cannot be judged and pass.
     """
     names = {bg for n in named for bg in content_bigrams(n)}  # in every sentence about them: no evidence
     asked = [bg for bg in dict.fromkeys(content_bigrams(map_english(question, content)))
              if bg in content.bigram_idf and bg not in names]
-    asked_numbers = numbers(question) & content.anchors
+    asked_numbers = (numbers(question) | latin_names(question)) & content.anchors
     if not (chk.claims or chk.hard) or not (asked or asked_numbers):
         return None
     sentences = [m.group(0) for t in texts for m in _SENTENCE.finditer(t)]
@@ -322,7 +322,8 @@ def _off_question(question: str, content: ContentSet, named: list[str], chk: _Ch
     top = max(scores, default=0.0)
     # The sentences the answer draws on: a long answer spreads its claims over several of them.
     best = [t for t, score in zip(sentences, scores, strict=True) if score > 0 and score >= top / 2]
-    if any(bg in t for t in best for bg in asked) or any(number_in(n, t) for t in best for n in asked_numbers):
+    if any(bg in t for t in best for bg in asked) or any(
+            number_in(n, t) or n in t.lower() for t in best for n in asked_numbers):
         return None
     return "claim_sentence: the sentence holding the answer says nothing of what the question asks"
 
