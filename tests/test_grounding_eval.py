@@ -1,6 +1,8 @@
 """The grounding bar on the default model: the development set and our own fresh set, one run each at
-temperature 0. Every out-of-scope question must be declined, no answerable one declined, and every fact
-answered with an accepted phrase."""
+temperature 0 (every out-of-scope question declined, no answerable one declined, every fact answered with
+an accepted span), the held-out article sets and content the checks were never written for at their
+measured levels. The large unseen set (30 paragraphs, retrieval mode) is not run here: at about 20 s an
+answer before the speed issue lands it would take a quarter of CI's time."""
 
 from __future__ import annotations
 
@@ -81,8 +83,10 @@ def test_held_out_sets_on_the_default_model(tmp_path: Path, data_dir: Path, name
 # loaded, fact absent), split into the half the checks were tuned on and a held-out half. The bars are
 # the measured levels (README, Grounding), not the issue's targets: span scoring counts a correct answer
 # worded differently from a long annotated span as wrong.
+# Measured: tune 13/20 facts, 11/12 declined, 1 invented; held-out (first run) 8/16, 8/10, 2 invented. One
+# question of slack each, for floating-point differences between CPU builds.
 @pytest.mark.parametrize(("name", "facts", "declines", "invented"), [
-    ("small_tune", FACTS_TUNE, DECLINES_TUNE, INVENTED_TUNE), ("small_holdout", FACTS_HOLD, DECLINES_HOLD, INVENTED_HOLD)])
+    ("small_tune", 12, 10, 2), ("small_holdout", 7, 7, 3)])
 def test_unseen_content_on_the_default_model(tmp_path: Path, data_dir: Path, name: str, facts: int, declines: int,
                                              invented: int) -> None:
     summary = run_eval(ROOT / "tests" / "data" / "unseen" / f"{name}.jsonl", tmp_path, data_dir, UNSEEN / "small")
