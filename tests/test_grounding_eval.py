@@ -1,7 +1,7 @@
 """The grounding bar on the default model: the development set and our own fresh set, one run each at
 temperature 0 (every out-of-scope question declined, no answerable one declined, every fact answered with
 an accepted span), the held-out article sets and content the checks were never written for at their
-measured levels. The large unseen set (30 paragraphs, retrieval mode) is not run here: at about 20 s an
+measured levels. The large unseen set (30 paragraphs, retrieval mode) is not run here: at about 30 s an
 answer before the speed issue lands it would take a quarter of CI's time."""
 
 from __future__ import annotations
