@@ -293,7 +293,7 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     paired = partial(_paired, content=content, topic=topic, idf=idf, min_topic=min_topic)
     if misstated := _misstated(body, question, content, joined, on_topic, chk.hard, missing_terms, paired):
         return fail(*misstated)
-    if claim_sentence and (off := _off_question(question, content, named, chk, body, [p.text for p in useful])):
+    if claim_sentence and (off := _off_question(question, content, named, topic, chk, body, useful)):
         return fail(off, [])
     return Support(True, score, useful, [c for c in chk.claims if c not in joined])
 
@@ -301,8 +301,8 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
 _SENTENCE = re.compile(r"[^。！？!?\n]+[。！？!?]?")
 
 
-def _off_question(question: str, content: ContentSet, named: list[str], chk: _Checkable, body: str,
-                  texts: list[str]) -> str | None:
+def _off_question(question: str, content: ContentSet, named: list[str], topic: list[str], chk: _Checkable,
+                  body: str, useful: list[Passage]) -> str | None:
     """Why the sentence that holds the answer's claims does not answer the question, or None.
 
     The right passage can hold the wrong fact (a question about a birth year answered with the year of a
@@ -311,12 +311,11 @@ def _off_question(question: str, content: ContentSet, named: list[str], chk: _Ch
     numbers or Latin names. Questions whose other words the content never uses cannot be judged and pass.
     """
     names = {bg for n in named for bg in content_bigrams(n)}  # in every sentence about them: no evidence
-    asked = [bg for bg in dict.fromkeys(content_bigrams(map_english(question, content)))
-             if bg in content.bigram_idf and bg not in names]
+    asked = [bg for bg in topic if bg not in names]
     asked_numbers = (numbers(question) | latin_names(question)) & content.anchors
     if not (chk.claims or chk.hard) or not (asked or asked_numbers):
         return None
-    sentences = [m.group(0) for t in texts for m in _SENTENCE.finditer(t)]
+    sentences = [m.group(0) for p in useful for m in _SENTENCE.finditer(p.text)]
     scores = [_coverage(chk.claims, t) if not chk.hard else (_coverage(chk.claims, t) + _hard_share(
         chk.hard, body, t)) / 2 for t in sentences]
     top = max(scores, default=0.0)
