@@ -41,7 +41,7 @@ class Turn:
         return self.turn_id is not None
 
     async def events(self) -> AsyncIterator[Event]:
-        """Queued, Delta and Retract events and one Reply for a question; one Notice otherwise."""
+        """Queued, Progress and Delta events and one Reply for a question; one Notice otherwise."""
         if self.turn_id is not None:
             async for event in self.core.answer(self):
                 yield event

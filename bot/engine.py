@@ -10,16 +10,18 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 
 from bot import grounding, translation
 from bot.backends.base import Backend, Completion, ProgressFn
-from bot.citations import MarkerRenumber, cite, markers, strip_markers
+from bot.citations import cite, markers, strip_markers
 from bot.config import Config
 from bot.knowledge import ContentSet
 from bot.prompting import Messages, PromptBuilder
 from bot.prompts import Prompts
+from bot.release import Release
 from bot.texts import language
-from bot.types import Delta, Event, HistoryTurn, Incoming, Passage, Queued, Reply, Retract
+from bot.types import Delta, Event, HistoryTurn, Incoming, Passage, Progress, Queued, Reply
 
 
 @dataclass
@@ -60,7 +62,7 @@ class Engine:
         self.build.prefix_mode = fits
 
     async def run(self, msg: Incoming, content: ContentSet, history: list[HistoryTurn]) -> AsyncIterator[Event]:
-        """Queued, Delta and Retract events while the answer streams, then exactly one Reply."""
+        """Queued, Progress and Delta events (checked text only) while the answer is made, then one Reply."""
         async for event in self._turn(msg, content, self.build.trim(history), _Draft(time.perf_counter())):
             yield event
 
@@ -75,6 +77,8 @@ class Engine:
         if grounding.is_injection(question):
             yield self._decline(msg, content, draft, "offtopic", "injection: a prompt injection or harmful request")
             return
+        if lang == "en":
+            yield Progress("translating_question")
         checked = await self._to_chinese(question, content, draft) if lang == "en" else question
         evidence = grounding.question_evidence(checked, content, history[-1].question if history else "")
         if self.cfg.grounding.evidence_check and (reason := evidence.unanswerable()):
@@ -89,16 +93,20 @@ class Engine:
                 if not quoted or not self.cfg.grounding.retry_with_passages:
                     break
                 draft.restart()
-                if lang == "zh":
-                    yield Retract("checking the source passages again")
+                yield Progress("rechecking")
+            elif lang == "en":
+                yield Progress("answering")
+            # Only a Chinese draft is shown as it streams, one checked sentence at a time.
+            release = Release(partial(self._passes, checked, content, evidence)) if lang == "zh" else None
             messages = self.build.answer(content, history, checked, quoted)
-            async for event in self._generate(messages, msg.conversation_key, draft, visible=lang == "zh"):
+            async for event in self._generate(messages, msg.conversation_key, draft, release):
                 yield event
-            reply = self._finish(msg, content, draft, checked, evidence)
+            reply = self._finish(msg, content, draft, checked, evidence, release)
             # Quoting passages cannot help a question about something the content never names.
             if not reply.refused or not evidence.found or evidence.missing_terms:
                 break
         if lang == "en" and not reply.refused:
+            yield Progress("translating_answer")
             async for event in self._to_english(msg, content, reply, draft, question):
                 yield event
         used = draft.completion  # every pass of this turn, the translation's included
@@ -106,23 +114,27 @@ class Engine:
         yield reply
 
     async def _generate(self, messages: Messages, conversation: str, draft: _Draft,
-                        visible: bool = True) -> AsyncIterator[Event]:
-        """Stream one request into the draft; shown pieces have their markers in display order."""
-        renumber = MarkerRenumber()
+                        release: Release | None = None) -> AsyncIterator[Event]:
+        """Stream one request into the draft; with `release`, show each sentence once the checks pass it."""
         used = Completion()
         async for piece in self.backend.stream(messages, conversation=conversation, completion=used):
             if isinstance(piece, Queued):
                 yield piece
                 continue
-            if draft.ttft_ms is None and visible:
-                draft.ttft_ms = int((time.perf_counter() - draft.started) * 1000)
             draft.text += piece
-            if (shown := renumber.feed(piece)) and visible:
-                yield Delta(shown)
-        if (rest := renumber.flush()) and visible:
-            yield Delta(rest)
+            if release and (shown := release.feed(piece)):
+                yield self._shown(draft, shown)
+        if release and (rest := release.finish()):
+            yield self._shown(draft, rest)
         draft.completion.prompt_tokens += used.prompt_tokens
         draft.completion.completion_tokens += used.completion_tokens
+
+    @staticmethod
+    def _shown(draft: _Draft, text: str) -> Delta:
+        """A piece of checked text for the user; the first one sets the time to first words."""
+        if draft.ttft_ms is None:
+            draft.ttft_ms = int((time.perf_counter() - draft.started) * 1000)
+        return Delta(text)
 
     async def _to_chinese(self, question: str, content: ContentSet, draft: _Draft) -> str:
         """The English question in Chinese, names spelled as the content has them (hidden from the user)."""
@@ -138,7 +150,7 @@ class Engine:
 
     async def _to_english(self, msg: Incoming, content: ContentSet, reply: Reply, draft: _Draft,
                           question: str) -> AsyncIterator[Event]:
-        """Stream the checked Chinese answer in English; its [n] markers go at the end."""
+        """The checked Chinese answer in English, shown once it is checked faithful; [n] markers at the end."""
         source = strip_markers(reply.text)
         messages = self.build.to_english(content, source, translation.glossary(source, question, content))
         draft.restart()
@@ -147,24 +159,29 @@ class Engine:
         marks = "".join(f"[{c.n}]" for c in reply.citations)
         if english := translation.english_answer(draft.text, reply, content):
             reply.text = english.rstrip(".") + marks + "."
-            if marks:
-                yield Delta(marks)
         else:  # a failed translation still leaves a checked answer to show
             reply.text = source + marks
-            yield Retract("translation failed; showing the checked answer")
-            yield Delta(reply.text)
+        yield self._shown(draft, reply.text)
         reply.draft = draft.logged
 
     def _finish(self, msg: Incoming, content: ContentSet, draft: _Draft, question: str,
-                evidence: grounding.Evidence) -> Reply:
-        """The draft checked against its cited passages: a cited answer, or the decline that replaces it."""
-        answer = draft.text.strip()
+                evidence: grounding.Evidence, release: Release | None) -> Reply:
+        """The draft checked against its cited passages: a cited answer, or the decline that replaces it.
+
+        When the whole draft fails but its first sentences passed and were shown, they are the answer.
+        """
+        reply = self._judge(msg, content, draft, draft.text.strip(), question, evidence)
+        if reply.refused and release and release.shown.strip():
+            kept = self._judge(msg, content, draft, release.shown.strip(), question, evidence)
+            if not kept.refused:
+                return kept
+        return reply
+
+    def _judge(self, msg: Incoming, content: ContentSet, draft: _Draft, answer: str, question: str,
+               evidence: grounding.Evidence) -> Reply:
         if not answer or grounding.model_declined(answer, self.prompts.declines):
             return self._decline(msg, content, draft, "decline", "model_declined: it found no answer in the content")
-        cited = [content.passages[k - 1] for k in markers(answer) if 0 < k <= len(content.passages)]
-        g = self.cfg.grounding
-        check = grounding.support(answer, question, content, cited, g.min_support, evidence.missing_terms,
-                                  g.min_topic, g.claim_sentence_check)
+        check = self._support(answer, question, content, evidence)
         if check.supported or not self.cfg.grounding.support_check:
             text, citations = cite(answer, check.passages, content)
             reply = self._reply(content, text, draft, refused=False)
@@ -173,6 +190,19 @@ class Engine:
         reply = self._decline(msg, content, draft, "decline", check.reason)
         reply.retracted = True
         return reply
+
+    def _support(self, answer: str, question: str, content: ContentSet,
+                 evidence: grounding.Evidence) -> grounding.Support:
+        cited = [content.passages[k - 1] for k in markers(answer) if 0 < k <= len(content.passages)]
+        g = self.cfg.grounding
+        return grounding.support(answer, question, content, cited, g.min_support, evidence.missing_terms,
+                                 g.min_topic, g.claim_sentence_check)
+
+    def _passes(self, question: str, content: ContentSet, evidence: grounding.Evidence, prefix: str) -> bool:
+        """Whether this start of a draft may be shown: it would stand as the whole answer."""
+        if grounding.model_declined(prefix, self.prompts.declines):
+            return False
+        return not self.cfg.grounding.support_check or self._support(prefix, question, content, evidence).supported
 
     def _decline(self, msg: Incoming, content: ContentSet, draft: _Draft, kind: str, reason: str) -> Reply:
         reply = self._reply(content, self.prompts.text(f"{kind}_{language(msg.text)}"), draft, refused=True)

@@ -47,6 +47,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "You are number {n} in the queue; please wait…",
     },
     "thinking": {"zh": "正在思考……", "en": "Thinking…"},
+    # What a hidden step is doing (bot.types.Progress): nothing unchecked is shown meanwhile.
+    "progress_translating_question": {"zh": "正在理解问题……", "en": "Reading your question…"},
+    "progress_answering": {"zh": "正在查找原文……", "en": "Looking for the answer in the text…"},
+    "progress_rechecking": {"zh": "正在重新核对原文……", "en": "Checking the source passages again…"},
+    "progress_translating_answer": {"zh": "正在翻译回答……", "en": "Checked; writing it in English…"},
     "unknown_command": {
         "zh": "未知命令 {command}。发送 /help 查看可用命令。",
         "en": "Unknown command {command}. Send /help for the list.",

@@ -102,7 +102,7 @@ class Reply:
 
 @dataclass(frozen=True)
 class Delta:
-    """A piece of answer text as it streams; channels append it to what they show."""
+    """A piece of checked answer text; channels append it to what they show (nothing shown is withdrawn)."""
 
     text: str
 
@@ -122,13 +122,13 @@ class Notice:
 
 
 @dataclass(frozen=True)
-class Retract:
-    """Everything streamed so far is withdrawn; a new draft follows (channels clear what they showed)."""
+class Progress:
+    """A step the user cannot see yet is running (translating, checking again); channels may say so."""
 
-    reason: str
+    step: str  # translating_question | answering | rechecking | translating_answer
 
 
-Event = Delta | Queued | Retract | Notice | Reply
+Event = Delta | Queued | Progress | Notice | Reply
 
 
 @dataclass(frozen=True)

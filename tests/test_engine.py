@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bot.knowledge import load
 from bot.prompts import Prompts
-from bot.types import Delta, Reply, Retract
+from bot.types import Delta, Progress, Reply
 from tests.fakes.backend import FakeBackend
 from tests.helpers import ask_msg, stream, turns
 
@@ -106,16 +106,41 @@ async def test_an_unsupported_answer_is_retracted_and_logged(engine_for) -> None
     assert "杭州" not in reply.text
     assert invented in reply.draft
     assert reply.decline_reason
-    # The draft was streamed before it was withdrawn.
-    assert "杭州" in "".join(e.text for e in events if isinstance(e, Delta))
-    if len(backend.calls) > 1:  # a second attempt is announced to the channel
-        assert any(isinstance(e, Retract) for e in events)
+    # Nothing of the invented draft was ever shown; a second attempt is announced as progress.
+    assert not any(isinstance(e, Delta) for e in events)
+    if len(backend.calls) > 1:
+        assert Progress("rechecking") in events
 
     row = turns(store)[-1]
     assert (row["status"], row["refused"], row["retracted"]) == ("answered", 1, 1)
     assert invented in row["draft"]
     assert row["answer"] == DECLINE_ZH
     assert row["decline_reason"] == reply.decline_reason
+
+
+async def test_checked_sentences_are_shown_and_an_unsupported_tail_is_dropped(engine_for) -> None:
+    true, invented = f"科大讯飞董事长是刘庆峰。[{LIU_N}]", "他毕业于杭州的浙江大学，1999年创办公司。"
+    backend = FakeBackend(true + invented)
+    core, store = await engine_for(backend)
+    events = [e async for e in stream(core, ask_msg("科大讯飞董事长是谁？"))]
+    reply = events[-1]
+    shown = "".join(e.text for e in events if isinstance(e, Delta))
+    # The first sentence passed on its own and was shown; the invented one never was.
+    assert "刘庆峰" in shown and "杭州" not in shown and "1999" not in shown
+    assert isinstance(reply, Reply) and not reply.refused
+    assert "刘庆峰" in reply.text and "杭州" not in reply.text
+    assert [c.id for c in reply.citations] == [LIU_ID]
+    assert invented in reply.draft and len(backend.calls) == 1
+    assert turns(store)[-1]["answer"] == reply.text
+
+
+async def test_a_long_answer_is_shown_sentence_by_sentence(engine_for) -> None:
+    backend = FakeBackend(f"周鸿祎是360集团创始人。[{ZHOU_N}]刘庆峰是科大讯飞董事长。[{LIU_N}]")
+    core, _ = await engine_for(backend)
+    events = [e async for e in stream(core, ask_msg("刘庆峰和周鸿祎分别是什么身份？"))]
+    deltas = [e.text for e in events if isinstance(e, Delta)]
+    assert len(deltas) >= 2 and "周鸿祎" in deltas[0] and "刘庆峰" not in deltas[0]
+    assert isinstance(events[-1], Reply) and not events[-1].refused
 
 
 def bilingual(english_word: str, question_zh: str, answer_zh: str, answer_en: str):
@@ -157,8 +182,13 @@ async def test_an_english_question_gets_a_checked_english_answer(engine_for) -> 
     backend = FakeBackend(bilingual("Who", "科大讯飞的董事长是谁？", f"科大讯飞董事长是刘庆峰。[{LIU_N}]",
                                     "The chairman of iFlytek is Liu Qingfeng."))
     core, _ = await engine_for(backend)
-    reply = await core.ask(ask_msg("Who is the chairman of iFlytek?"))
-    assert not reply.refused and not reply.retracted, reply.decline_reason
+    events = [e async for e in stream(core, ask_msg("Who is the chairman of iFlytek?"))]
+    reply = events[-1]
+    assert isinstance(reply, Reply) and not reply.refused and not reply.retracted, reply
+    # The hidden passes are announced in order; the only text shown is the checked English answer.
+    steps = [e.step for e in events if isinstance(e, Progress)]
+    assert steps == ["translating_question", "answering", "translating_answer"]
+    assert [e.text for e in events if isinstance(e, Delta)] == [reply.text]
     assert "Liu Qingfeng" in reply.text
     assert not re.search(r"[\u4e00-\u9fff]", reply.text)
     assert [(c.n, c.id) for c in reply.citations] == [(1, LIU_ID)]
@@ -202,7 +232,8 @@ async def test_a_what_kind_question_is_retried_when_the_draft_names_no_kind(engi
     reply = events[-1]
     assert isinstance(reply, Reply) and not reply.refused, reply.decline_reason
     assert "全国人大代表" in reply.text and "刘庆峰代表" in reply.draft
-    assert any(isinstance(e, Retract) for e in events)
+    assert Progress("rechecking") in events
+    assert "刘庆峰代表" not in "".join(e.text for e in events if isinstance(e, Delta))
     retry = backend.calls[1][-1]["content"]
     # The retry quotes the passages and spells out the kind asked for, without the paragraph hint.
     assert "“……代表”" in retry and "科大讯飞董事长刘庆峰" in retry and "相关段落可能是" not in retry

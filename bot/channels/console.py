@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from bot.citations import strip_markers
 from bot.texts import message
-from bot.types import Delta, Incoming, Notice, Queued, Reply, Retract
+from bot.types import Delta, Incoming, Notice, Progress, Queued, Reply
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -86,18 +86,14 @@ class Console:
             notice = await turn.reply()
             self.say(notice.text)
             return notice
-        zh = turn.lang == "zh"
         streamed = ""
         reply: Reply | None = None
         self.out.write("bot> ")
         async for event in turn.events():
             if isinstance(event, Queued):
                 self.out.write(message("queued", turn.lang, n=event.position) + " ")
-            elif isinstance(event, Retract):
-                streamed = ""
-                self.out.write("\n   (" + ("草稿未通过原文核对，重新查找原文……" if zh
-                                         else "draft not supported by the text; checking the source again…")
-                               + ")\nbot> ")
+            elif isinstance(event, Progress) and not streamed:
+                self.out.write("(" + message(f"progress_{event.step}", turn.lang) + ") ")
             elif isinstance(event, Delta):
                 streamed += event.text
                 self.out.write(event.text)
@@ -105,17 +101,12 @@ class Console:
                 reply = event
             self.out.flush()
         assert reply is not None
-        self._finish(streamed, reply, zh)
+        self._finish(streamed, reply)
         return reply
 
-    def _finish(self, streamed: str, reply: Reply, zh: bool) -> None:
+    def _finish(self, streamed: str, reply: Reply) -> None:
         if not streamed:
             self.say(reply.text)
-        elif reply.retracted:
-            self.say()
-            self.say("—— " + ("撤回：引用的段落不支持上面的回答。" if zh
-                              else "Withdrawn: the cited passages do not support the draft above."))
-            self.say("bot> " + reply.text)
         elif strip_markers(streamed).strip() != strip_markers(reply.text).strip():
             self.say()
             self.say("bot> " + reply.text)

@@ -26,7 +26,7 @@ from bot import texts
 from bot.channels.common import fit_prefix, split_text, utf16_len
 from bot.channels.telegram_api import TelegramApi
 from bot.config import TelegramConfig
-from bot.types import Delta, Incoming, Queued, Reply, Retract
+from bot.types import Delta, Incoming, Progress, Queued, Reply
 
 if TYPE_CHECKING:
     from bot.core import Core, Turn
@@ -206,7 +206,7 @@ class TelegramChannel:
     # -- rendering the core's events --
 
     async def _answer(self, chat_id: int, reply_to: int | None, turn: Turn, key: object) -> None:
-        """Placeholder at once, typing while waiting, throttled edits while streaming, then the final text."""
+        """Placeholder at once, typing and progress while waiting, edits of checked text, then the final text."""
         lang = turn.lang
         placeholder = await self.api.send(chat_id, texts.message("thinking", lang), reply_to)
         self._open[key] = (chat_id, placeholder.message_id)
@@ -225,9 +225,8 @@ class TelegramChannel:
                     draft += event.text
                     live.started.set()
                     live.show(_preview(draft))
-                elif isinstance(event, Retract):  # the draft is withdrawn; a new one follows
-                    draft = ""
-                    live.show(texts.message("thinking", lang))
+                elif isinstance(event, Progress) and not draft:
+                    live.show(texts.message(f"progress_{event.step}", lang))
                 elif isinstance(event, Reply):
                     reply = event
         finally:

@@ -1,0 +1,52 @@
+"""Releasing a streaming draft to the user one sentence at a time, each only once it has passed the checks.
+
+A draft used to stream as it came and be withdrawn when the check failed, so an invented answer stood
+on the screen for seconds. Now the draft up to each sentence end is checked as if it were the whole
+answer; the new sentences are shown only when it passes. What was shown is always a checked answer: if
+the full draft fails later, the reply is the part already shown.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from bot.citations import MarkerRenumber
+
+# A sentence ends at 。！？!? or a line break, with the citation markers that follow it.
+_SENTENCE_END = re.compile(r"[。！？!?\n](?:\s*[\[【]\d{1,3}[\]】])*")
+
+
+class Release:
+    """The checked, shown part of one draft; `check(prefix)` says whether a prefix may stand as the answer."""
+
+    def __init__(self, check: Callable[[str], bool]) -> None:
+        self.check = check
+        self.raw = ""  # everything the model wrote
+        self.upto = 0  # raw[:upto] has passed the check and been shown
+        self._judged = 0  # the last sentence end already checked (a failed prefix is not checked again)
+        self._renumber = MarkerRenumber()
+
+    @property
+    def shown(self) -> str:
+        """The model's text that the user has seen (with the model's own markers)."""
+        return self.raw[: self.upto]
+
+    def feed(self, piece: str) -> str:
+        """Take one streamed piece; return the text to show now (empty until a sentence passes)."""
+        self.raw += piece
+        ends = [m.end() for m in _SENTENCE_END.finditer(self.raw, self.upto)]
+        # A marker may still follow the last sentence end: wait for the next piece before judging it.
+        complete = [e for e in ends if self._judged < e < len(self.raw)]
+        return self._show_upto(complete[-1]) if complete else ""
+
+    def finish(self) -> str:
+        """The draft is complete: show the rest if the whole passes."""
+        return self._show_upto(len(self.raw.rstrip()))
+
+    def _show_upto(self, end: int) -> str:
+        self._judged = max(self._judged, end)
+        if end <= self.upto or not self.raw[:end].strip() or not self.check(self.raw[:end]):
+            return ""
+        piece, self.upto = self.raw[self.upto : end], end
+        return self._renumber.feed(piece) + self._renumber.flush()
