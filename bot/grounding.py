@@ -48,6 +48,8 @@ from bot.words import (
     noun_terms,
     number_in,
     numbers,
+    restated_units,
+    without_frame_words,
 )
 
 _INJECTION = re.compile(
@@ -167,13 +169,15 @@ def question_evidence(question: str, content: ContentSet, context: str = "") -> 
 class _Checkable:
     """What of an answer can be checked against the text."""
 
-    claims: list[str]  # Chinese bigrams that do not merely repeat the question
+    claims: list[str]  # Chinese bigrams that do not merely repeat the question or frame the answer
     hard: set[str]  # numbers and Latin-script words that must occur verbatim
 
 
-def _checkable(body: str, question: str) -> _Checkable:
-    asked = set(content_bigrams(question))
-    claims = [bg for bg in content_bigrams(body) if bg not in asked]
+def _checkable(body: str, question: str, whole: str) -> _Checkable:
+    # A bigram made of the question's own characters (年只 from "1961年…只剩下") only rearranges it.
+    asked = set(question)
+    plain = without_frame_words(restated_units(body, whole))
+    claims = [bg for bg in content_bigrams(plain) if not set(bg) <= asked]
     return _Checkable(claims, numbers(body) | latin_names(body, every_word=True))
 
 
@@ -250,7 +254,7 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     body = strip_markers(answer)
     if not HAN_RUN.search(body) and not latin_names(body):  # a bare "OpenAI" is checked like any name
         return Support(False, 0.0, [], [], "language: the draft is not in the content's language")
-    chk = _checkable(body, question)
+    chk = _checkable(body, question, content.whole)
     topic, idf = _topic(question, content)
     # Everyone and everything the question names must stand in one supporting passage, or an answer
     # that only repeats the question ("是的，刘庆峰是360集团的创始人") would pass on shared words.

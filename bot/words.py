@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from functools import lru_cache
+from importlib import resources
 
 import jieba
 import jieba.posseg
@@ -19,21 +20,24 @@ _CJK_NUMERAL = "[零一二两三四五六七八九十百千万亿]+"
 _UNITS = "年|个|位|亿|万|岁|%"
 _NUMBER = re.compile(rf"\d+(?:[.,]\d+)*%?|{_CJK_NUMERAL}(?:{_UNITS})")
 
+
+
+def lexicon_lines(name: str) -> list[list[str]]:
+    """The lines of bot/lexicon/NAME.txt as word lists (whitespace-separated; # starts a comment line)."""
+    text = resources.files("bot.lexicon").joinpath(f"{name}.txt").read_text(encoding="utf-8")
+    return [line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def lexicon(name: str) -> list[str]:
+    """The words of bot/lexicon/NAME.txt, in file order."""
+    return [w for line in lexicon_lines(name) for w in line]
+
+
 # Function words of questions and answers: what is asked, not what it is about.
-CJK_STOP = frozenset(
-    "什么 哪些 哪个 哪位 哪里 哪儿 哪年 哪一年 怎么 怎样 如何 为什么 为何 是否 是不是 多少 几个 谁 吗 呢 吧 啊 "
-    "的 了 是 在 和 与 及 对 把 被 将 从 向 于 以 为 中 上 下 里 有 没有 都 也 还 又 就 才 这 那 这个 那个 "
-    "这些 那些 其 之 他 她 它 他们 我们 你 你们 我 请 告诉 一下 文章 文中 本文 这篇 提到 提及 认为 表示 "
-    "说 讲 指 指出 谈到 介绍 根据 关于 方面 哪方面 内容 问题 一个 什么样 样 具体 主要 应该 可以 能 会 要 "
-    "多长时间 多久 多长 多大 哪些方面 几个方面".split()
-)
-EN_STOP = frozenset(
-    "a an the of to in on for and or is are was were be been being do does did what which who whom whose "
-    "when where why how many much according article text say says said mention mentioned mentions about "
-    "this that these those it its he she they them his her their there here with by from as at into "
-    "tell me please can could would should will does did has have had not no yes i you we our your "
-    "any some other else more most also than then".split()
-)
+CJK_STOP = frozenset(lexicon("stop_zh"))
+EN_STOP = frozenset(lexicon("stop_en"))
+# Nouns that frame the kind of answer wanted (身份, 原因, 时间); see the file.
+FRAME_NOUNS = frozenset(lexicon("frame_nouns"))
 
 
 def bigrams(run: str) -> list[str]:
@@ -42,8 +46,7 @@ def bigrams(run: str) -> list[str]:
 
 
 # Characters that carry grammar, not content: bigrams containing them say nothing about support.
-_FUNCTION_CHARS = set("的了是在和与及也都就而或把被将对为这那其之他她它们吗呢吧啊很更最并从向于以所着过个一有没不"
-                      "什么哪谁怎几")
+_FUNCTION_CHARS = set("".join(lexicon("function_chars")))
 
 
 def content_bigrams(text: str) -> list[str]:
@@ -84,18 +87,6 @@ def key_terms(question: str) -> list[str]:
             if flag[:1] not in ("r", "c", "p", "u", "d", "y", "e", "o", "w", "x"):
                 found.append(word)
     return list(dict.fromkeys(found))
-
-
-# Nouns that frame what kind of answer is wanted rather than name a fact ("what is his identity?"):
-# an answer may restate them without the content using the word, and a question may ask for a time,
-# place or occasion in words the content does not use.
-FRAME_NOUNS = frozenset(
-    "身份 职务 职位 头衔 观点 看法 意见 态度 立场 建议 提议 主张 想法 理由 原因 目的 作用 意义 影响 "
-    "内容 特点 含义 意思 方面 措施 办法 方法 途径 方式 问题 结论 定位 角色 评价 判断 文章 本文 原文 报道 "
-    "场合 时间 时候 地点 地方 "
-    "identity role position title view opinion opinions views proposal proposals suggestion suggestions idea "
-    "reason purpose role meaning point points way ways".split()
-)
 
 
 def noun_terms(question: str) -> list[str]:
@@ -190,3 +181,29 @@ def latin_names(text: str, *, every_word: bool = False) -> set[str]:
         return {w.lower() for w in words}
     return {w.lower() for w in words
             if any(c.isdigit() for c in w) or any(c.isupper() for c in w[1:]) or (w.isupper() and len(w) > 1)}
+
+
+# Equivalent spellings of a unit (厘米, 公分, cm) share a group number.
+_UNIT_GROUP = {u.lower(): i for i, group in enumerate(lexicon_lines("units")) for u in group}
+_MEASURE = re.compile(r"(\d+(?:\.\d+)?)\s*(" + "|".join(sorted(map(re.escape, _UNIT_GROUP), key=len, reverse=True))
+                      + r")(?![A-Za-z])", re.IGNORECASE)
+
+
+def restated_units(answer: str, text: str) -> str:
+    """The answer with each unit blanked where `text` gives the same number in a unit of the same group
+    (182厘米 where the text says 182CM): a restated unit is no claim of its own."""
+    stated = {(m.group(1), _UNIT_GROUP[m.group(2).lower()]) for m in _MEASURE.finditer(text)}
+
+    def blank(m: re.Match[str]) -> str:
+        return m.group(1) + "，" if (m.group(1), _UNIT_GROUP[m.group(2).lower()]) in stated else m.group(0)
+
+    return _MEASURE.sub(blank, answer)
+
+
+_FRAME_WORDS = re.compile("|".join(sorted((re.escape(w) for w in CJK_STOP if len(w) > 1), key=len, reverse=True)))
+
+
+def without_frame_words(text: str) -> str:
+    """The text with the function words of questions and answers (根据, 文章, 提到) blanked: an answer's
+    "根据文章[12]，…" claims nothing the content must hold."""
+    return _FRAME_WORDS.sub("，", text)

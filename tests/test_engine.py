@@ -143,6 +143,14 @@ async def test_a_long_answer_is_shown_sentence_by_sentence(engine_for) -> None:
     assert isinstance(events[-1], Reply) and not events[-1].refused
 
 
+async def test_a_draft_failing_against_the_passages_a_retry_would_quote_is_not_retried(engine_for) -> None:
+    backend = FakeBackend("江浩然毕业于杭州的浙江大学。")
+    core, _ = await engine_for(backend)
+    reply = await core.ask(ask_msg("江浩然毕业于哪所大学？"))
+    # The draft was checked against 江浩然's passage, which is what retrieval would quote again.
+    assert reply.refused and reply.retracted and len(backend.calls) == 1
+
+
 def bilingual(english_word: str, question_zh: str, answer_zh: str, answer_en: str):
     """A script for an English question, whichever way the engine uses the model: it may ask for the
     question in Chinese (the message holds the English question; `english_word` must be a word the

@@ -212,3 +212,29 @@ def test_a_number_must_stand_in_a_passage_about_the_question(tmp_path: Path) -> 
     result = grounding.support("张天霖在1977年拍了周华健的MV「朋友」。[1][2]", "张天霖在何时拍摄了周华健的MV？", cs,
                                list(cs.passages), 0.5)
     assert not result.supported and result.reason.startswith("verbatim")
+
+
+@pytest.fixture(scope="module")
+def athlete(tmp_path_factory: pytest.TempPathFactory) -> ContentSet:
+    folder = tmp_path_factory.mktemp("athlete")
+    (folder / "a.md").write_text(
+        "# 张天明\n\n张天明，台湾男演员，毕业于真理大学运动管理学系。2007年首次参演连续剧。身高182CM。\n\n"
+        "# 芙蓉洞\n\n芙蓉洞位于重庆武隆县，洞内有一根长57厘米的石枝。\n", encoding="utf-8")
+    return load(folder)
+
+
+def test_a_number_restated_in_an_equivalent_unit_is_supported(athlete: ContentSet) -> None:
+    question = "张天明的身高是多少？"
+    ok = grounding.support("张天明的身高是182厘米。", question, athlete, [], 0.5)
+    assert ok.supported, ok.reason
+    assert "张天明" in ok.passages[0].text and len(ok.passages) == 1
+    # Another number, or a unit of another kind, is still a claim the text does not make.
+    assert not grounding.support("张天明的身高是175厘米。", question, athlete, [], 0.5).supported
+    assert not grounding.support("张天明的身高是182公斤。", question, athlete, [], 0.5).supported
+
+
+def test_framing_words_and_rearranged_question_words_claim_nothing(athlete: ContentSet) -> None:
+    question = "张天明在2007年首次参演了什么？"
+    framed = grounding.support("根据文章[1]，张天明在2007年首次参演连续剧。", question, athlete, [], 0.5)
+    assert framed.supported, framed.reason
+    assert not grounding.support("根据文章[1]，张天明在2007年首次参演电影。", question, athlete, [], 0.5).supported

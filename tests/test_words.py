@@ -1,0 +1,25 @@
+"""bot/words.py: word lists from bot/lexicon and the text normalisations the checks use."""
+
+from __future__ import annotations
+
+from bot import words
+
+
+def test_word_lists_come_from_the_lexicon_files() -> None:
+    assert "什么" in words.CJK_STOP and "what" in words.EN_STOP and "身份" in words.FRAME_NOUNS
+    assert not any(w.startswith("#") for w in words.lexicon("stop_zh"))
+    groups = words.lexicon_lines("units")
+    assert ["厘米", "公分", "cm"] in groups
+
+
+def test_a_unit_is_blanked_only_where_the_text_gives_the_same_number_in_its_group() -> None:
+    text = "身高182CM，石枝长57厘米。"
+    assert words.restated_units("身高182厘米", text) == "身高182，"
+    assert words.restated_units("长57公分", text) == "长57，"
+    assert words.restated_units("身高175厘米", text) == "身高175厘米"  # another number
+    assert words.restated_units("重182公斤", text) == "重182公斤"  # another kind of unit
+    assert words.restated_units("米兰音乐院", text) == "米兰音乐院"  # no number, no unit
+
+
+def test_frame_words_are_blanked_content_words_kept() -> None:
+    assert words.without_frame_words("根据文章，刘庆峰是董事长") == "，，，刘庆峰是董事长"
