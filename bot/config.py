@@ -51,6 +51,13 @@ class ConversationConfig:
     max_question_chars: int = 800
 
 
+# The named checks of bot/grounding.py; every decline reason starts with one of these names.
+GROUNDING_RULES = (
+    "injection", "no_key_term", "subject_missing", "asked_missing", "model_declined", "language", "coverage",
+    "topic", "verbatim", "question_anchor", "unknown_noun", "polarity", "kind", "quantity", "claim_sentence",
+)
+
+
 @dataclass
 class GroundingConfig:
     # Check the question's key terms against the content before generating.
@@ -60,8 +67,8 @@ class GroundingConfig:
     min_support: float = 0.5
     # Share (weighted by rarity) of the question's terms the cited passages must contain.
     min_topic: float = 0.45
-    # The sentence that holds the answer's claims must hold a word or number the question asks about.
-    claim_sentence_check: bool = True
+    # Checks switched off by name (see GROUNDING_RULES), to measure what each one buys.
+    rules_off: list[str] = field(default_factory=list)
     # When the first draft is declined or unsupported but the question's terms are in the content,
     # ask once more with the best-matching passages quoted beside the question.
     retry_with_passages: bool = True
@@ -257,6 +264,9 @@ def _check(cfg: Config, src: str) -> None:
         host, _, port = value.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"{src}: '{key}' must be host:port, e.g. 127.0.0.1:8081, got {value!r}.")
+    if unknown := [r for r in cfg.grounding.rules_off if r not in GROUNDING_RULES]:
+        raise ConfigError(f"{src}: 'grounding.rules_off' names no rule {unknown[0]!r}; fix: use one of "
+                          f"{', '.join(GROUNDING_RULES)}.")
     if cfg.telegram.mode == "webhook" and not cfg.telegram.webhook_url:
         raise ConfigError(f"{src}: telegram.mode is 'webhook' but telegram.webhook_url is empty; "
                           "fix: set the public https URL Telegram should call.")

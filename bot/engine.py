@@ -75,14 +75,15 @@ class Engine:
                     draft: _Draft) -> AsyncIterator[Event]:
         question = msg.text.strip()
         lang = language(question)
-        if grounding.is_injection(question):
+        off = frozenset(self.cfg.grounding.rules_off)
+        if grounding.is_injection(question) and "injection" not in off:
             yield self._decline(msg, content, draft, "offtopic", "injection: a prompt injection or harmful request")
             return
         if lang == "en":
             yield Progress("translating_question")
         checked = await self._to_chinese(question, content, draft) if lang == "en" else question
         evidence = grounding.question_evidence(checked, content, history[-1].question if history else "")
-        if self.cfg.grounding.evidence_check and (reason := evidence.unanswerable()):
+        if self.cfg.grounding.evidence_check and (reason := evidence.unanswerable(off)):
             yield self._decline(msg, content, draft, "decline", reason)
             return
         quoted: list[Passage] = []
@@ -182,7 +183,8 @@ class Engine:
 
     def _judge(self, msg: Incoming, content: ContentSet, draft: _Draft, answer: str, question: str,
                evidence: grounding.Evidence) -> Reply:
-        if not answer or grounding.model_declined(answer, self.prompts.declines):
+        if not answer or (grounding.model_declined(answer, self.prompts.declines)
+                          and "model_declined" not in self.cfg.grounding.rules_off):
             return self._decline(msg, content, draft, "decline", "model_declined: it found no answer in the content")
         check = self._support(answer, question, content, evidence)
         if check.supported or not self.cfg.grounding.support_check:
@@ -200,7 +202,7 @@ class Engine:
         cited = [content.passages[k - 1] for k in markers(answer) if 0 < k <= len(content.passages)]
         g = self.cfg.grounding
         return grounding.support(answer, question, content, cited, g.min_support, evidence.missing_terms,
-                                 g.min_topic, g.claim_sentence_check)
+                                 g.min_topic, frozenset(g.rules_off))
 
     def _passes(self, question: str, content: ContentSet, evidence: grounding.Evidence, prefix: str) -> bool:
         """Whether this start of a draft may be shown: it would stand as the whole answer."""

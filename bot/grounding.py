@@ -74,6 +74,8 @@ class Evidence:
     missing_terms: list[str] = field(default_factory=list)
     # What the question asks for (哪个部委, 家乡是哪里), when the content never names such a thing.
     asked_missing: list[str] = field(default_factory=list)
+    # The question's first noun, its subject (元皇后, 亚硫酸盐), when the content never uses it.
+    subject_missing: str = ""
 
     @property
     def none_found(self) -> bool:
@@ -81,11 +83,13 @@ class Evidence:
         content shares counts too); words that only frame the question do not count either way."""
         return not self.found and not all(t in FRAME_NOUNS for t in self.missing or ["-"])
 
-    def unanswerable(self) -> str | None:
-        """Why no answer can come from the content, before any generation, or None."""
-        if self.none_found:
+    def unanswerable(self, off: frozenset[str] = frozenset()) -> str | None:
+        """Why no answer can come from the content, before any generation, or None (`off`: rules not run)."""
+        if self.none_found and "no_key_term" not in off:
             return f"no_key_term: none of {', '.join(self.missing)} is in the content"
-        if self.asked_missing:
+        if self.subject_missing and "subject_missing" not in off:
+            return f"subject_missing: the question is about {self.subject_missing}, which the content never names"
+        if self.asked_missing and "asked_missing" not in off:
             return f"asked_missing: the question asks for {', '.join(self.asked_missing)}; the content names none"
         return None
 
@@ -162,7 +166,13 @@ def question_evidence(question: str, content: ContentSet, context: str = "") -> 
     missing_terms = [t for t in missing if t in nouns and t not in FRAME_NOUNS]
     query = map_english(question, content) + (" " + context if context else "")
     asked = [n for n in asked_nouns(question) if n not in whole and n not in FRAME_NOUNS]
-    return Evidence(terms, found, missing, query, missing_terms, asked)
+    # Whatever a question asks about its subject, an answer about another subject is wrong. The subject
+    # is a noun the question opens with (元皇后祖籍何处); a noun further in may be a facet the content
+    # words differently. It is judged on the question itself, not on a follow-up's context.
+    subject = next((n for n in nouns if HAN_RUN.fullmatch(n) and n not in FRAME_NOUNS), "")
+    opens = 0 <= question.strip().find(subject) <= 2
+    gone = subject if subject and opens and subject in missing else ""
+    return Evidence(terms, found, missing, query, missing_terms, asked, gone)
 
 
 @dataclass
@@ -244,15 +254,15 @@ def _text(passages: list[Passage]) -> str:
 
 def support(answer: str, question: str, content: ContentSet, cited: list[Passage], min_support: float,
             missing_terms: list[str] | tuple[str, ...] = (), min_topic: float = 0.45,
-            claim_sentence: bool = True) -> Support:
+            off: frozenset[str] = frozenset()) -> Support:
     """Check the answer against its cited passages (or the best ones) and choose the citations to show.
 
     The cited text must hold the answer's own claims (share >= min_support) and be about what the
     question asks: the question's terms, weighted by rarity, covered >= min_topic. A true sentence about
-    another person or subject does not support the answer.
+    another person or subject does not support the answer. Rules named in `off` are not run.
     """
     body = strip_markers(answer)
-    if not HAN_RUN.search(body) and not latin_names(body):  # a bare "OpenAI" is checked like any name
+    if not HAN_RUN.search(body) and not latin_names(body) and "language" not in off:  # "OpenAI" is a name
         return Support(False, 0.0, [], [], "language: the draft is not in the content's language")
     chk = _checkable(body, question, content.whole)
     topic, idf = _topic(question, content)
@@ -287,18 +297,18 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     def fail(reason: str, unsupported: list[str]) -> Support:
         return Support(False, score, useful, unsupported, reason)
 
-    if chk.claims and score < min_support:
+    if chk.claims and score < min_support and "coverage" not in off:
         return fail(f"coverage: only {score:.0%} of the answer is in the cited text",
                     [c for c in chk.claims if c not in joined])
-    if not any(anchored(p) for p in useful) or not all(n in joined for n in named):
+    if "topic" not in off and (not any(anchored(p) for p in useful) or not all(n in joined for n in named)):
         return fail("topic: no cited passage is about what the question asks", topic)
     # Numbers and names must stand in a passage about the question, not in any passage that has them.
     on_topic = _text([p for p in useful if anchored(p)])
     paired = partial(_paired, content=content, topic=topic, idf=idf, min_topic=min_topic)
-    if misstated := _misstated(body, question, content, joined, on_topic, chk.hard, missing_terms, paired):
+    if misstated := _misstated(body, question, content, joined, on_topic, chk.hard, missing_terms, paired, off):
         return fail(*misstated)
-    if claim_sentence and (off := _off_question(question, content, named, topic, chk, body, useful)):
-        return fail(off, [])
+    if "claim_sentence" not in off and (why := _off_question(question, content, named, topic, chk, body, useful)):
+        return fail(why, [])
     return Support(True, score, useful, [c for c in chk.claims if c not in joined])
 
 
@@ -346,31 +356,31 @@ def _hard_share(hard: set[str], body: str, text: str) -> float:
 
 
 def _misstated(body: str, question: str, content: ContentSet, joined: str, on_topic: str, hard: set[str],
-               missing_terms: list[str] | tuple[str, ...],
-               paired: Callable[[str], bool]) -> tuple[str, list[str]] | None:
+               missing_terms: list[str] | tuple[str, ...], paired: Callable[[str], bool],
+               off: frozenset[str]) -> tuple[str, list[str]] | None:
     """The first way the answer goes beyond or against the cited text `joined`: (reason, words), or None."""
     body_numbers = numbers(body)
     missing_hard = sorted(h for h in hard
                           if not (number_in(h, on_topic) if h in body_numbers else h in on_topic.lower()))
-    if missing_hard:
+    if missing_hard and "verbatim" not in off:
         return f"verbatim: not in the cited text: {', '.join(missing_hard)}", missing_hard
     # Numbers and Latin-script names never overlap, so one set of the content's serves both.
     # A number or name of the question that the content pairs with the question's topic (从0到1) must be
     # in the cited text; one the content never pairs with it (a tag like "第1问") says nothing.
     anchors = (numbers(question) | latin_names(question)) & content.anchors
     unanchored = sorted(a for a in anchors if a not in numbers(joined) | latin_names(joined) and paired(a))
-    if unanchored:
+    if unanchored and "question_anchor" not in off:
         return f"question_anchor: the cited text does not mention {', '.join(unanchored)}", unanchored
     # Restating a question word the content never uses ("文心一言是恒银…") asserts what the text cannot
     # support; this also fails an answer that only repeats a question's premise, the safer mistake.
     asserted = [t for t in missing_terms if t.lower() in body.lower()]
-    if asserted:
+    if asserted and "unknown_noun" not in off:
         return f"unknown_noun: the answer states {', '.join(asserted)}, which the content never uses", asserted
-    if flipped := polarity_flipped(body, question, joined):
+    if "polarity" not in off and (flipped := polarity_flipped(body, question, joined)):
         return f"polarity: the cited text says the opposite about {flipped}", [flipped]
     noun = kind_noun(question)
-    if noun and noun in joined and not names_kind(body, question, noun, joined):
+    if noun and noun in joined and not names_kind(body, question, noun, joined) and "kind" not in off:
         return f"kind: the answer does not say which {noun}, as the cited text does", [noun]
-    if asks_quantity(question) and not has_numeral(body):
+    if asks_quantity(question) and not has_numeral(body) and "quantity" not in off:
         return "quantity: the question asks for a number and the answer gives none", []
     return None

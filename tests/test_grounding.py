@@ -218,7 +218,7 @@ def test_a_number_must_stand_in_a_passage_about_the_question(tmp_path: Path) -> 
 def athlete(tmp_path_factory: pytest.TempPathFactory) -> ContentSet:
     folder = tmp_path_factory.mktemp("athlete")
     (folder / "a.md").write_text(
-        "# 张天明\n\n张天明，台湾男演员，毕业于真理大学运动管理学系。2007年首次参演连续剧。身高182CM。\n\n"
+        "# 张天明\n\n张天明，台湾男演员，祖籍浙江，毕业于真理大学运动管理学系。2007年首次参演连续剧。身高182CM。\n\n"
         "# 芙蓉洞\n\n芙蓉洞位于重庆武隆县，洞内有一根长57厘米的石枝。\n", encoding="utf-8")
     return load(folder)
 
@@ -238,3 +238,22 @@ def test_framing_words_and_rearranged_question_words_claim_nothing(athlete: Cont
     framed = grounding.support("根据文章[1]，张天明在2007年首次参演连续剧。", question, athlete, [], 0.5)
     assert framed.supported, framed.reason
     assert not grounding.support("根据文章[1]，张天明在2007年首次参演电影。", question, athlete, [], 0.5).supported
+
+
+def test_a_question_opening_with_a_subject_the_content_never_names_is_declined_early(athlete: ContentSet) -> None:
+    # 祖籍 and 身高 are in the content; 皇后 and 李明 are not.
+    for question, subject in (("元皇后祖籍何处？", "皇后"), ("李明的身高是多少？", "李明")):
+        reason = grounding.question_evidence(question, athlete).unanswerable()
+        assert reason == f"subject_missing: the question is about {subject}, which the content never names"
+    # A noun further in may be a facet the content words differently: the model gets to try.
+    assert grounding.question_evidence("张天明的个头有多高？", athlete).unanswerable() is None
+    assert grounding.question_evidence("元皇后祖籍何处？", athlete).unanswerable(frozenset({"subject_missing"})) is None
+
+
+def test_a_rule_switched_off_is_not_run(athlete: ContentSet) -> None:
+    question, invented = "张天明的身高是多少？", "张天明的身高是175厘米。"
+    assert not grounding.support(invented, question, athlete, [], 0.5).supported
+    without_topic = grounding.support(invented, question, athlete, [], 0.5, off=frozenset({"topic"}))
+    assert without_topic.reason.startswith("verbatim: not in the cited text: 175")
+    off = frozenset({"topic", "verbatim", "claim_sentence"})  # each one alone would decline it
+    assert grounding.support(invented, question, athlete, [], 0.5, off=off).supported
