@@ -107,25 +107,10 @@ _KIND_QUESTION = re.compile(rf"(?:什么样的?|什么|哪一?种的?|哪一?类
 def kind_noun(question: str) -> str | None:
     """The noun a "what kind of N?" question ends on (刘庆峰是什么代表？ → 代表), or None."""
     m = _KIND_QUESTION.search(question.strip())
-    if not m or set(m.group(1)) & set("的了吗呢是在说什么哪谁几"):
+    # A frame noun (什么名字, 什么作用) asks for a fact, not for a kind to be named.
+    if not m or set(m.group(1)) & set("的了吗呢是在说什么哪谁几") or m.group(1) in FRAME_NOUNS:
         return None
     return m.group(1)
-
-
-_ASKS_AFTER = re.compile(rf"(?:哪(?![里儿])[个家所位些种类一]?|什么样?的?|多少)([{HAN}]{{2,6}})")
-_ASKS_BEFORE = re.compile(rf"([{HAN}]{{2,6}})(?:是|有|在|叫)(?:哪里|哪儿|什么|谁|多少|几)")
-
-
-def asked_nouns(question: str) -> list[str]:
-    """The nouns naming what a question asks for: 哪个部委的答复 → 部委, 家乡是哪里 → 家乡."""
-    found: list[str] = []
-    for pattern, pick in ((_ASKS_AFTER, 0), (_ASKS_BEFORE, -1)):
-        for m in pattern.finditer(question):
-            words = posseg(m.group(1))
-            word, flag = words[pick] if words else ("", "")
-            if flag.startswith("n") and len(word) >= 2 and word not in found:
-                found.append(word)
-    return found
 
 
 _QUANTITY = re.compile(

@@ -222,13 +222,13 @@ async def test_a_question_with_no_term_in_the_content_is_declined_without_the_mo
         ("量子计算机的价格是多少？", 1, "answered"), ("What is the capital of France?", 1, "answered")]
 
 
-async def test_a_question_asking_for_something_the_content_never_names_is_declined_early(engine_for) -> None:
-    backend = FakeBackend("不该被调用。")
+async def test_a_question_about_a_subject_the_content_never_names_is_declined_early(engine_for) -> None:
+    backend = FakeBackend("文心一言是阿里云开发的。")
     core, _ = await engine_for(backend)
-    # Every other word is in the article (江浩然, 提案), but no ministry ever is.
-    reply = await core.ask(ask_msg("江浩然的提案得到了哪个部委的答复？"))
+    # 公司 and 开发 are in the article; 文心一言 is not, and nothing is drafted about it.
+    reply = await core.ask(ask_msg("文心一言是哪家公司开发的？"))
     assert reply.refused and reply.text == DECLINE_ZH
-    assert "部委" in reply.decline_reason
+    assert reply.decline_reason.startswith("subject_missing") and "文心" in reply.decline_reason
     assert backend.calls == []
 
 
