@@ -39,6 +39,7 @@ from bot.words import (
     HAN,
     HAN_RUN,
     asks_quantity,
+    asks_what,
     content_bigrams,
     has_numeral,
     key_terms,
@@ -296,6 +297,9 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     def fail(reason: str, unsupported: list[str]) -> Support:
         return Support(False, score, useful, unsupported, reason)
 
+    # "蒋家旻原本叫蒋家旻": an answer that only rearranges the question's words tells nothing it asked for.
+    if not chk.claims and not chk.hard - _asked_anchors(question) and asks_what(question) and "restates" not in off:
+        return fail("restates: the answer only repeats the question", [])
     if chk.claims and score < min_support and "coverage" not in off:
         return fail(f"coverage: only {score:.0%} of the answer is in the cited text",
                     [c for c in chk.claims if c not in joined])
@@ -341,6 +345,11 @@ def _off_question(question: str, content: ContentSet, named: list[str], topic: l
             number_in(n, t) or n in t.lower() for t in best for n in asked_numbers):
         return None
     return "claim_sentence: the sentence holding the answer says nothing of what the question asks"
+
+
+def _asked_anchors(question: str) -> set[str]:
+    """The question's own numbers and Latin-script words, as an answer's would be read."""
+    return numbers(question) | latin_names(question, every_word=True)
 
 
 def _paired(anchor: str, *, content: ContentSet, topic: list[str], idf: dict[str, float], min_topic: float) -> bool:

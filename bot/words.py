@@ -119,6 +119,16 @@ _QUANTITY = re.compile(
 _NUMERAL = re.compile(rf"\d|{_CJK_NUMERAL}(?:{_UNITS}|大|项|点|种|次|倍|天|月|名|家)")
 
 
+# Question words that ask for something the answer must supply (a yes/no question has none).
+_WH = re.compile(r"什么|谁|哪|多少|几[个年月天岁位种大项点次倍名家]|怎|如何|为何|何[处时人地种]|"
+                 r"who|what|which|where|when|why|how", re.IGNORECASE)
+
+
+def asks_what(question: str) -> bool:
+    """Whether the question asks for something (谁, 什么, 哪, 多少…) rather than for yes or no."""
+    return bool(_WH.search(question))
+
+
 def asks_quantity(question: str) -> bool:
     """Whether the question asks for a number, an amount, a duration or a year."""
     return bool(_QUANTITY.search(question))

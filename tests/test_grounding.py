@@ -254,3 +254,11 @@ def test_an_answer_from_a_passage_without_the_person_asked_about_is_declined(tmp
     swapped = grounding.support("刘庆峰认为大模型是拐点。", "刘庆峰认为大模型是什么？", people, [], 0.5)
     assert swapped.reason == "names: no cited passage holds both the answer and whom the question names"
     assert grounding.support("周鸿祎认为大模型是拐点。", "周鸿祎认为大模型是什么？", people, [], 0.5).supported
+
+
+def test_an_answer_that_only_repeats_a_wh_question_is_declined(athlete: ContentSet) -> None:
+    empty = grounding.support("张天明毕业于大学。", "张天明毕业于哪所大学？", athlete, [], 0.5)
+    assert empty.reason == "restates: the answer only repeats the question"
+    # A yes/no question is answered by restating it.
+    yes = grounding.support("是的，张天明是台湾男演员。", "张天明是台湾男演员吗？", athlete, [], 0.5)
+    assert yes.supported, yes.reason
