@@ -53,7 +53,7 @@ class ConversationConfig:
 
 # The named checks of bot/grounding.py; every decline reason starts with one of these names.
 GROUNDING_RULES = (
-    "injection", "no_key_term", "subject_missing", "model_declined", "language", "coverage", "names", "verbatim",
+    "injection", "no_key_term", "subject_missing", "model_declined", "language", "coverage", "topic", "verbatim",
     "restates", "question_anchor", "unknown_noun", "polarity", "kind", "quantity", "claim_sentence",
 )
 

@@ -190,10 +190,17 @@ def _coverage(items: list[str], text: str) -> float:
     return sum(1 for c in items if c in text) / len(items) if items else 0.0
 
 
-def _topic(question: str, content: ContentSet) -> tuple[list[str], dict[str, float]]:
-    """The question's Chinese bigrams that occur in the content, and their IDF weights."""
+def _topic(question: str, content: ContentSet, frames: bool = False) -> tuple[list[str], dict[str, float]]:
+    """The question's Chinese bigrams that occur in the content, and their IDF weights. Frame nouns (名字,
+    问题, 原因) say what kind of answer is wanted, not what it is about: left out unless `frames`."""
     idf = content.bigram_idf
-    return [bg for bg in dict.fromkeys(content_bigrams(map_english(question, content))) if bg in idf], idf
+    plain = map_english(question, content)
+    plain = plain if frames else _FRAMES.sub("，", plain)
+    return [bg for bg in dict.fromkeys(content_bigrams(plain)) if bg in idf], idf
+
+
+_FRAMES = re.compile("|".join(sorted((re.escape(w) for w in FRAME_NOUNS if HAN_RUN.fullmatch(w)), key=len,
+                                      reverse=True)))
 
 
 def _weighted(topic: list[str], idf: dict[str, float], text: str) -> float:
@@ -303,17 +310,16 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     if chk.claims and score < min_support and "coverage" not in off:
         return fail(f"coverage: only {score:.0%} of the answer is in the cited text",
                     [c for c in chk.claims if c not in joined])
-    # Whether a passage is about the question by the share of its words (min_topic) is no reason to
-    # decline: paraphrase (其父 for 父亲) and units defeated it, and claim_sentence declined every case it
-    # caught (README). That the answer's claims stand beside the people the question names is one.
-    if "names" not in off and (not any(holds(p) for p in useful) or not all(n in joined for n in named)):
-        return fail("names: no cited passage holds both the answer and whom the question names", named)
+    if "topic" not in off and (not any(anchored(p) for p in useful) or not all(n in joined for n in named)):
+        return fail("topic: no cited passage holds the answer and is about what the question asks", topic)
     # Numbers and names must stand in a passage about the question, not in any passage that has them.
     on_topic = _text([p for p in useful if anchored(p)] or [p for p in useful if holds(p)])
     paired = partial(_paired, content=content, topic=topic, idf=idf, min_topic=min_topic)
     if misstated := _misstated(body, question, content, joined, on_topic, chk.hard, missing_terms, paired, off):
         return fail(*misstated)
-    if "claim_sentence" not in off and (why := _off_question(question, content, named, topic, chk, body, useful)):
+    # Which sentence answers is told by every word of the question, its frame nouns (建议, 原因) included.
+    asked = _topic(question, content, frames=True)[0]
+    if "claim_sentence" not in off and (why := _off_question(question, content, named, asked, chk, body, useful)):
         return fail(why, [])
     return Support(True, score, useful, [c for c in chk.claims if c not in joined])
 

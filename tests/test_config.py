@@ -222,13 +222,13 @@ def test_valid_values_are_typed(in_tmp: Path) -> None:
 
 
 def test_a_rule_switched_off_must_be_a_known_rule(in_tmp: Path) -> None:
-    f = write(in_tmp / "config.yaml", "grounding:\n  rules_off: [names, nams]\n")
+    f = write(in_tmp / "config.yaml", "grounding:\n  rules_off: [topic, topik]\n")
     with pytest.raises(ConfigError) as err:
         load_config(str(f), env={})
-    assert "'grounding.rules_off'" in str(err.value) and "'nams'" in str(err.value)
+    assert "'grounding.rules_off'" in str(err.value) and "'topik'" in str(err.value)
     assert "claim_sentence" in str(err.value)  # the fix lists the known names
-    ok = write(in_tmp / "config.yaml", "grounding:\n  rules_off: [names]\n")
-    assert load_config(str(ok), env={}).grounding.rules_off == ["names"]
+    ok = write(in_tmp / "config.yaml", "grounding:\n  rules_off: [topic]\n")
+    assert load_config(str(ok), env={}).grounding.rules_off == ["topic"]
 
 
 def test_every_rule_grounding_can_name_is_a_known_rule() -> None:

@@ -238,10 +238,10 @@ def test_a_question_opening_with_a_subject_the_content_never_names_is_declined_e
 
 def test_a_rule_switched_off_is_not_run(athlete: ContentSet) -> None:
     question, invented = "张天明的身高是多少？", "张天明的身高是175厘米。"
-    assert grounding.support(invented, question, athlete, [], 0.5).reason.startswith("verbatim: not in the cited")
-    without_verbatim = grounding.support(invented, question, athlete, [], 0.5, off=frozenset({"verbatim"}))
-    assert not without_verbatim.supported and not without_verbatim.reason.startswith("verbatim")
-    off = frozenset({"verbatim", "coverage", "claim_sentence"})  # each one alone would decline it
+    first = grounding.support(invented, question, athlete, [], 0.5).reason.split(":")[0]
+    without_it = grounding.support(invented, question, athlete, [], 0.5, off=frozenset({first}))
+    assert not without_it.supported and not without_it.reason.startswith(first)  # the next rule declines it
+    off = frozenset({"topic", "verbatim", "coverage", "claim_sentence"})  # every rule that declines it
     assert grounding.support(invented, question, athlete, [], 0.5, off=off).supported
 
 
@@ -252,7 +252,7 @@ def test_an_answer_from_a_passage_without_the_person_asked_about_is_declined(tmp
     people = load(tmp_path)
     assert {"刘庆峰", "周鸿祎"} <= people.entities
     swapped = grounding.support("刘庆峰认为大模型是拐点。", "刘庆峰认为大模型是什么？", people, [], 0.5)
-    assert swapped.reason == "names: no cited passage holds both the answer and whom the question names"
+    assert swapped.reason.startswith("topic: no cited passage holds the answer")
     assert grounding.support("周鸿祎认为大模型是拐点。", "周鸿祎认为大模型是什么？", people, [], 0.5).supported
 
 
