@@ -1,25 +1,26 @@
 """Deciding answer or decline from the text, not from the model's goodwill, and choosing true citations.
 
 Measured on this machine, the 1.5B model answers a "does the text answer this?" self-check with yes for
-every question, and invents answers to most questions the article does not cover. So the decision rests
-on evidence in the text:
+every question, and invents answers to most questions the content does not cover. So the decision rests
+on evidence in the text, each check a named rule (config.GROUNDING_RULES; `grounding.rules_off` switches
+one off to measure it; README, Grounding, has what each one did on content it was not tuned on):
 
-1. Before generation (`question_evidence`): the question's key terms (English names mapped to the
-   article's Chinese names through pinyin) must occur in the content. A question none of whose terms
-   occur anywhere is declined at once, without spending model time; so is one asking for a kind of
-   thing the content never names (哪个部委, 家乡是哪里), since any answer to it would be invented.
-2. After generation (`support`): the answer's own claims (its words that do not merely repeat the
-   question) must be found in the passages it cites. Numbers and Latin-script names must occur there
-   verbatim. An answer that fails is retracted and replaced by the decline. This catches the measured
-   failure mode: invented places, figures, ages and companies are words the article does not contain.
-   Three shape checks catch wrong readings built from true words, measured on the dev and fresh sets:
-   a "what kind of N" answer must qualify N as the passage does (人大代表, not 刘庆峰代表…), a yes/no
-   answer must keep the passage's polarity (并不落后), and a 多少/几 question needs a number.
-3. The model's own "the article does not say" is honoured (`model_declined`, with the phrases of
+1. Before generation (`question_evidence`): a question none of whose key terms occurs in the content
+   (`no_key_term`), or that opens with a noun the content never uses (`subject_missing`: 元皇后祖籍何处),
+   is declined at once, without spending model time.
+2. After generation (`support`): the answer's own claims (words that neither repeat the question nor
+   frame the answer, units restated in another spelling excepted) must stand in the passages it cites
+   (`coverage`), one of them holding the claims beside whom the question names and about what it asks
+   (`topic`); numbers and Latin-script names verbatim in such a passage (`verbatim`, `question_anchor`);
+   no question noun the content lacks asserted (`unknown_noun`); a wh-question is not answered with its
+   own words (`restates`); shape checks for yes/no (`polarity`), what-kind (`kind`) and how-many
+   (`quantity`) questions; and the sentence holding the claims says something of what was asked
+   (`claim_sentence`).
+3. The model's own "the content does not say" is honoured (`model_declined`, with the phrases of
    prompts/model_declines.txt).
 
-Still missed (held-out sets, closing note of issue 3): a true sentence of the right passage given for a
-question it does not answer, and an answer that copies a passage but swaps its subject.
+The engine runs `support` on each sentence end of a streaming draft, so a user only ever sees a checked
+prefix (bot/release.py).
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ from functools import partial
 
 from bot.citations import strip_markers
 from bot.knowledge import ContentSet
+from bot.shapes import names_kind, polarity_flipped
 from bot.texts import language
 from bot.translation import map_english
 from bot.types import Passage
 from bot.words import (
     FRAME_NOUNS,
-    HAN,
     HAN_RUN,
     asks_quantity,
     asks_what,
@@ -212,42 +213,6 @@ def question_entities(question: str, content: ContentSet) -> list[str]:
     """The content's names of people and organisations that the question mentions."""
     names = [e for e in content.entities if e in question]
     return [e for e in names if not any(e != other and e in other for other in names)]
-
-
-_NEGATION = re.compile(r"(不|没有|没|未|并非|非|无)$")
-_YES_NO = re.compile(rf"([{HAN}]{{2}})(?:了)?吗[？?]?\s*$")
-
-
-def polarity_flipped(answer: str, question: str, text: str) -> str | None:
-    """For a yes/no question (…落后吗？), the predicate if the answer states it with the opposite
-    polarity to every place the cited text does (落后 where the text says 并不落后), else None."""
-    m = _YES_NO.search(question.strip())
-    if not m or m.group(1) not in text or m.group(1) not in answer:
-        return None
-    word = m.group(1)
-
-    def negated(source: str) -> set[bool]:
-        return {bool(_NEGATION.search(source[max(0, m.start() - 2) : m.start()]))
-                for m in re.finditer(re.escape(word), source)}
-
-    said, stated = negated(text), negated(answer)
-    return word if len(said) == 1 and stated and not (stated & said) else None
-
-
-_QUOTES = str.maketrans("", "", "“”\"'‘’「」『』 ")
-
-
-def names_kind(answer: str, question: str, noun: str, text: str) -> bool:
-    """Whether the answer names the kind of `noun` the question asks for as the text does: some
-    "…noun" in it is qualified by words of the text (人大代表, 先试的准入机制), not of the question."""
-    ans, src = answer.translate(_QUOTES), text.translate(_QUOTES)
-    for m in re.finditer(re.escape(noun), ans):
-        i = m.start()
-        qual = ans[max(0, i - 3) : i] if ans[i - 1 : i] == "的" else ans[max(0, i - 2) : i]
-        core = qual.removesuffix("的")
-        if len(core) == 2 and core.isalnum() and core not in question and qual + noun in src:
-            return True
-    return False
 
 
 def _text(passages: list[Passage]) -> str:
