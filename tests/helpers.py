@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -61,3 +62,24 @@ def turns(store: LogStore) -> list[sqlite3.Row]:
         return con.execute("SELECT * FROM turns ORDER BY id").fetchall()
     finally:
         con.close()
+
+
+def bilingual(english_word: str, question_zh: str, answer_zh: str, answer_en: str):
+    """A script for an English question, whichever way the engine uses the model: it may ask for the
+    question in Chinese (the message holds the English question; `english_word` must be a word the
+    engine's name mapping leaves alone, like "Who"), for an answer, and for the checked Chinese answer
+    in English (the message holds that answer)."""
+
+    def script(messages: list[dict[str, str]]) -> str:
+        last = messages[-1]["content"]
+        if grounding_strip(answer_zh) in last:
+            return answer_en
+        if english_word in last and question_zh not in last:
+            return question_zh
+        return answer_zh
+
+    return script
+
+
+def grounding_strip(text: str) -> str:
+    return re.sub(r"\s*\[\d+\]", "", text)

@@ -16,7 +16,7 @@ from bot.prompts import Prompts
 from bot.store import LogStore
 from bot.texts import message
 from tests.fakes.backend import FakeBackend
-from tests.helpers import make_core
+from tests.helpers import bilingual, make_core
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTICLE = load(ROOT / "content")
@@ -156,3 +156,16 @@ async def test_too_long_input_is_refused_before_the_engine(setup) -> None:
         assert con.execute("SELECT count(*) FROM turns").fetchone()[0] == 0
     finally:
         con.close()
+
+
+async def test_an_english_question_shows_each_hidden_step_then_the_checked_answer(tmp_path: Path) -> None:
+    script = bilingual("Who", "科大讯飞的董事长是谁？", ANSWER, "The chairman of iFlytek is Liu Qingfeng.")
+    engine, store = await make_core(tmp_path, FakeBackend(script))
+    try:
+        _, out, _ = await run(engine, ["Who is the chairman of iFlytek?"])
+    finally:
+        await store.close()
+    steps = [message(f"progress_{s}", "en") for s in ("translating_question", "answering", "translating_answer")]
+    line = next(ln for ln in out.splitlines() if ln.startswith("bot> "))
+    assert line.startswith("bot> " + " ".join(f"({s})" for s in steps))
+    assert "Liu Qingfeng" in line and "[1]" in line and "刘庆峰" not in out.split("bot> ")[1].split("\n")[0]

@@ -9,7 +9,7 @@ from bot.knowledge import load
 from bot.prompts import Prompts
 from bot.types import Delta, Progress, Reply
 from tests.fakes.backend import FakeBackend
-from tests.helpers import ask_msg, stream, turns
+from tests.helpers import ask_msg, bilingual, stream, turns
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTICLE = load(ROOT / "content")
@@ -149,27 +149,6 @@ async def test_a_draft_failing_against_the_passages_a_retry_would_quote_is_not_r
     reply = await core.ask(ask_msg("江浩然毕业于哪所大学？"))
     # The draft was checked against 江浩然's passage, which is what retrieval would quote again.
     assert reply.refused and reply.retracted and len(backend.calls) == 1
-
-
-def bilingual(english_word: str, question_zh: str, answer_zh: str, answer_en: str):
-    """A script for an English question, whichever way the engine uses the model: it may ask for the
-    question in Chinese (the message holds the English question; `english_word` must be a word the
-    engine's name mapping leaves alone, like "Who"), for an answer, and for the checked Chinese answer
-    in English (the message holds that answer)."""
-
-    def script(messages: list[dict[str, str]]) -> str:
-        last = messages[-1]["content"]
-        if grounding_strip(answer_zh) in last:
-            return answer_en
-        if english_word in last and question_zh not in last:
-            return question_zh
-        return answer_zh
-
-    return script
-
-
-def grounding_strip(text: str) -> str:
-    return re.sub(r"\s*\[\d+\]", "", text)
 
 
 async def test_a_retracted_english_answer_declines_in_english(engine_for) -> None:
