@@ -41,7 +41,7 @@ class ContentConfig:
     dir: str = "content"
     # Content up to this many tokens goes into one cached prompt prefix; more is retrieved per question.
     max_prefix_tokens: int = 5000
-    retrieve_top_k: int = 6
+    retrieve_top_k: int = 3
 
 
 @dataclass

@@ -49,6 +49,7 @@ from bot.words import (
     noun_terms,
     number_in,
     numbers,
+    posseg,
     restated_units,
     without_frame_words,
 )
@@ -180,11 +181,29 @@ class _Checkable:
 
 
 def _checkable(body: str, question: str, whole: str) -> _Checkable:
-    # A bigram made of the question's own characters (年只 from "1961年…只剩下") only rearranges it.
+    # What the answer repeats of the question is no claim; neither are the bigrams that straddle a
+    # repeated phrase and a new word (方达 in "…最深的地方达106米") or that only rearrange the question's
+    # characters (年只 from "1961年…只剩下").
     asked = set(question)
-    plain = without_frame_words(restated_units(body, whole))
+    plain = without_frame_words(restated_units(_without(question, body), whole))
     claims = [bg for bg in content_bigrams(plain) if not set(bg) <= asked]
     return _Checkable(claims, numbers(body) | latin_names(body, every_word=True))
+
+
+def _without(question: str, body: str) -> str:
+    """The body with every run of two or more characters that also stands in the question blanked."""
+    out, i = [], 0
+    while i < len(body):
+        j = i + 2
+        while j <= len(body) and body[i:j] in question:
+            j += 1
+        if j - 1 - i >= 2 and HAN_RUN.fullmatch(body[i : j - 1]):
+            out.append("，")
+            i = j - 1
+        else:
+            out.append(body[i])
+            i += 1
+    return "".join(out)
 
 
 def _coverage(items: list[str], text: str) -> float:
@@ -282,9 +301,7 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     paired = partial(_paired, content=content, topic=topic, idf=idf, min_topic=min_topic)
     if misstated := _misstated(body, question, content, joined, on_topic, chk.hard, missing_terms, paired, off):
         return fail(*misstated)
-    # Which sentence answers is told by every word of the question, its frame nouns (建议, 原因) included.
-    asked = _topic(question, content, frames=True)[0]
-    if "claim_sentence" not in off and (why := _off_question(question, content, named, asked, chk, body, useful)):
+    if "claim_sentence" not in off and (why := _off_question(question, content, named, topic, chk, body, useful)):
         return fail(why, [])
     return Support(True, score, useful, [c for c in chk.claims if c not in joined])
 
@@ -301,8 +318,13 @@ def _off_question(question: str, content: ContentSet, named: list[str], topic: l
     something the question asks about beyond the names it mentions: a word of the question, or one of its
     numbers or Latin names. Questions whose other words the content never uses cannot be judged and pass.
     """
-    names = {bg for n in named for bg in content_bigrams(n)}  # in every sentence about them: no evidence
+    # Names are in every sentence about them: no evidence. A word holding a name (赛里木湖) counts whole.
+    words = [w for run in HAN_RUN.findall(question) for w, _ in posseg(run)]
+    names = {bg for n in named for w in [n, *(w for w in words if n in w)] for bg in content_bigrams(w)}
     asked = [bg for bg in topic if bg not in names]
+    # A frame noun (建议, 原因) may show which sentence answers, but a question of names and frame nouns
+    # alone cannot be judged (赛里木湖最深的地方…).
+    framed = [bg for bg in _topic(question, content, frames=True)[0] if bg not in names]
     asked_numbers = (numbers(question) | latin_names(question)) & content.anchors
     if not (chk.claims or chk.hard) or not (asked or asked_numbers):
         return None
@@ -312,7 +334,7 @@ def _off_question(question: str, content: ContentSet, named: list[str], topic: l
     top = max(scores, default=0.0)
     # The sentences the answer draws on: a long answer spreads its claims over several of them.
     best = [t for t, score in zip(sentences, scores, strict=True) if score > 0 and score >= top / 2]
-    if any(bg in t for t in best for bg in asked) or any(
+    if any(bg in t for t in best for bg in framed) or any(
             number_in(n, t) or n in t.lower() for t in best for n in asked_numbers):
         return None
     return "claim_sentence: the sentence holding the answer says nothing of what the question asks"

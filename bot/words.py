@@ -101,7 +101,9 @@ def noun_terms(question: str) -> list[str]:
 # "…是什么代表？", "…什么样的准入机制？": the question ends on the noun whose kind the answer must name.
 # "治疗什么的药物" is not one: 什么 there is the object of a clause about the noun. A one-character
 # ending (什么性) is a suffix, not a noun a qualifier can be checked against.
-_KIND_QUESTION = re.compile(rf"(?:什么样的?|什么|哪一?种的?|哪一?类的?)([{HAN}]{{2,8}})[？?]?\s*$")
+# Only "what sort of" (什么样, 哪种, 哪类) or a copula (是什么代表) asks for a kind: "有什么功能" asks for the
+# functions themselves.
+_KIND_QUESTION = re.compile(rf"(?:什么样的?|哪一?种的?|哪一?类的?|是(?:一[个种])?什么(?!样))([{HAN}]{{2,8}})[？?]?\s*$")
 
 
 def kind_noun(question: str) -> str | None:

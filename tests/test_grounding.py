@@ -262,3 +262,10 @@ def test_an_answer_that_only_repeats_a_wh_question_is_declined(athlete: ContentS
     # A yes/no question is answered by restating it.
     yes = grounding.support("是的，张天明是台湾男演员。", "张天明是台湾男演员吗？", athlete, [], 0.5)
     assert yes.supported, yes.reason
+
+
+def test_words_straddling_a_repeated_phrase_and_the_answer_claim_nothing(athlete: ContentSet) -> None:
+    # "枝达" straddles the question's 石枝 and the answer's 达: no claim the text must hold.
+    straddled = grounding.support("芙蓉洞的石枝达57厘米。", "芙蓉洞的石枝有多长？", athlete, [], 0.5)
+    assert straddled.supported, straddled.reason
+    assert not grounding.support("芙蓉洞的石枝达75厘米。", "芙蓉洞的石枝有多长？", athlete, [], 0.5).supported

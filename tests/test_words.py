@@ -28,7 +28,10 @@ def test_frame_words_are_blanked_content_words_kept() -> None:
 def test_a_what_kind_question_is_told_from_a_clause_about_the_noun() -> None:
     assert words.kind_noun("刘庆峰的身份是什么代表？") == "代表"
     assert words.kind_noun("这是一个什么样的工程？") == "工程"
+    assert words.kind_noun("刘庆峰是一个什么代表？") == "代表"
     assert words.kind_noun("这是哪一种的动物？") == "动物"
     # 什么 as the object of a clause (treats what), and a one-character suffix, ask for no kind.
     assert words.kind_noun("呋塞米是用来治疗什么的药物？") is None
     assert words.kind_noun("该物质呈什么性？") is None
+    # Without "what sort of" or a copula, 什么N asks for the Ns themselves.
+    assert words.kind_noun("乌石渔港有什么功能？") is None
