@@ -62,7 +62,7 @@ GROUNDING_RULES = (
 class GroundingConfig:
     # Check the question's key terms against the content before generating.
     evidence_check: bool = True
-    # Check the finished answer against the cited passages; retract it when unsupported.
+    # Check each draft against its passages; one they do not support is never shown (it is declined).
     support_check: bool = True
     min_support: float = 0.5
     # Share (weighted by rarity) of the question's terms the cited passages must contain.

@@ -16,6 +16,7 @@ from bot import grounding, translation
 from bot.backends.base import Backend, Completion, ProgressFn
 from bot.citations import cite, markers, strip_markers
 from bot.config import Config
+from bot.evidence import Evidence, is_injection, question_evidence
 from bot.knowledge import ContentSet
 from bot.prompting import Messages, PromptBuilder
 from bot.prompts import Prompts
@@ -31,7 +32,7 @@ class _Draft:
     started: float
     text: str = ""
     ttft_ms: int | None = None
-    earlier: str = ""  # withdrawn drafts of this turn, kept for the log
+    earlier: str = ""  # earlier drafts of this turn (failed, or the Chinese one of a translation), for the log
     drew_on: set[str] = field(default_factory=set)  # ids of the passages a failed draft was checked against
     completion: Completion = field(default_factory=Completion)  # tokens of every pass of this turn
 
@@ -42,6 +43,7 @@ class _Draft:
 
     @property
     def logged(self) -> str:
+        """Every draft of this turn, in order, as the log keeps it."""
         return self.earlier + self.text
 
 
@@ -54,6 +56,7 @@ class Engine:
 
     @property
     def model_name(self) -> str:
+        """The backend's model, as logged with each reply."""
         return self.backend.model_name
 
     async def prepare(self, content: ContentSet, progress: ProgressFn | None = None) -> None:
@@ -76,13 +79,13 @@ class Engine:
         question = msg.text.strip()
         lang = language(question)
         off = frozenset(self.cfg.grounding.rules_off)
-        if grounding.is_injection(question) and "injection" not in off:
+        if is_injection(question) and "injection" not in off:
             yield self._decline(msg, content, draft, "offtopic", "injection: a prompt injection or harmful request")
             return
         if lang == "en":
             yield Progress("translating_question")
         checked = await self._to_chinese(question, content, draft) if lang == "en" else question
-        evidence = grounding.question_evidence(checked, content, history[-1].question if history else "")
+        evidence = question_evidence(checked, content, history[-1].question if history else "")
         if self.cfg.grounding.evidence_check and (reason := evidence.unanswerable(off)):
             yield self._decline(msg, content, draft, "decline", reason)
             return
@@ -169,22 +172,26 @@ class Engine:
         reply.draft = draft.logged
 
     def _finish(self, msg: Incoming, content: ContentSet, draft: _Draft, question: str,
-                evidence: grounding.Evidence, release: Release | None) -> Reply:
+                evidence: Evidence, release: Release | None) -> Reply:
         """The draft checked against its cited passages: a cited answer, or the decline that replaces it.
 
         When the whole draft fails but its first sentences passed and were shown, they are the answer.
         """
         reply = self._judge(msg, content, draft, draft.text.strip(), question, evidence)
-        if reply.refused and release and release.shown.strip():
+        # The model's own "not mentioned" after a checked start takes that start back.
+        declined = reply.decline_reason.startswith("model_declined")
+        if reply.refused and not declined and release and release.shown.strip():
+            drew_on = draft.drew_on
             kept = self._judge(msg, content, draft, release.shown.strip(), question, evidence)
             if not kept.refused:
+                kept.draft += f"\n---\n[kept the checked start; the rest failed: {reply.decline_reason}]"
                 return kept
+            draft.drew_on = drew_on
         return reply
 
     def _judge(self, msg: Incoming, content: ContentSet, draft: _Draft, answer: str, question: str,
-               evidence: grounding.Evidence) -> Reply:
-        if not answer or (grounding.model_declined(answer, self.prompts.declines)
-                          and "model_declined" not in self.cfg.grounding.rules_off):
+               evidence: Evidence) -> Reply:
+        if not answer or self._model_declined(answer):
             return self._decline(msg, content, draft, "decline", "model_declined: it found no answer in the content")
         check = self._support(answer, question, content, evidence)
         if check.supported or not self.cfg.grounding.support_check:
@@ -198,17 +205,25 @@ class Engine:
         return reply
 
     def _support(self, answer: str, question: str, content: ContentSet,
-                 evidence: grounding.Evidence) -> grounding.Support:
+                 evidence: Evidence) -> grounding.Support:
         cited = [content.passages[k - 1] for k in markers(answer) if 0 < k <= len(content.passages)]
         g = self.cfg.grounding
         return grounding.support(answer, question, content, cited, g.min_support, evidence.missing_terms,
                                  g.min_topic, frozenset(g.rules_off))
 
-    def _passes(self, question: str, content: ContentSet, evidence: grounding.Evidence, prefix: str) -> bool:
-        """Whether this start of a draft may be shown: it would stand as the whole answer."""
-        if grounding.model_declined(prefix, self.prompts.declines):
+    def _model_declined(self, answer: str) -> bool:
+        return (grounding.model_declined(answer, self.prompts.declines)
+                and "model_declined" not in self.cfg.grounding.rules_off)
+
+    def _passes(self, question: str, content: ContentSet, evidence: Evidence, prefix: str) -> bool:
+        """Whether this start of a draft may be shown: it would stand as the whole answer, and the checks
+        could judge it on its own ("是的。" cannot be: what follows may take it back)."""
+        if self._model_declined(prefix):
             return False
-        return not self.cfg.grounding.support_check or self._support(prefix, question, content, evidence).supported
+        if not self.cfg.grounding.support_check:
+            return True
+        return (grounding.decisive(prefix, question, content)
+                and self._support(prefix, question, content, evidence).supported)
 
     def _decline(self, msg: Incoming, content: ContentSet, draft: _Draft, kind: str, reason: str) -> Reply:
         reply = self._reply(content, self.prompts.text(f"{kind}_{language(msg.text)}"), draft, refused=True)

@@ -185,7 +185,7 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     if summary["rules"]:
         lines.append("declines by rule (fired / on out-of-scope): " + ", ".join(
             f"{name} {k['fired']}/{k['right']}" for name, k in sorted(summary["rules"].items())))
-    lines.append(f"latency: average first token {summary['avg_ttft_ms']} ms, average answer "
+    lines.append(f"latency: average first words shown {summary['avg_ttft_ms']} ms, average answer "
                  f"{summary['avg_total_ms']} ms, p95 {summary['p95_total_ms']} ms; model {summary['model']}")
     return lines
 

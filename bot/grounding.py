@@ -5,7 +5,7 @@ every question, and invents answers to most questions the content does not cover
 on evidence in the text, each check a named rule (config.GROUNDING_RULES; `grounding.rules_off` switches
 one off to measure it; README, Grounding, has what each one did on content it was not tuned on):
 
-1. Before generation (`question_evidence`): a question none of whose key terms occurs in the content
+1. Before generation (bot/evidence.py): a question none of whose key terms occurs in the content
    (`no_key_term`), or that opens with a noun the content never uses (`subject_missing`: 元皇后祖籍何处),
    is declined at once, without spending model time.
 2. After generation (`support`): the answer's own claims (words that neither repeat the question nor
@@ -19,21 +19,21 @@ one off to measure it; README, Grounding, has what each one did on content it wa
 3. The model's own "the content does not say" is honoured (`model_declined`, with the phrases of
    prompts/model_declines.txt).
 
-The engine runs `support` on each sentence end of a streaming draft, so a user only ever sees a checked
-prefix (bot/release.py).
+The engine runs `support` on each sentence end of a streaming draft, and shows a prefix only when it
+is `decisive` too (the checks could judge it alone), so a user only ever sees a checked start
+(bot/release.py).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 from bot.citations import strip_markers
 from bot.knowledge import ContentSet
-from bot.shapes import names_kind, polarity_flipped
-from bot.texts import language
+from bot.shapes import names_kind, polarity_flipped, yes_no_predicate
 from bot.translation import map_english
 from bot.types import Passage
 from bot.words import (
@@ -41,55 +41,17 @@ from bot.words import (
     HAN_RUN,
     asks_quantity,
     asks_what,
+    blank_words,
     content_bigrams,
     has_numeral,
-    key_terms,
     kind_noun,
     latin_names,
-    noun_terms,
     number_in,
     numbers,
     posseg,
     restated_units,
     without_frame_words,
 )
-
-_INJECTION = re.compile(
-    r"(忽略|无视|忘记|忘掉).{0,8}(指令|指示|规则|提示|设定|要求)|(系统|system)\s*(提示|prompt)|"
-    r"ignore (all |any |the )?(previous|prior|above|earlier)? ?(instructions|rules|prompts?)|"
-    r"(reveal|print|show|repeat|output).{0,20}(prompt|instructions)|jailbreak|developer mode|"
-    r"钓鱼|phishing|恶意代码|攻击代码|malware",
-    re.IGNORECASE,
-)
-
-
-@dataclass
-class Evidence:
-    """How well the question's key terms are found in the content."""
-
-    terms: list[str]
-    found: list[str]
-    missing: list[str]
-    # The question with English names mapped to the content's, for retrieval.
-    query: str = ""
-    # Words the question asks about that the content never uses (e.g. a hometown, a market value).
-    missing_terms: list[str] = field(default_factory=list)
-    # The question's first noun, its subject (元皇后, 亚硫酸盐), when the content never uses it.
-    subject_missing: str = ""
-
-    @property
-    def none_found(self) -> bool:
-        """Not one of the question's terms occurs in the content (an English question with no term the
-        content shares counts too); words that only frame the question do not count either way."""
-        return not self.found and not all(t in FRAME_NOUNS for t in self.missing or ["-"])
-
-    def unanswerable(self, off: frozenset[str] = frozenset()) -> str | None:
-        """Why no answer can come from the content, before any generation, or None (`off`: rules not run)."""
-        if self.none_found and "no_key_term" not in off:
-            return f"no_key_term: none of {', '.join(self.missing)} is in the content"
-        if self.subject_missing and "subject_missing" not in off:
-            return f"subject_missing: the question is about {self.subject_missing}, which the content never names"
-        return None
 
 
 @dataclass
@@ -103,73 +65,9 @@ class Support:
     reason: str = ""
 
 
-def is_injection(question: str) -> bool:
-    """A request to drop the rules, reveal the prompt, or produce something harmful."""
-    return bool(_INJECTION.search(question))
-
-
 def model_declined(answer: str, declines: re.Pattern[str]) -> bool:
     """The model said the article does not cover the question: `declines` (Prompts.declines) occurs in it."""
     return bool(declines.search(answer))
-
-
-def _occurs(term: str, haystack: str) -> bool:
-    return term.lower() in haystack
-
-
-def _terms_of(question: str, content: ContentSet) -> tuple[list[str], list[str]]:
-    """(key terms, nouns) of a question; an English one counts only the terms it shares with the content.
-
-    English words without a mapping (aliases.yaml, pinyin) cannot be judged against Chinese text, so
-    they neither count as evidence nor as missing.
-    """
-    mapped = map_english(question, content)
-    if language(question) == "zh":
-        return key_terms(mapped), noun_terms(mapped)
-    named = re.findall(r"\(([^)]*)\)", mapped)
-    latin = sorted(w for w in latin_names(question) | numbers(question) if w in content.whole)
-    return list(dict.fromkeys(named + latin)), named
-
-
-def shared_spans(question: str, whole: str, min_len: int = 3) -> list[str]:
-    """Longest Chinese substrings (three characters or more) of the question that occur in the content.
-
-    They catch names the word segmenter splits or does not know (周鸿祎).
-    """
-    spans: list[str] = []
-    for run in HAN_RUN.findall(question):
-        i = 0
-        while i <= len(run) - min_len:
-            j = i + min_len
-            if run[i:j] not in whole:
-                i += 1
-                continue
-            while j < len(run) and run[i : j + 1] in whole:
-                j += 1
-            spans.append(run[i:j])
-            i = j
-    return spans
-
-
-def question_evidence(question: str, content: ContentSet, context: str = "") -> Evidence:
-    """Which key terms of the question (plus follow-up context) occur in the content, and where together."""
-    whole = content.whole
-    terms, nouns = _terms_of(question, content)
-    if context and len(terms) < 2:
-        more, _ = _terms_of(context, content)
-        terms += [t for t in more if t not in terms]
-    found = [t for t in terms if _occurs(t, whole)]
-    found += [t for t in shared_spans(question, whole) if t not in found and not any(t in f for f in found)]
-    missing = [t for t in terms if t not in found and not any(t in f for f in found)]
-    missing_terms = [t for t in missing if t in nouns and t not in FRAME_NOUNS]
-    query = map_english(question, content) + (" " + context if context else "")
-    # Whatever a question asks about its subject, an answer about another subject is wrong. The subject
-    # is a noun the question opens with (元皇后祖籍何处); a noun further in may be a facet the content
-    # words differently. It is judged on the question itself, not on a follow-up's context.
-    subject = next((n for n in nouns if HAN_RUN.fullmatch(n) and n not in FRAME_NOUNS), "")
-    opens = 0 <= question.strip().find(subject) <= 2
-    gone = subject if subject and opens and subject in missing else ""
-    return Evidence(terms, found, missing, query, missing_terms, gone)
 
 
 @dataclass
@@ -215,12 +113,8 @@ def _topic(question: str, content: ContentSet, frames: bool = False) -> tuple[li
     问题, 原因) say what kind of answer is wanted, not what it is about: left out unless `frames`."""
     idf = content.bigram_idf
     plain = map_english(question, content)
-    plain = plain if frames else _FRAMES.sub("，", plain)
+    plain = plain if frames else blank_words(plain, FRAME_NOUNS)
     return [bg for bg in dict.fromkeys(content_bigrams(plain)) if bg in idf], idf
-
-
-_FRAMES = re.compile("|".join(sorted((re.escape(w) for w in FRAME_NOUNS if HAN_RUN.fullmatch(w)), key=len,
-                                      reverse=True)))
 
 
 def _weighted(topic: list[str], idf: dict[str, float], text: str) -> float:
@@ -238,6 +132,50 @@ def _text(passages: list[Passage]) -> str:
     return "".join(p.section + p.text for p in passages)
 
 
+@dataclass
+class _Reading:
+    """One answer read against one question: which passages hold it, and which are about the question."""
+
+    body: str
+    chk: _Checkable
+    topic: list[str]
+    idf: dict[str, float]
+    # Everyone and everything the question names must stand in one supporting passage, or an answer
+    # that only repeats the question ("是的，刘庆峰是360集团的创始人") would pass on shared words.
+    named: list[str]
+    min_topic: float
+
+    def holds(self, p: Passage) -> bool:
+        """One passage holds both whom the question names and some of the answer's claims."""
+        claims_ok = not self.chk.claims or _coverage(self.chk.claims, _text([p])) >= 0.3
+        # An answer that only repeats the question needs every name in this one passage; one with
+        # claims of its own may draw on several passages, each about someone the question names.
+        names_ok = (any if self.chk.claims else all)(n in _text([p]) for n in self.named) if self.named else True
+        return claims_ok and names_ok
+
+    def anchored(self, p: Passage) -> bool:
+        """A passage that holds the answer is also about what the question asks (its rarer words)."""
+        return self.holds(p) and _weighted(self.topic, self.idf, _text([p])) >= self.min_topic
+
+    def choose(self, cited: list[Passage], passages: tuple[Passage, ...], min_support: float) -> list[Passage]:
+        """The passages to check against and cite: the model's markers when they hold the answer, else
+        the passages that hold its claims, numbers and names, about what the question asks."""
+        chk = self.chk
+
+        def good(ps: list[Passage]) -> bool:
+            claims_ok = not chk.claims or _coverage(chk.claims, _text(ps)) >= min_support
+            on_topic = [p for p in ps if self.anchored(p)]
+            return (claims_ok and bool(on_topic) and all(n in _text(ps) for n in self.named)
+                    and _hard_share(chk.hard, self.body, _text(on_topic)) == 1.0)
+
+        useful = [p for p in cited if not chk.claims or _coverage(chk.claims, _text([p])) >= 0.3]
+        if useful and good(useful):
+            return useful
+        ranked = sorted(passages, key=lambda p: -(_coverage(chk.claims, _text([p])) + _weighted(
+            self.topic, self.idf, _text([p])) + _hard_share(chk.hard, self.body, _text([p]))))
+        return ranked[:1] if good(ranked[:1]) else ranked[:2]
+
+
 def support(answer: str, question: str, content: ContentSet, cited: list[Passage], min_support: float,
             missing_terms: list[str] | tuple[str, ...] = (), min_topic: float = 0.45,
             off: frozenset[str] = frozenset()) -> Support:
@@ -253,35 +191,8 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
         return Support(False, 0.0, [], [], "language: the draft is not in the content's language")
     chk = _checkable(body, question, content.whole)
     topic, idf = _topic(question, content)
-    # Everyone and everything the question names must stand in one supporting passage, or an answer
-    # that only repeats the question ("是的，刘庆峰是360集团的创始人") would pass on shared words.
-    named = question_entities(question, content)
-
-    def holds(p: Passage) -> bool:
-        """One passage holds both whom the question names and some of the answer's claims."""
-        claims_ok = not chk.claims or _coverage(chk.claims, _text([p])) >= 0.3
-        # An answer that only repeats the question needs every name in this one passage; one with
-        # claims of its own may draw on several passages, each about someone the question names.
-        names_ok = (any if chk.claims else all)(n in _text([p]) for n in named) if named else True
-        return claims_ok and names_ok
-
-    def anchored(p: Passage) -> bool:
-        """A passage that holds the answer is also about what the question asks (its rarer words)."""
-        return holds(p) and _weighted(topic, idf, _text([p])) >= min_topic
-
-    def good(ps: list[Passage]) -> bool:
-        claims_ok = not chk.claims or _coverage(chk.claims, _text(ps)) >= min_support
-        on_topic = [p for p in ps if anchored(p)]
-        return (claims_ok and bool(on_topic) and all(n in _text(ps) for n in named)
-                and _hard_share(chk.hard, body, _text(on_topic)) == 1.0)
-
-    useful = [p for p in cited if not chk.claims or _coverage(chk.claims, _text([p])) >= 0.3]
-    if not useful or not good(useful):
-        # The model's markers are a hint, not the citation: the passages that hold the answer's claims,
-        # numbers and names, about what the question asks, are chosen instead.
-        ranked = sorted(content.passages, key=lambda p: -(_coverage(chk.claims, _text([p])) + _weighted(
-            topic, idf, _text([p])) + _hard_share(chk.hard, body, _text([p]))))
-        useful = ranked[:1] if good(ranked[:1]) else ranked[:2]
+    read = _Reading(body, chk, topic, idf, question_entities(question, content), min_topic)
+    useful = read.choose(cited, content.passages, min_support)
     joined = _text(useful)
     score = _coverage(chk.claims, joined) if chk.claims else 1.0
 
@@ -294,14 +205,15 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     if chk.claims and score < min_support and "coverage" not in off:
         return fail(f"coverage: only {score:.0%} of the answer is in the cited text",
                     [c for c in chk.claims if c not in joined])
-    if "topic" not in off and (not any(anchored(p) for p in useful) or not all(n in joined for n in named)):
+    if "topic" not in off and (not any(map(read.anchored, useful)) or not all(n in joined for n in read.named)):
         return fail("topic: no cited passage holds the answer and is about what the question asks", topic)
     # Numbers and names must stand in a passage about the question, not in any passage that has them.
-    on_topic = _text([p for p in useful if anchored(p)] or [p for p in useful if holds(p)])
+    on_topic = _text([p for p in useful if read.anchored(p)] or [p for p in useful if read.holds(p)])
     paired = partial(_paired, content=content, topic=topic, idf=idf, min_topic=min_topic)
     if misstated := _misstated(body, question, content, joined, on_topic, chk.hard, missing_terms, paired, off):
         return fail(*misstated)
-    if "claim_sentence" not in off and (why := _off_question(question, content, named, topic, chk, body, useful)):
+    if "claim_sentence" not in off and (why := _off_question(question, content, read.named, topic, chk, body,
+                                                             useful)):
         return fail(why, [])
     return Support(True, score, useful, [c for c in chk.claims if c not in joined])
 
@@ -318,14 +230,7 @@ def _off_question(question: str, content: ContentSet, named: list[str], topic: l
     something the question asks about beyond the names it mentions: a word of the question, or one of its
     numbers or Latin names. Questions whose other words the content never uses cannot be judged and pass.
     """
-    # Names are in every sentence about them: no evidence. A word holding a name (赛里木湖) counts whole.
-    words = [w for run in HAN_RUN.findall(question) for w, _ in posseg(run)]
-    names = {bg for n in named for w in [n, *(w for w in words if n in w)] for bg in content_bigrams(w)}
-    asked = [bg for bg in topic if bg not in names]
-    # A frame noun (建议, 原因) may show which sentence answers, but a question of names and frame nouns
-    # alone cannot be judged (赛里木湖最深的地方…).
-    framed = [bg for bg in _topic(question, content, frames=True)[0] if bg not in names]
-    asked_numbers = (numbers(question) | latin_names(question)) & content.anchors
+    asked, framed, asked_numbers = _asked(question, content, named, topic)
     if not (chk.claims or chk.hard) or not (asked or asked_numbers):
         return None
     sentences = [m.group(0) for p in useful for m in _SENTENCE.finditer(p.text)]
@@ -338,6 +243,34 @@ def _off_question(question: str, content: ContentSet, named: list[str], topic: l
             number_in(n, t) or n in t.lower() for t in best for n in asked_numbers):
         return None
     return "claim_sentence: the sentence holding the answer says nothing of what the question asks"
+
+
+def _asked(question: str, content: ContentSet, named: list[str],
+           topic: list[str]) -> tuple[list[str], list[str], set[str]]:
+    """What a question asks about beyond whom it names: its topic bigrams, the same with frame nouns
+    (建议, 原因: they may show which sentence answers but alone judge nothing), its numbers and names."""
+    # Names are in every sentence about them: no evidence. A word holding a name (赛里木湖) counts whole.
+    words = [w for run in HAN_RUN.findall(question) for w, _ in posseg(run)]
+    names = {bg for n in named for w in [n, *(w for w in words if n in w)] for bg in content_bigrams(w)}
+    framed = [bg for bg in _topic(question, content, frames=True)[0] if bg not in names]
+    anchors = (numbers(question) | latin_names(question)) & content.anchors
+    return [bg for bg in topic if bg not in names], framed, anchors
+
+
+def decisive(answer: str, question: str, content: ContentSet) -> bool:
+    """Whether the checks can judge this start of an answer on its own, as they must before it is shown
+    while the draft still streams: it adds words, numbers or names of its own ("是的。" adds none), the
+    sentence holding them can be told to answer the question, and a yes/no answer states its predicate."""
+    body = strip_markers(answer)
+    if not asks_what(question):
+        predicate = yes_no_predicate(question)
+        return bool(predicate) and predicate in body
+    chk = _checkable(body, question, content.whole)
+    if not chk.claims and not chk.hard - _asked_anchors(question):
+        return False
+    asked, _, asked_numbers = _asked(question, content, question_entities(question, content),
+                                     _topic(question, content)[0])
+    return bool(asked or asked_numbers)
 
 
 def _asked_anchors(question: str) -> set[str]:

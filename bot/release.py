@@ -15,6 +15,7 @@ from bot.citations import MarkerRenumber
 
 # A sentence ends at 。！？!? or a line break, with the citation markers that follow it.
 _SENTENCE_END = re.compile(r"[。！？!?\n](?:\s*[\[【]\d{1,3}[\]】])*")
+_PARTIAL = re.compile(r"\s*[\[【]\d{0,3}$")
 
 
 class Release:
@@ -36,8 +37,8 @@ class Release:
         """Take one streamed piece; return the text to show now (empty until a sentence passes)."""
         self.raw += piece
         ends = [m.end() for m in _SENTENCE_END.finditer(self.raw, self.upto)]
-        # A marker may still follow the last sentence end: wait for the next piece before judging it.
-        complete = [e for e in ends if self._judged < e < len(self.raw)]
+        # A marker may still follow a sentence end, maybe split over pieces ("[", "3"): wait for it.
+        complete = [e for e in ends if self._judged < e < len(self.raw) and not _PARTIAL.match(self.raw, e)]
         return self._show_upto(complete[-1]) if complete else ""
 
     def finish(self) -> str:

@@ -10,7 +10,7 @@ import jieba
 from bot.words import HAN, posseg
 
 _NEGATION = re.compile(r"(不|没有|没|未|并非|非|无)$")
-_YES_NO = re.compile(rf"([{HAN}]+?)(?:了)?[吗么][？?]?\s*$")
+_YES_NO = re.compile(rf"([{HAN}]+?)(?:了)?吗[？?]?\s*$")
 
 
 def yes_no_predicate(question: str) -> str | None:

@@ -80,13 +80,13 @@ class Reply:
     refused: bool
     citations: list[Citation] = field(default_factory=list)
     turn_id: int | None = None
-    ttft_ms: int | None = None
+    ttft_ms: int | None = None  # to the first checked words shown (None when nothing of a draft was shown)
     total_ms: int | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str = ""
     content_version: str = ""
-    # True when a streamed draft was withdrawn because the cited passages did not support it.
+    # True when a draft failed the checks against its passages (it was never shown; the log keeps it).
     retracted: bool = False
     draft: str = ""
     decline_reason: str = ""
@@ -179,7 +179,7 @@ class Stats:
         return (
             f"Last {self.since_hours:g} h: {self.turns} turns from {self.users} users, "
             f"{self.refusals} declined, {self.errors} errors.\n"
-            f"First token p50 {ms(self.ttft_p50_ms)}, p95 {ms(self.ttft_p95_ms)}; "
+            f"First words shown p50 {ms(self.ttft_p50_ms)}, p95 {ms(self.ttft_p95_ms)}; "
             f"full answer p50 {ms(self.total_p50_ms)}, p95 {ms(self.total_p95_ms)}."
         )
 

@@ -199,10 +199,16 @@ def restated_units(answer: str, text: str) -> str:
     return _MEASURE.sub(blank, answer)
 
 
-_FRAME_WORDS = re.compile("|".join(sorted((re.escape(w) for w in CJK_STOP if len(w) > 1), key=len, reverse=True)))
+def blank_words(text: str, listed: frozenset[str]) -> str:
+    """The text with each whole word (jieba's) of `listed` replaced by a comma; a listed word inside a
+    longer one (作用 in 副作用) stays."""
+    return HAN_RUN.sub(lambda m: "".join("，" if w in listed else w for w, _ in posseg(m.group(0))), text)
 
 
 def without_frame_words(text: str) -> str:
     """The text with the function words of questions and answers (根据, 文章, 提到) blanked: an answer's
     "根据文章[12]，…" claims nothing the content must hold."""
-    return _FRAME_WORDS.sub("，", text)
+    return blank_words(text, _FRAME_WORDS)
+
+
+_FRAME_WORDS = frozenset(w for w in CJK_STOP if len(w) > 1)

@@ -135,12 +135,38 @@ async def test_checked_sentences_are_shown_and_an_unsupported_tail_is_dropped(en
 
 
 async def test_a_long_answer_is_shown_sentence_by_sentence(engine_for) -> None:
-    backend = FakeBackend(f"周鸿祎是360集团创始人。[{ZHOU_N}]刘庆峰是科大讯飞董事长。[{LIU_N}]")
+    backend = FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]他是全国人大代表。[{LIU_N}]")
     core, _ = await engine_for(backend)
-    events = [e async for e in stream(core, ask_msg("刘庆峰和周鸿祎分别是什么身份？"))]
+    events = [e async for e in stream(core, ask_msg("科大讯飞董事长是谁？"))]
     deltas = [e.text for e in events if isinstance(e, Delta)]
-    assert len(deltas) >= 2 and "周鸿祎" in deltas[0] and "刘庆峰" not in deltas[0]
+    assert len(deltas) == 2 and "刘庆峰" in deltas[0] and "人大代表" not in deltas[0]
     assert isinstance(events[-1], Reply) and not events[-1].refused
+
+
+async def test_a_start_the_checks_cannot_judge_alone_is_held_back(engine_for) -> None:
+    # "是的。" adds nothing of its own, and the model's decline after it takes it back.
+    backend = FakeBackend("是的。文章中没有提到。")
+    core, _ = await engine_for(backend)
+    events = [e async for e in stream(core, ask_msg("刘庆峰认为我国大模型与ChatGPT没有差距吗？"))]
+    assert not any(isinstance(e, Delta) for e in events)
+    reply = events[-1]
+    assert isinstance(reply, Reply) and reply.refused and reply.text == DECLINE_ZH
+
+
+async def test_a_true_start_that_does_not_answer_is_not_kept_as_the_answer(engine_for) -> None:
+    backend = FakeBackend(f"周鸿祎是360集团创始人。[{ZHOU_N}]他出生于1970年。")
+    core, store = await engine_for(backend)
+    events = [e async for e in stream(core, ask_msg("周鸿祎出生于哪一年？"))]
+    assert not any(isinstance(e, Delta) for e in events)
+    assert isinstance(events[-1], Reply) and events[-1].refused
+
+
+async def test_a_kept_start_is_logged_with_why_the_rest_was_dropped(engine_for) -> None:
+    backend = FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]他1999年毕业于杭州的浙江大学。")
+    core, store = await engine_for(backend)
+    reply = await core.ask(ask_msg("科大讯飞董事长是谁？"))
+    assert not reply.refused and "杭州" not in reply.text
+    assert "[kept the checked start; the rest failed: " in turns(store)[-1]["draft"]
 
 
 async def test_a_draft_failing_against_the_passages_a_retry_would_quote_is_not_retried(engine_for) -> None:

@@ -43,3 +43,10 @@ def test_a_failed_prefix_is_checked_once_not_for_every_token() -> None:
     release = Release(lambda prefix: calls.append(prefix) is None and False)
     feed_all(release, ["甲。", "乙", "丙", "丁", "戊"])
     assert calls.count("甲。") == 1
+
+
+def test_a_marker_split_over_pieces_stays_with_its_sentence() -> None:
+    checked: list[str] = []
+    release = Release(lambda prefix: checked.append(prefix) or True)
+    shown = feed_all(release, ["刘庆峰是董事长。", "[", "3", "]", "他"])
+    assert checked[0] == "刘庆峰是董事长。[3]" and shown[0] == "刘庆峰是董事长。[1]"
