@@ -33,7 +33,6 @@ class _Draft:
     text: str = ""
     ttft_ms: int | None = None
     earlier: str = ""  # earlier drafts of this turn (failed, or the Chinese one of a translation), for the log
-    drew_on: set[str] = field(default_factory=set)  # ids of the passages a failed draft was checked against
     completion: Completion = field(default_factory=Completion)  # tokens of every pass of this turn
 
     def restart(self) -> None:
@@ -95,9 +94,7 @@ class Engine:
                 # The first draft failed; ask again with the best-matching passages quoted next to the
                 # question, where a small model copies from them far more reliably.
                 quoted = [p for p, _ in content.retrieve(evidence.query, 2)]
-                # Quoting the very passages the failed draft was checked against mostly brings the
-                # same draft back (measured on the unseen tuning set): spend the second pass elsewhere only.
-                if not quoted or not self.cfg.grounding.retry_with_passages or {p.id for p in quoted} <= draft.drew_on:
+                if not quoted or not self.cfg.grounding.retry_with_passages:
                     break
                 draft.restart()
                 yield Progress("rechecking")
@@ -181,12 +178,10 @@ class Engine:
         # The model's own "not mentioned" after a checked start takes that start back.
         declined = reply.decline_reason.startswith("model_declined")
         if reply.refused and not declined and release and release.shown.strip():
-            drew_on = draft.drew_on
             kept = self._judge(msg, content, draft, release.shown.strip(), question, evidence)
             if not kept.refused:
                 kept.draft += f"\n---\n[kept the checked start; the rest failed: {reply.decline_reason}]"
                 return kept
-            draft.drew_on = drew_on
         return reply
 
     def _judge(self, msg: Incoming, content: ContentSet, draft: _Draft, answer: str, question: str,
@@ -199,7 +194,6 @@ class Engine:
             reply = self._reply(content, text, draft, refused=False)
             reply.citations = citations
             return reply
-        draft.drew_on = {p.id for p in check.passages}
         reply = self._decline(msg, content, draft, "decline", check.reason)
         reply.retracted = True
         return reply

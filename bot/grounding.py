@@ -6,8 +6,8 @@ on evidence in the text, each check a named rule (config.GROUNDING_RULES; `groun
 one off to measure it; README, Grounding, has what each one did on content it was not tuned on):
 
 1. Before generation (bot/evidence.py): a question none of whose key terms occurs in the content
-   (`no_key_term`), or that opens with a noun the content never uses (`subject_missing`: 元皇后祖籍何处),
-   is declined at once, without spending model time.
+   (`no_key_term`), that opens with a noun the content never uses (`subject_missing`: 元皇后祖籍何处), or
+   that asks for a kind of thing the content never names (`asked_missing`: 哪个部委) is declined at once.
 2. After generation (`support`): the answer's own claims (words that neither repeat the question nor
    frame the answer, units restated in another spelling excepted) must stand in the passages it cites
    (`coverage`), one of them holding the claims beside whom the question names and about what it asks

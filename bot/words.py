@@ -101,9 +101,7 @@ def noun_terms(question: str) -> list[str]:
 # "…是什么代表？", "…什么样的准入机制？": the question ends on the noun whose kind the answer must name.
 # "治疗什么的药物" is not one: 什么 there is the object of a clause about the noun. A one-character
 # ending (什么性) is a suffix, not a noun a qualifier can be checked against.
-# Only "what sort of" (什么样, 哪种, 哪类) or a copula (是什么代表) asks for a kind: "有什么功能" asks for the
-# functions themselves.
-_KIND_QUESTION = re.compile(rf"(?:什么样的?|哪一?种的?|哪一?类的?|是(?:一[个种])?什么(?!样))([{HAN}]{{2,8}})[？?]?\s*$")
+_KIND_QUESTION = re.compile(rf"(?:什么样的?|哪一?种的?|哪一?类的?|什么)([{HAN}]{{2,8}})[？?]?\s*$")
 
 
 def kind_noun(question: str) -> str | None:
@@ -113,6 +111,22 @@ def kind_noun(question: str) -> str | None:
     if not m or set(m.group(1)) & set("的了吗呢是在说什么哪谁几") or m.group(1) in FRAME_NOUNS:
         return None
     return m.group(1)
+
+
+_ASKS_AFTER = re.compile(rf"(?:哪(?![里儿])[个家所位些种类一]?|什么样?的?|多少)([{HAN}]{{2,6}})")
+_ASKS_BEFORE = re.compile(rf"([{HAN}]{{2,6}})(?:是|有|在|叫)(?:哪里|哪儿|什么|谁|多少|几)")
+
+
+def asked_nouns(question: str) -> list[str]:
+    """The nouns naming what a question asks for: 哪个部委的答复 → 部委, 家乡是哪里 → 家乡."""
+    found: list[str] = []
+    for pattern, pick in ((_ASKS_AFTER, 0), (_ASKS_BEFORE, -1)):
+        for m in pattern.finditer(question):
+            words = posseg(m.group(1))
+            word, flag = words[pick] if words else ("", "")
+            if flag.startswith("n") and len(word) >= 2 and word not in found:
+                found.append(word)
+    return found
 
 
 _QUANTITY = re.compile(
@@ -155,9 +169,13 @@ def _arabic(numeral: str) -> str:
     return numeral
 
 
+# 一个, 一位 are most often the indefinite article ("a"), not a count a text must state.
+_ARTICLES = frozenset({"一个", "一位"})
+
+
 def numbers(text: str) -> set[str]:
     """Numbers in a text (Arabic, and Chinese numerals with a unit), as written (thousands commas dropped)."""
-    return {n.replace(",", "") for n in _NUMBER.findall(text)}
+    return {n.replace(",", "") for n in _NUMBER.findall(text)} - _ARTICLES
 
 
 def number_in(number: str, text: str) -> bool:

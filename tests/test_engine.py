@@ -169,14 +169,6 @@ async def test_a_kept_start_is_logged_with_why_the_rest_was_dropped(engine_for) 
     assert "[kept the checked start; the rest failed: " in turns(store)[-1]["draft"]
 
 
-async def test_a_draft_failing_against_the_passages_a_retry_would_quote_is_not_retried(engine_for) -> None:
-    backend = FakeBackend("江浩然毕业于杭州的浙江大学。")
-    core, _ = await engine_for(backend)
-    reply = await core.ask(ask_msg("江浩然毕业于哪所大学？"))
-    # The draft was checked against 江浩然's passage, which is what retrieval would quote again.
-    assert reply.refused and reply.retracted and len(backend.calls) == 1
-
-
 async def test_a_retracted_english_answer_declines_in_english(engine_for) -> None:
     jiang_n, _ = passage_with("董事长江浩然")
     backend = FakeBackend(bilingual("year", "江浩然是哪一年出生的？", f"江浩然出生于1965年。[{jiang_n}]",

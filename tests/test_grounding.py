@@ -281,3 +281,10 @@ def test_only_a_start_that_adds_something_judgeable_is_decisive(athlete: Content
     assert grounding.decisive("张天明身高182CM。", "张天明的身高是多少？", athlete)
     assert not grounding.decisive("是的。", "张天明是台湾男演员吗？", athlete)  # adds nothing
     assert grounding.decisive("是的，张天明是台湾男演员。", "张天明是台湾男演员吗？", athlete)
+
+
+def test_a_question_asking_for_a_thing_the_content_never_names_is_declined_early(content: ContentSet) -> None:
+    # Every other word is in the article (江浩然, 提案, 答复), but no ministry ever is.
+    reason = evidence.question_evidence("江浩然的提案得到了哪个部委的答复？", content).unanswerable()
+    assert reason == "asked_missing: the question asks for 部委; the content names none"
+    assert evidence.question_evidence("周鸿祎是哪个集团的创始人？", content).unanswerable() is None

@@ -80,13 +80,15 @@ def test_held_out_sets_on_the_default_model(tmp_path: Path, data_dir: Path, name
 
 # Content the checks were never written for (CMRC 2018 trial paragraphs, ../shared/eval/unseen/small) with
 # its own questions, questions about paragraphs that are not loaded, and our near-miss questions (topic
-# loaded, fact absent), split into the half the checks were tuned on and a held-out half. The bars are
-# the measured levels (README, Grounding), not the targets: span scoring counts a correct answer
-# worded differently from a long annotated span as wrong.
-# Measured: tune 13/20 facts, 11/12 declined, 1 invented; held-out (first run) 8/16, 8/10, 2 invented. One
-# question of slack each, for floating-point differences between CPU builds.
+# loaded, fact absent), split into the half the checks were tuned on, a held-out half, and a fresh set
+# written later by someone who saw only the paragraphs. The bars are the measured levels (README,
+# Grounding), not the targets: span scoring counts a correct answer worded differently from a
+# long annotated span as wrong, and the lexical checks decline paraphrased questions (small_fresh).
+# Measured (final code of the round that added small_fresh): tune 13/20 facts, 11/12 declined, 1 invented;
+# held-out 10/16, 8/10, 2; fresh (first run) 4/12, 8/10, 2. One question of slack each, for
+# floating-point differences between CPU builds.
 @pytest.mark.parametrize(("name", "facts", "declines", "invented"), [
-    ("small_tune", 12, 10, 2), ("small_holdout", 7, 7, 3)])
+    ("small_tune", 12, 10, 2), ("small_holdout", 9, 7, 3), ("small_fresh", 3, 7, 3)])
 def test_unseen_content_on_the_default_model(tmp_path: Path, data_dir: Path, name: str, facts: int, declines: int,
                                              invented: int) -> None:
     summary = run_eval(ROOT / "tests" / "data" / "unseen" / f"{name}.jsonl", tmp_path, data_dir, UNSEEN / "small")
@@ -97,10 +99,10 @@ def test_unseen_content_on_the_default_model(tmp_path: Path, data_dir: Path, nam
 
 
 # The large content (../shared/eval/unseen/large, past content.max_prefix_tokens: retrieved per question).
-# Measured on the subset below (every third question of each half): LARGE_MEASURED. One question of
-# slack each, as above.
+# Measured on the subset below (every third question of each half; about 3 minutes together): tune 7/7
+# facts, 2/3 declined, 1 invented; held-out 3/5, 4/5, 1. One question of slack each, as above.
 @pytest.mark.parametrize(("name", "facts", "declines", "invented"), [
-    ("large_tune", 5, 2, 1), ("large_holdout", 3, 3, 1)])
+    ("large_tune", 6, 1, 2), ("large_holdout", 2, 3, 2)])
 def test_large_unseen_content_on_the_default_model(tmp_path: Path, data_dir: Path, name: str, facts: int,
                                                    declines: int, invented: int) -> None:
     lines = (ROOT / "tests" / "data" / "unseen" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()

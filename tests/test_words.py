@@ -33,5 +33,8 @@ def test_a_what_kind_question_is_told_from_a_clause_about_the_noun() -> None:
     # 什么 as the object of a clause (treats what), and a one-character suffix, ask for no kind.
     assert words.kind_noun("呋塞米是用来治疗什么的药物？") is None
     assert words.kind_noun("该物质呈什么性？") is None
-    # Without "what sort of" or a copula, 什么N asks for the Ns themselves.
-    assert words.kind_noun("乌石渔港有什么功能？") is None
+
+
+def test_the_indefinite_article_is_no_number() -> None:
+    assert words.numbers("他是一个演员，2007年出道") == {"2007"}
+    assert "一个" not in words.numbers("一个原因") and "三个" in words.numbers("三个原因")
