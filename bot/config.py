@@ -54,7 +54,8 @@ class ConversationConfig:
 # The named checks of bot/grounding.py; every decline reason starts with one of these names.
 GROUNDING_RULES = (
     "injection", "no_key_term", "subject_missing", "asked_missing", "model_declined", "language", "coverage",
-    "topic", "verbatim", "restates", "question_anchor", "unknown_noun", "polarity", "kind", "quantity", "claim_sentence",
+    "topic", "verbatim", "restates", "question_anchor", "unknown_noun", "polarity", "kind", "quantity",
+    "claim_sentence",
 )
 
 
