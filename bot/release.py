@@ -14,7 +14,8 @@ from collections.abc import Callable
 from bot.citations import MarkerRenumber
 
 # A sentence ends at 。！？!? or a line break, with the citation markers that follow it.
-_SENTENCE_END = re.compile(r"[。！？!?\n](?:\s*[\[【]\d{1,3}[\]】])*")
+# A line break ends a sentence unless it follows a colon or comma ("原因有以下几点：\n" announces a list).
+_SENTENCE_END = re.compile(r"(?:[。！？!?]|(?<![：:，,、；;\s])\n)(?:\s*[\[【]\d{1,3}[\]】])*")
 _PARTIAL = re.compile(r"\s*[\[【]\d{0,3}$")
 
 

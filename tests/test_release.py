@@ -50,3 +50,9 @@ def test_a_marker_split_over_pieces_stays_with_its_sentence() -> None:
     release = Release(lambda prefix: checked.append(prefix) or True)
     shown = feed_all(release, ["刘庆峰是董事长。", "[", "3", "]", "他"])
     assert checked[0] == "刘庆峰是董事长。[3]" and shown[0] == "刘庆峰是董事长。[1]"
+
+
+def test_a_line_announcing_a_list_is_no_sentence() -> None:
+    release = Release(lambda prefix: True)
+    assert release.feed("原因主要有以下几点：\n") == "" and release.feed("1. 缺少激励") == ""
+    assert release.feed("。") == "" and release.feed("\n") == "原因主要有以下几点：\n1. 缺少激励。"
