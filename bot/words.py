@@ -206,10 +206,17 @@ _MEASURE = re.compile(r"(\d+(?:\.\d+)?)\s*(" + "|".join(sorted(map(re.escape, _U
                       + r")(?![A-Za-z])", re.IGNORECASE)
 
 
+@lru_cache(maxsize=8)
+def _measures(text: str) -> frozenset[tuple[str, int]]:
+    """(number, unit group) of every measure in `text`; cached, since `text` is the content's joined text
+    and every sentence check of every answer reads it."""
+    return frozenset((m.group(1), _UNIT_GROUP[m.group(2).lower()]) for m in _MEASURE.finditer(text))
+
+
 def restated_units(answer: str, text: str) -> str:
     """The answer with each unit blanked where `text` gives the same number in a unit of the same group
     (182厘米 where the text says 182CM): a restated unit is no claim of its own."""
-    stated = {(m.group(1), _UNIT_GROUP[m.group(2).lower()]) for m in _MEASURE.finditer(text)}
+    stated = _measures(text)
 
     def blank(m: re.Match[str]) -> str:
         return m.group(1) + "，" if (m.group(1), _UNIT_GROUP[m.group(2).lower()]) in stated else m.group(0)
@@ -223,10 +230,10 @@ def blank_words(text: str, listed: frozenset[str]) -> str:
     return HAN_RUN.sub(lambda m: "".join("，" if w in listed else w for w, _ in posseg(m.group(0))), text)
 
 
+_FRAME_WORDS = frozenset(w for w in CJK_STOP if len(w) > 1)
+
+
 def without_frame_words(text: str) -> str:
     """The text with the function words of questions and answers (根据, 文章, 提到) blanked: an answer's
     "根据文章[12]，…" claims nothing the content must hold."""
     return blank_words(text, _FRAME_WORDS)
-
-
-_FRAME_WORDS = frozenset(w for w in CJK_STOP if len(w) > 1)
