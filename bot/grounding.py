@@ -253,8 +253,7 @@ def _asked(question: str, content: ContentSet, named: list[str],
     words = [w for run in HAN_RUN.findall(question) for w, _ in posseg(run)]
     names = {bg for n in named for w in [n, *(w for w in words if n in w)] for bg in content_bigrams(w)}
     framed = [bg for bg in _topic(question, content, frames=True)[0] if bg not in names]
-    anchors = (numbers(question) | latin_names(question)) & content.anchors
-    return [bg for bg in topic if bg not in names], framed, anchors
+    return [bg for bg in topic if bg not in names], framed, _question_anchors(question, content)
 
 
 def decisive(answer: str, question: str, content: ContentSet) -> bool:
@@ -271,6 +270,11 @@ def decisive(answer: str, question: str, content: ContentSet) -> bool:
     asked, _, asked_numbers = _asked(question, content, question_entities(question, content),
                                      _topic(question, content)[0])
     return bool(asked or asked_numbers)
+
+
+def _question_anchors(question: str, content: ContentSet) -> set[str]:
+    """The question's numbers and Latin-script names that the content also has anywhere."""
+    return (numbers(question) | latin_names(question)) & content.anchors
 
 
 def _asked_anchors(question: str) -> set[str]:
@@ -304,7 +308,7 @@ def _misstated(body: str, question: str, content: ContentSet, joined: str, on_to
     # Numbers and Latin-script names never overlap, so one set of the content's serves both.
     # A number or name of the question that the content pairs with the question's topic (从0到1) must be
     # in the cited text; one the content never pairs with it (a tag like "第1问") says nothing.
-    anchors = (numbers(question) | latin_names(question)) & content.anchors
+    anchors = _question_anchors(question, content)
     unanchored = sorted(a for a in anchors if a not in numbers(joined) | latin_names(joined) and paired(a))
     if unanchored and "question_anchor" not in off:
         return f"question_anchor: the cited text does not mention {', '.join(unanchored)}", unanchored
