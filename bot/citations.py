@@ -16,6 +16,15 @@ def strip_markers(text: str) -> str:
     return MARKER.sub("", text)
 
 
+# The line quoting the source sentence under an answer (texts "source_quote"): `\n原文[1]：「…」`.
+_QUOTE_LINE = re.compile(r"\n[^\n]*\[\d{1,3}\][：:] ?「[^\n]*」\s*$")
+
+
+def without_quote(text: str) -> str:
+    """The answer without the quoted source sentence under it (what a follow-up question needs)."""
+    return _QUOTE_LINE.sub("", text)
+
+
 def markers(text: str) -> list[int]:
     """The passage numbers cited in the text, in order of first appearance."""
     return list(dict.fromkeys(int(m) for m in MARKER.findall(text)))

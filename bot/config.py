@@ -54,7 +54,7 @@ class ConversationConfig:
 # The named checks of bot/grounding.py; every decline reason starts with one of these names.
 GROUNDING_RULES = (
     "injection", "no_key_term", "subject_missing", "asked_missing", "model_declined", "language", "coverage",
-    "topic", "verbatim", "restates", "question_anchor", "unknown_noun", "polarity", "kind", "quantity",
+    "topic", "verbatim", "restates", "question_anchor", "unknown_noun", "polarity", "kind", "quantity", "who",
     "claim_sentence",
 )
 
@@ -73,6 +73,8 @@ class GroundingConfig:
     # When the first draft is declined or unsupported but the question's terms are in the content,
     # ask once more with the best-matching passages quoted beside the question.
     retry_with_passages: bool = True
+    # Quote the cited sentence that holds the answer under it, word for word (README, Grounding).
+    quote_source: bool = True
 
 
 @dataclass

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
 
-from bot import grounding, translation
+from bot import grounding, texts, translation
 from bot.backends.base import Backend, Completion, ProgressFn
 from bot.citations import cite, markers, strip_markers
 from bot.config import Config
@@ -113,6 +113,9 @@ class Engine:
             yield Progress("translating_answer")
             async for event in self._to_english(msg, content, reply, draft, question):
                 yield event
+        elif quote := self._quote(reply, checked, content):
+            reply.text += quote
+            yield self._shown(draft, quote)
         used = draft.completion  # every pass of this turn, the translation's included
         reply.prompt_tokens, reply.completion_tokens = used.prompt_tokens, used.completion_tokens
         yield reply
@@ -204,6 +207,16 @@ class Engine:
         g = self.cfg.grounding
         return grounding.support(answer, question, content, cited, g.min_support, evidence.missing_terms,
                                  g.min_topic, frozenset(g.rules_off))
+
+    def _quote(self, reply: Reply, question: str, content: ContentSet) -> str:
+        """The line quoting the cited sentence that holds the Chinese answer, or "" for none (an English
+        answer is not followed by a Chinese quote: /sources shows its passages)."""
+        if reply.refused or not reply.citations or not self.cfg.grounding.quote_source:
+            return ""
+        found = grounding.source_sentence(reply.text, question, content, [c.text for c in reply.citations])
+        if not found:
+            return ""
+        return texts.message("source_quote", "zh", n=reply.citations[found[0]].n, sentence=found[1])
 
     def _model_declined(self, answer: str) -> bool:
         return (grounding.model_declined(answer, self.prompts.declines)

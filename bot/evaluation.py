@@ -11,7 +11,6 @@ questions are counted.
 from __future__ import annotations
 
 import json
-import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from bot.core import Core
 from bot.errors import ContentError
 from bot.types import Incoming, Notice
+from bot.words import holds_span, longest_common_run  # noqa: F401 (longest_common_run: re-exported)
 
 
 @dataclass
@@ -65,33 +65,6 @@ def load_cases(path: Path) -> list[Case]:
             fix = "fix: give id, kind, question (and expect_any for facts)"
             raise ContentError(f"{path}:{i}: not a question row ({exc}); {fix}.") from exc
     return cases
-
-
-SPAN_SHARE = 0.8
-
-
-def _bare(text: str) -> str:
-    """Lower-cased, without whitespace and punctuation (Unicode categories P and S)."""
-    return "".join(ch for ch in text.lower() if not ch.isspace() and unicodedata.category(ch)[0] not in "PS")
-
-
-def longest_common_run(a: str, b: str) -> int:
-    """Length of the longest substring the two texts share."""
-    best, prev = 0, [0] * (len(b) + 1)
-    for ca in a:
-        cur = [0] * (len(b) + 1)
-        for j, cb in enumerate(b, 1):
-            if ca == cb:
-                cur[j] = prev[j - 1] + 1
-                best = max(best, cur[j])
-        prev = cur
-    return best
-
-
-def holds_span(answer: str, span: str, share: float = SPAN_SHARE) -> bool:
-    """Whether the answer holds at least `share` of the span as one unbroken run."""
-    a, s = _bare(answer), _bare(span)
-    return bool(s) and (s in a or longest_common_run(a, s) >= share * len(s))
 
 
 def is_correct(case: Case, answer: str, refused: bool) -> bool:

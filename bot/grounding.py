@@ -13,8 +13,8 @@ one off to measure it; README, Grounding, has what each one did on content it wa
    (`coverage`), one of them holding the claims beside whom the question names and about what it asks
    (`topic`); numbers and Latin-script names verbatim in such a passage (`verbatim`, `question_anchor`);
    no question noun the content lacks asserted (`unknown_noun`); a wh-question is not answered with its
-   own words (`restates`); shape checks for yes/no (`polarity`), what-kind (`kind`) and how-many
-   (`quantity`) questions; and the sentence holding the claims says something of what was asked
+   own words (`restates`); shape checks for yes/no (`polarity`), what-kind (`kind`), how-many
+   (`quantity`) and who (`who`) questions; and the sentence holding the claims says something of what was asked
    (`claim_sentence`).
 3. The model's own "the content does not say" is honoured (`model_declined`, with the phrases of
    prompts/model_declines.txt).
@@ -33,7 +33,7 @@ from functools import partial
 
 from bot.citations import strip_markers
 from bot.knowledge import ContentSet
-from bot.shapes import names_kind, polarity_flipped, yes_no_predicate
+from bot.shapes import asks_who, names_kind, names_someone, polarity_flipped, yes_no_predicate
 from bot.translation import map_english
 from bot.types import Passage
 from bot.words import (
@@ -44,6 +44,7 @@ from bot.words import (
     blank_words,
     content_bigrams,
     has_numeral,
+    holds_span,
     kind_noun,
     latin_names,
     number_in,
@@ -219,6 +220,34 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
 
 
 _SENTENCE = re.compile(r"[^。！？!?\n]+[。！？!?]?")
+_CLAUSE = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]?")
+_LONGEST_QUOTE = 160  # characters; a longer sentence is quoted by its clause
+
+
+def source_sentence(answer: str, question: str, content: ContentSet, texts: list[str]) -> tuple[int, str] | None:
+    """(index into `texts`, sentence): the cited sentence holding most of the answer's own claims, numbers
+    and names and of what the question asks, quoted under the answer in the source's own words
+    so the user can check it; None when no sentence holds any of them or the answer already quotes it."""
+    body = strip_markers(answer)
+    chk = _checkable(body, question, content.whole)
+    topic, idf = _topic(question, content)
+    scored: list[tuple[float, float, int, str]] = []
+    for i, text in enumerate(texts):
+        for m in _SENTENCE.finditer(text):
+            sentence = m.group(0).strip().lstrip("”’」』）)】，,、；; ")  # the quote closing the last one
+            parts = _CLAUSE.findall(sentence) if len(sentence) > _LONGEST_QUOTE else [sentence]
+            for part in map(str.strip, parts):
+                held = _coverage(chk.claims, part) + (_hard_share(chk.hard, body, part) if chk.hard else 0.0)
+                scored.append((held, _weighted(topic, idf, part), i, part))
+    if not scored:
+        return None
+    # What the question asks breaks ties and outweighs a stray shared word; the answer's claims lead.
+    held, about, i, sentence = max(scored, key=lambda s: s[0] + s[1] / 2)
+    if (held == 0 if chk.claims or chk.hard else about == 0) or holds_span(body, sentence):
+        return None
+    return i, sentence
+
+
 
 
 def _off_question(question: str, content: ContentSet, named: list[str], topic: list[str], chk: _Checkable,
@@ -324,4 +353,6 @@ def _misstated(body: str, question: str, content: ContentSet, joined: str, on_to
         return f"kind: the answer does not say which {noun}, as the cited text does", [noun]
     if asks_quantity(question) and not has_numeral(body) and "quantity" not in off:
         return "quantity: the question asks for a number and the answer gives none", []
+    if asks_who(question) and not names_someone(_without(question, body)) and "who" not in off:
+        return "who: the question asks who and the answer names no one", []
     return None

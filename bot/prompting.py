@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from bot.citations import strip_markers
+from bot.citations import strip_markers, without_quote
 from bot.config import Config
 from bot.knowledge import ContentSet
 from bot.prompts import Prompts
@@ -65,7 +65,7 @@ class PromptBuilder:
         messages = self._start(content)
         for turn in history:
             messages.append({"role": "user", "content": turn.question})
-            messages.append({"role": "assistant", "content": strip_markers(turn.answer)})
+            messages.append({"role": "assistant", "content": strip_markers(without_quote(turn.answer))})
         if not self.prefix_mode and not quoted:
             quoted = [p for p, _ in content.retrieve(question, self.cfg.content.retrieve_top_k)]
         if quoted:

@@ -1,5 +1,5 @@
-"""The shape of an answer a question asks for: the polarity of a yes/no answer and the kind a
-"what kind of N" answer names, each read against the cited text."""
+"""The shape of an answer a question asks for: the polarity of a yes/no answer, the kind a "what kind
+of N" answer names, each read against the cited text, and someone named where the question asks who."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import jieba
 
-from bot.words import HAN, posseg
+from bot.words import HAN, HAN_RUN, latin_names, posseg
 
 _NEGATION = re.compile(r"(不|没有|没|未|并非|非|无)$")
 _YES_NO = re.compile(rf"([{HAN}]+?)(?:了)?吗[？?]?\s*$")
@@ -53,3 +53,20 @@ def names_kind(answer: str, question: str, noun: str, text: str) -> bool:
         if len(core) == 2 and core.isalnum() and core not in question and qual + noun in src:
             return True
     return False
+
+
+_WHO = re.compile(r"谁|哪位|何人")
+# Parts of speech that can name someone: nouns and names of every kind, abbreviations, Latin words.
+_NAMING = ("n", "j", "eng")
+
+
+def asks_who(question: str) -> bool:
+    """Whether the question asks who (谁, 哪位, 何人)."""
+    return bool(_WHO.search(question))
+
+
+def names_someone(added: str) -> bool:
+    """Whether what an answer adds to its question holds a noun or a name: "…是由1993年被发现的" names no one."""
+    if latin_names(added):
+        return True
+    return any(flag.startswith(_NAMING) for run in HAN_RUN.findall(added) for _, flag in posseg(run))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from functools import lru_cache
 from importlib import resources
 
@@ -237,3 +238,30 @@ def without_frame_words(text: str) -> str:
     """The text with the function words of questions and answers (根据, 文章, 提到) blanked: an answer's
     "根据文章[12]，…" claims nothing the content must hold."""
     return blank_words(text, _FRAME_WORDS)
+
+
+SPAN_SHARE = 0.8  # the share of a span an answer must hold as one run (bot eval, quoting)
+
+
+def bare(text: str) -> str:
+    """Lower-cased, without whitespace and punctuation (Unicode categories P and S)."""
+    return "".join(ch for ch in text.lower() if not ch.isspace() and unicodedata.category(ch)[0] not in "PS")
+
+
+def longest_common_run(a: str, b: str) -> int:
+    """Length of the longest substring the two texts share."""
+    best, prev = 0, [0] * (len(b) + 1)
+    for ca in a:
+        cur = [0] * (len(b) + 1)
+        for j, cb in enumerate(b, 1):
+            if ca == cb:
+                cur[j] = prev[j - 1] + 1
+                best = max(best, cur[j])
+        prev = cur
+    return best
+
+
+def holds_span(answer: str, span: str, share: float = SPAN_SHARE) -> bool:
+    """Whether the answer holds at least `share` of the span as one unbroken run."""
+    a, s = bare(answer), bare(span)
+    return bool(s) and (s in a or longest_common_run(a, s) >= share * len(s))

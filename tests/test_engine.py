@@ -139,8 +139,31 @@ async def test_a_long_answer_is_shown_sentence_by_sentence(engine_for) -> None:
     core, _ = await engine_for(backend)
     events = [e async for e in stream(core, ask_msg("科大讯飞董事长是谁？"))]
     deltas = [e.text for e in events if isinstance(e, Delta)]
-    assert len(deltas) == 2 and "刘庆峰" in deltas[0] and "人大代表" not in deltas[0]
-    assert isinstance(events[-1], Reply) and not events[-1].refused
+    # Two checked sentences, then the source sentence quoted under them; together they are the reply.
+    assert len(deltas) == 3 and "刘庆峰" in deltas[0] and "人大代表" not in deltas[0]
+    assert deltas[2].startswith("\n原文[1]：「") and "科大讯飞董事长刘庆峰" in deltas[2]
+    assert isinstance(events[-1], Reply) and not events[-1].refused and "".join(deltas) == events[-1].text
+
+
+async def test_the_quote_is_the_content_sentence_holding_the_answer_word_for_word(engine_for) -> None:
+    backend = FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]")
+    core, _ = await engine_for(backend)
+    reply = await core.ask(ask_msg("科大讯飞董事长是谁？"))
+    answer, quote = reply.text.split("\n原文[1]：「")
+    assert answer == "科大讯飞董事长是刘庆峰。[1]" and quote.endswith("」")
+    sentence = quote.removesuffix("」")
+    assert sentence in reply.citations[0].text and "科大讯飞董事长刘庆峰" in sentence
+
+
+async def test_no_quote_when_switched_off_or_the_answer_already_quotes_it(engine_for) -> None:
+    core, _ = await engine_for(FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]"))
+    core.engine.cfg.grounding.quote_source = False
+    assert (await core.ask(ask_msg("科大讯飞董事长是谁？"))).text == "科大讯飞董事长是刘庆峰。[1]"
+    passage = next(p.text for p in core.content.passages if p.id == LIU_ID)
+    whole = next(s for s in passage.split("。") if "科大讯飞董事长刘庆峰" in s).strip("”")
+    core, _ = await engine_for(FakeBackend(f"{whole}。[{LIU_N}]"))
+    reply = await core.ask(ask_msg("科大讯飞董事长是谁？"))
+    assert not reply.refused and "原文" not in reply.text
 
 
 async def test_a_start_the_checks_cannot_judge_alone_is_held_back(engine_for) -> None:

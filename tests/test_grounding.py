@@ -288,3 +288,23 @@ def test_a_question_asking_for_a_thing_the_content_never_names_is_declined_early
     reason = evidence.question_evidence("江浩然的提案得到了哪个部委的答复？", content).unanswerable()
     assert reason == "asked_missing: the question asks for 部委; the content names none"
     assert evidence.question_evidence("周鸿祎是哪个集团的创始人？", content).unanswerable() is None
+
+
+def test_a_who_question_answered_with_a_date_is_not_supported(tmp_path: Path) -> None:
+    (tmp_path / "cave.md").write_text("# 芙蓉洞\n\n芙蓉洞位于重庆武隆县，于1993年被发现，1994年对游人开放。\n",
+                                      encoding="utf-8")
+    cave = load(tmp_path)
+    result = grounding.support("芙蓉洞是由1993年被发现的[1]。", "芙蓉洞是由谁发现的？", cave, list(cave.passages), 0.5)
+    assert not result.supported and result.reason.startswith("who:"), result.reason
+    off = grounding.support("芙蓉洞是由1993年被发现的[1]。", "芙蓉洞是由谁发现的？", cave, list(cave.passages), 0.5,
+                            off=frozenset({"who"}))
+    assert off.supported, off.reason
+
+
+def test_the_quoted_sentence_is_the_one_holding_the_answer(content: ContentSet) -> None:
+    texts = [p.text for p in passage_with(content, "科大讯飞董事长刘庆峰")]
+    found = grounding.source_sentence("科大讯飞董事长是刘庆峰。", "科大讯飞董事长是谁？", content, texts)
+    assert found is not None and found[0] == 0
+    assert "科大讯飞董事长刘庆峰" in found[1] and found[1] in texts[0] and not found[1].startswith("”")
+    # Nothing of the answer in any sentence: nothing to quote.
+    assert grounding.source_sentence("他喜欢喝茶。", "刘庆峰喜欢什么？", content, texts) is None

@@ -22,3 +22,11 @@ def test_a_kind_is_named_as_the_text_qualifies_the_noun() -> None:
     text = "全国人大代表、科大讯飞董事长刘庆峰"
     assert shapes.names_kind("刘庆峰是全国人大代表。", "刘庆峰是什么代表？", "代表", text)
     assert not shapes.names_kind("刘庆峰代表科大讯飞。", "刘庆峰是什么代表？", "代表", text)
+
+
+def test_an_answer_to_who_must_name_someone() -> None:
+    assert shapes.asks_who("芙蓉洞是由谁最早发现的？") and shapes.asks_who("哪位投手用过这首歌？")
+    assert not shapes.asks_who("芙蓉洞是哪一年被发现的？")
+    assert not shapes.names_someone("，1993年被，。")  # "芙蓉洞是由1993年被发现的" less the question's words
+    assert shapes.names_someone("，显宗，。") and shapes.names_someone("ChatGPT由OpenAI，。")
+    assert shapes.names_someone("，为本地士绅。")  # a title is someone too

@@ -35,6 +35,9 @@ from tests.helpers import make_config, make_core
 ADMIN, ALICE, BOB = 1001, 2002, 3003
 GROUP = -100500
 SECTION = "全国人大代表刘庆峰 领军企业与国家实验室共建产学研合作创新体系"
+# The article's sentence that names 科大讯飞董事长刘庆峰, quoted under an answer about him.
+QUOTE = ("\n原文[1]：「全国人大代表、科大讯飞董事长刘庆峰认为,应当加快推进我国认知智能大模型建设,"
+         "在自主可控平台上让行业尽快享受AI红利,让每个人都有AI助手。」")
 
 
 # ---- fixtures and helpers ------------------------------------------------------------------------
@@ -182,7 +185,7 @@ async def test_private_question_gets_streamed_cited_answer(server: FakeTelegram,
         mid = server.private(ALICE, "科大讯飞董事长是谁？")
         await server.wait_for(lambda: answered(server, mid))
     answer = "科大讯飞董事长是刘庆峰。[1]他是全国人大代表。[1]"
-    final = f"{answer}\n\n[1] {SECTION}"
+    final = f"{answer}{QUOTE}\n\n[1] {SECTION}"
     assert server.bot_texts(ALICE) == [final]
     placeholder = server.calls_of("sendMessage")
     assert len(placeholder) == 1 and placeholder[0].params["text"] == texts.message("thinking", "zh")
@@ -196,7 +199,7 @@ async def test_private_question_gets_streamed_cited_answer(server: FakeTelegram,
     no_api_errors(server)
     assert rows(store, "SELECT channel, chat_id, user_id, conversation, message_id, question, answer, status "
                        "FROM turns") == [("telegram", str(ALICE), str(ALICE), f"telegram:{ALICE}", str(mid),
-                                          "科大讯飞董事长是谁？", answer, "answered")]
+                                          "科大讯飞董事长是谁？", answer + QUOTE, "answered")]
 
 
 async def test_group_answers_only_when_addressed(server: FakeTelegram, backend: FakeBackend,
@@ -255,7 +258,7 @@ async def test_429_mid_stream_waits_and_still_delivers(server: FakeTelegram, bac
     edits = server.calls_of("editMessageText")
     assert [e.status for e in edits[:3]] == [200, 429, 200]
     assert edits[2].at - edits[1].at >= 0.95, "retried before retry_after had passed"
-    assert server.bot_texts(ALICE) == [f"科大讯飞董事长是刘庆峰。[1]\n\n[1] {SECTION}"]
+    assert server.bot_texts(ALICE) == [f"科大讯飞董事长是刘庆峰。[1]{QUOTE}\n\n[1] {SECTION}"]
 
 
 async def test_over_long_answer_is_split(server: FakeTelegram, backend: FakeBackend, tmp_path: Path) -> None:
@@ -332,7 +335,7 @@ async def test_a_failed_first_draft_is_never_shown_and_the_recheck_is(
     shown = [c.params["text"] for c in server.calls_of("editMessageText")]
     assert not any("1999" in t or "清华" in t for t in shown), "the failed draft was shown"
     assert texts.message("progress_rechecking", "zh") in shown
-    assert replies_to(server, mid) == [f"科大讯飞董事长是刘庆峰。[1]\n\n[1] {SECTION}"]
+    assert replies_to(server, mid) == [f"科大讯飞董事长是刘庆峰。[1]{QUOTE}\n\n[1] {SECTION}"]
     assert len(backend.calls) == 2
 
 
@@ -443,10 +446,10 @@ async def test_resume_answers_a_logged_unanswered_turn(server: FakeTelegram, bac
     (turn,) = await core.pending(["telegram"])
     async with running(server, core) as channel:
         await channel.resume(turn)
-    assert server.bot_texts(ALICE) == [f"科大讯飞董事长是刘庆峰。[1]\n\n[1] {SECTION}"]
+    assert server.bot_texts(ALICE) == [f"科大讯飞董事长是刘庆峰。[1]{QUOTE}\n\n[1] {SECTION}"]
     assert server.calls_of("sendMessage")[0].params["reply_parameters"]["message_id"] == 77
     logged = rows(store, "SELECT id, status, answer FROM turns")
-    assert logged == [(turn.turn_id, "answered", "科大讯飞董事长是刘庆峰。[1]")]
+    assert logged == [(turn.turn_id, "answered", f"科大讯飞董事长是刘庆峰。[1]{QUOTE}")]
 
 
 # ---- channel-side edge cases (scripted engine) ---------------------------------------------------
