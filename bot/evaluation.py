@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.citations import without_quote
 from bot.core import Core
 from bot.errors import ContentError
 from bot.types import Incoming, Notice
@@ -49,6 +50,9 @@ class Result:
     total_ms: int | None
     decline_reason: str = ""
     category: str = ""
+    # Scored on the answer alone, without the source sentence quoted under it: the quote holds the
+    # span even when the short answer picked the wrong phrase, so both are reported.
+    answer_only_correct: bool = False
 
 
 def load_cases(path: Path) -> list[Case]:
@@ -92,7 +96,8 @@ async def run_case(core: Core, case: Case, run_id: str = "") -> Result:
     reply = final
     return Result(case.id, case.kind, case.question, reply.text, reply.refused,
                   is_correct(case, reply.text, reply.refused), [c.id for c in reply.citations], reply.ttft_ms,
-                  reply.total_ms, reply.decline_reason, case.category)
+                  reply.total_ms, reply.decline_reason, case.category,
+                  is_correct(case, without_quote(reply.text), reply.refused))
 
 
 def summarise(results: list[Result], model: str) -> dict[str, Any]:
@@ -118,6 +123,7 @@ def summarise(results: list[Result], model: str) -> dict[str, Any]:
         "model": model,
         "questions": len(results),
         "correct": sum(r.correct for r in results),
+        "facts_answer_only": sum(r.answer_only_correct for r in results if r.kind != "out_of_scope"),
         "by_kind": kinds,
         "by_category": categories,
         "decline_rate": round(len(declined) / len(results), 3) if results else 0.0,
@@ -147,6 +153,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         label = "facts answered with an accepted phrase" if kind == "fact" else (
             "out-of-scope declined" if kind == "out_of_scope" else f"{kind} correct")
         lines.append(f"{kind}: {k['correct']}/{k['total']} {label} ({k['declined']} declined)")
+        if kind == "fact" and "facts_answer_only" in summary:
+            lines.append(f"fact: {summary['facts_answer_only']}/{k['total']} on the answer alone, the quoted "
+                         "source sentence left out")
     if set(summary.get("by_category", {})) != set(summary["by_kind"]):
         lines.append("by category: " + ", ".join(f"{name} {k['correct']}/{k['total']}"
                                                 for name, k in summary["by_category"].items()))
