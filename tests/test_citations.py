@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.citations import MarkerRenumber, cite, markers, strip_markers
+from bot.citations import MarkerRenumber, cite, markers, strip_markers, without_quote
 from bot.knowledge import ContentSet, load
 from tests.helpers import ROOT
 
@@ -50,3 +50,8 @@ def test_marker_renumber_fullwidth_and_non_markers() -> None:
     r = MarkerRenumber()
     assert r.feed("结尾[") == "结尾"
     assert r.flush() == "["
+
+
+def test_the_quoted_source_line_comes_off_an_answer_and_nothing_else_does() -> None:
+    assert without_quote("董事长是刘庆峰。[1]\n原文[1]：「科大讯飞董事长刘庆峰认为。」") == "董事长是刘庆峰。[1]"
+    assert without_quote("第一行。\n第二行「引语」。") == "第一行。\n第二行「引语」。"

@@ -35,3 +35,12 @@ def test_summary_counts_invented_answers_wrong_answers_and_each_rule() -> None:
     assert s["invented"] == ["o3"] and s["wrong_answers"] == ["f3"] and s["false_declines"] == ["f2"]
     assert s["rules"] == {"topic": {"fired": 2, "right": 1}, "no_key_term": {"fired": 1, "right": 1}}
     assert s["p95_total_ms"] == 500 and s["avg_total_ms"] == 267
+
+
+def test_facts_are_also_counted_on_the_answer_alone() -> None:
+    quoted = result("f1", "fact", False, True)
+    quoted.answer_only_correct = False  # right only because the quoted sentence holds the span
+    plain = result("f2", "fact", False, True)
+    plain.answer_only_correct = True
+    s = summarise([quoted, plain, result("o1", "out_of_scope", True, True)], "m")
+    assert s["correct"] == 3 and s["facts_answer_only"] == 1

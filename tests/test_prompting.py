@@ -54,11 +54,11 @@ def test_a_what_kind_question_with_quoted_passages_spells_out_the_noun(content: 
 
 def test_history_goes_before_the_question_without_markers_and_is_trimmed_to_the_budget(
         content: ContentSet) -> None:
-    turns = [HistoryTurn("问题一", "回答一[3]", False), HistoryTurn("问题二" * 40, "回答二[4]", False),
-             HistoryTurn("问题三", "回答三[5]", False)]
+    turns = [HistoryTurn("问题一", "回答一[3]\n原文[1]：「原句。」", False),
+             HistoryTurn("问题二" * 40, "回答二[4]", False), HistoryTurn("问题三", "回答三[5]", False)]
     kept = builder(history_tokens=20).trim(turns)
     assert [t.question for t in kept] == ["问题三"]  # the long one ends the walk back
     messages = builder().answer(content, builder().trim(turns), "他说了什么？", [])
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user",
                                              "assistant", "user"]
-    assert messages[2]["content"] == "回答一"
+    assert messages[2]["content"] == "回答一"  # the quoted source sentence is not history
