@@ -11,7 +11,8 @@ one off to measure it; README, Grounding, has what each one did on content it wa
 2. After generation (`support`): the answer's own claims (words that neither repeat the question nor
    frame the answer, units restated in another spelling excepted) must stand in the passages it cites
    (`coverage`), one of them holding the claims beside whom the question names and about what it asks
-   (`topic`); numbers and Latin-script names verbatim in such a passage (`verbatim`, `question_anchor`);
+   (`topic`); numbers (with the text's unit) and Latin-script names verbatim in such a passage
+   (`verbatim`, `question_anchor`);
    no question noun the content lacks asserted (`unknown_noun`); a wh-question is not answered with its
    own words (`restates`); shape checks for yes/no (`polarity`), what-kind (`kind`), how-many
    (`quantity`) and who (`who`) questions; and the sentence holding the claims says something of what was asked
@@ -51,6 +52,7 @@ from bot.words import (
     numbers,
     posseg,
     restated_units,
+    unit_mismatches,
     without_frame_words,
 )
 
@@ -332,6 +334,8 @@ def _misstated(body: str, question: str, content: ContentSet, joined: str, on_to
     body_numbers = numbers(body)
     missing_hard = sorted(h for h in hard
                           if not (number_in(h, on_topic) if h in body_numbers else h in on_topic.lower()))
+    # A number with another unit than the text gives it (约12周 for 约12万张) is not the text's number.
+    missing_hard += unit_mismatches(body, on_topic)
     if missing_hard and "verbatim" not in off:
         return f"verbatim: not in the cited text: {', '.join(missing_hard)}", missing_hard
     # Numbers and Latin-script names never overlap, so one set of the content's serves both.
@@ -351,8 +355,10 @@ def _misstated(body: str, question: str, content: ContentSet, joined: str, on_to
     noun = kind_noun(question)
     if noun and noun in joined and not names_kind(body, question, noun, joined) and "kind" not in off:
         return f"kind: the answer does not say which {noun}, as the cited text does", [noun]
-    if asks_quantity(question) and not has_numeral(body) and "quantity" not in off:
-        return "quantity: the question asks for a number and the answer gives none", []
+    # The question's own numbers (前279年) are no answer to "how many".
+    stated = re.sub("|".join(map(re.escape, sorted(numbers(question), key=len, reverse=True))) or "(?!)", "，", body)
+    if asks_quantity(question) and not has_numeral(stated) and "quantity" not in off:
+        return "quantity: the question asks for a number and the answer gives none of its own", []
     if asks_who(question) and not names_someone(_without(question, body)) and "who" not in off:
         return "who: the question asks who and the answer names no one", []
     return None

@@ -133,7 +133,7 @@ def asked_nouns(question: str) -> list[str]:
 _QUANTITY = re.compile(
     r"多少|多长|多久|多大|几[个年月天岁位种大项点次倍名家]|哪一?年|how (many|much|long|old)|what year", re.IGNORECASE)
 # Counted things count too (三大问题, 两三天): enough to tell that an answer states a number at all.
-_NUMERAL = re.compile(rf"\d|{_CJK_NUMERAL}(?:{_UNITS}|大|项|点|种|次|倍|天|月|名|家)")
+_NUMERAL = re.compile(rf"\d|{_CJK_NUMERAL}(?:{_UNITS}|大|项|点|种|次|倍|天|月|名|家|人)")
 
 
 # Question words that ask for something the answer must supply (a yes/no question has none).
@@ -223,6 +223,27 @@ def restated_units(answer: str, text: str) -> str:
         return m.group(1) + "，" if (m.group(1), _UNIT_GROUP[m.group(2).lower()]) in stated else m.group(0)
 
     return _MEASURE.sub(blank, answer)
+
+
+_COUNTERS = frozenset(lexicon("counters"))
+_COUNTED = re.compile(rf"(?<![\d.])(\d+(?:\.\d+)?)([{HAN}])")
+
+
+def unit_mismatches(answer: str, text: str) -> list[str]:
+    """The answer's numbers whose counter (the character after them, bot/lexicon/counters.txt) `text` never
+    puts after that number, where it always gives it one: 约12周 where the text has only 约12万张. A number
+    the text writes bare, before a verb (1993被发现) or with a Latin unit (182CM), or a unit of the same
+    group (厘米 for 公分), is no mismatch."""
+    out = []
+    for m in _COUNTED.finditer(answer):
+        number, unit = m.groups()
+        after = {text[k.end() : k.end() + 1] for k in re.finditer(rf"(?<![\d.]){re.escape(number)}(?![\d.])", text)}
+        if unit not in _COUNTERS or not after or not after <= _COUNTERS or unit in after:
+            continue
+        if _UNIT_GROUP.get(unit) is not None and any(_UNIT_GROUP.get(c) == _UNIT_GROUP[unit] for c in after):
+            continue
+        out.append(number + unit)
+    return out
 
 
 def blank_words(text: str, listed: frozenset[str]) -> str:

@@ -308,3 +308,15 @@ def test_the_quoted_sentence_is_the_one_holding_the_answer(content: ContentSet) 
     assert "科大讯飞董事长刘庆峰" in found[1] and found[1] in texts[0] and not found[1].startswith("”")
     # Nothing of the answer in any sentence: nothing to quote.
     assert grounding.source_sentence("他喜欢喝茶。", "刘庆峰喜欢什么？", content, texts) is None
+
+
+def test_a_how_many_answer_needs_a_number_of_its_own(tmp_path: Path) -> None:
+    text = "# 战役\n\n前279年，布伦努斯领导的军队击败了卡利帕斯率领的希腊军队，希腊军队约有三千人。\n"
+    (tmp_path / "war.md").write_text(text, encoding="utf-8")
+    war = load(tmp_path)
+    question = "前279年卡利帕斯率领的希腊军队有多少兵力？"
+    only_year = grounding.support("前279年，布伦努斯领导的军队击败了卡利帕斯率领的希腊军队[1]。", question, war,
+                                  list(war.passages), 0.5)
+    assert not only_year.supported and only_year.reason.startswith("quantity:"), only_year.reason
+    counted = grounding.support("希腊军队约有三千人[1]。", question, war, list(war.passages), 0.5)
+    assert counted.supported, counted.reason

@@ -38,3 +38,13 @@ def test_a_what_kind_question_is_told_from_a_clause_about_the_noun() -> None:
 def test_the_indefinite_article_is_no_number() -> None:
     assert words.numbers("他是一个演员，2007年出道") == {"2007"}
     assert "一个" not in words.numbers("一个原因") and "三个" in words.numbers("三个原因")
+
+
+def test_a_number_with_another_unit_than_the_texts_is_caught() -> None:
+    text = "初动销量7.7万张、累计销量12.6万张，但之后累计停在约12万张。身高182CM。2009年3月23日离婚。"
+    assert words.unit_mismatches("一共停留了约12周", text) == ["12周"]
+    assert words.unit_mismatches("累计约12万张", text) == []
+    assert words.unit_mismatches("身高182厘米", text) == []  # the text writes its unit in Latin letters
+    assert words.unit_mismatches("2009年3月23日", text) == []
+    assert words.unit_mismatches("第3名", "排行第3、初动") == []  # the text gives 3 no unit
+    assert words.unit_mismatches("1993年被发现", "芙蓉洞于1993被发现") == []  # a verb after it is no unit
