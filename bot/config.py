@@ -54,7 +54,7 @@ class ConversationConfig:
 # The named checks of bot/grounding.py; every decline reason starts with one of these names.
 GROUNDING_RULES = (
     "injection", "no_key_term", "subject_missing", "asked_missing", "model_declined", "language", "coverage",
-    "topic", "verbatim", "restates", "question_anchor", "unknown_noun", "polarity", "kind", "quantity", "who",
+    "topic", "verbatim", "restates", "question_anchor", "polarity", "kind", "quantity", "who",
     "claim_sentence",
 )
 

@@ -205,8 +205,8 @@ class Engine:
                  evidence: Evidence) -> grounding.Support:
         cited = [content.passages[k - 1] for k in markers(answer) if 0 < k <= len(content.passages)]
         g = self.cfg.grounding
-        return grounding.support(answer, question, content, cited, g.min_support, evidence.missing_terms,
-                                 g.min_topic, frozenset(g.rules_off))
+        return grounding.support(answer, question, content, cited, g.min_support, g.min_topic,
+                                 frozenset(g.rules_off))
 
     def _quote(self, reply: Reply, question: str, content: ContentSet) -> str:
         """The line quoting the cited sentence that holds the Chinese answer, or "" for none (an English

@@ -12,11 +12,9 @@ one off to measure it; README, Grounding, has what each one did on content it wa
    frame the answer, units restated in another spelling excepted) must stand in the passages it cites
    (`coverage`), one of them holding the claims beside whom the question names and about what it asks
    (`topic`); numbers (with the text's unit) and Latin-script names verbatim in such a passage
-   (`verbatim`, `question_anchor`);
-   no question noun the content lacks asserted (`unknown_noun`); a wh-question is not answered with its
-   own words (`restates`); shape checks for yes/no (`polarity`), what-kind (`kind`), how-many
-   (`quantity`) and who (`who`) questions; and the sentence holding the claims says something of what was asked
-   (`claim_sentence`).
+   (`verbatim`, `question_anchor`); a wh-question is not answered with its own words (`restates`);
+   shape checks for yes/no (`polarity`), what-kind (`kind`), how-many (`quantity`) and who (`who`)
+   questions; and the sentence holding the claims says something of what was asked (`claim_sentence`).
 3. The model's own "the content does not say" is honoured (`model_declined`, with the phrases of
    prompts/model_declines.txt).
 
@@ -180,8 +178,7 @@ class _Reading:
 
 
 def support(answer: str, question: str, content: ContentSet, cited: list[Passage], min_support: float,
-            missing_terms: list[str] | tuple[str, ...] = (), min_topic: float = 0.45,
-            off: frozenset[str] = frozenset()) -> Support:
+            min_topic: float = 0.45, off: frozenset[str] = frozenset()) -> Support:
     """Check the answer against its cited passages (or the best ones) and choose the citations to show.
 
     The cited text must hold the answer's own claims (share >= min_support), one passage holding them
@@ -213,7 +210,7 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     # Numbers and names must stand in a passage about the question, not in any passage that has them.
     on_topic = _text([p for p in useful if read.anchored(p)] or [p for p in useful if read.holds(p)])
     paired = partial(_paired, content=content, topic=topic, idf=idf, min_topic=min_topic)
-    if misstated := _misstated(body, question, content, joined, on_topic, chk.hard, missing_terms, paired, off):
+    if misstated := _misstated(body, question, content, joined, on_topic, chk.hard, paired, off):
         return fail(*misstated)
     if "claim_sentence" not in off and (why := _off_question(question, content, read.named, topic, chk, body,
                                                              useful)):
@@ -328,8 +325,7 @@ def _hard_share(hard: set[str], body: str, text: str) -> float:
 
 
 def _misstated(body: str, question: str, content: ContentSet, joined: str, on_topic: str, hard: set[str],
-               missing_terms: list[str] | tuple[str, ...], paired: Callable[[str], bool],
-               off: frozenset[str]) -> tuple[str, list[str]] | None:
+               paired: Callable[[str], bool], off: frozenset[str]) -> tuple[str, list[str]] | None:
     """The first way the answer goes beyond or against the cited text `joined`: (reason, words), or None."""
     body_numbers = numbers(body)
     missing_hard = sorted(h for h in hard
@@ -345,11 +341,6 @@ def _misstated(body: str, question: str, content: ContentSet, joined: str, on_to
     unanchored = sorted(a for a in anchors if a not in numbers(joined) | latin_names(joined) and paired(a))
     if unanchored and "question_anchor" not in off:
         return f"question_anchor: the cited text does not mention {', '.join(unanchored)}", unanchored
-    # Restating a question word the content never uses ("文心一言是恒银…") asserts what the text cannot
-    # support; this also fails an answer that only repeats a question's premise, the safer mistake.
-    asserted = [t for t in missing_terms if t.lower() in body.lower()]
-    if asserted and "unknown_noun" not in off:
-        return f"unknown_noun: the answer states {', '.join(asserted)}, which the content never uses", asserted
     if "polarity" not in off and (flipped := polarity_flipped(body, question, joined)):
         return f"polarity: the cited text says the opposite about {flipped}", [flipped]
     noun = kind_noun(question)

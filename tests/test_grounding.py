@@ -22,9 +22,8 @@ def passage_with(content: ContentSet, *needles: str) -> list:
 
 
 def check(content: ContentSet, question: str, answer: str, *needles: str) -> grounding.Support:
-    asked = evidence.question_evidence(question, content)
     cited = passage_with(content, *needles) if needles else []
-    return grounding.support(answer, question, content, cited, 0.5, asked.missing_terms)
+    return grounding.support(answer, question, content, cited, 0.5)
 
 
 def test_question_with_no_term_in_the_content_is_declined_early(content: ContentSet) -> None:
@@ -64,10 +63,13 @@ def test_a_what_kind_answer_must_name_the_kind_as_the_passage_does(content: Cont
     assert check(content, "周鸿祎建议打造中国的什么组合？", "打造中国的“微软+Open AI”组合。", "组合").supported
 
 
-def test_an_answer_restating_a_thing_the_article_never_names_is_not_supported(content: ContentSet) -> None:
-    # Every word after 文心一言 is in the article, but the article never names 文心一言.
-    result = check(content, "文心一言是哪家公司开发的？", "文心一言是恒银金融科技股份有限公司开发的。", "恒银金融")
-    assert not result.supported and "文心" in result.reason
+def test_a_question_about_a_thing_the_article_never_names_is_declined_before_any_answer(
+        content: ContentSet) -> None:
+    # Every word after 文心一言 is in the article, but the article never names 文心一言: no answer about
+    # anything else can be right, so no draft is made (an answer restating it is no longer checked
+    # word by word: that rule, unknown_noun, cost more true answers than it saved; README, Grounding).
+    reason = evidence.question_evidence("文心一言是哪家公司开发的？", content).unanswerable(frozenset())
+    assert reason and reason.startswith("subject_missing") and "文心" in reason
 
 
 @pytest.mark.parametrize(("answer", "supported"), [
