@@ -105,6 +105,15 @@ def _without(question: str, body: str) -> str:
     return "".join(out)
 
 
+# A list item's number ("2. 成果源头…", "（3）") orders the answer; it is no number the text must hold.
+_LIST_MARK = re.compile(r"(?m)^\s*(?:\d{1,2}|[一二三四五六七八九十])[.、．)）]\s*|^\s*[（(]\d{1,2}[)）]\s*")
+
+
+def _unlisted(body: str) -> str:
+    """The answer without the numbers of its list items."""
+    return _LIST_MARK.sub("", body)
+
+
 def _coverage(items: list[str], text: str) -> float:
     return sum(1 for c in items if c in text) / len(items) if items else 0.0
 
@@ -186,7 +195,7 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     question (its terms, weighted by rarity, covered >= min_topic). A true sentence about another person
     or another fact does not support the answer. Rules named in `off` are not run.
     """
-    body = strip_markers(answer)
+    body = _unlisted(strip_markers(answer))
     if not HAN_RUN.search(body) and not latin_names(body) and "language" not in off:  # "OpenAI" is a name
         return Support(False, 0.0, [], [], "language: the draft is not in the content's language")
     chk = _checkable(body, question, content.whole)
@@ -227,7 +236,7 @@ def source_sentence(answer: str, question: str, content: ContentSet, texts: list
     """(index into `texts`, sentence): the cited sentence holding most of the answer's own claims, numbers
     and names and of what the question asks, quoted under the answer in the source's own words
     so the user can check it; None when no sentence holds any of them or the answer already quotes it."""
-    body = strip_markers(answer)
+    body = _unlisted(strip_markers(answer))
     chk = _checkable(body, question, content.whole)
     topic, idf = _topic(question, content)
     scored: list[tuple[float, float, int, str]] = []
@@ -288,7 +297,7 @@ def decisive(answer: str, question: str, content: ContentSet) -> bool:
     """Whether the checks can judge this start of an answer on its own, as they must before it is shown
     while the draft still streams: it adds words, numbers or names of its own ("是的。" adds none), the
     sentence holding them can be told to answer the question, and a yes/no answer states its predicate."""
-    body = strip_markers(answer)
+    body = _unlisted(strip_markers(answer))
     if not asks_what(question):
         predicate = yes_no_predicate(question)
         return bool(predicate) and predicate in body

@@ -322,3 +322,14 @@ def test_a_how_many_answer_needs_a_number_of_its_own(tmp_path: Path) -> None:
     assert not only_year.supported and only_year.reason.startswith("quantity:"), only_year.reason
     counted = grounding.support("希腊军队约有三千人[1]。", question, war, list(war.passages), 0.5)
     assert counted.supported, counted.reason
+
+
+def test_the_numbers_of_a_list_are_no_claims(tmp_path: Path) -> None:
+    text = "# 建议\n\n他提出两点原因：企业缺乏长远规划；科研院所缺乏激励机制。\n"
+    (tmp_path / "a.md").write_text(text, encoding="utf-8")
+    cs = load(tmp_path)
+    answer = "原因有以下几点：\n\n1. 企业缺乏长远规划[1]。\n\n2. 科研院所缺乏激励机制[1]。"
+    result = grounding.support(answer, "他提出了哪些原因？", cs, list(cs.passages), 0.5)
+    assert result.supported, result.reason
+    assert not grounding.support("原因是企业缺乏长远规划，有3点[1]。", "他提出了哪些原因？", cs, list(cs.passages),
+                                 0.5).supported  # a number in a sentence is still checked
