@@ -17,7 +17,7 @@ def strip_markers(text: str) -> str:
 
 
 # The line quoting the source sentence under an answer (texts "source_quote"): `\n原文[1]：「…」`.
-_QUOTE_LINE = re.compile(r"\n[^\n]*\[\d{1,3}\][：:] ?「[^\n]*」\s*$")
+_QUOTE_LINE = re.compile(r"\n原文\[\d{1,3}\]：「[^\n]*」\s*$")
 
 
 def without_quote(text: str) -> str:

@@ -115,7 +115,8 @@ class Engine:
                 yield event
         elif quote := self._quote(reply, checked, content):
             reply.text += quote
-            yield self._shown(draft, quote)
+            if draft.ttft_ms is not None:  # else nothing streamed: the channel shows the whole reply
+                yield self._shown(draft, quote)
         used = draft.completion  # every pass of this turn, the translation's included
         reply.prompt_tokens, reply.completion_tokens = used.prompt_tokens, used.completion_tokens
         yield reply

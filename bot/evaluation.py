@@ -1,11 +1,12 @@
 """`bot eval`: run a question set (the dev_qa.jsonl format) through the core and score it.
 
-Scored the way reading-comprehension sets are: a fact is right when the answer is not a decline and
-holds at least 80 % of one `expect_any` span as one unbroken run, whitespace and punctuation removed on
-both sides and Latin letters compared case-insensitively (a span contained whole always counts). An
-out-of-scope question is right when it is declined; answered, it is an invented answer. Each decline
-names the rule that made it (`rule: detail`), so every rule's hits on facts and on out-of-scope
-questions are counted.
+Scored the way reading-comprehension sets are: a fact is right when the reply is not a decline and
+holds at least 80 % of one `expect_any` span as one unbroken run (the reply as the user sees it, the
+quoted source sentence included; `facts_answer_only` counts the answer without the quote), whitespace
+and punctuation removed on both sides and Latin letters compared case-insensitively (a span contained
+whole always counts). An out-of-scope question is right when it is declined; answered, it is an
+invented answer. Each decline names the rule that made it (`rule: detail`), so every rule's hits on
+facts and on out-of-scope questions are counted.
 """
 
 from __future__ import annotations

@@ -106,12 +106,13 @@ def _without(question: str, body: str) -> str:
 
 
 # A list item's number ("2. 成果源头…", "（3）") orders the answer; it is no number the text must hold.
-_LIST_MARK = re.compile(r"(?m)^\s*(?:\d{1,2}|[一二三四五六七八九十])[.、．)）]\s*|^\s*[（(]\d{1,2}[)）]\s*")
+_LIST_MARK = re.compile(r"(?m)^\s*(?:(?:\d{1,2}|[一二三四五六七八九十])(?:[.．](?!\d)|[、)）])|[（(]\d{1,2}[)）])\s*")
 
 
 def _unlisted(body: str) -> str:
-    """The answer without the numbers of its list items."""
-    return _LIST_MARK.sub("", body)
+    """The answer without the numbers of its list items: only a list (two marked lines or more) has any,
+    so "1.5万人…" and "3、4月份…" at a line's start keep theirs."""
+    return _LIST_MARK.sub("", body) if len(_LIST_MARK.findall(body)) >= 2 else body
 
 
 def _coverage(items: list[str], text: str) -> float:
@@ -229,7 +230,17 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
 
 _SENTENCE = re.compile(r"[^。！？!?\n]+[。！？!?]?")
 _CLAUSE = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]?")
+_COMMA_CLAUSE = re.compile(r"[^，,]+[，,]?")
 _LONGEST_QUOTE = 160  # characters; a longer sentence is quoted by its clause
+
+
+def _parts(sentence: str) -> list[str]:
+    """The sentence, or its clauses (at ；, then at ，) where it runs past _LONGEST_QUOTE characters."""
+    if len(sentence) <= _LONGEST_QUOTE:
+        return [sentence]
+    clauses = _CLAUSE.findall(sentence)
+    return [c for clause in clauses for c in (_COMMA_CLAUSE.findall(clause) if len(clause) > _LONGEST_QUOTE
+                                               else [clause])]
 
 
 def source_sentence(answer: str, question: str, content: ContentSet, texts: list[str]) -> tuple[int, str] | None:
@@ -243,7 +254,7 @@ def source_sentence(answer: str, question: str, content: ContentSet, texts: list
     for i, text in enumerate(texts):
         for m in _SENTENCE.finditer(text):
             sentence = m.group(0).strip().lstrip("”’」』）)】，,、；; ")  # the quote closing the last one
-            parts = _CLAUSE.findall(sentence) if len(sentence) > _LONGEST_QUOTE else [sentence]
+            parts = _parts(sentence)
             for part in map(str.strip, parts):
                 held = _coverage(chk.claims, part) + (_hard_share(chk.hard, body, part) if chk.hard else 0.0)
                 scored.append((held, _weighted(topic, idf, part), i, part))
@@ -356,7 +367,8 @@ def _misstated(body: str, question: str, content: ContentSet, joined: str, on_to
     if noun and noun in joined and not names_kind(body, question, noun, joined) and "kind" not in off:
         return f"kind: the answer does not say which {noun}, as the cited text does", [noun]
     # The question's own numbers (前279年) are no answer to "how many".
-    stated = re.sub("|".join(map(re.escape, sorted(numbers(question), key=len, reverse=True))) or "(?!)", "，", body)
+    own = "|".join(map(re.escape, sorted(numbers(question), key=len, reverse=True)))
+    stated = re.sub(rf"(?<![\d.])(?:{own})(?![\d.])", "，", body) if own else body
     if asks_quantity(question) and not has_numeral(stated) and "quantity" not in off:
         return "quantity: the question asks for a number and the answer gives none of its own", []
     if asks_who(question) and not names_someone(_without(question, body)) and "who" not in off:

@@ -52,7 +52,7 @@ class PromptBuilder:
         budget = self.cfg.conversation.history_tokens
         kept: list[HistoryTurn] = []
         for turn in reversed(history):
-            cost = self.count_tokens(turn.question + turn.answer)
+            cost = self.count_tokens(turn.question + without_quote(turn.answer))  # the quote is not sent
             if cost > budget:
                 break
             budget -= cost

@@ -229,6 +229,11 @@ _COUNTERS = frozenset(lexicon("counters"))
 _COUNTED = re.compile(rf"(?<![\d.])(\d+(?:\.\d+)?)([{HAN}])")
 
 
+def _unit_group(spelled: str) -> int | None:
+    """The unit group of a two-character unit (周岁), else of its first character (岁), else None."""
+    return _UNIT_GROUP.get(spelled.lower(), _UNIT_GROUP.get(spelled[:1].lower()))
+
+
 def unit_mismatches(answer: str, text: str) -> list[str]:
     """The answer's numbers whose counter (the character after them, bot/lexicon/counters.txt) `text` never
     puts after that number, where it always gives it one: 约12周 where the text has only 约12万张. A number
@@ -237,10 +242,12 @@ def unit_mismatches(answer: str, text: str) -> list[str]:
     out = []
     for m in _COUNTED.finditer(answer):
         number, unit = m.groups()
-        after = {text[k.end() : k.end() + 1] for k in re.finditer(rf"(?<![\d.]){re.escape(number)}(?![\d.])", text)}
+        spots = [k.end() for k in re.finditer(rf"(?<![\d.]){re.escape(number)}(?![\d.])", text)]
+        after = {text[e : e + 1] for e in spots}
         if unit not in _COUNTERS or not after or not after <= _COUNTERS or unit in after:
             continue
-        if _UNIT_GROUP.get(unit) is not None and any(_UNIT_GROUP.get(c) == _UNIT_GROUP[unit] for c in after):
+        group = _unit_group(answer[m.start(2) : m.start(2) + 2])  # 30周岁 is 30岁
+        if group is not None and any(_unit_group(text[e : e + 2]) == group for e in spots):
             continue
         out.append(number + unit)
     return out

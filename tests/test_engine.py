@@ -284,3 +284,13 @@ async def test_the_models_own_decline_is_honoured(engine_for) -> None:
     assert reply.text == DECLINE_ZH and reply.citations == []
 
 
+
+
+async def test_an_answer_shown_only_at_the_end_gets_its_quote_there_not_alone(engine_for) -> None:
+    # "是的。" passes the checks as a whole answer but cannot be judged while it streams: nothing is
+    # streamed, so the quote must not arrive as the only piece of text.
+    core, _ = await engine_for(FakeBackend(f"是的。[{LIU_N}]"))
+    events = [e async for e in stream(core, ask_msg("刘庆峰是科大讯飞董事长吗？"))]
+    reply = events[-1]
+    assert isinstance(reply, Reply) and not reply.refused, reply
+    assert "原文[1]" in reply.text and [e for e in events if isinstance(e, Delta)] == []

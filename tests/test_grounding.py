@@ -333,3 +333,13 @@ def test_the_numbers_of_a_list_are_no_claims(tmp_path: Path) -> None:
     assert result.supported, result.reason
     assert not grounding.support("原因是企业缺乏长远规划，有3点[1]。", "他提出了哪些原因？", cs, list(cs.passages),
                                  0.5).supported  # a number in a sentence is still checked
+
+
+def test_a_number_at_a_lines_start_is_no_list_item(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("# 比赛\n\n共有1.5万人参加了比赛，地铁3号线设33座车站。\n", encoding="utf-8")
+    cs = load(tmp_path)
+    crowd = grounding.support("1.5万人参加了比赛[1]。", "有多少人参加了比赛？", cs, list(cs.passages), 0.5)
+    assert crowd.supported, crowd.reason
+    # The question's 3 is not the answer's 33.
+    stops = grounding.support("共有33座车站[1]。", "地铁3号线有多少座车站？", cs, list(cs.passages), 0.5)
+    assert stops.supported, stops.reason

@@ -48,3 +48,5 @@ def test_a_number_with_another_unit_than_the_texts_is_caught() -> None:
     assert words.unit_mismatches("2009年3月23日", text) == []
     assert words.unit_mismatches("第3名", "排行第3、初动") == []  # the text gives 3 no unit
     assert words.unit_mismatches("1993年被发现", "芙蓉洞于1993被发现") == []  # a verb after it is no unit
+    assert words.unit_mismatches("年满30周岁", "他今年30岁") == []  # the same unit spelled otherwise
+    assert words.unit_mismatches("23号离婚", "2009年3月23日离婚") == []
