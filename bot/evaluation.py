@@ -20,7 +20,7 @@ from bot.citations import without_quote
 from bot.core import Core
 from bot.errors import ContentError
 from bot.types import Incoming, Notice
-from bot.words import holds_span, longest_common_run  # noqa: F401 (longest_common_run: re-exported)
+from bot.words import holds_span
 
 
 @dataclass

@@ -109,9 +109,10 @@ def _without(question: str, body: str) -> str:
 _LIST_MARK = re.compile(r"(?m)^\s*(?:(?:\d{1,2}|[一二三四五六七八九十])(?:[.．](?!\d)|[、)）])|[（(]\d{1,2}[)）])\s*")
 
 
-def _unlisted(body: str) -> str:
-    """The answer without the numbers of its list items: only a list (two marked lines or more) has any,
-    so "1.5万人…" and "3、4月份…" at a line's start keep theirs."""
+def _body(answer: str) -> str:
+    """The answer as the checks read it: without its [n] markers and the numbers of its list items (only
+    a list, two marked lines or more, has any: "1.5万人…" and "3、4月份…" at a line's start keep theirs)."""
+    body = strip_markers(answer)
     return _LIST_MARK.sub("", body) if len(_LIST_MARK.findall(body)) >= 2 else body
 
 
@@ -196,7 +197,7 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     question (its terms, weighted by rarity, covered >= min_topic). A true sentence about another person
     or another fact does not support the answer. Rules named in `off` are not run.
     """
-    body = _unlisted(strip_markers(answer))
+    body = _body(answer)
     if not HAN_RUN.search(body) and not latin_names(body) and "language" not in off:  # "OpenAI" is a name
         return Support(False, 0.0, [], [], "language: the draft is not in the content's language")
     chk = _checkable(body, question, content.whole)
@@ -247,7 +248,7 @@ def source_sentence(answer: str, question: str, content: ContentSet, texts: list
     """(index into `texts`, sentence): the cited sentence holding most of the answer's own claims, numbers
     and names and of what the question asks, quoted under the answer in the source's own words
     so the user can check it; None when no sentence holds any of them or the answer already quotes it."""
-    body = _unlisted(strip_markers(answer))
+    body = _body(answer)
     chk = _checkable(body, question, content.whole)
     topic, idf = _topic(question, content)
     scored: list[tuple[float, float, int, str]] = []
@@ -265,8 +266,6 @@ def source_sentence(answer: str, question: str, content: ContentSet, texts: list
     if (held == 0 if chk.claims or chk.hard else about == 0) or holds_span(body, sentence):
         return None
     return i, sentence
-
-
 
 
 def _off_question(question: str, content: ContentSet, named: list[str], topic: list[str], chk: _Checkable,
@@ -308,7 +307,7 @@ def decisive(answer: str, question: str, content: ContentSet) -> bool:
     """Whether the checks can judge this start of an answer on its own, as they must before it is shown
     while the draft still streams: it adds words, numbers or names of its own ("是的。" adds none), the
     sentence holding them can be told to answer the question, and a yes/no answer states its predicate."""
-    body = _unlisted(strip_markers(answer))
+    body = _body(answer)
     if not asks_what(question):
         predicate = yes_no_predicate(question)
         return bool(predicate) and predicate in body

@@ -47,8 +47,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "You are number {n} in the queue; please wait…",
     },
     "thinking": {"zh": "正在思考……", "en": "Thinking…"},
-    # The cited sentence under an answer, in the content's own words (grounding.quote_source).
-    "source_quote": {"zh": "\n原文[{n}]：「{sentence}」", "en": "\nSource [{n}]: 「{sentence}」"},
+    # The cited sentence under a Chinese answer, in the content's own words (grounding.quote_source);
+    # English answers get none.
+    "source_quote": {"zh": "\n原文[{n}]：「{sentence}」"},
     # What a hidden step is doing (bot.types.Progress): nothing unchecked is shown meanwhile.
     "progress_translating_question": {"zh": "正在理解问题……", "en": "Reading your question…"},
     "progress_answering": {"zh": "正在查找原文……", "en": "Looking for the answer in the text…"},

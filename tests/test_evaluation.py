@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bot.evaluation import Case, Result, holds_span, is_correct, longest_common_run, summarise
+from bot.evaluation import Case, Result, is_correct, summarise
+from bot.words import holds_span, longest_common_run
 
 
 def test_a_span_counts_when_four_fifths_stand_unbroken_in_the_answer() -> None:
