@@ -32,6 +32,9 @@ class ModelConfig:
     max_tokens: int = 320
     seed: int = 0
     queue_limit: int = 32
+    parallel: int = 4  # answers decoded together in one batch (README, Speed: measured)
+    flash_attn: bool = False
+    answer_time_limit_s: float = 120.0  # an answer still decoding after this long is stopped (0: no limit)
     # Save the computed content prefix's KV state under data_dir so the next start restores it.
     prefix_cache: bool = True
 
@@ -254,6 +257,7 @@ def _check(cfg: Config, src: str) -> None:
         "model.n_batch": cfg.model.n_batch,
         "model.max_tokens": cfg.model.max_tokens,
         "model.queue_limit": cfg.model.queue_limit,
+        "model.parallel": cfg.model.parallel,
         "content.max_prefix_tokens": cfg.content.max_prefix_tokens,
         "content.retrieve_top_k": cfg.content.retrieve_top_k,
         "conversation.max_question_chars": cfg.conversation.max_question_chars,

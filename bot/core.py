@@ -190,7 +190,9 @@ class Core:
         return f"Content: “{c.title}” ({len(c.passages)} passages, version {c.version})."
 
     async def reset(self, conversation: str) -> None:
-        """Forget the conversation's history for follow-ups."""
+        """Stop the conversation's queued or running answer and forget its history for follow-ups."""
+        if stopped := self.engine.cancel(conversation):
+            log.info("reset: stopped %d model requests of %s", stopped, conversation)
         await self.store.reset(conversation)
 
     async def sources(self, conversation: str) -> list[Citation]:

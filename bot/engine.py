@@ -83,7 +83,7 @@ class Engine:
             return
         if lang == "en":
             yield Progress("translating_question")
-        checked = await self._to_chinese(question, content, draft) if lang == "en" else question
+        checked = await self._to_chinese(question, msg.conversation_key, content, draft) if lang == "en" else question
         evidence = question_evidence(checked, content, history[-1].question if history else "")
         if self.cfg.grounding.evidence_check and (reason := evidence.unanswerable(off)):
             yield self._decline(msg, content, draft, "decline", reason)
@@ -125,7 +125,8 @@ class Engine:
                         release: Release | None = None) -> AsyncIterator[Event]:
         """Stream one request into the draft; with `release`, show each sentence once the checks pass it."""
         used = Completion()
-        async for piece in self.backend.stream(messages, conversation=conversation, completion=used):
+        async for piece in self.backend.stream(messages, conversation=conversation, completion=used,
+                                               priority=draft.started):
             if isinstance(piece, Queued):
                 yield piece
                 continue
@@ -144,12 +145,16 @@ class Engine:
             draft.ttft_ms = int((time.perf_counter() - draft.started) * 1000)
         return Delta(text)
 
-    async def _to_chinese(self, question: str, content: ContentSet, draft: _Draft) -> str:
+    def cancel(self, conversation: str) -> int:
+        """Stop the conversation's queued and running model work; how many requests there were."""
+        return self.backend.cancel(conversation)
+
+    async def _to_chinese(self, question: str, conversation: str, content: ContentSet, draft: _Draft) -> str:
         """The English question in Chinese, names spelled as the content has them (hidden from the user)."""
         mixed = translation.map_english(question, content, replace=True)
         text = ""
-        async for piece in self.backend.stream(self.build.to_chinese(content, mixed), conversation="translate",
-                                               max_tokens=80):
+        async for piece in self.backend.stream(self.build.to_chinese(content, mixed), conversation=conversation,
+                                               max_tokens=80, priority=draft.started):
             if isinstance(piece, str):
                 text += piece
         checked, logged = translation.chinese_question(text, translation.map_english(question, content))

@@ -31,3 +31,9 @@ class BackendBusy(BackendError):
     """The backend's queue is full."""
 
     user_message = "I am busy answering others; please ask again in a minute. / 当前排队人数较多，请稍后再问。"
+
+
+class AnswerStopped(BackendError):
+    """The answer was stopped before it finished: /reset, or the per-answer time limit."""
+
+    user_message = "Stopped: the answer was cancelled or took too long. / 已停止：回答被取消或用时过长。"

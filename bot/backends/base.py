@@ -35,9 +35,17 @@ class Backend(Protocol):
 
     def stream(
         self, messages: list[dict[str, str]], *, conversation: str, max_tokens: int | None = None,
-        completion: Completion | None = None,
+        completion: Completion | None = None, priority: float | None = None,
     ) -> AsyncIterator[str | Queued]:
-        """Yield text pieces (and `Queued` notes while waiting); fill `completion` at the end."""
+        """Yield text pieces (and `Queued` notes while waiting); fill `completion` at the end.
+
+        Requests with a lower `priority` (the engine passes its turn's start, by time.perf_counter) are
+        served first, so a turn's second pass does not wait behind turns that started after it.
+        """
+        ...
+
+    def cancel(self, conversation: str) -> int:
+        """Stop the conversation's queued and running requests; how many there were."""
         ...
 
     def count_tokens(self, text: str) -> int:

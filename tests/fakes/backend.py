@@ -29,6 +29,7 @@ class FakeBackend:
         self.fail_after = fail_after
         self.calls: list[list[dict[str, str]]] = []
         self.warmed: list[list[dict[str, str]]] = []
+        self.cancelled: list[str] = []
         self._lock = asyncio.Lock()
         self._waiting = 0
 
@@ -38,7 +39,8 @@ class FakeBackend:
             progress(1, 1)
 
     async def stream(self, messages: list[dict[str, str]], *, conversation: str, max_tokens: int | None = None,
-                     completion: Completion | None = None) -> AsyncIterator[str | Queued]:
+                     completion: Completion | None = None,
+                     priority: float | None = None) -> AsyncIterator[str | Queued]:
         self._waiting += 1
         try:
             if self._lock.locked():
@@ -58,6 +60,10 @@ class FakeBackend:
                     completion.completion_tokens = len(pieces)
         finally:
             self._waiting -= 1
+
+    def cancel(self, conversation: str) -> int:
+        self.cancelled.append(conversation)
+        return 0
 
     def count_tokens(self, text: str) -> int:
         return len(tokens_of(text))
