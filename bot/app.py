@@ -9,8 +9,9 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,6 +48,7 @@ class App:
     knowledge: Knowledge
     backend: Backend
     core: Core
+    startup: dict[str, Any] = field(default_factory=dict)  # seconds per start-up phase, for `bot ask --json`
 
 
 def setup_logging(cfg: Config) -> None:
@@ -58,7 +60,12 @@ def setup_logging(cfg: Config) -> None:
 
 
 def make_backend(cfg: Config) -> Backend:
-    """The embedded llama.cpp backend for the configured model (raises ModelError with the fix)."""
+    """The configured backend: an OpenAI-compatible server, or the embedded llama.cpp model (raises
+    ModelError with the fix when its file is missing)."""
+    if cfg.model.backend == "openai":
+        from bot.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(cfg.model)
     from bot.backends.llamacpp import LlamaCppBackend, LlamaSettings
 
     model = resolve(cfg.model.name, cfg.path(cfg.model.dir))
@@ -87,23 +94,47 @@ async def open_app(cfg: Config, *, backend: Backend | None = None, progress: boo
     """Build the app, compute or restore the content prefix, and tear everything down afterwards."""
     store = await LogStore.open(cfg.database_path)
     try:
-        knowledge = Knowledge(cfg.content_path)
-        backend = backend or await asyncio.to_thread(make_backend, cfg)
+        startup: dict[str, Any] = {}
+        # The model loads while the content is read and indexed: the two take similar time on a restart.
+        loading = asyncio.create_task(_timed(startup, "model_load_s", asyncio.to_thread(make_backend, cfg))
+                                      if backend is None else _ready(backend))
+        try:
+            knowledge = await _timed(startup, "content_s", asyncio.to_thread(Knowledge, cfg.content_path))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await (await loading).close()
+            raise
+        backend = await loading
         engine = Engine(cfg, backend, Prompts())
         gate = Gate(cfg.conversation.max_question_chars, policies(cfg))
         core = Core(knowledge, engine, store, gate, history_turns=cfg.conversation.history_turns)
         update, close_bar = progress_bar(progress and sys.stderr.isatty())
         try:
-            await core.start(update)
+            await _timed(startup, "prefix_s", core.start(update))
         finally:
             close_bar()
+        counters = getattr(backend, "counters", None)
+        startup["prefix_source"] = counters.timings.get("prefix_source") if counters else None
         write_snapshot(cfg, knowledge.current)
         try:
-            yield App(cfg, store, knowledge, backend, core)
+            yield App(cfg, store, knowledge, backend, core, startup)
         finally:
             await backend.close()
     finally:
         await store.close()
+
+
+async def _timed(into: dict[str, Any], key: str, work: Any) -> Any:
+    """Await `work`, recording its wall time in seconds under `key`."""
+    started = time.perf_counter()
+    try:
+        return await work
+    finally:
+        into[key] = round(time.perf_counter() - started, 3)
+
+
+async def _ready(backend: Backend) -> Backend:
+    return backend
 
 
 def write_snapshot(cfg: Config, content: ContentSet) -> None:

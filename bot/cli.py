@@ -6,6 +6,7 @@ import asyncio
 import csv
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -82,11 +83,12 @@ def ask(ctx: click.Context, questions: tuple[str, ...], as_json: bool) -> None:
         if "-" in questions:
             items += [line.strip() for line in sys.stdin if line.strip()]
         async with open_app(cfg) as app:
+            startup = {**app.startup, "ready_s": _process_age()}
             for q in items:
                 msg = Incoming("cli", "ask", "ask", q, is_admin=True, conversation=f"ask:{uuid.uuid4()}")
                 final = await app.core.ask(msg)
                 if isinstance(final, Reply):
-                    _emit_reply(q, final, as_json)
+                    _emit_reply(q, final, as_json, {**startup, "answered_s": _process_age()})
                 else:
                     _emit_problem(q, final.text, as_json)
         return 0
@@ -102,13 +104,24 @@ def _emit_problem(question: str, problem: str, as_json: bool) -> None:
         click.echo(f"Q: {question}\nA: {problem}\n")
 
 
-def _emit_reply(question: str, reply: Any, as_json: bool) -> None:
+def _process_age() -> float | None:
+    """Seconds since this process started (Linux), so start-up timings include imports."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 3)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _emit_reply(question: str, reply: Any, as_json: bool, startup: dict[str, Any]) -> None:
     if as_json:
         click.echo(json.dumps({
             "question": question, "answer": reply.text, "refused": reply.refused,
             "citations": [c.as_dict() for c in reply.citations], "ttft_ms": reply.ttft_ms,
             "total_ms": reply.total_ms, "completion_tokens": reply.completion_tokens, "model": reply.model,
             "content_version": reply.content_version, "retracted": reply.retracted, "turn_id": reply.turn_id,
+            "startup": startup,
         }, ensure_ascii=False))
         return
     click.echo(f"Q: {question}\nA: {reply.text_with_sources()}\n")
@@ -212,9 +225,11 @@ def logs(ctx: click.Context, limit: int, channel: str | None, export: str | None
               help="Run the set a second time with the grounding checks off, and report the latency ratio.")
 @click.option("--content", "content_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Answer from this content folder instead of the configured one.")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Conversations asked at once (they decode together, up to model.parallel).")
 @click.pass_context
 def eval_cmd(ctx: click.Context, path: Path, report: Path | None, compare_checks: bool,
-             content_dir: Path | None) -> None:
+             content_dir: Path | None, concurrency: int) -> None:
     """Run a question set (JSONL like dev_qa.jsonl) and print each result and the totals."""
 
     async def handler(cfg: Config) -> int:
@@ -225,11 +240,11 @@ def eval_cmd(ctx: click.Context, path: Path, report: Path | None, compare_checks
             cfg.content.dir = str(content_dir.resolve())
         cases = evaluation.load_cases(path)
         async with open_app(cfg) as app:
-            results, summary = await _eval_run(app.core, cases, echo=True)
+            results, summary = await _eval_run(app.core, cases, echo=True, concurrency=concurrency)
             if compare_checks:
                 g = cfg.grounding
                 g.evidence_check = g.support_check = g.retry_with_passages = False
-                off_results, off = await _eval_run(app.core, cases, echo=False)
+                off_results, off = await _eval_run(app.core, cases, echo=False, concurrency=concurrency)
                 summary["checks_off"] = {k: off[k] for k in ("correct", "by_kind", "avg_total_ms", "avg_ttft_ms")}
                 if off["avg_total_ms"]:
                     summary["latency_ratio_on_off"] = round(summary["avg_total_ms"] / off["avg_total_ms"], 2)
@@ -246,16 +261,28 @@ def eval_cmd(ctx: click.Context, path: Path, report: Path | None, compare_checks
     _run(ctx, handler)
 
 
-async def _eval_run(core: Any, cases: list[Any], *, echo: bool) -> tuple[list[Any], dict[str, Any]]:
+async def _eval_run(core: Any, cases: list[Any], *, echo: bool,
+                    concurrency: int = 1) -> tuple[list[Any], dict[str, Any]]:
+    """Run the cases, `concurrency` conversations at once (a follow-up waits for its conversation's earlier
+    questions); results keep the file's order."""
     from bot import evaluation
 
-    results = []
+    results: list[Any] = [None] * len(cases)
     run_id = f"{time.time():.3f}"
-    for case in cases:
-        results.append(await evaluation.run_case(core, case, run_id))
-        if echo:
-            for line in evaluation.result_lines(results[-1]):
-                click.echo(line)
+    groups: dict[str, list[int]] = {}
+    for i, case in enumerate(cases):
+        groups.setdefault(case.conversation or case.id, []).append(i)
+    slots = asyncio.Semaphore(concurrency)
+
+    async def conversation(indexes: list[int]) -> None:
+        async with slots:
+            for i in indexes:
+                results[i] = await evaluation.run_case(core, cases[i], run_id)
+                if echo:
+                    for line in evaluation.result_lines(results[i]):
+                        click.echo(line)
+
+    await asyncio.gather(*(conversation(ix) for ix in groups.values()))
     return results, evaluation.summarise(results, core.engine.model_name)
 
 

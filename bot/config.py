@@ -21,6 +21,10 @@ from bot.errors import ConfigError
 
 @dataclass
 class ModelConfig:
+    # embedded: llama.cpp in this process; openai: any OpenAI-compatible server at base_url.
+    backend: Literal["embedded", "openai"] = "embedded"
+    base_url: str = ""  # e.g. http://127.0.0.1:8080/v1 ($BOT_OPENAI_BASE_URL overrides)
+    api_key: str = field(default="", repr=False)  # $BOT_OPENAI_API_KEY only
     name: str = "qwen2.5-coder-1.5b"
     dir: str = "models"
     threads: int = 2
@@ -150,6 +154,7 @@ class Config:
 _ENV_OVERRIDES = [
     ("BOT_DATABASE", "database"),
     ("BOT_MODEL", "model.name"),
+    ("BOT_OPENAI_BASE_URL", "model.base_url"),
     ("TELEGRAM_BASE_URL", "telegram.base_url"),
     ("WECOM_API_BASE_URL", "wecom.api_base_url"),
     ("WECOM_LISTEN", "wecom.listen"),
@@ -163,6 +168,7 @@ _SECRETS = [
     ("WECOM_CORP_SECRET", "wecom.corp_secret"),
     ("WECOM_TOKEN", "wecom.token"),
     ("WECOM_AES_KEY", "wecom.aes_key"),
+    ("BOT_OPENAI_API_KEY", "model.api_key"),
 ]
 
 
@@ -274,6 +280,9 @@ def _check(cfg: Config, src: str) -> None:
     if unknown := [r for r in cfg.grounding.rules_off if r not in GROUNDING_RULES]:
         raise ConfigError(f"{src}: 'grounding.rules_off' names no rule {unknown[0]!r}; fix: use one of "
                           f"{', '.join(GROUNDING_RULES)}.")
+    if cfg.model.backend == "openai" and not cfg.model.base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{src}: model.backend is 'openai' but model.base_url is {cfg.model.base_url!r}; fix: set "
+                          "the server's URL with its /v1, e.g. http://127.0.0.1:8080/v1, or $BOT_OPENAI_BASE_URL.")
     if cfg.telegram.mode == "webhook" and not cfg.telegram.webhook_url:
         raise ConfigError(f"{src}: telegram.mode is 'webhook' but telegram.webhook_url is empty; "
                           "fix: set the public https URL Telegram should call.")

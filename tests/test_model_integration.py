@@ -108,8 +108,12 @@ def test_cli_ask_json_in_fresh_processes_restores_the_prefix(tmp_path: Path, dat
                             "completion_tokens", "model", "content_version"}
         assert "刘庆峰" in obj["answer"] and obj["citations"]
         assert set(obj["citations"][0]) >= {"id", "section", "text"}
-    # The second process found the first one's prefix state on disk instead of computing it.
+    # The second process found the first one's prefix state on disk instead of computing it, and says
+    # where its start-up time went.
     assert "restored" in runs[1].stderr
+    first, second = (json.loads(r.stdout)["startup"] for r in runs)
+    assert (first["prefix_source"], second["prefix_source"]) == ("computed", "restored")
+    assert 0 < second["model_load_s"] < second["ready_s"] <= second["answered_s"]
     rows = sqlite3.connect(tmp_path / "cli.sqlite3").execute(
         "SELECT channel, status, answer FROM turns ORDER BY id").fetchall()
     assert [r[:2] for r in rows] == [("cli", "answered"), ("cli", "answered")]

@@ -1,0 +1,185 @@
+"""An OpenAI-compatible chat server as the backend (llama.cpp's llama-server, llama_cpp.server, vLLM).
+
+The server batches and caches prompts itself; this side streams `/chat/completions` over httpx, keeps at
+most `model.parallel` requests in flight (earlier turns first, one per conversation, a bounded queue), and
+stops a conversation's request on /reset. The grounding checks run on its output unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from bot.backends.base import Completion, ProgressFn
+from bot.config import ModelConfig
+from bot.errors import AnswerStopped, BackendBusy, BackendError
+from bot.types import Queued
+
+log = logging.getLogger(__name__)
+_order = itertools.count()
+# No tokenizer here: count a CJK character or a run of other non-space characters as one token. That
+# overestimates Qwen's count a little, so the prefix-size decision errs towards retrieval, never overflow.
+_TOKEN_GUESS = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\s\u3400-\u9fff\uf900-\ufaff]{1,4}")
+
+
+class OpenAIBackend:
+    """The Backend protocol over an OpenAI-compatible HTTP server."""
+
+    def __init__(self, params: ModelConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.params = params
+        self.model_name = params.name
+        headers = {"Authorization": f"Bearer {params.api_key}"} if params.api_key else {}
+        self._client = httpx.AsyncClient(base_url=params.base_url.rstrip("/"), headers=headers, transport=transport,
+                                         timeout=httpx.Timeout(10.0, read=params.answer_time_limit_s or None))
+        self._running: dict[str, asyncio.Event] = {}  # conversation -> its stop signal
+        self._waiting: list[tuple[tuple[float, int], str, asyncio.Future[None]]] = []
+
+    async def warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None = None) -> None:
+        """Check the server answers, and have it read the prefix once (its prompt cache keeps it)."""
+        await self._post(prefix + [{"role": "user", "content": "."}], 1)
+        if progress:
+            progress(1, 1)
+
+    async def stream(self, messages: list[dict[str, str]], *, conversation: str, max_tokens: int | None = None,
+                     completion: Completion | None = None,
+                     priority: float | None = None) -> AsyncIterator[str | Queued]:
+        """Wait for a free slot (earlier turns first), then yield the server's text pieces."""
+        key = (time.perf_counter() if priority is None else priority, next(_order))
+        if self._full(conversation) or self._waiting:
+            if len(self._waiting) >= self.params.queue_limit:
+                raise BackendBusy(f"{len(self._waiting)} requests queued (model.queue_limit)")
+            yield Queued(sum(1 for k, _, _ in self._waiting if k < key) + len(self._running))
+            await self._wait_turn(key, conversation)
+        stop = self._running[conversation] = asyncio.Event()
+        try:
+            async for piece in self._pieces(messages, max_tokens or self.params.max_tokens, completion, stop):
+                yield piece
+        finally:
+            self._running.pop(conversation, None)
+            self._wake()
+
+    def cancel(self, conversation: str) -> int:
+        """Stop the conversation's running request and drop its queued ones; how many there were."""
+        hit = 0
+        if stop := self._running.get(conversation):
+            stop.set()
+            hit += 1
+        for _, conv, fut in self._waiting:
+            if conv == conversation and not fut.done():
+                fut.set_exception(AnswerStopped("stopped before it started (/reset)"))
+                hit += 1
+        return hit
+
+    def count_tokens(self, text: str) -> int:
+        """An upper estimate of the server model's token count (see _TOKEN_GUESS)."""
+        return len(_TOKEN_GUESS.findall(text))
+
+    async def close(self) -> None:
+        """Close the HTTP connections."""
+        await self._client.aclose()
+
+    # ---- internals --------------------------------------------------------------------------------
+
+    def _full(self, conversation: str) -> bool:
+        return len(self._running) >= self.params.parallel or conversation in self._running
+
+    async def _wait_turn(self, key: tuple[float, int], conversation: str) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (key, conversation, fut)
+        heapq.heappush(self._waiting, entry)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:  # woken, then gone: free the slot
+                self._running.pop(conversation, None)
+                self._wake()
+            raise
+        finally:
+            if entry in self._waiting:
+                self._waiting.remove(entry)
+                heapq.heapify(self._waiting)
+
+    def _wake(self) -> None:
+        """Start the earliest waiting request whose conversation has nothing in flight."""
+        for entry in sorted(self._waiting):
+            _, conv, fut = entry
+            if fut.done():
+                continue
+            if self._full(conv):
+                if len(self._running) >= self.params.parallel:
+                    return
+                continue
+            self._waiting.remove(entry)
+            heapq.heapify(self._waiting)
+            fut.set_result(None)
+            self._running[conv] = asyncio.Event()  # held until its stream takes the slot
+            return
+
+    async def _pieces(self, messages: list[dict[str, str]], max_tokens: int, completion: Completion | None,
+                      stop: asyncio.Event) -> AsyncIterator[str]:
+        body = self._body(messages, max_tokens) | {"stream": True, "stream_options": {"include_usage": True}}
+        n = 0
+        try:
+            async with self._client.stream("POST", "/chat/completions", json=body) as r:
+                await _raise_for_status(r)
+                async for line in r.aiter_lines():
+                    if stop.is_set():
+                        raise AnswerStopped("stopped (/reset)")
+                    chunk = _event(line)
+                    if chunk is None:
+                        continue
+                    if completion is not None and chunk.get("usage"):
+                        completion.prompt_tokens = chunk["usage"].get("prompt_tokens", 0)
+                        completion.completion_tokens = chunk["usage"].get("completion_tokens", n)
+                    for choice in chunk.get("choices") or []:
+                        if piece := (choice.get("delta") or {}).get("content"):
+                            n += 1
+                            yield piece
+        except httpx.TimeoutException as exc:
+            raise AnswerStopped(f"no answer within model.answer_time_limit_s from {self.params.base_url}") from exc
+        except httpx.HTTPError as exc:
+            raise BackendError(f"the model server at {self.params.base_url} failed: {exc!r}; fix: start it or "
+                               "correct model.base_url") from exc
+
+    async def _post(self, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+        try:
+            r = await self._client.post("/chat/completions", json=self._body(messages, max_tokens))
+            await _raise_for_status(r)
+            return dict(r.json())
+        except httpx.HTTPError as exc:
+            raise BackendError(f"cannot reach the model server at {self.params.base_url}: {exc!r}; fix: start it "
+                               "or correct model.base_url ($BOT_OPENAI_BASE_URL)") from exc
+
+    def _body(self, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+        p = self.params
+        return {"model": p.name, "messages": messages, "max_tokens": max_tokens, "temperature": p.temperature,
+                "top_p": p.top_p, "seed": p.seed}
+
+
+def _event(line: str) -> dict[str, Any] | None:
+    """One server-sent event's JSON, or None for keep-alives, comments and the final [DONE]."""
+    if not line.startswith("data:"):
+        return None
+    data = line[5:].strip()
+    if not data or data == "[DONE]":
+        return None
+    try:
+        value = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise BackendError(f"the model server sent a malformed event: {data[:120]!r}") from exc
+    return value if isinstance(value, dict) else None
+
+
+async def _raise_for_status(r: httpx.Response) -> None:
+    if r.status_code >= 400:
+        text = (await r.aread()).decode("utf-8", "replace")[:300]
+        raise BackendError(f"the model server answered HTTP {r.status_code}: {text}")

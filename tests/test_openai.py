@@ -1,0 +1,184 @@
+"""The OpenAI-compatible backend: server-sent events parsed, errors named, slots shared fairly, /reset stops;
+and, on a real llama_cpp.server started on loopback, the core answers and declines through it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot.backends.base import Completion
+from bot.backends.openai import OpenAIBackend
+from bot.config import ModelConfig
+from bot.errors import AnswerStopped, BackendBusy, BackendError
+from bot.models import resolve
+from bot.types import Incoming, Queued, Reply
+from tests.helpers import ROOT, make_config, make_core
+
+MSGS = [{"role": "user", "content": "hi"}]
+
+
+def sse(*pieces: str, usage: dict | None = None) -> bytes:
+    events = [{"choices": [{"delta": {"content": p}}]} for p in pieces]
+    if usage:
+        events.append({"choices": [], "usage": usage})
+    return "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode() + b": keep-alive\n\ndata: [DONE]\n\n"
+
+
+def backend(handler, **params: object) -> OpenAIBackend:  # noqa: ANN001 - an httpx handler
+    p = ModelConfig(backend="openai", base_url="http://127.0.0.1:9/v1", name="served-model")
+    for k, v in params.items():
+        setattr(p, k, v)
+    return OpenAIBackend(p, transport=httpx.MockTransport(handler))
+
+
+async def collect(b: OpenAIBackend, conversation: str = "c", **kw: object) -> list[str | Queued]:
+    return [piece async for piece in b.stream(MSGS, conversation=conversation, **kw)]
+
+
+async def test_streams_pieces_and_usage_and_sends_the_configured_request() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=sse("你", "好", usage={"prompt_tokens": 7, "completion_tokens": 2}))
+
+    b = backend(handler, api_key="sekret")
+    used = Completion()
+    assert await collect(b, completion=used, max_tokens=5) == ["你", "好"]
+    assert (used.prompt_tokens, used.completion_tokens) == (7, 2)
+    body = json.loads(seen[0].content)
+    assert seen[0].url.path == "/v1/chat/completions" and seen[0].headers["authorization"] == "Bearer sekret"
+    assert body["stream"] is True and body["max_tokens"] == 5 and body["model"] == "served-model"
+    assert body["temperature"] == 0.0 and body["messages"] == MSGS
+
+
+async def test_server_errors_are_named_with_the_fix() -> None:
+    b = backend(lambda r: httpx.Response(500, text="model exploded"))
+    with pytest.raises(BackendError, match="HTTP 500: model exploded"):
+        await collect(b)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with pytest.raises(BackendError, match="model.base_url"):
+        await backend(refuse).warm(MSGS)
+    with pytest.raises(BackendError, match="malformed"):
+        await collect(backend(lambda r: httpx.Response(200, content=b"data: {oops\n\n")))
+
+
+async def test_slots_are_shared_earliest_turn_first_and_the_queue_is_bounded() -> None:
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        order.append(json.loads(request.content)["messages"][0]["content"])
+        await release.wait()
+        return httpx.Response(200, content=sse("ok"))
+
+    b = backend(handler, parallel=1, queue_limit=2)
+
+    async def ask(text: str, conv: str, priority: float) -> list:
+        return [p async for p in b.stream([{"role": "user", "content": text}], conversation=conv,
+                                          priority=priority)]
+
+    first = asyncio.create_task(ask("first", "a", 1.0))
+    await asyncio.sleep(0.05)
+    late = asyncio.create_task(ask("late", "b", 3.0))
+    early = asyncio.create_task(ask("early", "c", 2.0))
+    await asyncio.sleep(0.05)
+    with pytest.raises(BackendBusy):
+        await ask("too many", "d", 4.0)
+    release.set()
+    results = await asyncio.gather(first, late, early)
+    assert order == ["first", "early", "late"]
+    assert results[1][0] == Queued(1) and results[2][0] == Queued(1)
+
+
+async def test_reset_stops_a_running_answer() -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        async def body():  # noqa: ANN202 - an async byte stream
+            for i in range(50):
+                yield f"data: {json.dumps({'choices': [{'delta': {'content': str(i)}}]})}\n\n".encode()
+                await asyncio.sleep(0.01)
+
+        return httpx.Response(200, content=body())
+
+    b = backend(slow)
+    got: list[str | Queued] = []
+    with pytest.raises(AnswerStopped):
+        async for piece in b.stream(MSGS, conversation="r"):
+            got.append(piece)
+            if len(got) == 3:
+                assert b.cancel("r") == 1
+    assert len(got) < 10
+    assert await collect(backend(lambda r: httpx.Response(200, content=sse("x"))), "r") == ["x"]
+
+
+def test_token_estimate_does_not_undercount_chinese() -> None:
+    b = backend(lambda r: httpx.Response(200))
+    assert b.count_tokens("科大讯飞董事长刘庆峰") == 10
+    assert 2 <= b.count_tokens("iFlytek chairman") <= 6
+
+
+# ---- against a real server ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama_cpp.server (llama-cpp-python's bundled OpenAI-compatible server) on loopback, small model."""
+    model = resolve("qwen2.5-coder-0.5b", ROOT / "models")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model.path), "--model_alias", model.name,
+           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "8192", "--n_threads", "2", "--verbose", "false"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "NO_PROXY": "*"})
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, Path(log).read_text(errors="replace")[-2000:]
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.mark.model
+async def test_the_core_answers_and_declines_through_a_real_openai_compatible_server(server: str,
+                                                                                  tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    cfg.model.backend, cfg.model.base_url, cfg.model.name = "openai", server, "qwen2.5-coder-0.5b"
+    b = OpenAIBackend(cfg.model)
+    core, store = await make_core(tmp_path, b, cfg=cfg)
+    try:
+        fact = await core.ask(Incoming("cli", "u", "u", "科大讯飞董事长是谁？", conversation="o1"))
+        assert isinstance(fact, Reply) and not fact.refused, fact
+        assert "刘庆峰" in fact.text and fact.citations
+        assert "刘庆峰" in fact.citations[0].text  # the grounding checks ran on the server's output
+        off = await core.ask(Incoming("cli", "u", "u", "文心一言是哪家公司开发的？", conversation="o2"))
+        assert isinstance(off, Reply) and off.refused
+    finally:
+        await b.close()
+        await store.close()
