@@ -286,6 +286,53 @@ async def _eval_run(core: Any, cases: list[Any], *, echo: bool,
     return results, evaluation.summarise(results, core.engine.model_name)
 
 
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("bench"),
+              show_default=True, help="Folder for bench.json and bench.png.")
+@click.option("--levels", default="1,2,4,8", show_default=True, help="Concurrent conversations to measure.")
+@click.option("--tokens", "ntg", type=click.IntRange(8, 512), default=48, show_default=True,
+              help="Answer length for the fixed-length throughput runs.")
+@click.option("--cold/--no-cold", default=True, show_default=True,
+              help="Also time a start with no saved prefix (computes it: a minute or two).")
+@click.option("--llama-tools", "tools", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder with llama.cpp's llama-batched-bench (scripts/llama-tools.sh prints it) to compare with.")
+@click.pass_context
+def bench(ctx: click.Context, out_dir: Path, levels: str, ntg: int, cold: bool, tools: Path | None) -> None:
+    """Measure latency and throughput on this machine; write bench.json and bench.png (a few minutes)."""
+
+    async def handler(cfg: Config) -> int:
+        from bot import bench as b
+        from bot.app import open_app
+
+        counts = sorted({int(x) for x in levels.split(",") if x.strip()})
+        async with open_app(cfg, progress=False) as app:
+            # After this process has the prefix on disk: what a restarted bot takes to its first answer.
+            restart = await asyncio.to_thread(_restart_probe, ctx.obj.get("config"), b.QUESTIONS[0])
+            report = await b.run(app, levels=counts, questions=b.QUESTIONS, ntg=ntg, cold=cold, tools=tools,
+                                 restart=restart)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "bench.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+        b.plot(report, out_dir / "bench.png")
+        click.echo(json.dumps(report["targets"], ensure_ascii=False, indent=2))
+        click.echo(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
+        return 0
+
+    _run(ctx, handler)
+
+
+def _restart_probe(config: str | None, question: str) -> dict[str, Any] | None:
+    """A new process's `bot ask --json` start-up timings (its first answer after a restart)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "bot", *(["--config", config] if config else []), "ask", "--json", question]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if run.returncode != 0 or not run.stdout.strip():
+        logging.getLogger(__name__).warning("restart probe failed: %s", run.stderr[-500:])
+        return None
+    obj = json.loads(run.stdout.strip().splitlines()[-1])
+    return {**obj.get("startup", {}), "ttft_ms": obj.get("ttft_ms"), "total_ms": obj.get("total_ms")}
+
+
 @main.group()
 def model() -> None:
     """Fetch or check model files."""

@@ -37,6 +37,7 @@ class ModelConfig:
     seed: int = 0
     queue_limit: int = 32
     parallel: int = 4  # answers decoded together in one batch (README, Speed: measured)
+    prefix_slots: int = 2  # content prefixes kept in the KV cache at once (more are restored from disk)
     flash_attn: bool = False
     answer_time_limit_s: float = 120.0  # an answer still decoding after this long is stopped (0: no limit)
     # Save the computed content prefix's KV state under data_dir so the next start restores it.
@@ -49,6 +50,10 @@ class ContentConfig:
     # Content up to this many tokens goes into one cached prompt prefix; more is retrieved per question.
     max_prefix_tokens: int = 5000
     retrieve_top_k: int = 3
+    # Content past one prefix is cut into groups, each its own cached prefix; a question goes to the group
+    # holding at least this share of its top passages' retrieval score, else its passages are quoted.
+    groups: bool = True
+    route_min_share: float = 0.5
 
 
 @dataclass
@@ -264,6 +269,7 @@ def _check(cfg: Config, src: str) -> None:
         "model.max_tokens": cfg.model.max_tokens,
         "model.queue_limit": cfg.model.queue_limit,
         "model.parallel": cfg.model.parallel,
+        "model.prefix_slots": cfg.model.prefix_slots,
         "content.max_prefix_tokens": cfg.content.max_prefix_tokens,
         "content.retrieve_top_k": cfg.content.retrieve_top_k,
         "conversation.max_question_chars": cfg.conversation.max_question_chars,
@@ -271,6 +277,8 @@ def _check(cfg: Config, src: str) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{src}: '{key}' must be greater than 0, got {value}.")
+    if not 0.0 < cfg.content.route_min_share <= 1.0:
+        raise ConfigError(f"{src}: 'content.route_min_share' must be in (0, 1], got {cfg.content.route_min_share}.")
     if not 0.0 <= cfg.model.temperature <= 2.0:
         raise ConfigError(f"{src}: 'model.temperature' must be between 0 and 2, got {cfg.model.temperature}.")
     for key, value in (("wecom.listen", cfg.wecom.listen), ("telegram.webhook_listen", cfg.telegram.webhook_listen)):

@@ -46,6 +46,13 @@ class _Draft:
         return self.earlier + self.text
 
 
+def _part(progress: ProgressFn | None, i: int, parts: int) -> ProgressFn | None:
+    """Progress of part i of `parts` as progress of the whole (each part counted by its own total)."""
+    if progress is None or parts == 1:
+        return progress
+    return lambda done, total: progress(i * total + done, parts * total)
+
+
 class Engine:
     """Answers one question about the given content, grounded and cited; knows no messenger and no log."""
 
@@ -59,10 +66,10 @@ class Engine:
         return self.backend.model_name
 
     async def prepare(self, content: ContentSet, progress: ProgressFn | None = None) -> None:
-        """Compute (or restore) the model's prefix for this content before it is served."""
-        prefix, fits = self.build.prefix(content)
-        await self.backend.warm(prefix, progress)
-        self.build.prefix_mode = fits
+        """Compute (or restore) the model's prefixes for this content (one per group) before it is served."""
+        prefixes = self.build.prefixes(content)
+        for i, prefix in enumerate(prefixes):
+            await self.backend.warm(prefix, _part(progress, i, len(prefixes)))
 
     async def run(self, msg: Incoming, content: ContentSet, history: list[HistoryTurn]) -> AsyncIterator[Event]:
         """Queued, Progress and Delta events (checked text only) while the answer is made, then one Reply."""

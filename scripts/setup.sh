@@ -77,10 +77,10 @@ done
 
 # A one-token decode in a subprocess: a build the CPU cannot run dies here, not in front of a user.
 if [ "$(cat "$VENV/.llama-smoke" 2>/dev/null)" != "$(cat "$VENV/.llama-cmake-args")" ]; then
-  if ! "$VENV/bin/python" -m bot.backends.llamacpp "$SMOKE_MODEL" >/dev/null 2>&1; then
+  if ! "$VENV/bin/python" -m bot.backends.smoke "$SMOKE_MODEL" >/dev/null 2>&1; then
     step "the llama.cpp build does not run on this CPU; rebuilding with the AVX2 set"
     install_llama "$(cpu_args avx2-only)"
-    "$VENV/bin/python" -m bot.backends.llamacpp "$SMOKE_MODEL"
+    "$VENV/bin/python" -m bot.backends.smoke "$SMOKE_MODEL"
   fi
   cat "$VENV/.llama-cmake-args" > "$VENV/.llama-smoke"
 fi

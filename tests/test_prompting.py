@@ -27,8 +27,9 @@ def builder(max_prefix_tokens: int = 5000, history_tokens: int = 600) -> PromptB
 
 def test_content_that_fits_is_the_prefix_and_questions_name_the_best_paragraphs(content: ContentSet) -> None:
     b = builder()
-    (system,), fits = b.prefix(content)
-    assert fits and "科大讯飞董事长刘庆峰" in system["content"]
+    assert b.plan(content).mode == "prefix"
+    (system,), = b.prefixes(content)
+    assert "科大讯飞董事长刘庆峰" in system["content"]
     messages = b.answer(content, [], "科大讯飞董事长是谁？", [])
     assert messages[0] == system and len(messages) == 2
     liu = next(p for p in content.passages if "科大讯飞董事长刘庆峰" in p.text)
@@ -36,11 +37,36 @@ def test_content_that_fits_is_the_prefix_and_questions_name_the_best_paragraphs(
     assert asked.startswith("科大讯飞董事长是谁？") and f"[{liu.order + 1}]" in asked
 
 
-def test_content_past_the_limit_is_retrieved_per_question(content: ContentSet) -> None:
+def test_content_past_the_limit_is_cut_into_groups_and_a_question_goes_to_its_group(content: ContentSet) -> None:
+    b = builder(max_prefix_tokens=1500)
+    plan = b.plan(content)
+    assert plan.mode == "groups" and len(plan.groups) >= 2
+    assert [p for g in plan.groups for p in g] == list(content.passages)  # every passage once, in order
+    prefixes = b.prefixes(content)
+    assert all(len(tokens_of(m[0]["content"])) <= 1500 for m in prefixes)
+    messages = b.answer(content, [], "科大讯飞董事长是谁？", [])
+    group = next(i for i, g in enumerate(plan.groups) if any("科大讯飞董事长刘庆峰" in p.text for p in g))
+    assert messages[0] == prefixes[group][0]  # the routed group's prefix, which the backend keeps
+    liu = next(p for p in content.passages if "科大讯飞董事长刘庆峰" in p.text)
+    assert f"[{liu.order + 1}]" in messages[-1]["content"]  # global passage numbers: citations stay true
+
+
+def test_evidence_spread_over_groups_quotes_the_passages_instead(content: ContentSet) -> None:
+    b = builder(max_prefix_tokens=1500)
+    b.cfg.content.route_min_share = 1.0  # any hit outside the best group counts as spread
+    question = "刘庆峰 周鸿祎 江浩然 赵晓光 建议"
+    assert len({next(i for i, g in enumerate(b.plan(content).groups) if p in g)
+                for p, _ in content.retrieve(question, 3)}) > 1
+    messages = b.answer(content, [], question, [])
+    assert "每个问题附带检索到的段落" in messages[0]["content"]
+    assert all(p.text in messages[-1]["content"] for p, _ in content.retrieve(question, 3))
+
+
+def test_content_past_the_limit_without_groups_is_retrieved_per_question(content: ContentSet) -> None:
     b = builder(max_prefix_tokens=200)
-    (system,), fits = b.prefix(content)
-    assert not fits and "科大讯飞董事长刘庆峰" not in system["content"]
-    b.prefix_mode = fits
+    b.cfg.content.groups = False
+    (system,), = b.prefixes(content)
+    assert b.plan(content).mode == "retrieval" and "科大讯飞董事长刘庆峰" not in system["content"]
     question = b.answer(content, [], "科大讯飞董事长是谁？", [])[-1]["content"]
     assert "科大讯飞董事长刘庆峰" in question  # the retrieved passages are quoted with the question
 

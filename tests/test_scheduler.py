@@ -27,7 +27,7 @@ def req(conversation: str, priority: float, *, suffix: int = 10, max_tokens: int
 
 def admit(s: Scheduler) -> list[Request]:
     seqs = iter(range(1, 100))
-    return s.admit(lambda p: len(PREFIX) if p[: len(PREFIX)] == PREFIX else 0,
+    return s.admit(lambda p: (0, len(PREFIX) if p[: len(PREFIX)] == PREFIX else 0),
                    lambda: next(n for n in seqs if n not in s.running))
 
 

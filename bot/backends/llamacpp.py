@@ -11,26 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
-import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bot.backends import kvstate
 from bot.backends.base import Completion, ProgressFn
+from bot.backends.llamalib import Batch, formatter, load, piece, sampler
+from bot.backends.prefixes import Prefixes, PrefixOps
 from bot.backends.scheduler import Request, Scheduler
 from bot.config import ModelConfig
 from bot.errors import BackendError
 from bot.types import Queued
 
 log = logging.getLogger(__name__)
-PREFIX_SEQ = 0
+# Prefix tokens read per step while answers may be decoding: a 512-token chunk stalls them ~10 s on 2 cores.
+PREFIX_CHUNK = 256
 
 
 @dataclass
@@ -64,15 +65,17 @@ class LlamaCppBackend:
         p = settings.params
         self.counters = Counters()
         started = time.perf_counter()
-        self._model, self._ctx = _load(settings.model_path, p)
+        self._model, self._ctx = load(settings.model_path, p)
         self.counters.timings["load_s"] = time.perf_counter() - started
         self._vocab = self._model.vocab
         self._mem = self._ctx.memory
-        self._formatter = _formatter(self._model)
-        self._batch = _Batch(p.n_batch)
-        self._prefix: list[int] = []
+        self._formatter = formatter(self._model)
+        self._batch = Batch(p.n_batch)
+        ops = PrefixOps(self._restore, self._evaluate, self._save, self._drop)
+        self.prefixes = Prefixes(list(range(p.prefix_slots)), ops, min(p.n_batch, PREFIX_CHUNK))
+        self._answer_seqs = range(p.prefix_slots, p.prefix_slots + p.parallel)
         self.sched = Scheduler(slots=p.parallel, n_ctx=p.n_ctx, n_batch=p.n_batch, queue_limit=p.queue_limit)
-        self._calls: list[Callable[[], None]] = []
+        self._jobs: list[Iterator[Any]] = []  # owner work done a chunk per step (computing a prefix)
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="llama-owner", daemon=True)
         self._thread.start()
@@ -84,8 +87,8 @@ class LlamaCppBackend:
         await self._on_owner(lambda: self._warm(prefix, progress))
 
     async def stream(self, messages: list[dict[str, str]], *, conversation: str, max_tokens: int | None = None,
-                     completion: Completion | None = None,
-                     priority: float | None = None) -> AsyncIterator[str | Queued]:
+                     completion: Completion | None = None, priority: float | None = None,
+                     ignore_eos: bool = False) -> AsyncIterator[str | Queued]:
         """Queue the request and yield its text pieces as the running batch decodes them."""
         loop = asyncio.get_running_loop()
         out: asyncio.Queue[Any] = asyncio.Queue()
@@ -93,7 +96,7 @@ class LlamaCppBackend:
         prompt = await asyncio.to_thread(self.prompt_tokens, messages)
         req = Request(prompt, max_tokens or p.max_tokens, conversation,
                       lambda item: loop.call_soon_threadsafe(out.put_nowait, item),
-                      time_limit_s=p.answer_time_limit_s, completion=completion)
+                      time_limit_s=p.answer_time_limit_s, completion=completion, ignore_eos=ignore_eos)
         if priority is not None:
             req.priority = priority
         if ahead := self.sched.submit(req):
@@ -136,33 +139,35 @@ class LlamaCppBackend:
 
     # ---- owner thread -----------------------------------------------------------------------------
 
-    async def _on_owner(self, fn: Callable[[], None]) -> None:
-        """Run `fn` on the owner thread between two decode steps and wait for it."""
+    async def _on_owner(self, fn: Callable[[], Iterator[Any]]) -> None:
+        """Run the generator `fn()` on the owner thread, one step between two decode steps, and wait for it."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
-        def call() -> None:
+        def job() -> Iterator[None]:
             try:
-                fn()
+                for _ in fn():
+                    yield
                 loop.call_soon_threadsafe(done.set_result, None)
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
                 loop.call_soon_threadsafe(done.set_exception, exc)
 
         with self.sched.cond:
-            self._calls.append(call)
+            self._jobs.append(job())
             self.sched.cond.notify()
         await done
 
     def _run(self) -> None:
         while True:
             with self.sched.cond:
-                while not (self._stopping or self._calls or self.sched.running or self.sched.waiting):
+                while not (self._stopping or self._jobs or self.sched.running or self.sched.waiting):
                     self.sched.cond.wait()
                 if self._stopping:
                     return
-                calls, self._calls = self._calls, []
-            for call in calls:
-                call()
+                job = self._jobs[0] if self._jobs else None
+            if job is not None and next(job, StopIteration) is StopIteration:
+                with self.sched.cond:
+                    self._jobs.remove(job)
             try:
                 self._step()
             except Exception as exc:  # noqa: BLE001 - every running answer learns of it; the thread lives on
@@ -176,8 +181,8 @@ class LlamaCppBackend:
             self._end(req)
         for req in self.sched.admit(self._shared, self._free_seq):
             if req.pos:
-                self._llama.llama_memory_seq_cp(self._mem, PREFIX_SEQ, req.seq, 0, req.pos)
-            req.sampler = _sampler(self.settings.params, len(req.prompt) + req.order)
+                self._llama.llama_memory_seq_cp(self._mem, req.source, req.seq, 0, req.pos)
+            req.sampler = sampler(self.settings.params, len(req.prompt) + req.order)
         steps = self.sched.plan()
         if not steps:
             return
@@ -197,11 +202,11 @@ class LlamaCppBackend:
                 self._sampled(req, self._llama.llama_sampler_sample(req.sampler.sampler, self._ctx.ctx, row))
 
     def _sampled(self, req: Request, token: int) -> None:
-        if self._llama.llama_vocab_is_eog(self._vocab, token):
+        if self._llama.llama_vocab_is_eog(self._vocab, token) and not req.ignore_eos:
             self._end(req)
             return
         req.generated += 1
-        if text := req.decoder.decode(_piece(self._vocab, token)):
+        if text := req.decoder.decode(piece(self._vocab, token)):
             req.sink(text)
         req.todo = [token]
         if req.generated >= req.max_tokens:
@@ -218,12 +223,14 @@ class LlamaCppBackend:
         self.sched.finish(req)
         req.sink(None)
 
-    def _shared(self, prompt: list[int]) -> int:
-        """How many of the prompt's first tokens the prefix sequence holds."""
-        return len(os.path.commonprefix([self._prefix, prompt]))
+    def _shared(self, prompt: list[int]) -> tuple[int, int]:
+        """The prefix sequence the prompt starts from and how many of its tokens that holds."""
+        routed = self.prefixes.route(prompt)
+        self.sched.prefix_cells = self.prefixes.cells()
+        return routed
 
     def _free_seq(self) -> int:
-        return min(set(range(1, self.settings.params.parallel + 1)) - set(self.sched.running))
+        return min(set(self._answer_seqs) - set(self.sched.running))
 
     @property
     def _llama(self) -> Any:
@@ -231,38 +238,36 @@ class LlamaCppBackend:
 
         return llama_cpp
 
-    def _warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None) -> None:
+    def _warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None) -> Iterator[None]:
         started = time.perf_counter()
         tokens = self._prefix_tokens(prefix)
-        path = self._cache_path(tokens)
-        self._llama.llama_memory_seq_rm(self._mem, PREFIX_SEQ, -1, -1)
-        self._prefix = []
-        if path and path.exists() and kvstate.restore(self._ctx.ctx, PREFIX_SEQ, path, tokens):
-            source = "restored"
-        else:
-            self._llama.llama_memory_seq_rm(self._mem, PREFIX_SEQ, -1, -1)
-            self._evaluate_prefix(tokens, progress)
-            source = "computed"
-            if path:
-                kvstate.save(self._ctx.ctx, PREFIX_SEQ, path, tokens)
-        self._prefix = tokens
-        self.sched.prefix_cells = len(tokens)
+        sources = ["resident"]
+        for step in self.prefixes.warm(tokens, self._cache_path(tokens), progress):
+            sources.append(step)
+            yield
+        source = sources[-1]
+        self.sched.prefix_cells = self.prefixes.cells()
         elapsed = time.perf_counter() - started
-        self.counters.timings.update(prefix_s=elapsed, prefix_source=source)
+        self.counters.timings.update(prefix_s=elapsed, prefix_source=source, prefix_tokens=len(tokens))
         log.info("prefix of %d tokens %s in %.1f s", len(tokens), source, elapsed)
 
-    def _evaluate_prefix(self, tokens: list[int], progress: ProgressFn | None) -> None:
-        step = self.settings.params.n_batch
-        fake = Request(tokens, 0, "", lambda _: None, seq=PREFIX_SEQ)
-        for i in range(0, len(tokens), step):
-            chunk = tokens[i : i + step]
-            fake.pos = i
-            self._batch.fill([(fake, chunk)], logits=False)
-            if (rc := self._llama.llama_decode(self._ctx.ctx, self._batch.batch)) != 0:
-                raise BackendError(f"llama_decode returned {rc} while reading the prefix; raise model.n_ctx")
-            self.counters.prefix_tokens_evaluated += len(chunk)
-            if progress:
-                progress(min(i + step, len(tokens)), len(tokens))
+    def _restore(self, seq: int, path: Path, tokens: list[int]) -> bool:
+        self._drop(seq)
+        return kvstate.restore(self._ctx.ctx, seq, path, tokens)
+
+    def _save(self, seq: int, path: Path, tokens: list[int]) -> None:
+        kvstate.save(self._ctx.ctx, seq, path, tokens)
+
+    def _drop(self, seq: int) -> None:
+        self._llama.llama_memory_seq_rm(self._mem, seq, -1, -1)
+
+    def _evaluate(self, seq: int, chunk: list[int], pos: int) -> None:
+        """Read prefix tokens into `seq` (no logits), in the same batch as nothing else."""
+        fake = Request(chunk, 0, "", lambda _: None, seq=seq, pos=pos)
+        self._batch.fill([(fake, chunk)], logits=False)
+        if (rc := self._llama.llama_decode(self._ctx.ctx, self._batch.batch)) != 0:
+            raise BackendError(f"llama_decode returned {rc} while reading the prefix; raise model.n_ctx")
+        self.counters.prefix_tokens_evaluated += len(chunk)
 
     def _prefix_tokens(self, prefix: list[dict[str, str]]) -> list[int]:
         """The tokens every request starts with: the common part of two renderings of the chat template."""
@@ -276,119 +281,3 @@ class LlamaCppBackend:
             return None
         identity = (s.model_sha256, str(p.n_ctx), self._llama.__version__, f"fa={p.flash_attn}")
         return kvstate.cache_path(s.cache_dir, identity, tokens)
-
-
-class _Batch:
-    """One reusable `llama_batch` of up to n_batch tokens."""
-
-    def __init__(self, n_batch: int) -> None:
-        import llama_cpp
-
-        self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
-
-    def fill(self, steps: list[tuple[Request, list[int]]], *, logits: bool = True) -> list[int]:
-        """Put each request's tokens in; the row of its logits when this chunk ends its todo, else -1."""
-        b, n, rows = self.batch, 0, []
-        for req, toks in steps:
-            for j, tok in enumerate(toks):
-                b.token[n], b.pos[n], b.n_seq_id[n] = tok, req.pos + j, 1
-                b.seq_id[n][0] = req.seq
-                b.logits[n] = False
-                n += 1
-            last = logits and len(toks) == len(req.todo)
-            b.logits[n - 1] = last
-            rows.append(n - 1 if last else -1)
-        b.n_tokens = n
-        return rows
-
-
-def _load(path: Path, p: ModelConfig) -> tuple[Any, Any]:
-    import llama_cpp
-    from llama_cpp import _internals
-
-    mparams = llama_cpp.llama_model_default_params()
-    with _quiet_stderr():
-        model = _internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
-        c = llama_cpp.llama_context_default_params()
-        c.n_ctx, c.n_batch, c.n_ubatch, c.n_seq_max = p.n_ctx, p.n_batch, p.n_batch, p.parallel + 1
-        c.n_threads = c.n_threads_batch = p.threads
-        c.kv_unified = True  # the prefix's cells are shared by every sequence, not copied per stream
-        c.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if p.flash_attn
-                             else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
-        c.no_perf = True
-        ctx = _internals.LlamaContext(model=model, params=c, verbose=False)
-    return model, ctx
-
-
-def _formatter(model: Any) -> Any:
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    template = model.metadata().get("tokenizer.chat_template")
-    if not template:
-        raise BackendError("the GGUF has no chat template; use a chat model")
-    eos = _piece(model.vocab, model.token_eos(), special=True).decode("utf-8", "ignore")
-    bos = _piece(model.vocab, model.token_bos(), special=True).decode("utf-8", "ignore")
-    return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-
-
-def _sampler(p: ModelConfig, seed_offset: int) -> Any:
-    """Greedy at temperature 0 (answers repeat exactly); else top-p and temperature with a seeded draw."""
-    from llama_cpp import _internals
-
-    s = _internals.LlamaSampler()
-    if p.repeat_penalty != 1.0:
-        s.add_penalties(0, 64, p.repeat_penalty, 0.0, 0.0)
-    if p.temperature <= 0:
-        s.add_greedy()
-    else:
-        s.add_top_p(p.top_p, 1)
-        s.add_temp(p.temperature)
-        s.add_dist(p.seed + seed_offset)
-    return s
-
-
-def _piece(vocab: Any, token: int, *, special: bool = False) -> bytes:
-    import llama_cpp
-
-    buf = ctypes.create_string_buffer(64)
-    n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, special)
-    if n < 0:
-        buf = ctypes.create_string_buffer(-n)
-        n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, special)
-    return buf.raw[:n]
-
-
-@contextlib.contextmanager
-def _quiet_stderr() -> Any:
-    """llama.cpp prints load logs on fd 2; keep them off the terminal unless debugging."""
-    if os.environ.get("BOT_LLAMA_VERBOSE"):
-        yield
-        return
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        sys.stderr.flush()
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def smoke(model_path: str) -> int:
-    """Decode one token; setup runs this in a subprocess to catch builds the CPU cannot execute."""
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=model_path, n_ctx=128, n_threads=2, verbose=False)
-    out = llm.create_completion("1, 2, 3,", max_tokens=1, temperature=0)
-    print("smoke ok:", repr(out["choices"][0]["text"]))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(smoke(sys.argv[1]))

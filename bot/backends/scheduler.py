@@ -31,11 +31,13 @@ class Request:
     sink: Sink
     priority: float = field(default_factory=time.perf_counter)
     time_limit_s: float = 0.0  # 0: none
+    ignore_eos: bool = False  # decode exactly max_tokens (`bot bench` measures throughput so)
     completion: Completion | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     order: int = field(default_factory=lambda: next(_order))
     # set while running
     seq: int = -1
+    source: int = -1  # the prefix sequence its first `pos` cells are copied from
     pos: int = 0  # the next token's position
     todo: list[int] = field(default_factory=list)  # tokens to feed at the next steps
     generated: int = 0
@@ -91,10 +93,11 @@ class Scheduler:
 
     # -- on the owner thread --
 
-    def admit(self, shared: Callable[[list[int]], int], free_seq: Callable[[], int]) -> list[Request]:
+    def admit(self, shared: Callable[[list[int]], tuple[int, int]], free_seq: Callable[[], int]) -> list[Request]:
         """Move waiting requests into free slots: earliest key first, one per conversation, if the KV has room.
 
-        `shared(prompt)` is how many prompt tokens the prefix already holds; `free_seq()` a free sequence id.
+        `shared(prompt)` is (the prefix sequence to start from, how many prompt tokens it holds);
+        `free_seq()` a free sequence id.
         """
         joined: list[Request] = []
         with self.cond:
@@ -105,14 +108,15 @@ class Scheduler:
                     break
                 if req.conversation in busy:
                     continue  # one answer in flight per conversation
-                n = min(shared(req.prompt), len(req.prompt) - 1)  # the last token is fed to get logits
+                source, n = shared(req.prompt)
+                n = min(n, len(req.prompt) - 1)  # the last token is fed to get logits
                 need = len(req.prompt) - n + req.max_tokens
                 if need + self.prefix_cells > self.n_ctx:
                     self._fail(req, f"the prompt needs {need} KV cells beyond the prefix; model.n_ctx is too small")
                     continue
                 if self.prefix_cells + self._reserved() + need > self.n_ctx:
                     break  # wait for a running answer to free its cells
-                req.seq, req.pos, req.todo, req.reserved = free_seq(), n, req.prompt[n:], need
+                req.seq, req.source, req.pos, req.todo, req.reserved = free_seq(), source, n, req.prompt[n:], need
                 req.started = time.monotonic()
                 self.waiting.remove(req)
                 self.running[req.seq] = req

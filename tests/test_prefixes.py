@@ -1,0 +1,79 @@
+"""Prefix residency alone: routing to the prefix a prompt starts with, restore before compute, LRU eviction
+that spares a prefix being computed, and computing a chunk per step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.backends.prefixes import Prefixes, PrefixOps
+
+
+class FakeKV:
+    """Records what the prefix store asks of llama.cpp; files 'exist' when saved."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.seqs: dict[int, list[int]] = {}
+        self.evaluated = 0
+        self.log: list[str] = []
+
+    def ops(self) -> PrefixOps:
+        return PrefixOps(self.restore, self.evaluate, self.save, self.drop)
+
+    def restore(self, seq: int, path: Path, tokens: list[int]) -> bool:
+        self.log.append(f"restore {seq}")
+        self.seqs[seq] = list(tokens)
+        return True
+
+    def evaluate(self, seq: int, chunk: list[int], pos: int) -> None:
+        self.seqs.setdefault(seq, [])[pos:] = chunk
+        self.evaluated += len(chunk)
+
+    def save(self, seq: int, path: Path, tokens: list[int]) -> None:
+        path.write_bytes(b"kv")
+
+    def drop(self, seq: int) -> None:
+        self.seqs.pop(seq, None)
+
+
+def group(n: int, size: int = 10) -> list[int]:
+    return [1, 2, 3] + [100 * n + i for i in range(size)]  # a shared instruction start, then the group
+
+
+def test_computes_once_in_chunks_then_routes_and_restores(tmp_path: Path) -> None:
+    kv = FakeKV(tmp_path)
+    store = Prefixes([0, 1], kv.ops(), chunk=4)
+    steps = list(store.warm(group(1), tmp_path / "g1"))
+    assert steps[-1] == "computed" and steps.count("computing") == 3  # 13 tokens in chunks of 4
+    assert kv.seqs[0] == group(1) and kv.evaluated == 13
+    for g in (2, 3):
+        assert list(store.warm(group(g), tmp_path / f"g{g}"))[-1] == "computed"
+    # Two sequences for three groups: group 1, least recently used, was evicted but is on disk.
+    assert store.cells() == 2 * 13 and [p.seq for p in store.known] == [None, 1, 0]
+    seq, shared = store.route(group(1) + [7, 8])
+    assert shared == 13 and kv.seqs[seq] == group(1) and kv.log == [f"restore {seq}"]
+    assert kv.evaluated == 3 * 13  # restored, not computed again
+    # A prompt sharing only the instruction start goes to a resident prefix, which holds those 3 tokens.
+    seq, shared = store.route([1, 2, 3, 9, 9])
+    assert shared == 3 and seq in kv.seqs
+
+
+def test_a_prefix_being_computed_is_neither_evicted_nor_routed_to(tmp_path: Path) -> None:
+    kv = FakeKV(tmp_path)
+    store = Prefixes([0], kv.ops(), chunk=4)
+    list(store.warm(group(1), tmp_path / "g1"))
+    job = store.warm(group(2), tmp_path / "g2")
+    next(job)  # group 2 is being computed (it took the only sequence: group 1 went to disk)
+    assert store.route(group(2)) == (-1, 0)  # nothing to start from: the prompt is read whole
+    assert kv.seqs[0] == group(2)[:4]  # untouched by the route
+    list(job)
+    assert store.route(group(2)) == (0, 13)
+
+
+def test_without_a_cache_file_an_evicted_prefix_is_computed_again(tmp_path: Path) -> None:
+    kv = FakeKV(tmp_path)
+    store = Prefixes([0], kv.ops(), chunk=100)
+    list(store.warm(group(1), None))
+    list(store.warm(group(2), None))
+    store.route(group(1))
+    assert kv.evaluated == 3 * 13 and "restore 0" not in kv.log
