@@ -1,6 +1,7 @@
 # `make run`: set up (first time: ~10 min) and chat with the bot in the terminal.
 # `make test`: set up if needed and run the whole test suite, real-model tests included.
-.PHONY: setup run test lint
+# `make bench`: build llama.cpp's own tools once, then measure speed (bench/bench.json, bench/bench.png).
+.PHONY: setup run test lint bench
 
 setup:
 	@bash scripts/setup.sh
@@ -13,3 +14,6 @@ test: setup
 
 lint: setup
 	.venv/bin/ruff check bot tests
+
+bench: setup
+	.venv/bin/bot bench --llama-tools "$$(bash scripts/llama-tools.sh)"

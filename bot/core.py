@@ -219,6 +219,8 @@ class Core:
                     new = None
             if new is not None:
                 self.knowledge.current = new
+                if new.version != old.version:
+                    await self.engine.retain(new)
             who = by or Incoming("signal", "", "", "")
             await self.store.log_event(who.channel, who.chat_id, who.user_id, "reload", report.summary())
             return report

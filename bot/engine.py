@@ -71,6 +71,10 @@ class Engine:
         for i, prefix in enumerate(prefixes):
             await self.backend.warm(prefix, _part(progress, i, len(prefixes)))
 
+    async def retain(self, content: ContentSet) -> None:
+        """Keep only this content's prefixes in the model's memory (once it is the one served)."""
+        await self.backend.retain(self.build.prefixes(content))
+
     async def run(self, msg: Incoming, content: ContentSet, history: list[HistoryTurn]) -> AsyncIterator[Event]:
         """Queued, Progress and Delta events (checked text only) while the answer is made, then one Reply."""
         async for event in self._turn(msg, content, self.build.trim(history), _Draft(time.perf_counter())):

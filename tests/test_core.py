@@ -176,6 +176,8 @@ async def test_reload_recomputes_the_prefix_only_on_change(on_copy) -> None:
     assert report.ok and report.changed == 1
     assert len(backend.warmed) == 2 and "盖大楼" in backend.warmed[-1][0]["content"]
     assert core.content.version == report.version != ARTICLE.version
+    # Once the new version is served, only its prefix stays in the model's memory.
+    assert backend.retained == [[backend.warmed[-1]]]
     for f in content.iterdir():
         f.unlink()
     report = await core.reload()

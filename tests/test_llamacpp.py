@@ -107,3 +107,39 @@ async def test_a_restored_prefix_answers_as_the_computed_one(backend: LlamaCppBa
         assert await answer(fresh, QUESTIONS[0], "x") == await answer(backend, QUESTIONS[0], "x")
     finally:
         await fresh.close()
+
+
+@in_module_loop
+async def test_group_prefixes_swap_through_disk_and_a_change_of_content_or_model_recomputes(
+        tmp_path: Path) -> None:
+    text = (ROOT / "content" / "article.txt").read_text(encoding="utf-8")
+    groups = [[{"role": "system", "content": "根据下面的段落回答问题。\n\n" + part}]
+              for part in (text[:700], text[700:1400])]
+    b = await asyncio.to_thread(LlamaCppBackend, settings(tmp_path, prefix_slots=1))
+    try:
+        for g in groups:
+            await b.warm(g)
+        assert (b.prefixes.computed, b.prefixes.restored) == (2, 0)
+        # One prefix sequence: the first group went to disk; a question for it brings it back.
+        assert await answer_with(b, groups[0], QUESTIONS[0], "g")
+        assert b.prefixes.restored == 1 and b.prefixes.computed == 2
+        changed = [{"role": "system", "content": groups[1][0]["content"].replace("刘庆峰", "刘某")}]
+        await b.warm(changed)
+        assert b.prefixes.computed == 3  # an edited group is read again; its old file does not match
+    finally:
+        await b.close()
+    other = await asyncio.to_thread(LlamaCppBackend, settings(tmp_path, prefix_slots=1))
+    other.settings.model_sha256 = "another-model"
+    try:
+        await other.warm(groups[0])
+        assert other.counters.timings["prefix_source"] == "computed"  # another model's cache is not used
+    finally:
+        await other.close()
+
+
+async def answer_with(b: LlamaCppBackend, prefix: list[dict[str, str]], question: str, conversation: str) -> str:
+    out = ""
+    async for piece in b.stream(prefix + [{"role": "user", "content": question}], conversation=conversation):
+        if isinstance(piece, str):
+            out += piece
+    return out

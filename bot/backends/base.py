@@ -33,6 +33,10 @@ class Backend(Protocol):
         """Compute (or restore) the shared prefix so later requests start from it."""
         ...
 
+    async def retain(self, prefixes: list[list[dict[str, str]]]) -> None:
+        """Keep only these prefixes computed in memory (after a reload: the old content's go)."""
+        ...
+
     def stream(
         self, messages: list[dict[str, str]], *, conversation: str, max_tokens: int | None = None,
         completion: Completion | None = None, priority: float | None = None,

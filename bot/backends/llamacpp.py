@@ -86,6 +86,17 @@ class LlamaCppBackend:
         """Evaluate (or restore from disk) the token prefix shared by every request."""
         await self._on_owner(lambda: self._warm(prefix, progress))
 
+    async def retain(self, prefixes: list[list[dict[str, str]]]) -> None:
+        """Free the KV sequences of every other prefix (their files stay for a later restore)."""
+        keep = [self._prefix_tokens(p) for p in prefixes]
+
+        def drop_others() -> Iterator[None]:
+            self.prefixes.retain(keep)
+            self.sched.prefix_cells = self.prefixes.cells()
+            yield
+
+        await self._on_owner(drop_others)
+
     async def stream(self, messages: list[dict[str, str]], *, conversation: str, max_tokens: int | None = None,
                      completion: Completion | None = None, priority: float | None = None,
                      ignore_eos: bool = False) -> AsyncIterator[str | Queued]:

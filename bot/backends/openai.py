@@ -49,6 +49,9 @@ class OpenAIBackend:
         if progress:
             progress(1, 1)
 
+    async def retain(self, prefixes: list[list[dict[str, str]]]) -> None:
+        """Nothing to do: the server's prompt cache keeps what it sees most."""
+
     async def stream(self, messages: list[dict[str, str]], *, conversation: str, max_tokens: int | None = None,
                      completion: Completion | None = None,
                      priority: float | None = None) -> AsyncIterator[str | Queued]:

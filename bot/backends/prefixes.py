@@ -115,6 +115,13 @@ class Prefixes:
         best.used = time.monotonic()
         return best.seq if best.seq is not None else -1, shared
 
+    def retain(self, keep: list[list[int]]) -> None:
+        """Make every prefix not in `keep` non-resident (a resident prefix widens every answer's attention)."""
+        for p in self.known:
+            if p.seq is not None and not p.busy and p.tokens not in keep:
+                self.ops.drop(p.seq)
+                p.seq = None
+
     def _can_take_seq(self) -> bool:
         """A sequence is free, or one holds a prefix that may be evicted."""
         taken = {p.seq for p in self.known if p.seq is not None}

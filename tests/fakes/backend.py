@@ -30,6 +30,7 @@ class FakeBackend:
         self.calls: list[list[dict[str, str]]] = []
         self.warmed: list[list[dict[str, str]]] = []
         self.cancelled: list[str] = []
+        self.retained: list[list[list[dict[str, str]]]] = []
         self._lock = asyncio.Lock()
         self._waiting = 0
 
@@ -60,6 +61,9 @@ class FakeBackend:
                     completion.completion_tokens = len(pieces)
         finally:
             self._waiting -= 1
+
+    async def retain(self, prefixes: list[list[dict[str, str]]]) -> None:
+        self.retained.append(prefixes)
 
     def cancel(self, conversation: str) -> int:
         self.cancelled.append(conversation)
