@@ -28,7 +28,7 @@ class ModelConfig:
     name: str = "qwen2.5-coder-1.5b"
     dir: str = "models"
     threads: int = 2
-    n_ctx: int = 8192
+    n_ctx: int = 12288
     n_batch: int = 512
     temperature: float = 0.0
     top_p: float = 1.0

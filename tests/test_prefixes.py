@@ -53,9 +53,22 @@ def test_computes_once_in_chunks_then_routes_and_restores(tmp_path: Path) -> Non
     seq, shared = store.route(group(1) + [7, 8])
     assert shared == 13 and kv.seqs[seq] == group(1) and kv.log == [f"restore {seq}"]
     assert kv.evaluated == 3 * 13  # restored, not computed again
-    # A prompt sharing only the instruction start goes to a resident prefix, which holds those 3 tokens.
-    seq, shared = store.route([1, 2, 3, 9, 9])
-    assert shared == 3 and seq in kv.seqs
+    # Routing leaves only the routed prefix resident: a second one would widen every answer's attention.
+    assert store.cells() == 13 and list(kv.seqs) == [seq]
+    # A prompt sharing only the instruction start goes to the resident prefix, which holds those 3 tokens.
+    assert store.route([1, 2, 3, 9, 9]) == (seq, 3)
+
+
+def test_a_prefix_that_running_answers_started_from_is_kept(tmp_path: Path) -> None:
+    kv = FakeKV(tmp_path)
+    running: set[int] = set()
+    store = Prefixes([0, 1], kv.ops(), chunk=100, in_use=lambda: running)
+    list(store.warm(group(1), tmp_path / "g1"))
+    running.add(store.route(group(1))[0])  # an answer runs from group 1
+    seq2, _ = store.route(group(2)) if list(store.warm(group(2), tmp_path / "g2")) else (None, 0)
+    assert store.cells() == 2 * 13  # group 1 stays while its answer runs
+    running.clear()
+    assert store.route(group(2)) == (seq2, 13) and store.cells() == 13
 
 
 def test_a_prefix_being_computed_is_neither_evicted_nor_routed_to(tmp_path: Path) -> None:
@@ -64,7 +77,7 @@ def test_a_prefix_being_computed_is_neither_evicted_nor_routed_to(tmp_path: Path
     list(store.warm(group(1), tmp_path / "g1"))
     job = store.warm(group(2), tmp_path / "g2")
     next(job)  # group 2 is being computed (it took the only sequence: group 1 went to disk)
-    assert store.route(group(2)) == (-1, 0)  # nothing to start from: the prompt is read whole
+    assert store.route(group(2)) is None  # it waits for the prefix rather than read 5k tokens at once
     assert kv.seqs[0] == group(2)[:4]  # untouched by the route
     list(job)
     assert store.route(group(2)) == (0, 13)

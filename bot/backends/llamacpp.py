@@ -72,7 +72,8 @@ class LlamaCppBackend:
         self._formatter = formatter(self._model)
         self._batch = Batch(p.n_batch)
         ops = PrefixOps(self._restore, self._evaluate, self._save, self._drop)
-        self.prefixes = Prefixes(list(range(p.prefix_slots)), ops, min(p.n_batch, PREFIX_CHUNK))
+        self.prefixes = Prefixes(list(range(p.prefix_slots)), ops, min(p.n_batch, PREFIX_CHUNK),
+                                 in_use=lambda: {r.source for r in self.sched.running.values()})
         self._answer_seqs = range(p.prefix_slots, p.prefix_slots + p.parallel)
         self.sched = Scheduler(slots=p.parallel, n_ctx=p.n_ctx, n_batch=p.n_batch, queue_limit=p.queue_limit)
         self._jobs: list[Iterator[Any]] = []  # owner work done a chunk per step (computing a prefix)
@@ -234,7 +235,7 @@ class LlamaCppBackend:
         self.sched.finish(req)
         req.sink(None)
 
-    def _shared(self, prompt: list[int]) -> tuple[int, int]:
+    def _shared(self, prompt: list[int]) -> tuple[int, int] | None:
         """The prefix sequence the prompt starts from and how many of its tokens that holds."""
         routed = self.prefixes.route(prompt)
         self.sched.prefix_cells = self.prefixes.cells()

@@ -93,11 +93,12 @@ class Scheduler:
 
     # -- on the owner thread --
 
-    def admit(self, shared: Callable[[list[int]], tuple[int, int]], free_seq: Callable[[], int]) -> list[Request]:
+    def admit(self, shared: Callable[[list[int]], tuple[int, int] | None],
+              free_seq: Callable[[], int]) -> list[Request]:
         """Move waiting requests into free slots: earliest key first, one per conversation, if the KV has room.
 
-        `shared(prompt)` is (the prefix sequence to start from, how many prompt tokens it holds);
-        `free_seq()` a free sequence id.
+        `shared(prompt)` is (the prefix sequence to start from, how many prompt tokens it holds), or None
+        when its prefix cannot be made ready now; `free_seq()` a free sequence id.
         """
         joined: list[Request] = []
         with self.cond:
@@ -108,7 +109,9 @@ class Scheduler:
                     break
                 if req.conversation in busy:
                     continue  # one answer in flight per conversation
-                source, n = shared(req.prompt)
+                if (routed := shared(req.prompt)) is None:
+                    continue
+                source, n = routed
                 n = min(n, len(req.prompt) - 1)  # the last token is fed to get logits
                 need = len(req.prompt) - n + req.max_tokens
                 if need + self.prefix_cells > self.n_ctx:
