@@ -105,18 +105,18 @@ async def open_app(cfg: Config, *, backend: Backend | None = None, progress: boo
                 await (await loading).close()
             raise
         backend = await loading
-        engine = Engine(cfg, backend, Prompts())
-        gate = Gate(cfg.conversation.max_question_chars, policies(cfg))
-        core = Core(knowledge, engine, store, gate, history_turns=cfg.conversation.history_turns)
-        update, close_bar = progress_bar(progress and sys.stderr.isatty())
         try:
-            await _timed(startup, "prefix_s", core.start(update))
-        finally:
-            close_bar()
-        counters = getattr(backend, "counters", None)
-        startup["prefix_source"] = counters.timings.get("prefix_source") if counters else None
-        write_snapshot(cfg, knowledge.current)
-        try:
+            engine = Engine(cfg, backend, Prompts())
+            gate = Gate(cfg.conversation.max_question_chars, policies(cfg))
+            core = Core(knowledge, engine, store, gate, history_turns=cfg.conversation.history_turns)
+            update, close_bar = progress_bar(progress and sys.stderr.isatty())
+            try:
+                await _timed(startup, "prefix_s", core.start(update))
+            finally:
+                close_bar()
+            counters = getattr(backend, "counters", None)
+            startup["prefix_source"] = counters.timings.get("prefix_source") if counters else None
+            write_snapshot(cfg, knowledge.current)
             yield App(cfg, store, knowledge, backend, core, startup)
         finally:
             await backend.close()

@@ -47,10 +47,10 @@ class _Draft:
 
 
 def _part(progress: ProgressFn | None, i: int, parts: int) -> ProgressFn | None:
-    """Progress of part i of `parts` as progress of the whole (each part counted by its own total)."""
+    """Progress of part i of `parts` as progress of the whole, in thousandths (parts differ in size)."""
     if progress is None or parts == 1:
         return progress
-    return lambda done, total: progress(i * total + done, parts * total)
+    return lambda done, total: progress(i * 1000 + done * 1000 // max(total, 1), parts * 1000)
 
 
 class Engine:

@@ -59,7 +59,7 @@ class PromptBuilder:
             groups[-1].append(p)
             used += cost
         fits = all(base + sum(self.count_tokens(self.passages([p])) + 1 for p in g) <= limit for g in groups)
-        if len(groups) > 1 and (not self.cfg.content.groups or not fits):
+        if not fits or (len(groups) > 1 and not self.cfg.content.groups):
             groups = []
         plan = Plan(tuple(tuple(g) for g in groups if g))
         if plan.mode != "prefix":
@@ -145,5 +145,8 @@ class PromptBuilder:
             "translate_en", answer=answer, glossary=glossary)}]
 
     def _start(self, content: ContentSet) -> Messages:
-        """A translation's prefix: the first group's, which the backend holds anyway."""
-        return self.prefixes(content)[0]
+        """A translation's prefix: the whole content's in prefix mode; with groups, the instructions alone,
+        which every group's prefix starts with (so no group is swapped in for a translation)."""
+        plan = self.plan(content)
+        return self.prefixes(content)[0] if plan.mode == "prefix" else [
+            {"role": "system", "content": self._system(content, ())}]

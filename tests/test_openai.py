@@ -182,3 +182,30 @@ async def test_the_core_answers_and_declines_through_a_real_openai_compatible_se
     finally:
         await b.close()
         await store.close()
+
+
+async def test_a_conversations_second_request_does_not_hold_up_the_free_slots() -> None:
+    gates: dict[str, asyncio.Event] = {}
+    started: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        tag = json.loads(request.content)["messages"][0]["content"]
+        started.append(tag)
+        await gates.setdefault(tag, asyncio.Event()).wait()
+        return httpx.Response(200, content=sse("ok"))
+
+    b = backend(handler, parallel=4)
+
+    async def ask(tag: str, conv: str) -> None:
+        async for _ in b.stream([{"role": "user", "content": tag}], conversation=conv):
+            pass
+
+    tasks = [asyncio.create_task(ask("A1", "a"))]
+    await asyncio.sleep(0.05)
+    tasks += [asyncio.create_task(ask(t, c)) for t, c in (("A2", "a"), ("B", "b"), ("C", "c"))]
+    await asyncio.sleep(0.05)
+    assert started == ["A1", "B", "C"]  # A2 waits for A1; B and C take free slots at once
+    for tag in ("A1", "A2", "B", "C"):
+        gates.setdefault(tag, asyncio.Event()).set()
+    await asyncio.gather(*tasks)
+    assert started[-1] == "A2" and not b._running and not b._waiting  # noqa: SLF001 - nothing left held

@@ -83,10 +83,26 @@ def test_a_prefix_being_computed_is_neither_evicted_nor_routed_to(tmp_path: Path
     assert store.route(group(2)) == (0, 13)
 
 
-def test_without_a_cache_file_an_evicted_prefix_is_computed_again(tmp_path: Path) -> None:
+def test_without_a_cache_file_an_evicted_prefix_is_computed_again_between_steps(tmp_path: Path) -> None:
     kv = FakeKV(tmp_path)
     store = Prefixes([0], kv.ops(), chunk=100)
     list(store.warm(group(1), None))
     list(store.warm(group(2), None))
-    store.route(group(1))
-    assert kv.evaluated == 3 * 13 and "restore 0" not in kv.log
+    assert store.route(group(1)) is None and store.later == [store.known[0]]  # not read inline
+    entry = store.later.pop()
+    entry.busy = False
+    list(store.warm(entry.tokens, None))  # what the backend's job does
+    assert store.route(group(1)) == (0, 13) and kv.evaluated == 3 * 13 and "restore 0" not in kv.log
+
+
+def test_a_prefix_waits_for_kv_room_and_idle_prefixes_make_way(tmp_path: Path) -> None:
+    kv = FakeKV(tmp_path)
+    running: set[int] = set()
+    store = Prefixes([0, 1], kv.ops(), chunk=100, in_use=lambda: running, room=lambda n: store.cells() + n <= 20)
+    list(store.warm(group(1), tmp_path / "g1"))
+    list(store.warm(group(2), tmp_path / "g2"))  # group 1, idle, made way: 26 cells would not fit 20
+    assert [p.seq for p in store.known] == [None, 0]
+    running.add(0)
+    assert store.route(group(1)) is None  # group 2 serves a running answer: group 1 waits for room
+    running.clear()
+    assert store.route(group(1)) is not None and store.cells() == 13

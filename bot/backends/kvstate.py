@@ -13,7 +13,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 _MAGIC = b"GABKV1\0\0"
-KEEP = 3  # prefixes kept on disk (e.g. two models, one old content)
+KEEP = 3  # other prefixes kept on disk beside the known ones (e.g. another model, an older content)
 
 
 def cache_path(cache_dir: Path, identity: Iterable[str], tokens: list[int]) -> Path:
@@ -25,8 +25,9 @@ def cache_path(cache_dir: Path, identity: Iterable[str], tokens: list[int]) -> P
     return cache_dir / f"prefix-{h.hexdigest()[:20]}.kv"
 
 
-def save(ctx: Any, seq: int, path: Path, tokens: list[int]) -> None:
-    """Write sequence `seq`'s KV cells (the public save_state would also copy 300+ MB of logits)."""
+def save(ctx: Any, seq: int, path: Path, tokens: list[int], keep: set[Path] | frozenset[Path] = frozenset()) -> None:
+    """Write sequence `seq`'s KV cells (the public save_state would also copy 300+ MB of logits); of the other
+    files only `keep` (the prefixes this process knows: every group of its content) and the newest few stay."""
     import llama_cpp
 
     size = llama_cpp.llama_state_seq_get_size(ctx, seq)
@@ -39,7 +40,8 @@ def save(ctx: Any, seq: int, path: Path, tokens: list[int]) -> None:
         f.write(struct.pack(f"<{len(tokens)}i", *tokens))
         f.write(memoryview(buf)[:n])
     os.replace(tmp, path)
-    for old in sorted(path.parent.glob("prefix-*.kv"), key=lambda p: p.stat().st_mtime)[:-KEEP]:
+    others = [p for p in path.parent.glob("prefix-*.kv") if p not in keep and p != path]
+    for old in sorted(others, key=lambda p: p.stat().st_mtime)[:-KEEP]:
         old.unlink(missing_ok=True)
     log.info("saved prefix KV state: %s (%.1f MB)", path.name, n / 1e6)
 

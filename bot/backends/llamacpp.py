@@ -73,7 +73,8 @@ class LlamaCppBackend:
         self._batch = Batch(p.n_batch)
         ops = PrefixOps(self._restore, self._evaluate, self._save, self._drop)
         self.prefixes = Prefixes(list(range(p.prefix_slots)), ops, min(p.n_batch, PREFIX_CHUNK),
-                                 in_use=lambda: {r.source for r in self.sched.running.values()})
+                                 in_use=lambda: {r.source for r in self.sched.running.values()},
+                                 room=self._room)
         self._answer_seqs = range(p.prefix_slots, p.prefix_slots + p.parallel)
         self.sched = Scheduler(slots=p.parallel, n_ctx=p.n_ctx, n_batch=p.n_batch, queue_limit=p.queue_limit)
         self._jobs: list[Iterator[Any]] = []  # owner work done a chunk per step (computing a prefix)
@@ -111,9 +112,9 @@ class LlamaCppBackend:
                       time_limit_s=p.answer_time_limit_s, completion=completion, ignore_eos=ignore_eos)
         if priority is not None:
             req.priority = priority
-        if ahead := self.sched.submit(req):
-            yield Queued(ahead)
         try:
+            if ahead := self.sched.submit(req):
+                yield Queued(ahead)
             while (item := await out.get()) is not None:
                 if isinstance(item, BackendError):
                     raise item
@@ -137,7 +138,7 @@ class LlamaCppBackend:
         return self._model.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
     async def close(self) -> None:
-        """Stop the owner thread after the current step and free the model."""
+        """Stop the owner thread after the current step, end every stream still open, free the model."""
         with self.sched.cond:
             self._stopping = True
             self.sched.cond.notify()
@@ -145,6 +146,12 @@ class LlamaCppBackend:
         if self._thread.is_alive():  # still evaluating: freeing the model under it would crash the process
             log.warning("the model thread is still busy; leaving the model to process exit")
             return
+        stopped = BackendError("the model is shutting down")
+        for req in [*self.sched.waiting, *self.sched.running.values()]:
+            req.sink(stopped)
+        for job in self._jobs:
+            with contextlib.suppress(Exception):
+                job.throw(stopped)  # its waiter learns of it
         with contextlib.suppress(Exception):
             self._ctx.close()
             self._model.close()
@@ -239,7 +246,22 @@ class LlamaCppBackend:
         """The prefix sequence the prompt starts from and how many of its tokens that holds."""
         routed = self.prefixes.route(prompt)
         self.sched.prefix_cells = self.prefixes.cells()
+        with self.sched.cond:
+            for entry in self.prefixes.later:  # evicted without a file: read again between steps
+                self._jobs.append(self._recompute(entry))
+        self.prefixes.later.clear()
         return routed
+
+    def _recompute(self, entry: Any) -> Iterator[None]:
+        entry.busy = False
+        for _ in self.prefixes.warm(entry.tokens, None):
+            yield
+        self.sched.prefix_cells = self.prefixes.cells()
+
+    def _room(self, n: int) -> bool:
+        """Whether n more prefix cells leave room for the running answers and one more."""
+        p = self.settings.params
+        return self.prefixes.cells() + n + self.sched.reserved() + p.max_tokens + 256 <= p.n_ctx
 
     def _free_seq(self) -> int:
         return min(set(self._answer_seqs) - set(self.sched.running))
@@ -268,7 +290,7 @@ class LlamaCppBackend:
         return kvstate.restore(self._ctx.ctx, seq, path, tokens)
 
     def _save(self, seq: int, path: Path, tokens: list[int]) -> None:
-        kvstate.save(self._ctx.ctx, seq, path, tokens)
+        kvstate.save(self._ctx.ctx, seq, path, tokens, keep={p.path for p in self.prefixes.known if p.path})
 
     def _drop(self, seq: int) -> None:
         self._llama.llama_memory_seq_rm(self._mem, seq, -1, -1)

@@ -40,7 +40,7 @@ class OpenAIBackend:
         headers = {"Authorization": f"Bearer {params.api_key}"} if params.api_key else {}
         self._client = httpx.AsyncClient(base_url=params.base_url.rstrip("/"), headers=headers, transport=transport,
                                          timeout=httpx.Timeout(10.0, read=params.answer_time_limit_s or None))
-        self._running: dict[str, asyncio.Event] = {}  # conversation -> its stop signal
+        self._running: dict[str, asyncio.Event] = {}  # conversation -> its slot (and stop signal)
         self._waiting: list[tuple[tuple[float, int], str, asyncio.Future[None]]] = []
 
     async def warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None = None) -> None:
@@ -57,17 +57,20 @@ class OpenAIBackend:
                      priority: float | None = None) -> AsyncIterator[str | Queued]:
         """Wait for a free slot (earlier turns first), then yield the server's text pieces."""
         key = (time.perf_counter() if priority is None else priority, next(_order))
-        if self._full(conversation) or self._waiting:
-            if len(self._waiting) >= self.params.queue_limit:
-                raise BackendBusy(f"{len(self._waiting)} requests queued (model.queue_limit)")
-            yield Queued(sum(1 for k, _, _ in self._waiting if k < key) + len(self._running))
-            await self._wait_turn(key, conversation)
-        stop = self._running[conversation] = asyncio.Event()
         try:
+            if self._full(conversation) or self._waiting:
+                if len(self._waiting) >= self.params.queue_limit:
+                    raise BackendBusy(f"{len(self._waiting)} requests queued (model.queue_limit)")
+                yield Queued(sum(1 for k, _, _ in self._waiting if k < key) + len(self._running))
+                await self._wait_turn(key, conversation)  # woken with its slot held for it
+            else:
+                self._running[conversation] = _Slot(key)
+            stop = self._running[conversation]
             async for piece in self._pieces(messages, max_tokens or self.params.max_tokens, completion, stop):
                 yield piece
         finally:
-            self._running.pop(conversation, None)
+            if self._running.get(conversation) is not None and _holder(self._running, conversation, key):
+                self._running.pop(conversation, None)
             self._wake()
 
     def cancel(self, conversation: str) -> int:
@@ -99,33 +102,29 @@ class OpenAIBackend:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (key, conversation, fut)
         heapq.heappush(self._waiting, entry)
+        self._wake()  # a slot may be free now (the queue held only busy conversations)
         try:
             await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled() and fut.exception() is None:  # woken, then gone: free the slot
-                self._running.pop(conversation, None)
-                self._wake()
-            raise
         finally:
             if entry in self._waiting:
                 self._waiting.remove(entry)
                 heapq.heapify(self._waiting)
 
     def _wake(self) -> None:
-        """Start the earliest waiting request whose conversation has nothing in flight."""
+        """Start the earliest waiting requests whose conversations have nothing in flight, while slots last."""
         for entry in sorted(self._waiting):
-            _, conv, fut = entry
+            key, conv, fut = entry
+            if len(self._running) >= self.params.parallel:
+                return
             if fut.done():
+                self._waiting.remove(entry)  # stopped by /reset while waiting
                 continue
-            if self._full(conv):
-                if len(self._running) >= self.params.parallel:
-                    return
+            if conv in self._running:
                 continue
             self._waiting.remove(entry)
-            heapq.heapify(self._waiting)
+            self._running[conv] = _Slot(key)  # held for it until its stream ends
             fut.set_result(None)
-            self._running[conv] = asyncio.Event()  # held until its stream takes the slot
-            return
+        heapq.heapify(self._waiting)
 
     async def _pieces(self, messages: list[dict[str, str]], max_tokens: int, completion: Completion | None,
                       stop: asyncio.Event) -> AsyncIterator[str]:
@@ -166,6 +165,20 @@ class OpenAIBackend:
         p = self.params
         return {"model": p.name, "messages": messages, "max_tokens": max_tokens, "temperature": p.temperature,
                 "top_p": p.top_p, "seed": p.seed}
+
+
+class _Slot(asyncio.Event):
+    """A conversation's place in flight: its stop signal, and whose request holds it."""
+
+    def __init__(self, key: tuple[float, int] | None = None) -> None:
+        super().__init__()
+        self.key = key
+
+
+def _holder(running: dict[str, asyncio.Event], conversation: str, key: tuple[float, int]) -> bool:
+    """Whether the request with `key` holds the conversation's slot (not a later one woken meanwhile)."""
+    slot = running.get(conversation)
+    return isinstance(slot, _Slot) and slot.key in (None, key)
 
 
 def _event(line: str) -> dict[str, Any] | None:

@@ -44,10 +44,11 @@ class Prefixes:
     """Known prefixes and the sequences `seqs` reserved for them; `in_use()` names the prefix sequences that
     running answers started from (their cells are shared with those answers, so they are not evicted)."""
 
-    def __init__(self, seqs: list[int], ops: PrefixOps, chunk: int,
-                 in_use: Callable[[], set[int]] = set) -> None:
-        self.seqs, self.ops, self.chunk, self.in_use = seqs, ops, chunk, in_use
+    def __init__(self, seqs: list[int], ops: PrefixOps, chunk: int, in_use: Callable[[], set[int]] = set,
+                 room: Callable[[int], bool] = lambda n: True) -> None:
+        self.seqs, self.ops, self.chunk, self.in_use, self.room = seqs, ops, chunk, in_use, room
         self.known: list[Prefix] = []
+        self.later: list[Prefix] = []  # to compute between steps (evicted with no file on disk)
         self.restored = self.computed = 0
 
     def cells(self) -> int:
@@ -64,8 +65,10 @@ class Prefixes:
             return
         entry.busy = True
         try:
-            while (seq := self._take_seq()) is None:
-                yield "waiting"  # every prefix sequence serves a running answer: one will finish
+            while (seq := self._place(len(tokens))) is None:
+                if not self.in_use():
+                    raise RuntimeError(f"a prefix of {len(tokens)} tokens does not fit; raise model.n_ctx")
+                yield "waiting"  # the KV cells or every prefix sequence serve running answers: they end
             entry.seq = seq  # reserved while it fills: nothing else is put there
             if path and path.exists() and self.ops.restore(seq, path, tokens):
                 self.restored += 1
@@ -92,32 +95,34 @@ class Prefixes:
 
     def route(self, prompt: list[int]) -> tuple[int, int] | None:
         """(prefix sequence, tokens of the prompt it holds) for the known prefix the prompt shares most with,
-        restored from disk first if need be; (-1, 0) when none shares anything; None when it must wait for
-        a sequence. Other idle prefixes with a file on disk are then dropped: every resident prefix widens
-        each answer's attention (measured: decode 23 % slower with a second 5k-token prefix resident)."""
+        restored from disk first if need be; (-1, 0) when none shares anything; None when the answer must
+        wait: its prefix is being computed, or there is no sequence or KV room for it yet. Other idle
+        prefixes with a file on disk are then dropped: every resident prefix widens each answer's attention
+        (measured: decode 23 % slower with a second 5k-token prefix resident)."""
         best, shared = None, 0
         for p in self.known:
-            if p.busy:
-                continue  # still being computed: answers start from what is ready
             n = len(os.path.commonprefix([p.tokens, prompt]))
             if n > shared or (n == shared and best is not None and p.seq is not None and best.seq is None):
                 best, shared = p, n
         if best is None or shared == 0:
             return -1, 0
+        if best.busy:
+            return None  # being computed: wait for it rather than read thousands of tokens inline
         if best.seq is None:
-            seq = self._take_seq()
-            if seq is None:
+            if not (best.path and best.path.exists()):
+                best.busy = True  # no file (caching off): computed again between steps
+                self.later.append(best)
+                return None
+            if (seq := self._place(len(best.tokens))) is None:
+                return None
+            if not self.ops.restore(seq, best.path, best.tokens):
+                best.path = None
                 return None
             best.seq = seq
-            if not (best.path and best.path.exists() and self.ops.restore(seq, best.path, best.tokens)):
-                best.seq = None  # no file (caching off): computed again, in one go
-                for _ in self.warm(best.tokens, None):
-                    pass
-            else:
-                self.restored += 1
+            self.restored += 1
         best.used = time.monotonic()
         self._trim(keep={best.seq})
-        return best.seq if best.seq is not None else -1, shared
+        return best.seq, shared
 
     def retain(self, keep: list[list[int]]) -> None:
         """Make every idle prefix not in `keep` non-resident (after a reload, the old content's)."""
@@ -144,6 +149,17 @@ class Prefixes:
             if self._idle(p) and p.seq not in keep and (not require_file or (p.path and p.path.exists())):
                 self.ops.drop(p.seq)  # type: ignore[arg-type]
                 p.seq = None
+
+    def _place(self, n: int) -> int | None:
+        """A sequence for a prefix of n tokens, idle prefixes evicted (least recently used first) until the
+        KV cache has room; None when running answers hold what it would need."""
+        while not self.room(n):
+            victims = sorted((p for p in self.known if self._idle(p)), key=lambda p: p.used)
+            if not victims:
+                return None
+            self.ops.drop(victims[0].seq)  # type: ignore[arg-type]
+            victims[0].seq = None
+        return self._take_seq()
 
     def _take_seq(self) -> int | None:
         """A free prefix sequence, evicting the least recently used idle prefix if need be; None if none."""

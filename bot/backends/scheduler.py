@@ -103,28 +103,31 @@ class Scheduler:
         joined: list[Request] = []
         with self.cond:
             self.waiting = [r for r in self.waiting if not self._dropped_waiting(r)]
-            busy = {r.conversation for r in self.running.values()}
-            for req in sorted(self.waiting, key=lambda r: r.key):
-                if len(self.running) >= self.slots:
-                    break
-                if req.conversation in busy:
-                    continue  # one answer in flight per conversation
-                if (routed := shared(req.prompt)) is None:
-                    continue
-                source, n = routed
-                n = min(n, len(req.prompt) - 1)  # the last token is fed to get logits
-                need = len(req.prompt) - n + req.max_tokens
-                if need + self.prefix_cells > self.n_ctx:
-                    self._fail(req, f"the prompt needs {need} KV cells beyond the prefix; model.n_ctx is too small")
-                    continue
-                if self.prefix_cells + self._reserved() + need > self.n_ctx:
-                    break  # wait for a running answer to free its cells
-                req.seq, req.source, req.pos, req.todo, req.reserved = free_seq(), source, n, req.prompt[n:], need
-                req.started = time.monotonic()
+            candidates = sorted(self.waiting, key=lambda r: r.key)
+        busy = {r.conversation for r in self.running.values()}  # `running` changes on this thread only
+        for req in candidates:
+            if len(self.running) >= self.slots:
+                break
+            if req.conversation in busy or req.cancel.is_set():
+                continue  # one answer in flight per conversation
+            # Outside the lock: making a prefix ready may read a file; the event loop must not wait on it.
+            if (routed := shared(req.prompt)) is None:
+                continue
+            source, n = routed
+            n = min(n, len(req.prompt) - 1)  # the last token is fed to get logits
+            need = len(req.prompt) - n + req.max_tokens
+            if need + n > self.n_ctx:
+                self._fail(req, f"the prompt needs {need + n} KV cells; model.n_ctx is too small")
+                continue
+            if self.prefix_cells + self.reserved() + need > self.n_ctx:
+                break  # wait for a running answer to free its cells
+            req.seq, req.source, req.pos, req.todo, req.reserved = free_seq(), source, n, req.prompt[n:], need
+            req.started = time.monotonic()
+            with self.cond:
                 self.waiting.remove(req)
                 self.running[req.seq] = req
-                busy.add(req.conversation)
-                joined.append(req)
+            busy.add(req.conversation)
+            joined.append(req)
         return joined
 
     def plan(self) -> list[tuple[Request, list[int]]]:
@@ -147,21 +150,24 @@ class Scheduler:
         gone = [r for r in self.running.values()
                 if r.cancel.is_set() or (r.time_limit_s and now - r.started > r.time_limit_s)]
         for r in gone:
-            del self.running[r.seq]
+            with self.cond:
+                del self.running[r.seq]
             r.sink(AnswerStopped("stopped (/reset)") if r.cancel.is_set() else
                    AnswerStopped(f"no answer within {r.time_limit_s:g} s (model.answer_time_limit_s)"))
         return gone
 
     def finish(self, req: Request) -> None:
         """A request is done: free its slot."""
-        self.running.pop(req.seq, None)
+        with self.cond:
+            self.running.pop(req.seq, None)
 
     def idle(self) -> bool:
         """Nothing running and nothing waiting."""
         with self.cond:
             return not self.running and not self.waiting
 
-    def _reserved(self) -> int:
+    def reserved(self) -> int:
+        """KV cells the running answers may still need."""
         return sum(r.reserved for r in self.running.values())
 
     def _dropped_waiting(self, req: Request) -> bool:
@@ -171,5 +177,6 @@ class Scheduler:
         return False
 
     def _fail(self, req: Request, why: str) -> None:
-        self.waiting.remove(req)
+        with self.cond:
+            self.waiting.remove(req)
         req.sink(BackendError(why))
