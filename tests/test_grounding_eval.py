@@ -25,14 +25,14 @@ FRESH = ROOT / "tests" / "data" / "qa_fresh.jsonl"
 UNSEEN = ROOT.parent / "shared" / "eval" / "unseen"
 
 
-def run_eval(path: Path, tmp_path: Path, data_dir: Path, content: Path | None = None) -> dict:
+def run_eval(path: Path, tmp_path: Path, data_dir: Path, content: Path | None = None, concurrency: int = 1) -> dict:
     config = tmp_path / "config.yaml"
     config.write_text(f"data_dir: {data_dir}\ndatabase: {tmp_path / 'eval.sqlite3'}\n"
                       f"model:\n  dir: {ROOT / 'models'}\ncontent:\n  dir: {ROOT / 'content'}\n", encoding="utf-8")
     env = dict(os.environ, BOT_CONFIG=str(config))
     env.pop("BOT_MODEL", None)
     report = tmp_path / f"{path.stem}.json"
-    extra = ["--content", str(content)] if content else []
+    extra = (["--content", str(content)] if content else []) + ["--concurrency", str(concurrency)]
     run = subprocess.run([BOT, "eval", str(path), "--report", str(report), *extra], env=env, capture_output=True,
                          text=True, timeout=1800, cwd=tmp_path)
     print(run.stdout)  # the per-question lines show in CI's output on failure
@@ -45,8 +45,10 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("eval-data")
 
 
+# The article sets run four conversations at once: decoded in one batch, their answers must still all
+# be right (batched kernels may round differently from a lone stream; the scores must not move).
 def test_dev_set_on_the_default_model(tmp_path: Path, data_dir: Path) -> None:
-    summary = run_eval(DEV, tmp_path, data_dir)
+    summary = run_eval(DEV, tmp_path, data_dir, concurrency=4)
     kinds = summary["by_kind"]
     assert summary["model"] == "qwen2.5-coder-1.5b"
     assert kinds["out_of_scope"]["correct"] == kinds["out_of_scope"]["total"] == 5
@@ -55,7 +57,7 @@ def test_dev_set_on_the_default_model(tmp_path: Path, data_dir: Path) -> None:
 
 
 def test_fresh_set_on_the_default_model(tmp_path: Path, data_dir: Path) -> None:
-    summary = run_eval(FRESH, tmp_path, data_dir)
+    summary = run_eval(FRESH, tmp_path, data_dir, concurrency=4)
     kinds, cats = summary["by_kind"], summary["by_category"]
     assert kinds["out_of_scope"]["correct"] == kinds["out_of_scope"]["total"]
     assert cats["injection"]["correct"] == cats["injection"]["total"] == 3

@@ -40,10 +40,15 @@ def save(ctx: Any, seq: int, path: Path, tokens: list[int], keep: set[Path] | fr
         f.write(struct.pack(f"<{len(tokens)}i", *tokens))
         f.write(memoryview(buf)[:n])
     os.replace(tmp, path)
-    others = [p for p in path.parent.glob("prefix-*.kv") if p not in keep and p != path]
+    prune(path.parent, {*keep, path})
+    log.info("saved prefix KV state: %s (%.1f MB)", path.name, n / 1e6)
+
+
+def prune(folder: Path, keep: set[Path]) -> None:
+    """Delete prefix files beyond `keep` and the KEEP newest others."""
+    others = [p for p in folder.glob("prefix-*.kv") if p not in keep]
     for old in sorted(others, key=lambda p: p.stat().st_mtime)[:-KEEP]:
         old.unlink(missing_ok=True)
-    log.info("saved prefix KV state: %s (%.1f MB)", path.name, n / 1e6)
 
 
 def restore(ctx: Any, seq: int, path: Path, tokens: list[int]) -> bool:

@@ -254,7 +254,7 @@ class LlamaCppBackend:
 
     def _recompute(self, entry: Any) -> Iterator[None]:
         entry.busy = False
-        for _ in self.prefixes.warm(entry.tokens, None):
+        for _ in self.prefixes.warm(entry.tokens, entry.path):  # saved again if caching is on
             yield
         self.sched.prefix_cells = self.prefixes.cells()
 
