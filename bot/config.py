@@ -48,7 +48,7 @@ class ModelConfig:
 class ContentConfig:
     dir: str = "content"
     # Content up to this many tokens goes into one cached prompt prefix; more is retrieved per question.
-    max_prefix_tokens: int = 5000
+    max_prefix_tokens: int = 3500
     retrieve_top_k: int = 3
     # Content past one prefix is cut into groups, each its own cached prefix; a question goes to the group
     # holding at least this share of its top passages' retrieval score, else its passages are quoted.
