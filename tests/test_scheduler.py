@@ -14,8 +14,7 @@ PREFIX = list(range(100))
 
 def make(sched: Scheduler | None = None, **kw: int) -> Scheduler:
     s = sched or Scheduler(slots=kw.get("slots", 2), n_ctx=kw.get("n_ctx", 1000), n_batch=kw.get("n_batch", 64),
-                           queue_limit=kw.get("queue_limit", 8))
-    s.prefix_cells = len(PREFIX)
+                           queue_limit=kw.get("queue_limit", 8), prefix_cells=lambda: len(PREFIX))
     return s
 
 

@@ -1,10 +1,11 @@
 """Embedded llama.cpp with continuous batching: one owner thread decodes every running answer together.
 
-The `llama_context` is not thread-safe, so one thread owns it. Sequence 0 holds the stable prefix (system
-prompt with the content), computed once or restored from disk; an answer's sequence starts as a copy of
-the prefix's KV cells (shared, not recomputed), prefills only its own suffix, and then decodes one token
-a step in the same `llama_decode` batch as every other running answer. A new request joins at the next
-step. Which requests run, in what order, and when they stop is the `Scheduler`'s business.
+The `llama_context` is not thread-safe, so one thread owns it. Prefix sequences hold the stable prefixes
+(system prompt with the content, one per content group), computed once or restored from disk; an
+answer's sequence starts as a copy of its prefix's KV cells (shared, not recomputed), prefills only its
+own suffix, and then decodes one token a step in the same `llama_decode` batch as every other running
+answer. A new request joins at the next step. Which requests run, in what order, and when they stop is
+the `Scheduler`'s business.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class LlamaCppBackend:
                                  in_use=lambda: {r.source for r in self.sched.running.values()},
                                  room=self._room)
         self._answer_seqs = range(p.prefix_slots, p.prefix_slots + p.parallel)
-        self.sched = Scheduler(slots=p.parallel, n_ctx=p.n_ctx, n_batch=p.n_batch, queue_limit=p.queue_limit)
+        self.sched = Scheduler(slots=p.parallel, n_ctx=p.n_ctx, n_batch=p.n_batch, queue_limit=p.queue_limit,
+                               prefix_cells=lambda: self.prefixes.cells())
         self._jobs: list[Iterator[Any]] = []  # owner work done a chunk per step (computing a prefix)
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="llama-owner", daemon=True)
@@ -94,7 +96,6 @@ class LlamaCppBackend:
 
         def drop_others() -> Iterator[None]:
             self.prefixes.retain(keep)
-            self.sched.prefix_cells = self.prefixes.cells()
             yield
 
         await self._on_owner(drop_others)
@@ -245,7 +246,6 @@ class LlamaCppBackend:
     def _shared(self, prompt: list[int]) -> tuple[int, int] | None:
         """The prefix sequence the prompt starts from and how many of its tokens that holds."""
         routed = self.prefixes.route(prompt)
-        self.sched.prefix_cells = self.prefixes.cells()
         with self.sched.cond:
             for entry in self.prefixes.later:  # evicted without a file: read again between steps
                 self._jobs.append(self._recompute(entry))
@@ -256,7 +256,6 @@ class LlamaCppBackend:
         entry.busy = False
         for _ in self.prefixes.warm(entry.tokens, entry.path):  # saved again if caching is on
             yield
-        self.sched.prefix_cells = self.prefixes.cells()
 
     def _room(self, n: int) -> bool:
         """Whether n more prefix cells leave room for the running answers and one more."""
@@ -280,7 +279,6 @@ class LlamaCppBackend:
             sources.append(step)
             yield
         source = sources[-1]
-        self.sched.prefix_cells = self.prefixes.cells()
         elapsed = time.perf_counter() - started
         self.counters.timings.update(prefix_s=elapsed, prefix_source=source, prefix_tokens=len(tokens))
         log.info("prefix of %d tokens %s in %.1f s", len(tokens), source, elapsed)

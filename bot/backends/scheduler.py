@@ -55,11 +55,12 @@ class Request:
 class Scheduler:
     """Slots for `slots` sequences sharing `n_ctx` KV cells; at most `n_batch` tokens a step."""
 
-    def __init__(self, *, slots: int, n_ctx: int, n_batch: int, queue_limit: int) -> None:
+    def __init__(self, *, slots: int, n_ctx: int, n_batch: int, queue_limit: int,
+                 prefix_cells: Callable[[], int] = lambda: 0) -> None:
         self.slots, self.n_ctx, self.n_batch, self.queue_limit = slots, n_ctx, n_batch, queue_limit
+        self.prefix_cells = prefix_cells  # cells the resident prefixes hold, asked when they matter
         self.waiting: list[Request] = []
         self.running: dict[int, Request] = {}
-        self.prefix_cells = 0  # cells held by the shared prefix
         self.cond = threading.Condition()
 
     # -- from the event loop --
@@ -119,7 +120,7 @@ class Scheduler:
             if need + n > self.n_ctx:
                 self._fail(req, f"the prompt needs {need + n} KV cells; model.n_ctx is too small")
                 continue
-            if self.prefix_cells + self.reserved() + need > self.n_ctx:
+            if self.prefix_cells() + self.reserved() + need > self.n_ctx:
                 break  # wait for a running answer to free its cells
             req.seq, req.source, req.pos, req.todo, req.reserved = free_seq(), source, n, req.prompt[n:], need
             req.started = time.monotonic()
