@@ -23,7 +23,7 @@ from typing import Any
 
 from bot.backends import kvstate
 from bot.backends.base import Completion, ProgressFn
-from bot.backends.llamalib import Batch, formatter, load, piece, sampler
+from bot.backends.llamalib import Batch, formatter, load, piece, quiet_stderr, sampler
 from bot.backends.prefixes import Prefixes, PrefixOps
 from bot.backends.scheduler import Request, Scheduler
 from bot.config import ModelConfig
@@ -153,7 +153,7 @@ class LlamaCppBackend:
         for job in self._jobs:
             with contextlib.suppress(Exception):
                 job.throw(stopped)  # its waiter learns of it
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception), quiet_stderr():  # llama.cpp logs its buffers as it frees them
             self._ctx.close()
             self._model.close()
 

@@ -47,7 +47,7 @@ def load(path: Path, p: ModelConfig) -> tuple[Any, Any]:
     from llama_cpp import _internals
 
     mparams = llama_cpp.llama_model_default_params()
-    with _quiet_stderr():
+    with quiet_stderr():
         model = _internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
         c = llama_cpp.llama_context_default_params()
         c.n_ctx, c.n_batch, c.n_ubatch, c.n_seq_max = p.n_ctx, p.n_batch, p.n_batch, p.parallel + p.prefix_slots
@@ -101,7 +101,7 @@ def piece(vocab: Any, token: int, *, special: bool = False) -> bytes:
 
 
 @contextlib.contextmanager
-def _quiet_stderr() -> Any:
+def quiet_stderr() -> Any:
     """llama.cpp prints load logs on fd 2; keep them off the terminal unless debugging."""
     if os.environ.get("BOT_LLAMA_VERBOSE"):
         yield
