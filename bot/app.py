@@ -13,18 +13,19 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.backends.base import Backend, ProgressFn
 from bot.config import Config
-from bot.core import Core, Turn
-from bot.engine import Engine
-from bot.gate import Gate, policies
-from bot.knowledge import ContentSet, Knowledge, diff, load
 from bot.models import resolve
-from bot.prompts import Prompts
 from bot.store import LogStore
 from bot.types import ReloadReport
+
+if TYPE_CHECKING:
+    # The text stack (jieba, pypinyin: about a second of imports) is imported by `_read_content`, in a thread
+    # while the model loads, so a restart does not pay for the two one after the other.
+    from bot.core import Core, Turn
+    from bot.knowledge import ContentSet, Knowledge
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +100,14 @@ async def open_app(cfg: Config, *, backend: Backend | None = None, progress: boo
         loading = asyncio.create_task(_timed(startup, "model_load_s", asyncio.to_thread(make_backend, cfg))
                                       if backend is None else _ready(backend))
         try:
-            knowledge = await _timed(startup, "content_s", asyncio.to_thread(Knowledge, cfg.content_path))
+            knowledge = await _timed(startup, "content_s", asyncio.to_thread(_read_content, cfg.content_path))
         except BaseException:
             with contextlib.suppress(Exception):
                 await (await loading).close()
             raise
         backend = await loading
         try:
-            engine = Engine(cfg, backend, Prompts())
-            gate = Gate(cfg.conversation.max_question_chars, policies(cfg))
-            core = Core(knowledge, engine, store, gate, history_turns=cfg.conversation.history_turns)
+            core = _build_core(cfg, knowledge, backend, store)
             update, close_bar = progress_bar(progress and sys.stderr.isatty())
             try:
                 await _timed(startup, "prefix_s", core.start(update))
@@ -122,6 +121,26 @@ async def open_app(cfg: Config, *, backend: Backend | None = None, progress: boo
             await backend.close()
     finally:
         await store.close()
+
+
+def _read_content(path: Path) -> Knowledge:
+    """Import the text stack and index the content (run in a thread beside the model load)."""
+    import bot.core  # noqa: F401 - its imports (jieba's dictionaries, pypinyin) are most of a restart's wait
+    from bot.knowledge import Knowledge
+
+    return Knowledge(path)
+
+
+def _build_core(cfg: Config, knowledge: Knowledge, backend: Backend, store: LogStore) -> Core:
+    """The core over its engine and gate (modules already imported by `_read_content`)."""
+    from bot.core import Core
+    from bot.engine import Engine
+    from bot.gate import Gate, policies
+    from bot.prompts import Prompts
+
+    engine = Engine(cfg, backend, Prompts())
+    gate = Gate(cfg.conversation.max_question_chars, policies(cfg))
+    return Core(knowledge, engine, store, gate, history_turns=cfg.conversation.history_turns)
 
 
 async def _timed(into: dict[str, Any], key: str, work: Any) -> Any:
@@ -146,6 +165,7 @@ def write_snapshot(cfg: Config, content: ContentSet) -> None:
 
 def check_reload(cfg: Config) -> tuple[ReloadReport, bool]:
     """Validate the content folder and diff it against the running bot's snapshot; signal the server."""
+    from bot.knowledge import ContentSet, diff, load
     from bot.types import Passage
 
     snap_path = cfg.data_path / "content.json"
