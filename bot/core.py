@@ -31,9 +31,11 @@ class Turn:
     """A message the core has taken: a logged question, a command, or a fixed reply (why it is not answered)."""
 
     def __init__(self, core: Core, msg: Incoming, lang: str, *, turn_id: int | None = None,
-                 notice: str | None = None, command: commands.Command | None = None, args: str = "") -> None:
+                 notice: str | None = None, command: commands.Command | None = None, args: str = "",
+                 answered: bool = False) -> None:
         self.core, self.incoming, self.lang = core, msg, lang
         self.turn_id, self._notice, self._command, self._args = turn_id, notice, command, args
+        self.answered = answered  # the answer is logged but was not delivered: send it again, do not generate
 
     @property
     def is_question(self) -> bool:
@@ -42,7 +44,9 @@ class Turn:
 
     async def events(self) -> AsyncIterator[Event]:
         """Queued, Progress and Delta events and one Reply for a question; one Notice otherwise."""
-        if self.turn_id is not None:
+        if self.turn_id is not None and self.answered:
+            yield await self.core.store.stored_reply(self.turn_id)
+        elif self.turn_id is not None:
             async for event in self.core.answer(self):
                 yield event
         elif self._command is not None:
@@ -67,6 +71,8 @@ class Core:
         self.knowledge, self.engine, self.store, self.gate = knowledge, engine, store, gate
         self.history_turns = history_turns
         self._langs: dict[str, str] = {}  # conversation -> language of its last question
+        # Turns this process is answering or delivering: a messenger's repeat of their message is a duplicate.
+        self._active: set[int] = set()
         self._reload_lock = asyncio.Lock()
 
     @property
@@ -93,8 +99,7 @@ class Core:
                                  and command[0] != commands.ASK):
             return None  # a group message for someone else (or a command for another bot)
         if msg.message_id and not await self.store.claim(msg.channel, f"{msg.chat_id}:{msg.message_id}"):
-            log.info("%s: message %s received again; already handled", msg.channel, msg.message_id)
-            return None
+            return await self._again(msg)
         if command and command[0] == commands.ASK:
             msg, command = dataclasses.replace(msg, text=command[1]), None
         lang = self._language(msg, question=command is None)
@@ -105,12 +110,40 @@ class Core:
         if refusal := self.gate.question(msg):
             return await self._refuse(msg, lang, refusal)
         msg = dataclasses.replace(msg, text=msg.text.strip())
-        return Turn(self, msg, lang, turn_id=await self.store.start_turn(msg))
+        turn = Turn(self, msg, lang, turn_id=await self.store.start_turn(msg))
+        self._active.add(turn.turn_id or 0)
+        return turn
+
+    async def _again(self, msg: Incoming) -> Turn | None:
+        """A message received before: answered again only when its answer never reached the user and no
+        part of this process is still on it (WeCom repeats a callback; Telegram re-sends after a crash)."""
+        prior = await self.store.by_message(msg.channel, msg.chat_id, msg.message_id or "")
+        if prior is None or prior.turn_id in self._active or not (prior.status == "pending"
+                                                                   or prior.delivery == "waiting"):
+            log.info("%s: message %s received again; already handled", msg.channel, msg.message_id)
+            return None
+        log.info("%s: message %s received again; its turn %s is not delivered, so it is answered", msg.channel,
+                 msg.message_id, prior.turn_id)
+        return self._resume(prior)
 
     async def ask(self, msg: Incoming) -> Reply | Notice:
         """The final Reply to a message (or the core's Notice), without streaming: `bot ask` and `bot eval`."""
         turn = await self.receive(msg)
-        return await turn.reply() if turn else Notice("")
+        final = await turn.reply() if turn else Notice("")
+        if turn is not None and turn.is_question:
+            await self.delivered(turn)  # returned to the caller, who prints it
+        return final
+
+    async def delivered(self, turn: Turn, error: str | None = None, *, final: bool = False) -> None:
+        """The channel's word on a question's answer: shown (no error), failed for now (a restart or the
+        messenger's repeat of the message sends it again), or failed for good (`final`: the user blocked
+        the bot). Every channel calls this once per question turn it rendered."""
+        if turn.turn_id is None:
+            return
+        self._active.discard(turn.turn_id)
+        await self.store.delivered(turn.turn_id, error, final=final)
+        if error is not None:
+            await self.note(turn.incoming, "undelivered" if not final else "undeliverable", error[:200])
 
     def _language(self, msg: Incoming, *, question: bool) -> str:
         """A question's own language; for anything else the user's, or that of their last question."""
@@ -162,15 +195,15 @@ class Core:
         yield reply
 
     async def pending(self, channels: Iterable[str]) -> list[Turn]:
-        """Questions on these channels left unanswered by a crash and younger than 10 minutes (older ones
-        are marked abandoned), as turns ready to answer."""
-        turns = await self.store.pending_turns(RESUME_WINDOW_S, channels)
-        return [Turn(self, self._resumed(t), texts.language(t.text), turn_id=t.turn_id) for t in turns]
+        """Questions on these channels younger than 10 minutes whose answer never reached the user (a crash
+        mid-answer, or the messenger down), as turns to answer or deliver; older ones are given up."""
+        return [self._resume(t) for t in await self.store.pending_turns(RESUME_WINDOW_S, channels)]
 
-    @staticmethod
-    def _resumed(t: PendingTurn) -> Incoming:
+    def _resume(self, t: PendingTurn) -> Turn:
         group = t.conversation == conversation_key(t.channel, t.chat_id, t.user_id, True)
-        return Incoming(t.channel, t.chat_id, t.user_id, t.text, t.message_id, group=group, conversation=t.conversation)
+        msg = Incoming(t.channel, t.chat_id, t.user_id, t.text, t.message_id, group=group, conversation=t.conversation)
+        self._active.add(t.turn_id)
+        return Turn(self, msg, texts.language(t.text), turn_id=t.turn_id, answered=t.answered)
 
     async def first_seen(self, scope: str, key: str) -> bool:
         """True the first time `key` is seen in `scope` (persisted): a channel's replay protection."""

@@ -70,4 +70,17 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        3,
+        "delivery state of answers",
+        # delivery: NULL while nothing is generated; 'waiting' until the messenger confirms (a restart re-sends
+        # it while young), then 'delivered', or 'failed' when the messenger refuses for good (blocked, too old).
+        """
+        ALTER TABLE turns ADD COLUMN delivery TEXT;
+        ALTER TABLE turns ADD COLUMN delivered_at REAL;
+        ALTER TABLE turns ADD COLUMN delivery_error TEXT;
+        UPDATE turns SET delivery='delivered', delivered_at=answered_at WHERE status IN ('answered', 'error');
+        CREATE INDEX turns_delivery ON turns (delivery, created_at);
+        """,
+    ),
 ]

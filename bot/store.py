@@ -17,7 +17,7 @@ from bot.types import Citation, HistoryTurn, Incoming, Passage, PendingTurn, Rep
 EXPORT_COLUMNS = [
     "id", "channel", "chat_id", "user_id", "conversation", "question", "status", "answer", "refused",
     "retracted", "decline_reason", "citations", "ttft_ms", "total_ms", "prompt_tokens", "completion_tokens",
-    "model", "content_version", "error", "created_at", "answered_at",
+    "model", "content_version", "error", "created_at", "answered_at", "delivery", "delivered_at", "delivery_error",
 ]
 
 
@@ -26,6 +26,11 @@ def _percentile(values: list[int], q: float) -> int | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def _pending(r: aiosqlite.Row) -> PendingTurn:
+    return PendingTurn(r["id"], r["channel"], r["chat_id"], r["user_id"], r["question"], r["created_at"],
+                       r["message_id"], r["conversation"], status=r["status"], delivery=r["delivery"])
 
 
 class LogStore:
@@ -97,12 +102,53 @@ class LogStore:
         await self.db.execute(
             "UPDATE turns SET status=?, answer=?, draft=?, refused=?, retracted=?, decline_reason=?, citations=?, "
             "ttft_ms=?, total_ms=?, prompt_tokens=?, completion_tokens=?, model=?, content_version=?, error=?, "
-            "answered_at=? WHERE id=?",
+            "answered_at=?, delivery='waiting' WHERE id=?",
             (status, reply.text, reply.draft, int(reply.refused), int(reply.retracted), reply.decline_reason,
              cites, reply.ttft_ms, reply.total_ms, reply.prompt_tokens, reply.completion_tokens, reply.model,
              reply.content_version, reply.error, time.time(), turn_id),
         )
         await self.db.commit()
+
+    async def delivered(self, turn_id: int, error: str | None = None, *, final: bool = False) -> None:
+        """The messenger confirmed the answer (no error); or it failed: kept waiting for a re-send, or
+        `final` (the user blocked the bot, the answer is too old) given up."""
+        if error is None:
+            sql, args = "UPDATE turns SET delivery='delivered', delivered_at=? WHERE id=?", (time.time(), turn_id)
+        elif final:  # an unanswered question is given up too: no restart answers it
+            sql, args = ("UPDATE turns SET delivery='failed', delivery_error=?, status=CASE status WHEN 'pending' "
+                         "THEN 'abandoned' ELSE status END WHERE id=? AND coalesce(delivery, '') != 'delivered'",
+                         (error[:500], turn_id))
+        else:
+            sql, args = ("UPDATE turns SET delivery_error=? WHERE id=? AND coalesce(delivery, '') != 'delivered'",
+                         (error[:500], turn_id))
+        await self.db.execute(sql, args)
+        await self.db.commit()
+
+    async def by_message(self, channel: str, chat_id: str, message_id: str) -> PendingTurn | None:
+        """The turn logged for a messenger message, if any (a re-delivered message finds its turn here)."""
+        sql = "SELECT * FROM turns WHERE channel=? AND chat_id=? AND message_id=? ORDER BY id DESC LIMIT 1"
+        async with self.db.execute(sql, (channel, chat_id, message_id)) as cur:
+            row = await cur.fetchone()
+        return _pending(row) if row else None
+
+    async def stored_reply(self, turn_id: int) -> Reply:
+        """The logged answer of a turn, as the engine made it (to deliver it again without the model)."""
+        async with self.db.execute("SELECT * FROM turns WHERE id=?", (turn_id,)) as cur:
+            r = await cur.fetchone()
+        if r is None or r["answer"] is None:
+            raise LookupError(f"turn {turn_id} has no answer")
+        return Reply(r["answer"], bool(r["refused"]), await self._citations(r["citations"]), turn_id=turn_id,
+                     model=r["model"] or "", content_version=r["content_version"] or "",
+                     retracted=bool(r["retracted"]), decline_reason=r["decline_reason"] or "", error=r["error"])
+
+    async def _citations(self, cites: str | None) -> list[Citation]:
+        """Logged citations (JSON) with their passages' texts."""
+        out = []
+        for c in json.loads(cites or "[]"):
+            async with self.db.execute("SELECT text FROM passages WHERE id=?", (c["id"],)) as cur:
+                prow = await cur.fetchone()
+            out.append(Citation(c["id"], c["section"], prow[0] if prow else "", c["n"]))
+        return out
 
     async def history(self, conversation: str, limit: int) -> list[HistoryTurn]:
         """The last `limit` answered turns of a conversation since its last /reset, oldest first."""
@@ -128,14 +174,7 @@ class LogStore:
         sql = "SELECT citations FROM turns WHERE conversation=? AND status='answered' ORDER BY id DESC LIMIT 1"
         async with self.db.execute(sql, (conversation,)) as cur:
             row = await cur.fetchone()
-        if not row or not row[0]:
-            return []
-        out = []
-        for c in json.loads(row[0]):
-            async with self.db.execute("SELECT text FROM passages WHERE id=?", (c["id"],)) as cur:
-                prow = await cur.fetchone()
-            out.append(Citation(c["id"], c["section"], prow[0] if prow else "", c["n"]))
-        return out
+        return await self._citations(row[0]) if row else []
 
     async def record_passages(self, passages: Iterable[Passage], version: str) -> None:
         """Keep every passage ever served, so logged citation ids stay resolvable after reloads."""
@@ -161,7 +200,8 @@ class LogStore:
         return cur.rowcount == 1
 
     async def pending_turns(self, max_age_s: float, channels: Iterable[str]) -> list[PendingTurn]:
-        """Unanswered turns younger than max_age_s on these channels; older ones are marked abandoned."""
+        """Turns younger than max_age_s on these channels left unanswered, or answered and not delivered;
+        older unanswered ones are marked abandoned, older undelivered ones failed."""
         chans = list(channels)
         marks = ",".join("?" * len(chans))
         cutoff = time.time() - max_age_s
@@ -169,13 +209,17 @@ class LogStore:
             f"UPDATE turns SET status='abandoned' WHERE status='pending' AND created_at < ? AND channel IN ({marks})",
             (cutoff, *chans),
         )
+        await self.db.execute(
+            "UPDATE turns SET delivery='failed', "
+            "delivery_error=coalesce(delivery_error || '; ', '') || 'too old to re-send' "
+            f"WHERE delivery='waiting' AND created_at < ? AND channel IN ({marks})", (cutoff, *chans),
+        )
         await self.db.commit()
-        sql = (f"SELECT * FROM turns WHERE status='pending' AND created_at >= ? AND channel IN ({marks}) "
-               "ORDER BY id")
+        sql = (f"SELECT * FROM turns WHERE (status='pending' OR delivery='waiting') AND created_at >= ? "
+               f"AND channel IN ({marks}) ORDER BY id")
         async with self.db.execute(sql, (cutoff, *chans)) as cur:
             rows = await cur.fetchall()
-        return [PendingTurn(r["id"], r["channel"], r["chat_id"], r["user_id"], r["question"], r["created_at"],
-                            r["message_id"], r["conversation"]) for r in rows]
+        return [_pending(r) for r in rows]
 
     async def stats(self, since_hours: float, channel: str | None = None) -> Stats:
         """Turns, distinct users, declines, errors and latency percentiles for the period."""

@@ -186,7 +186,8 @@ class Stats:
 
 @dataclass(frozen=True)
 class PendingTurn:
-    """A logged user message that never got an answer (the process stopped mid-turn)."""
+    """A logged user message that never got its answer to the user (the process stopped mid-turn, or the
+    messenger did not take the answer)."""
 
     turn_id: int
     channel: str
@@ -196,3 +197,10 @@ class PendingTurn:
     created_at: float
     message_id: str | None = None
     conversation: str = ""
+    status: str = "pending"  # pending: no answer yet; answered or error: one is logged
+    delivery: str | None = None  # waiting, delivered or failed once an answer is logged
+
+    @property
+    def answered(self) -> bool:
+        """An answer is logged: deliver it, do not generate another."""
+        return self.status != "pending"

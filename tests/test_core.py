@@ -15,7 +15,7 @@ import pytest
 from bot.errors import BotError
 from bot.knowledge import load
 from bot.store import LogStore
-from bot.types import Delta, Reply
+from bot.types import Delta, Incoming, Reply
 from tests.fakes.backend import FakeBackend
 from tests.helpers import ROOT, ask_msg, make_config, make_core, stream, turns
 
@@ -144,6 +144,80 @@ async def test_the_question_is_logged_before_generation(engine_for) -> None:
     holder["store"] = store
     await core.ask(ask_msg("科大讯飞董事长是谁？"))
     assert seen and [(r["question"], r["status"]) for r in seen[0]] == [("科大讯飞董事长是谁？", "pending")]
+
+
+# ---- delivery ------------------------------------------------------------------------------------
+
+
+def wecom_msg(text: str, msg_id: str) -> Incoming:
+    return Incoming("wecom", "zhang", "zhang", text, msg_id)
+
+
+async def test_a_repeat_of_an_undelivered_message_sends_the_logged_answer_without_the_model(engine_for) -> None:
+    backend = FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]")
+    core, store = await engine_for(backend)
+    turn = await core.receive(wecom_msg("科大讯飞董事长是谁？", "m1"))
+    assert turn is not None
+    first = await turn.reply()
+    assert await core.receive(wecom_msg("科大讯飞董事长是谁？", "m1")) is None  # the channel is still on it
+    await core.delivered(turn, "WecomApiError: giving up after retries")
+    calls = len(backend.calls)
+
+    again = await core.receive(wecom_msg("科大讯飞董事长是谁？", "m1"))
+    assert again is not None and again.answered and again.turn_id == turn.turn_id
+    second = await again.reply()
+    assert isinstance(second, Reply) and isinstance(first, Reply)
+    assert (second.text, second.citations) == (first.text, first.citations)
+    assert len(backend.calls) == calls  # not generated again
+    await core.delivered(again)
+    assert await core.receive(wecom_msg("科大讯飞董事长是谁？", "m1")) is None  # delivered: a plain duplicate
+    row = turns(store)[0]
+    assert (row["status"], row["delivery"], len(turns(store))) == ("answered", "delivered", 1)
+    events = [r[0] for r in sqlite3.connect(store.path).execute("SELECT kind FROM events")]
+    assert events == ["undelivered"]
+
+
+async def test_a_repeat_of_a_message_whose_answer_was_cut_off_by_a_crash_is_answered(tmp_path: Path) -> None:
+    backend = FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]")
+    core, store = await make_core(tmp_path, backend)
+    assert await core.receive(wecom_msg("科大讯飞董事长是谁？", "m2")) is not None  # the process dies here
+    await store.close()
+    core, store = await make_core(tmp_path, backend)  # the restarted process
+    again = await core.receive(wecom_msg("科大讯飞董事长是谁？", "m2"))
+    assert again is not None and not again.answered
+    reply = await again.reply()
+    assert isinstance(reply, Reply) and "刘庆峰" in reply.text
+    assert [r["status"] for r in turns(store)] == ["answered"]
+    await store.close()
+
+
+async def test_pending_lists_unanswered_and_undelivered_turns_once(engine_for) -> None:
+    core, store = await engine_for(FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]"))
+    unsent = await core.receive(wecom_msg("科大讯飞董事长是谁？", "m3"))
+    shown = await core.receive(wecom_msg("科大讯飞董事长是谁？", "m4"))
+    assert unsent is not None and shown is not None
+    await unsent.reply()
+    await shown.reply()
+    await core.delivered(shown)
+    [left] = await core.pending(["wecom"])
+    assert left.turn_id == unsent.turn_id and left.answered
+    # Being resumed: WeCom's repeat of the same message meanwhile is a duplicate.
+    assert await core.receive(wecom_msg("科大讯飞董事长是谁？", "m3")) is None
+
+
+async def test_a_final_failure_is_not_resumed(engine_for) -> None:
+    core, store = await engine_for(FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]"))
+    turn = await core.receive(wecom_msg("科大讯飞董事长是谁？", "m5"))
+    assert turn is not None
+    await core.delivered(turn, "WecomApiError: user not reachable", final=True)
+    assert await core.pending(["wecom"]) == []
+    assert await core.receive(wecom_msg("科大讯飞董事长是谁？", "m5")) is None
+
+
+async def test_bot_ask_counts_as_delivered(engine_for) -> None:
+    core, store = await engine_for(FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]"))
+    await core.ask(ask_msg("科大讯飞董事长是谁？"))
+    assert [r["delivery"] for r in turns(store)] == ["delivered"]
 
 
 # ---- reload --------------------------------------------------------------------------------------

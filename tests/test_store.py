@@ -240,6 +240,7 @@ async def test_pending_turns_returns_young_ones_and_abandons_old_ones(store: Log
     wecom_young = await store.start_turn(msg("企业微信的问题", channel="wecom", chat="zhang", user="zhang"))
     cli_old = await store.start_turn(msg("命令行的问题", channel="cli"))
     done = await answered(store, msg("答过的问题", channel="telegram", chat="42"))
+    await store.delivered(done)
     await store.db.execute("UPDATE turns SET created_at = created_at - 3600 WHERE id IN (?, ?)", (old, cli_old))
     await store.db.commit()
 
@@ -254,6 +255,49 @@ async def test_pending_turns_returns_young_ones_and_abandons_old_ones(store: Log
                       done: "answered"}
     # Only the channels asked about are touched.
     assert [p.turn_id for p in await store.pending_turns(600, ["wecom"])] == [wecom_young]
+
+
+async def test_an_answer_waits_for_delivery_and_young_undelivered_ones_come_back(store: LogStore) -> None:
+    shown = await answered(store, msg("送达的问题", channel="telegram", chat="42"))
+    unsent = await answered(store, msg("没送达的问题", channel="telegram", chat="42", message_id="m9"))
+    stale = await answered(store, msg("太久没送达的问题", channel="telegram", chat="42"))
+    await store.delivered(shown)
+    await store.delivered(unsent, "NetworkError: connection refused")
+    await store.db.execute("UPDATE turns SET created_at = created_at - 3600 WHERE id = ?", (stale,))
+    await store.db.commit()
+
+    pending = await store.pending_turns(600, ["telegram"])
+    assert [(p.turn_id, p.answered, p.delivery) for p in pending] == [(unsent, True, "waiting")]
+    state = {r["id"]: (r["delivery"], r["delivery_error"], r["delivered_at"] is not None)
+             for r in rows(store.path, "SELECT * FROM turns")}
+    assert state == {shown: ("delivered", None, True), unsent: ("waiting", "NetworkError: connection refused", False),
+                     stale: ("failed", "too old to re-send", False)}
+    again = await store.by_message("telegram", "42", "m9")
+    assert again is not None and again.turn_id == unsent
+    assert await store.by_message("telegram", "43", "m9") is None
+
+
+async def test_a_final_failure_gives_up_the_turn_and_a_delivered_one_stays_delivered(store: LogStore) -> None:
+    blocked = await store.start_turn(msg("被拉黑", channel="telegram", chat="42"))
+    shown = await answered(store, msg("送达", channel="telegram", chat="42"))
+    await store.delivered(blocked, "Forbidden: bot was blocked by the user", final=True)
+    await store.delivered(shown)
+    await store.delivered(shown, "late error", final=True)  # a confirmed delivery is not undone
+    state = {r["id"]: (r["status"], r["delivery"]) for r in rows(store.path, "SELECT * FROM turns")}
+    assert state == {blocked: ("abandoned", "failed"), shown: ("answered", "delivered")}
+    assert await store.pending_turns(600, ["telegram"]) == []
+
+
+async def test_a_stored_reply_is_the_logged_answer_with_its_passages(store: LogStore) -> None:
+    await store.record_passages([Passage("p1", "第一节", "刘庆峰是全国人大代表。", "a.txt", 0)], "v1")
+    tid = await store.start_turn(msg("刘庆峰是什么代表？", channel="wecom", chat="zhang"))
+    await store.finish_turn(tid, Reply("全国人大代表[1]", False, [Citation("p1", "第一节", "", 1)], model="m",
+                                       content_version="v1"))
+    reply = await store.stored_reply(tid)
+    assert (reply.text, reply.refused, reply.turn_id, reply.content_version) == ("全国人大代表[1]", False, tid, "v1")
+    assert reply.citations == [Citation("p1", "第一节", "刘庆峰是全国人大代表。", 1)]
+    with pytest.raises(LookupError):
+        await store.stored_reply(await store.start_turn(msg("还没答")))
 
 
 # ---- stats and export ----------------------------------------------------------------------------

@@ -448,8 +448,49 @@ async def test_resume_answers_a_logged_unanswered_turn(server: FakeTelegram, bac
         await channel.resume(turn)
     assert server.bot_texts(ALICE) == [f"科大讯飞董事长是刘庆峰。[1]{QUOTE}\n\n[1] {SECTION}"]
     assert server.calls_of("sendMessage")[0].params["reply_parameters"]["message_id"] == 77
-    logged = rows(store, "SELECT id, status, answer FROM turns")
-    assert logged == [(turn.turn_id, "answered", f"科大讯飞董事长是刘庆峰。[1]{QUOTE}")]
+    logged = rows(store, "SELECT id, status, answer, delivery FROM turns")
+    assert logged == [(turn.turn_id, "answered", f"科大讯飞董事长是刘庆峰。[1]{QUOTE}", "delivered")]
+
+
+async def test_an_answer_is_delivered_only_once_telegram_confirms_it(server: FakeTelegram, backend: FakeBackend,
+                                                                    real: tuple[Core, LogStore]) -> None:
+    core, store = real
+    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(core, '科大讯飞董事长刘庆峰')}]"
+    server.fail_next("editMessageText", count=50, kind="server")  # Telegram down after the placeholder
+    async with running(server, core) as channel:
+        channel.api.backoff_s = 0.001
+        mid = server.private(ALICE, "科大讯飞董事长是谁？")
+        await server.wait_for(lambda: rows(store, "SELECT 1 FROM events WHERE kind='undelivered'"))
+    assert not answered(server, mid, "刘庆峰")
+    [(tid, status, delivery, error)] = rows(store, "SELECT id, status, delivery, delivery_error FROM turns")
+    assert (status, delivery) == ("answered", "waiting") and "NetworkError" in error
+    server.clear_faults()
+    calls = len(backend.calls)
+    (turn,) = await core.pending(["telegram"])  # the restart: the logged answer, not a new one
+    async with running(server, core) as channel:
+        await channel.resume(turn)
+    assert turn.turn_id == tid and len(backend.calls) == calls
+    assert f"科大讯飞董事长是刘庆峰。[1]{QUOTE}\n\n[1] {SECTION}" in server.bot_texts(ALICE)
+    assert rows(store, "SELECT delivery FROM turns") == [("delivered",)]
+
+
+async def test_a_user_who_blocked_the_bot_ends_the_delivery(server: FakeTelegram, backend: FakeBackend,
+                                                           real: tuple[Core, LogStore]) -> None:
+    core, store = real
+    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(core, '科大讯飞董事长刘庆峰')}]"
+    server.fail_next("editMessageText", count=50, kind="blocked")
+    server.fail_next("sendMessage", count=50, kind="blocked", skip=1)  # the placeholder went out before
+    async with running(server, core):
+        mid = server.private(ALICE, "科大讯飞董事长是谁？")
+        await server.wait_for(lambda: rows(store, "SELECT 1 FROM turns WHERE delivery='failed'"))
+        await asyncio.sleep(0.05)
+    assert not answered(server, mid, "刘庆峰")
+    assert rows(store, "SELECT status, delivery, delivery_error FROM turns") == [
+        ("answered", "failed", "Forbidden: bot was blocked by the user")]
+    assert rows(store, "SELECT kind FROM events") == [("undeliverable",)]
+    # No apology is tried at a user who blocked the bot, and no restart sends it again.
+    assert [c.status for c in server.calls_of("sendMessage")] == [200]
+    assert await core.pending(["telegram"]) == []
 
 
 # ---- channel-side edge cases (scripted engine) ---------------------------------------------------

@@ -187,6 +187,46 @@ async def test_same_msgid_answered_once_also_after_restart(make_bot: MakeBot) ->
     assert len(await logged_turns(bot.store)) == 1
 
 
+async def delivery_of(bot: Bot, want: str) -> tuple[str, str]:
+    """(status, delivery) of the one logged turn once its delivery is `want` (waiting: with an error)."""
+    row = None
+    for _ in range(250):
+        async with bot.store.db.execute("SELECT status, delivery, delivery_error FROM turns") as cur:
+            row = await cur.fetchone()
+        if row and row["delivery"] == want and (want != "waiting" or row["delivery_error"]):
+            return row["status"], row["delivery"]
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the turn's delivery never became {want}: {row and dict(row)}")
+
+
+async def test_wecoms_repeat_of_an_undelivered_msgid_is_answered_from_the_log(make_bot: MakeBot) -> None:
+    bot = await make_bot()
+    bot.api.fail_next_sends(-1, times=len(FAST_RETRIES) + 1)  # WeCom busy past every retry
+    inner = bot.client.text_xml("lisi", QUESTION, "2234567890123456789")
+    await bot.client.post(inner)
+    assert await delivery_of(bot, "waiting") == ("answered", "waiting")
+    assert bot.api.sent == []
+    retry, _, _ = await bot.client.post(inner)  # WeCom's repeat of the callback: new envelope, same MsgId
+    assert retry.status_code == 200
+    sent = await bot.api.wait_sent(1)
+    assert "刘庆峰" in sent[0]["text"]["content"]
+    assert len(bot.backend.calls) == 1  # sent from the log, not generated again
+    assert await delivery_of(bot, "delivered") == ("answered", "delivered")
+    await bot.client.post(inner)  # delivered now: a plain duplicate
+    assert await bot.send_count_after_sentinel() == 1  # still the one answer
+
+
+async def test_a_user_outside_the_apps_range_ends_the_delivery(make_bot: MakeBot) -> None:
+    bot = await make_bot()
+    bot.api.fail_next_sends(81013)  # user not in the app's visible range: sending again will not help
+    inner = bot.client.text_xml("wangwu", QUESTION, "3234567890123456789")
+    await bot.client.post(inner)
+    assert await delivery_of(bot, "failed") == ("answered", "failed")
+    await bot.client.post(inner)
+    assert await bot.send_count_after_sentinel() == 0
+    assert await bot.core.pending(["wecom"]) == []
+
+
 # ---- hostile or broken callbacks: never a reply ----
 
 

@@ -102,6 +102,7 @@ class Console:
             self.out.flush()
         assert reply is not None
         self._finish(streamed, reply)
+        await self.core.delivered(turn)
         return reply
 
     def _finish(self, streamed: str, reply: Reply) -> None:

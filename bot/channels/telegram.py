@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from telegram import BotCommand, Message, Update
 from telegram.constants import ChatAction, ChatType, MessageEntityType
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
 
 from bot import texts
@@ -148,10 +148,8 @@ class TelegramChannel:
         key = ("resume", turn.turn_id)
         try:
             await self._answer(int(msg.chat_id), reply_to, turn, key)
-        except Exception as exc:
+        except Exception:
             logger.exception("telegram: resuming turn %s failed", turn.turn_id)
-            with suppress(Exception):
-                await self.core.note(msg, "reply_failed", type(exc).__name__)
             await self._apologize(int(msg.chat_id), turn.lang, self._open.pop(key, None))
 
     # -- translating updates --
@@ -206,6 +204,21 @@ class TelegramChannel:
     # -- rendering the core's events --
 
     async def _answer(self, chat_id: int, reply_to: int | None, turn: Turn, key: object) -> None:
+        """Stream the turn's answer and tell the core whether it reached the user."""
+        try:
+            await self._stream(chat_id, reply_to, turn, key)
+        except Forbidden as exc:  # blocked by the user, or the bot left the group: nothing reaches them now
+            self._open.pop(key, None)
+            logger.warning("telegram: chat %s refuses the bot's messages (%s); answer not delivered", chat_id, exc)
+            await self.core.delivered(turn, exc.message, final=True)
+            return
+        except Exception as exc:
+            with suppress(Exception):  # kept waiting: a restart sends it again
+                await self.core.delivered(turn, f"{type(exc).__name__}: {exc}")
+            raise
+        await self.core.delivered(turn)
+
+    async def _stream(self, chat_id: int, reply_to: int | None, turn: Turn, key: object) -> None:
         """Placeholder at once, typing and progress while waiting, edits of checked text, then the final text."""
         lang = turn.lang
         placeholder = await self.api.send(chat_id, texts.message("thinking", lang), reply_to)

@@ -3,8 +3,9 @@
 A tornado server answers the callback URL: GET verifies the URL, POST checks signature, freshness and replay
 (the protocol's own rules), decrypts, hands the message to the core, acknowledges at once with HTTP 200 and
 renders the reply in a background task. The core drops a MsgId it has seen, so WeCom's retries (and repeats
-after a restart) are answered once. Replies go out through `WecomApi` (wecom_api.py), split at sentence
-boundaries into parts of at most 2048 bytes (common.py).
+after a restart) are answered once, unless the answer was never delivered: then the repeat sends it.
+Replies go out through `WecomApi` (wecom_api.py), split at sentence boundaries into parts of at most
+2048 bytes (common.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import tornado.netutil
 import tornado.web
 
 from bot.channels.common import split_text, utf8_len
-from bot.channels.wecom_api import WecomApi
+from bot.channels.wecom_api import WecomApi, WecomApiError
 from bot.channels.wecom_crypto import (
     DecryptError,
     ReceiveIdError,
@@ -236,8 +237,12 @@ class WecomChannel:
             await self._send(msg.user_id, text or message("apology", turn.lang))
         except Exception as exc:
             log.exception("wecom: answering MsgId %s failed", msg.message_id)
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # kept waiting (a restart or WeCom's repeat sends it) unless refused
                 await self.core.note(msg, "reply_failed", type(exc).__name__)
+                await self.core.delivered(turn, f"{type(exc).__name__}: {exc}",
+                                          final=isinstance(exc, WecomApiError) and exc.permanent)
+            return
+        await self.core.delivered(turn)
 
     async def _send(self, user: str, text: str) -> None:
         """Send a reply, split into parts of at most 2048 bytes."""

@@ -31,6 +31,12 @@ class WecomApiError(Exception):
         super().__init__(f"WeCom API error {errcode}: {errmsg}")
         self.errcode = errcode
 
+    @property
+    def permanent(self) -> bool:
+        """A refusal that sending again will not change (a user outside the app's range, a bad user id);
+        not an outage, a rate limit or an expired token."""
+        return self.errcode is not None and self.errcode not in TOKEN_ERRORS | RETRY_ERRORS
+
 
 class _RedactSecrets(logging.Filter):
     """Masks corpsecret and access_token in httpx's request log lines."""
@@ -119,8 +125,8 @@ class WecomApi:
             token = await self.token()
             try:
                 data = await self._call("POST", "/cgi-bin/message/send", {"access_token": token}, payload)
-                if data.get("invaliduser"):
-                    log.warning("wecom: message/send: user %s is not reachable by this app", touser)
+                if data.get("invaliduser"):  # WeCom says errcode 0 and names the users it did not send to
+                    raise WecomApiError(81013, f"user {touser} is not reachable by this app (invaliduser)")
                 return
             except WecomApiError as exc:
                 if exc.errcode not in TOKEN_ERRORS or attempt == 2:

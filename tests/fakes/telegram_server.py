@@ -192,6 +192,10 @@ class FakeTelegram:
         """Fail the next `count` calls of `method` after `skip` successful ones."""
         self._faults.setdefault(method, []).append(Fault(kind, count, skip, retry_after))
 
+    def clear_faults(self) -> None:
+        """Telegram works again: no more injected failures."""
+        self._faults.clear()
+
     def user(self, user_id: int, *, first_name: str = "Ann", language_code: str = "en") -> dict[str, Any]:
         """A Bot API `User` for a person."""
         return {"id": user_id, "is_bot": False, "first_name": first_name, "language_code": language_code}
@@ -272,6 +276,8 @@ class FakeTelegram:
             if fault.kind == "retry_after":
                 raise ApiError(429, f"Too Many Requests: retry after {fault.retry_after:g}",
                                {"retry_after": fault.retry_after})
+            if fault.kind == "blocked":
+                raise ApiError(403, "Forbidden: bot was blocked by the user")
             if fault.kind == "parse":
                 raise ApiError(400, f"{_PARSE}: Unsupported start tag (injected)")
             raise ApiError(502, "Bad Gateway")
