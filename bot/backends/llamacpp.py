@@ -53,6 +53,10 @@ class Counters:
     prompt_tokens_evaluated: int = 0  # prompt tokens run through the model (the prefix's excluded)
     prefix_tokens_evaluated: int = 0
     decode_calls: int = 0
+    # Steps in which every sequence decoded one token (no prompt in the batch): what llama-batched-bench's
+    # S_TG measures, with this engine's sampling and bookkeeping included.
+    decode_step_tokens: int = 0
+    decode_step_s: float = 0.0
     most_running: int = 0  # the largest number of answers decoded in one step
     timings: dict[str, Any] = field(default_factory=dict)  # load_s, prefix_s, prefix_source
 
@@ -197,6 +201,7 @@ class LlamaCppBackend:
                     self._end(req)
 
     def _step(self) -> None:
+        started = time.perf_counter()
         for req in self.sched.expired():
             self._end(req)
         for req in self.sched.admit(self._shared, self._free_seq):
@@ -206,6 +211,7 @@ class LlamaCppBackend:
         steps = self.sched.plan()
         if not steps:
             return
+        pure_decode = all(req.generated and len(toks) == 1 for req, toks in steps)
         rows = self._batch.fill(steps)
         rc = self._llama.llama_decode(self._ctx.ctx, self._batch.batch)
         if rc != 0:
@@ -220,6 +226,9 @@ class LlamaCppBackend:
             req.todo = req.todo[len(toks):]
             if row >= 0:
                 self._sampled(req, self._llama.llama_sampler_sample(req.sampler.sampler, self._ctx.ctx, row))
+        if pure_decode:
+            c.decode_step_tokens += len(steps)
+            c.decode_step_s += time.perf_counter() - started
 
     def _sampled(self, req: Request, token: int) -> None:
         if self._llama.llama_vocab_is_eog(self._vocab, token) and not req.ignore_eos:
