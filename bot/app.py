@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -247,9 +248,14 @@ async def serve(app: App, only: str | None = None) -> int:
             started.append(ch)
             log.info("channel %s started", ch.name)
         resuming = asyncio.create_task(_resume_pending(pending, started))
+        housekeeping = asyncio.create_task(_housekeeping(app))
         await stop.wait()
         resuming.cancel()
+        housekeeping.cancel()
     finally:
+        # Answers in progress get a few seconds; queued ones stay pending for the restart (never lost).
+        if left := await app.core.drain(app.cfg.shutdown_grace_s):
+            log.info("shutdown: %d unfinished answers left pending for the restart", left)
         for ch in reversed(started):
             with contextlib.suppress(Exception):
                 await ch.stop()
@@ -257,6 +263,31 @@ async def serve(app: App, only: str | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     return 0
+
+
+def redaction_key(cfg: Config) -> bytes:
+    """The secret that turns user ids into stable pseudonyms (made once, kept in data_dir, owner-only)."""
+    path = cfg.data_path / "redaction.key"
+    if not path.exists():
+        cfg.data_path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+async def _housekeeping(app: App, every_s: float = 3600.0) -> None:
+    """Log retention and redaction (config `log`) at start and every hour while serving."""
+    log_cfg = app.cfg.log
+    key = redaction_key(app.cfg) if log_cfg.redact_after_days else b""
+    while True:
+        try:
+            done = await app.core.prune(log_cfg.retention_days, log_cfg.redact_after_days, key)
+            if any(done.values()):
+                log.info("log housekeeping: %s", ", ".join(f"{n} {kind}" for kind, n in done.items() if n))
+        except Exception:
+            log.exception("log housekeeping failed; retried in an hour")
+        await asyncio.sleep(every_s)
 
 
 async def _reload(app: App) -> None:

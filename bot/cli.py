@@ -188,34 +188,49 @@ def content_reload(ctx: click.Context) -> None:
 @main.command()
 @click.option("--limit", default=20, show_default=True, help="How many recent turns.")
 @click.option("--channel", help="Only this channel (cli, telegram, wecom, eval).")
-@click.option("--export", "export", type=click.Choice(["jsonl", "csv"]), help="Write all fields in this format.")
+@click.option("--export", "export", type=click.Choice(["jsonl", "csv"]),
+              help="Stream every row with every column instead: jsonl holds all tables (a 'table' field says "
+                   "which), csv one table (--table, default turns).")
+@click.option("--table", type=click.Choice(["turns", "events", "passages", "resets", "seen"]),
+              help="With --export: only this table.")
 @click.pass_context
-def logs(ctx: click.Context, limit: int, channel: str | None, export: str | None) -> None:
-    """Show recent conversation turns from the SQLite log."""
+def logs(ctx: click.Context, limit: int, channel: str | None, export: str | None, table: str | None) -> None:
+    """Show recent conversation turns from the SQLite log, or export all of it."""
 
     async def handler(cfg: Config) -> int:
-        from bot.store import EXPORT_COLUMNS, LogStore
+        from bot.store import EXPORT_TABLES, LogStore
 
         store = await LogStore.open(cfg.database_path)
         try:
+            if export:
+                tables = [table] if table else list(EXPORT_TABLES) if export == "jsonl" else ["turns"]
+                await _export(store, export, tables, channel)
+                return 0
             rows = await store.recent(limit, channel)
         finally:
             await store.close()
-        if export == "jsonl":
-            for r in rows:
-                click.echo(json.dumps(r, ensure_ascii=False))
-        elif export == "csv":
-            writer = csv.DictWriter(sys.stdout, fieldnames=EXPORT_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-        else:
-            for r in rows:
-                flag = "declined" if r["refused"] else r["status"]
-                click.echo(f"#{r['id']} {r['channel']}:{r['chat_id']} {flag} {r['total_ms'] or '-'} ms\n"
-                           f"  Q: {r['question']}\n  A: {(r['answer'] or '')[:200]}")
+        for r in rows:
+            flag = "declined" if r["refused"] else r["status"]
+            click.echo(f"#{r['id']} {r['channel']}:{r['chat_id']} {flag} {r['total_ms'] or '-'} ms\n"
+                       f"  Q: {r['question']}\n  A: {(r['answer'] or '')[:200]}")
         return 0
 
     _run(ctx, handler)
+
+
+async def _export(store: Any, fmt: str, tables: list[str], channel: str | None) -> None:
+    """Stream rows to stdout as they are read (a big log never sits in memory)."""
+    out = sys.stdout
+    for name in tables:
+        writer = csv.DictWriter(out, fieldnames=await store.columns(name)) if fmt == "csv" else None
+        if writer is not None:
+            writer.writeheader()
+        async for row in store.export(name, channel):
+            if writer is not None:
+                writer.writerow(row)
+            else:
+                out.write(json.dumps({"table": name, **row}, ensure_ascii=False) + "\n")
+    out.flush()
 
 
 @main.command("eval")

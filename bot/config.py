@@ -10,6 +10,7 @@ import dataclasses
 import os
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -112,6 +113,7 @@ class WecomConfig:
     path: str = "/wecom/callback"
     api_base_url: str = "https://qyapi.weixin.qq.com"
     admins: list[str] = field(default_factory=list)
+    allow_users: list[str] = field(default_factory=list)
     reply_format: Literal["text", "markdown"] = "text"
     replay_window_s: int = 300
     rate_limit_per_minute: int = 6
@@ -124,15 +126,23 @@ class WecomConfig:
 
 
 @dataclass
+class LogConfig:
+    retention_days: float = 0.0  # turns and events older than this are deleted (0: kept for ever)
+    redact_after_days: float = 0.0  # user ids and message texts older than this are replaced (0: never)
+
+
+@dataclass
 class Config:
     data_dir: str = "data"
     database: str = "data/bot.sqlite3"
     log_level: str = "INFO"
+    shutdown_grace_s: float = 5.0
     model: ModelConfig = field(default_factory=ModelConfig)
     content: ContentConfig = field(default_factory=ContentConfig)
     conversation: ConversationConfig = field(default_factory=ConversationConfig)
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     wecom: WecomConfig = field(default_factory=WecomConfig)
     # The folder relative paths are resolved against (the config file's folder).
     base_dir: str = field(default=".", repr=False)
@@ -277,6 +287,11 @@ def _check(cfg: Config, src: str) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{src}: '{key}' must be greater than 0, got {value}.")
+    non_negative = {"log.retention_days": cfg.log.retention_days, "log.redact_after_days": cfg.log.redact_after_days,
+                    "shutdown_grace_s": cfg.shutdown_grace_s}
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{src}: '{key}' must be 0 or more, got {value}.")
     if not 0.0 < cfg.content.route_min_share <= 1.0:
         raise ConfigError(f"{src}: 'content.route_min_share' must be in (0, 1], got {cfg.content.route_min_share}.")
     if not 0.0 <= cfg.model.temperature <= 2.0:
@@ -291,6 +306,27 @@ def _check(cfg: Config, src: str) -> None:
     if cfg.model.backend == "openai" and not cfg.model.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{src}: model.backend is 'openai' but model.base_url is {cfg.model.base_url!r}; fix: set "
                           "the server's URL with its /v1, e.g. http://127.0.0.1:8080/v1, or $BOT_OPENAI_BASE_URL.")
-    if cfg.telegram.mode == "webhook" and not cfg.telegram.webhook_url:
+    if cfg.telegram.mode == "webhook":
+        _check_webhook_url(cfg.telegram.webhook_url, src)
+
+
+TELEGRAM_WEBHOOK_PORTS = (443, 80, 88, 8443)  # the only ports setWebhook accepts (Bot API docs)
+
+
+def _check_webhook_url(url: str, src: str) -> None:
+    """Telegram calls only https URLs on four ports; say so at start, not after setWebhook fails."""
+    if not url:
         raise ConfigError(f"{src}: telegram.mode is 'webhook' but telegram.webhook_url is empty; "
                           "fix: set the public https URL Telegram should call.")
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port or 443
+    except ValueError:
+        port = -1
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(f"{src}: telegram.webhook_url {url!r} is not an https URL; fix: Telegram calls only "
+                          "https, so put a TLS-terminating proxy (nginx, Caddy) in front of telegram.webhook_listen "
+                          "and give its https URL.")
+    if port not in TELEGRAM_WEBHOOK_PORTS:
+        raise ConfigError(f"{src}: telegram.webhook_url uses port {port}; fix: Telegram calls only ports "
+                          f"{', '.join(map(str, TELEGRAM_WEBHOOK_PORTS))}, so publish the proxy on one of them.")

@@ -73,6 +73,8 @@ class Core:
         self._langs: dict[str, str] = {}  # conversation -> language of its last question
         # Turns this process is answering or delivering: a messenger's repeat of their message is a duplicate.
         self._active: set[int] = set()
+        self._answering: dict[int, asyncio.Task[object]] = {}  # turn id -> the task consuming its answer
+        self.closing = False  # set by `drain`: questions are still logged, but left for the restart
         self._reload_lock = asyncio.Lock()
 
     @property
@@ -172,6 +174,11 @@ class Core:
         cancellation (shutdown), which leaves the question pending for the restart."""
         msg, content, started = turn.incoming, self.content, time.perf_counter()
         reply: Reply | None = None
+        task = asyncio.current_task()
+        if task is not None:
+            self._answering[turn.turn_id or 0] = task
+            if self.closing:  # arrived during shutdown: logged, answered after the restart
+                task.cancel()
         try:
             history = await self.store.history(msg.conversation_key, self.history_turns)
             async for event in self.engine.run(msg, content, history):
@@ -189,10 +196,26 @@ class Core:
             user = exc.user_message if isinstance(exc, BotError) else BotError.user_message
             reply = self.engine.failed(content, user, f"{type(exc).__name__}: {exc}", started)
         finally:
+            self._answering.pop(turn.turn_id or 0, None)
             if reply is not None:
                 reply.turn_id = turn.turn_id
                 await asyncio.shield(self.store.finish_turn(turn.turn_id or 0, reply))
         yield reply
+
+    async def drain(self, grace_s: float) -> int:
+        """Shutdown: answers in progress get `grace_s` seconds to finish (and be delivered); the rest, queued
+        ones included, are cancelled and their questions stay pending for the restart. How many were."""
+        self.closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while self._answering and loop.time() < deadline:
+            await asyncio.wait(set(self._answering.values()), timeout=min(deadline - loop.time(), 0.2))
+        left = set(self._answering.values())
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=5)
+        return len(left)
 
     async def pending(self, channels: Iterable[str]) -> list[Turn]:
         """Questions on these channels younger than 10 minutes whose answer never reached the user (a crash
@@ -235,6 +258,10 @@ class Core:
     async def stats(self, since_hours: float = 24.0, channel: str | None = None) -> Stats:
         """Turn statistics for the period."""
         return await self.store.stats(since_hours, channel)
+
+    async def prune(self, retention_days: float, redact_after_days: float = 0.0, key: bytes = b"") -> dict[str, int]:
+        """Log housekeeping: rows past the retention deleted, old ids and texts redacted (see LogStore.prune)."""
+        return await self.store.prune(retention_days, redact_after_days, key)
 
     async def reload(self, by: Incoming | None = None, progress: ProgressFn | None = None) -> ReloadReport:
         """Load the content again; a new version is served only after the model has read it, and a broken

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,11 @@ EXPORT_COLUMNS = [
     "retracted", "decline_reason", "citations", "ttft_ms", "total_ms", "prompt_tokens", "completion_tokens",
     "model", "content_version", "error", "created_at", "answered_at", "delivery", "delivered_at", "delivery_error",
 ]
+
+
+SEEN_KEEP_S = 2 * 86400  # dedupe keys outlive any repeat: Telegram keeps an update 24 h, WeCom retries for minutes
+REDACTED = "[redacted]"
+EXPORT_TABLES = ("turns", "events", "passages", "resets", "seen")  # everything `bot logs --export` writes
 
 
 def _percentile(values: list[int], q: float) -> int | None:
@@ -43,17 +51,34 @@ class LogStore:
     @classmethod
     async def open(cls, path: Path) -> LogStore:
         """Open (creating folders and schema as needed) and migrate."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        unwritable = (f"fix: make {path.parent} writable by this user (and the file, if it exists), or set "
+                      "`database` in config.yaml (or $BOT_DATABASE) to a writable path.")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Tried with the standard library first: a failed aiosqlite connect leaves its worker thread
+            # reporting to an event loop that is closed by then (a traceback after the error line).
+            sqlite3.connect(path).close()
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot open the log database {path}: {exc}; {unwritable}") from None
         db = await aiosqlite.connect(path)
         db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=FULL")
-        await db.execute("PRAGMA busy_timeout=5000")
         store = cls(db, path)
         try:
+            await db.execute("PRAGMA busy_timeout=5000")
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
             await store.migrate()
         except Exception as exc:
             await db.close()  # its worker thread would keep the process alive
+            text = str(exc).lower()
+            if "readonly" in text or "unable to open" in text or "disk i/o" in text:
+                raise ConfigError(f"cannot write the log database {path}: {exc}; {unwritable}") from None
+            if "locked" in text or "busy" in text:
+                raise ConfigError(f"the log database {path} is locked by another process ({exc}); fix: stop the "
+                                  "other `bot` using it, or give this one its own `database`.") from None
+            if "full" in text:
+                raise ConfigError(f"the disk holding the log database {path} is full; fix: free space there, or "
+                                  "set `database` to a path on another disk.") from None
             raise ConfigError(f"cannot migrate the log database {path}: {exc}; fix: restore a backup, or move the "
                               "file aside (set BOT_DATABASE) to start a new log.") from exc
         return store
@@ -251,3 +276,58 @@ class LogStore:
         async with self.db.execute(sql, args) as cur:
             rows = await cur.fetchall()
         return [dict(r) for r in reversed(rows)]
+
+    async def columns(self, table: str) -> list[str]:
+        """A log table's column names, in schema order."""
+        if table not in EXPORT_TABLES:
+            raise ValueError(f"no table {table!r} to export; one of {', '.join(EXPORT_TABLES)}")
+        async with self.db.execute(f"PRAGMA table_info({table})") as cur:
+            return [r[1] for r in await cur.fetchall()]
+
+    async def export(self, table: str, channel: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Every row of one log table (of one channel, for the tables that have one), in insertion order,
+        read in chunks: memory stays flat on a big log."""
+        if table not in EXPORT_TABLES:
+            raise ValueError(f"no table {table!r} to export; one of {', '.join(EXPORT_TABLES)}")
+        where, args = ("", ()) if channel is None or table in ("passages", "resets") else ("WHERE channel=?",
+                                                                                          (channel,))
+        async with self.db.execute(f"SELECT * FROM {table} {where} ORDER BY rowid", args) as cur:
+            async for row in cur:
+                yield dict(row)
+
+    async def prune(self, retention_days: float, redact_after_days: float = 0.0, key: bytes = b"") -> dict[str, int]:
+        """Delete turns, events and resets past the retention (0: none), dedupe keys past their use, and
+        replace user ids and texts past `redact_after_days` (ids by a keyed hash, so one user's turns still
+        group together). Counts of rows touched, per kind."""
+        now, done = time.time(), {}
+        seen_keep = min(SEEN_KEEP_S, retention_days * 86400) if retention_days else SEEN_KEEP_S
+        done["seen"] = (await self.db.execute("DELETE FROM seen WHERE at < ?", (now - seen_keep,))).rowcount
+        if retention_days:
+            cutoff = now - retention_days * 86400
+            for table, column in (("turns", "created_at"), ("events", "at"), ("resets", "at")):
+                cur = await self.db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))
+                done[table] = cur.rowcount
+        if redact_after_days:
+            done["redacted"] = await self._redact(now - redact_after_days * 86400, key)
+        await self.db.commit()
+        return done
+
+    async def _redact(self, before: float, key: bytes) -> int:
+        """Replace ids and texts of turns and events older than `before` (not committed)."""
+        def pseudo(value: str) -> str:
+            return "r:" + hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+
+        sql = "SELECT id, chat_id, user_id, conversation FROM turns WHERE created_at < ? AND question != ?"
+        async with self.db.execute(sql, (before, REDACTED)) as cur:
+            rows = await cur.fetchall()
+        await self.db.executemany(
+            "UPDATE turns SET chat_id=?, user_id=?, conversation=?, question=?, answer=CASE WHEN answer IS NULL "
+            "THEN NULL ELSE ? END, draft=NULL WHERE id=?",
+            [(pseudo(r["chat_id"]), pseudo(r["user_id"]), pseudo(r["conversation"]), REDACTED, REDACTED, r["id"])
+             for r in rows])
+        async with self.db.execute("SELECT id, chat_id, user_id FROM events WHERE at < ? AND user_id NOT LIKE 'r:%'",
+                                   (before,)) as cur:
+            events = await cur.fetchall()
+        await self.db.executemany("UPDATE events SET chat_id=?, user_id=? WHERE id=?",
+                                  [(pseudo(e["chat_id"]), pseudo(e["user_id"]), e["id"]) for e in events])
+        return len(rows)

@@ -47,6 +47,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "You are number {n} in the queue; please wait…",
     },
     "thinking": {"zh": "正在思考……", "en": "Thinking…"},
+    "restarting": {"zh": "机器人正在重启，稍后会回答你的问题。",
+                   "en": "The bot is restarting; your answer follows shortly."},
     # The cited sentence under a Chinese answer, in the content's own words (grounding.quote_source);
     # English answers get none.
     "source_quote": {"zh": "\n原文[{n}]：「{sentence}」"},

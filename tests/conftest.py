@@ -65,3 +65,9 @@ async def engine_for(tmp_path: Path) -> AsyncIterator:
     yield build
     for s in opened:
         await s.close()
+
+
+@pytest.fixture(scope="session")
+def serve_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir shared by the tests that run `bot serve`: the first computes the prefix, the rest restore it."""
+    return tmp_path_factory.mktemp("serve-data")

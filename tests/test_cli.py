@@ -226,21 +226,26 @@ def test_logs_and_exports(config: Path, backends: list[FakeBackend]) -> None:
 
     r = bot(config, "logs", "--export", "jsonl")
     assert r.exit_code == 0, r.stderr
-    objs = json_lines(r.stdout)
+    every = json_lines(r.stdout)
+    assert {"turns", "passages"} <= {o["table"] for o in every}
+    objs = [o for o in every if o["table"] == "turns"]
     assert [o["question"] for o in objs] == ["科大讯飞董事长是谁？", "量子计算机的价格是多少？"]
-    assert all(list(o) == EXPORT_COLUMNS for o in objs)
+    assert all(set(EXPORT_COLUMNS) | {"table", "draft", "message_id"} <= set(o) for o in objs)
     assert LIU.id in objs[0]["citations"] and objs[1]["refused"] == 1
+    assert any(o["table"] == "passages" and o["id"] == LIU.id for o in every)
 
     r = bot(config, "logs", "--export", "csv")
     assert r.exit_code == 0, r.stderr
     reader = csv.DictReader(io.StringIO(r.stdout))
-    assert reader.fieldnames == EXPORT_COLUMNS
+    assert set(EXPORT_COLUMNS) | {"draft"} <= set(reader.fieldnames or [])
     got = list(reader)
     assert [g["question"] for g in got] == ["科大讯飞董事长是谁？", "量子计算机的价格是多少？"]
     assert got[0]["status"] == "answered" and got[0]["model"] == "fake-model"
 
-    r = bot(config, "logs", "--channel", "telegram", "--export", "jsonl")
+    r = bot(config, "logs", "--channel", "telegram", "--export", "jsonl", "--table", "turns")
     assert r.exit_code == 0 and r.stdout == ""
+    r = bot(config, "logs", "--export", "csv", "--table", "events")  # none: the header alone
+    assert r.exit_code == 0 and r.stdout.split() == ["id,at,channel,chat_id,user_id,kind,detail"]
 
 
 # ---- bot content ---------------------------------------------------------------------------------

@@ -179,6 +179,10 @@ def test_an_unknown_key_is_named(in_tmp: Path, text: str, key: str) -> None:
         ("telegram:\n  mode: push\n", "telegram.mode", "'polling' or 'webhook'"),
         ("telegram:\n  admins: 12345\n", "telegram.admins", "list"),
         ("telegram:\n  mode: webhook\n", "telegram.webhook_url", "https"),
+        ("telegram:\n  mode: webhook\n  webhook_url: http://bot.example.org/hook\n", "telegram.webhook_url",
+         "TLS-terminating proxy"),
+        ("telegram:\n  mode: webhook\n  webhook_url: https://bot.example.org:8080/hook\n", "telegram.webhook_url",
+         "443, 80, 88, 8443"),
         ("wecom:\n  listen: nohost\n", "wecom.listen", "host:port"),
         ("wecom:\n  reply_format: html\n", "wecom.reply_format", "'text' or 'markdown'"),
         ("model: qwen\n", "model", "mapping"),
@@ -192,6 +196,12 @@ def test_wrong_values_name_the_key_and_the_fix(in_tmp: Path, text: str, key: str
     assert key in msg, msg
     assert fix in msg, msg
     assert "config.yaml" in msg  # which file to fix
+
+
+def test_webhook_urls_telegram_calls_are_accepted(in_tmp: Path) -> None:
+    for url in ("https://bot.example.org/hook", "https://bot.example.org:8443/hook", "https://10.0.0.5:88/t"):
+        f = write(in_tmp / "config.yaml", f"telegram:\n  mode: webhook\n  webhook_url: {url}\n")
+        assert load_config(str(f), env={}).telegram.webhook_url == url
 
 
 def test_a_bad_listen_address_from_the_environment_is_an_error(in_tmp: Path) -> None:

@@ -220,6 +220,32 @@ async def test_bot_ask_counts_as_delivered(engine_for) -> None:
     assert [r["delivery"] for r in turns(store)] == ["delivered"]
 
 
+async def test_drain_lets_a_quick_answer_finish_and_leaves_slow_ones_pending(engine_for) -> None:
+    core, store = await engine_for(FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]", delay=0.5))
+    slow = [asyncio.create_task(core.ask(ask_msg("科大讯飞董事长是谁？", conversation=f"c{i}"))) for i in range(3)]
+    while len(turns(store)) < 3:
+        await asyncio.sleep(0.01)
+    started = asyncio.get_running_loop().time()
+    assert await core.drain(0.2) == 3
+    assert asyncio.get_running_loop().time() - started < 3
+    assert all(t.cancelled() for t in slow)
+    assert [r["status"] for r in turns(store)] == ["pending"] * 3  # the restart answers them
+    # A question arriving during shutdown is logged and left for the restart too.
+    late = asyncio.create_task(core.ask(ask_msg("科大讯飞董事长是谁？", conversation="late")))
+    with pytest.raises(asyncio.CancelledError):
+        await late
+    assert [r["status"] for r in turns(store)] == ["pending"] * 4
+
+
+async def test_drain_waits_for_answers_that_finish_within_the_grace(engine_for) -> None:
+    core, store = await engine_for(FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]", delay=0.01))
+    task = asyncio.create_task(core.ask(ask_msg("科大讯飞董事长是谁？")))
+    while not turns(store):
+        await asyncio.sleep(0.01)
+    assert await core.drain(30) == 0
+    assert isinstance(await task, Reply) and [r["status"] for r in turns(store)] == ["answered"]
+
+
 # ---- reload --------------------------------------------------------------------------------------
 
 

@@ -94,18 +94,19 @@ _INHERITED_SETTINGS = ("BOT_MODEL", "BOT_DATABASE", "BOT_CONFIG", "TELEGRAM_", "
 # ---- the `bot serve` subprocess --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One data dir for both tests: the second restores the prefix the first computed."""
-    return tmp_path_factory.mktemp("serve-data")
+@pytest.fixture
+def shared_data(serve_data: Path) -> Path:
+    """One data dir for every `bot serve` test: later ones restore the prefix the first computed."""
+    return serve_data
 
 
 class Serve:
     """`bot serve --channel NAME` in a subprocess, stderr to a file, with a network guard of its own."""
 
-    def __init__(self, tmp_path: Path, data_dir: Path, channel: str, extra_env: dict[str, str]) -> None:
+    def __init__(self, tmp_path: Path, data_dir: Path, channel: str, extra_env: dict[str, str], *,
+                 database: Path | None = None) -> None:
         self.channel = channel
-        self.database = tmp_path / "bot.sqlite3"
+        self.database = database or tmp_path / "bot.sqlite3"
         self.stderr_path = tmp_path / "serve.stderr"
         self.net_log = tmp_path / "non-loopback.txt"
         config = {

@@ -300,6 +300,50 @@ async def test_a_stored_reply_is_the_logged_answer_with_its_passages(store: LogS
         await store.stored_reply(await store.start_turn(msg("还没答")))
 
 
+async def age(store: LogStore, days: float, *turn_ids: int) -> None:
+    """Make turns (and everything stamped at the same time) `days` older."""
+    shift = days * 86400
+    marks = ",".join("?" * len(turn_ids))
+    await store.db.execute(f"UPDATE turns SET created_at = created_at - ? WHERE id IN ({marks})", (shift, *turn_ids))
+    await store.db.commit()
+
+
+async def test_prune_deletes_past_the_retention_and_dedupe_keys_past_their_use(store: LogStore) -> None:
+    old = await answered(store, msg("旧问题", channel="telegram", chat="42"))
+    new = await answered(store, msg("新问题", channel="telegram", chat="42"))
+    await age(store, 40, old)
+    await store.log_event("telegram", "42", "7", "not_allowed")
+    await store.db.execute("UPDATE events SET at = at - 40 * 86400")
+    await store.log_event("telegram", "42", "7", "rate_limited")
+    assert await store.claim("telegram", "42:old") and await store.claim("telegram", "42:new")
+    await store.db.execute("UPDATE seen SET at = at - 3 * 86400 WHERE key = '42:old'")
+    await store.db.commit()
+
+    assert await store.prune(0) == {"seen": 1}  # no retention: turns kept, stale dedupe keys still go
+    assert [r["id"] for r in rows(store.path, "SELECT id FROM turns")] == [old, new]
+    done = await store.prune(30)
+    assert done == {"seen": 0, "turns": 1, "events": 1, "resets": 0}
+    assert [r["id"] for r in rows(store.path, "SELECT id FROM turns")] == [new]
+    assert [r["kind"] for r in rows(store.path, "SELECT kind FROM events")] == ["rate_limited"]
+    assert [r["key"] for r in rows(store.path, "SELECT key FROM seen")] == ["42:new"]
+
+
+async def test_redaction_replaces_old_texts_and_ids_with_stable_pseudonyms(store: LogStore) -> None:
+    a = await answered(store, msg("张三的问题", channel="telegram", chat="42", user="7"), "答案一")
+    b = await answered(store, msg("张三的另一个问题", channel="telegram", chat="42", user="7"), "答案二")
+    c = await answered(store, msg("今天的问题", channel="telegram", chat="42", user="7"), "答案三")
+    await age(store, 10, a, b)
+    done = await store.prune(0, redact_after_days=7, key=b"k")
+    assert done["redacted"] == 2
+    got = {r["id"]: dict(r) for r in rows(store.path, "SELECT * FROM turns")}
+    assert got[c]["question"] == "今天的问题" and got[c]["user_id"] == "7"
+    for tid in (a, b):
+        assert (got[tid]["question"], got[tid]["answer"], got[tid]["draft"]) == ("[redacted]", "[redacted]", None)
+        assert got[tid]["user_id"].startswith("r:") and got[tid]["user_id"] != "7"
+    assert got[a]["user_id"] == got[b]["user_id"] and got[a]["conversation"] == got[b]["conversation"]
+    assert (await store.prune(0, redact_after_days=7, key=b"k"))["redacted"] == 0  # done once
+
+
 # ---- stats and export ----------------------------------------------------------------------------
 
 

@@ -493,6 +493,18 @@ async def test_too_long_and_rate_limited(make_bot: MakeBot) -> None:
     assert len(bot.backend.calls) == 1
 
 
+async def test_allow_list_admits_listed_users_and_admins_only(make_bot: MakeBot) -> None:
+    bot = await make_bot(allow_users=["zhangsan"])
+    for user in ("stranger", "zhangsan", "boss"):  # boss is an admin
+        await bot.client.post(bot.client.text_xml(user, QUESTION))
+    await bot.api.wait_sent(3)
+    assert texts_to(bot.api, "stranger") == ["抱歉，此机器人未向你开放。"]
+    assert "刘庆峰" in texts_to(bot.api, "zhangsan")[0] and "刘庆峰" in texts_to(bot.api, "boss")[0]
+    async with bot.store.db.execute("SELECT user_id, kind FROM events") as cur:
+        assert [tuple(r) for r in await cur.fetchall()] == [("stranger", "not_allowed")]
+    assert len(bot.backend.calls) == 2
+
+
 # ---- restart recovery, shutdown, secrets ----
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config import ModelConfig
-from bot.errors import BackendError
+from bot.errors import BackendError, ModelError
 
 if TYPE_CHECKING:
     from bot.backends.scheduler import Request
@@ -48,7 +48,13 @@ def load(path: Path, p: ModelConfig) -> tuple[Any, Any]:
 
     mparams = llama_cpp.llama_model_default_params()
     with quiet_stderr(), c_logger():
-        model = _internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
+        try:
+            model = _internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
+        except (ValueError, OSError) as exc:  # llama.cpp says only "failed to load"; its log went to fd 2
+            raise ModelError(f"llama.cpp could not load the model file {path} ({exc}): it is not a GGUF, is cut "
+                             "short, or has an architecture this llama.cpp does not know; fix: run `make setup` "
+                             "to assemble the catalogue model again, or point model.name (BOT_MODEL) at a working "
+                             ".gguf (set BOT_LLAMA_VERBOSE=1 to see llama.cpp's reason).") from None
         c = llama_cpp.llama_context_default_params()
         c.n_ctx, c.n_batch, c.n_ubatch, c.n_seq_max = p.n_ctx, p.n_batch, p.n_batch, p.parallel + p.prefix_slots
         c.n_threads = c.n_threads_batch = p.threads
@@ -56,7 +62,12 @@ def load(path: Path, p: ModelConfig) -> tuple[Any, Any]:
         c.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if p.flash_attn
                              else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         c.no_perf = True
-        ctx = _internals.LlamaContext(model=model, params=c, verbose=False)
+        try:
+            ctx = _internals.LlamaContext(model=model, params=c, verbose=False)
+        except (ValueError, OSError) as exc:
+            model.close()
+            raise ModelError(f"llama.cpp could not make a context of {p.n_ctx} cells for {p.parallel} answers "
+                             f"({exc}); fix: lower model.n_ctx or model.parallel.") from None
     return model, ctx
 
 

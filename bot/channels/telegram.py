@@ -207,6 +207,11 @@ class TelegramChannel:
         """Stream the turn's answer and tell the core whether it reached the user."""
         try:
             await self._stream(chat_id, reply_to, turn, key)
+        except asyncio.CancelledError:  # shutdown: the question stays pending and the restart answers it
+            if (opened := self._open.pop(key, None)) is not None:
+                with suppress(Exception):
+                    await asyncio.wait_for(self.api.edit(*opened, texts.message("restarting", turn.lang)), 2.0)
+            raise
         except Forbidden as exc:  # blocked by the user, or the bot left the group: nothing reaches them now
             self._open.pop(key, None)
             logger.warning("telegram: chat %s refuses the bot's messages (%s); answer not delivered", chat_id, exc)
