@@ -290,3 +290,30 @@ def test_a_stale_pid_file_naming_another_program_is_not_signalled(cfg: Config) -
     finally:
         other.kill()
         other.wait(timeout=10)
+
+
+# ---- log housekeeping ----------------------------------------------------------------------------
+
+
+async def test_serving_prunes_and_redacts_the_log_as_configured(cfg: Config) -> None:
+    from bot.app import _housekeeping, redaction_key
+
+    cfg.log.retention_days, cfg.log.redact_after_days = 30, 7
+    async with open_app(cfg, backend=FakeBackend("刘庆峰。"), progress=False) as app:
+        store = app.store
+        ids = [await store.start_turn(Incoming("telegram", "42", "7", f"问题{i}")) for i in range(3)]
+        await store.db.execute("UPDATE turns SET created_at = created_at - ? WHERE id = ?", (40 * 86400, ids[0]))
+        await store.db.execute("UPDATE turns SET created_at = created_at - ? WHERE id = ?", (10 * 86400, ids[1]))
+        await store.db.commit()
+        task = asyncio.create_task(_housekeeping(app, every_s=3600))
+        for _ in range(200):
+            async with store.db.execute("SELECT id, question, user_id FROM turns ORDER BY id") as cur:
+                rows = [tuple(r) for r in await cur.fetchall()]
+            if len(rows) == 2 and rows[0][1] == "[redacted]":
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        assert [r[0] for r in rows] == ids[1:] and rows[1][1:] == ("问题2", "7")
+        assert rows[0][2].startswith("r:")
+    key = cfg.data_path / "redaction.key"
+    assert key.stat().st_mode & 0o777 == 0o600 and redaction_key(cfg) == key.read_text().strip().encode()

@@ -7,6 +7,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 
 from bot.backends.base import Completion, ProgressFn
+from bot.errors import BackendBusy
 from bot.types import Queued
 from bot.words import HAN
 
@@ -22,8 +23,9 @@ class FakeBackend:
     """Answers with `script(messages)` (or a fixed text), a piece at a time, optionally slowly."""
 
     def __init__(self, answer: str | Script = "", *, delay: float = 0.0, model_name: str = "fake-model",
-                 fail_after: int | None = None) -> None:
+                 fail_after: int | None = None, queue_limit: int | None = None) -> None:
         self.model_name = model_name
+        self.queue_limit = queue_limit  # like model.queue_limit: more waiting than this is BackendBusy
         self.answer = answer
         self.delay = delay
         self.fail_after = fail_after
@@ -42,6 +44,8 @@ class FakeBackend:
     async def stream(self, messages: list[dict[str, str]], *, conversation: str, max_tokens: int | None = None,
                      completion: Completion | None = None,
                      priority: float | None = None) -> AsyncIterator[str | Queued]:
+        if self.queue_limit is not None and self._waiting > self.queue_limit:
+            raise BackendBusy(f"{self._waiting} requests queued (model.queue_limit)")
         self._waiting += 1
         try:
             if self._lock.locked():
