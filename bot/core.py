@@ -24,6 +24,7 @@ from bot.store import LogStore
 from bot.types import Citation, Event, Incoming, Notice, PendingTurn, ReloadReport, Reply, Stats, conversation_key
 
 log = logging.getLogger(__name__)
+RATE_WINDOW_S = 60.0  # the gate's rate limits count questions per minute
 RESUME_WINDOW_S = 600  # a messenger question left unanswered by a crash is answered on restart when younger
 
 
@@ -82,7 +83,9 @@ class Core:
         return self.knowledge.current
 
     async def start(self, progress: ProgressFn | None = None) -> None:
-        """Record the content's passages and have the model read it (or restore its saved state)."""
+        """Record the content's passages, have the model read it (or restore its saved state), and carry
+        the last minute's questions into the rate limits (they hold across a restart)."""
+        self.gate.seed(await self.store.recent_questions(RATE_WINDOW_S))
         await self._adopt(self.content, progress)
 
     async def _adopt(self, content: ContentSet, progress: ProgressFn | None = None) -> None:

@@ -73,6 +73,14 @@ class SlidingWindow:
         hits.append(now)
         return 0.0
 
+    def seed(self, key: str, ages_s: list[float]) -> None:
+        """Record events that happened `ages_s` seconds ago (a restart reads them from the log)."""
+        now = self.clock()
+        hits = self._hits.setdefault(key, deque())
+        merged = sorted([*hits, *(now - age for age in ages_s if 0 <= age < self.window_s)])
+        hits.clear()
+        hits.extend(merged)
+
     def wait_seconds(self, key: str) -> int:
         """Like `hit`, in whole seconds for telling the user: 0 when allowed, else at least 1."""
         wait = self.hit(key)
@@ -86,6 +94,16 @@ class Gate:
         self.max_question_chars = max_question_chars
         self.policies = channel_policies or {}
         self._windows = {name: SlidingWindow(p.rate_limit_per_minute) for name, p in self.policies.items()}
+
+    def seed(self, questions: list[tuple[str, str, float]]) -> None:
+        """Questions logged within the last minute, as (channel, user id, age in seconds): the rate limits
+        hold across a restart."""
+        by_user: dict[tuple[str, str], list[float]] = {}
+        for channel, user, age in questions:
+            by_user.setdefault((channel, user), []).append(age)
+        for (channel, user), ages in by_user.items():
+            if window := self._windows.get(channel):
+                window.seed(user, ages)
 
     def admit(self, msg: Incoming) -> Refusal | None:
         """Any message: the allow lists (admins always pass) and the kind of message."""

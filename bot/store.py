@@ -246,6 +246,13 @@ class LogStore:
             rows = await cur.fetchall()
         return [_pending(r) for r in rows]
 
+    async def recent_questions(self, within_s: float) -> list[tuple[str, str, float]]:
+        """(channel, user id, age in seconds) of the questions logged within the last `within_s` seconds."""
+        now = time.time()
+        async with self.db.execute("SELECT channel, user_id, created_at FROM turns WHERE created_at >= ?",
+                                   (now - within_s,)) as cur:
+            return [(r[0], r[1], now - r[2]) for r in await cur.fetchall()]
+
     async def stats(self, since_hours: float, channel: str | None = None) -> Stats:
         """Turns, distinct users, declines, errors and latency percentiles for the period."""
         sql = "SELECT user_id, refused, status, ttft_ms, total_ms FROM turns WHERE created_at >= ?"

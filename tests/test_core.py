@@ -246,6 +246,22 @@ async def test_drain_waits_for_answers_that_finish_within_the_grace(engine_for) 
     assert isinstance(await task, Reply) and [r["status"] for r in turns(store)] == ["answered"]
 
 
+async def test_rate_limits_hold_across_a_restart(tmp_path: Path) -> None:
+    core, store = await make_core(tmp_path, FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]"))
+    limit = make_config(tmp_path).telegram.rate_limit_per_minute
+    for i in range(limit):
+        await store.start_turn(Incoming("telegram", "42", "7", f"问题{i}", f"m{i}"))
+    await store.close()
+    core, store = await make_core(tmp_path, FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]"))  # restarted
+    try:
+        turn = await core.receive(Incoming("telegram", "42", "7", "科大讯飞董事长是谁？", "m-next"))
+        assert turn is not None and not turn.is_question  # told to wait
+        other = await core.receive(Incoming("telegram", "43", "8", "科大讯飞董事长是谁？", "m-other"))
+        assert other is not None and other.is_question
+    finally:
+        await store.close()
+
+
 # ---- reload --------------------------------------------------------------------------------------
 
 

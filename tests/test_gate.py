@@ -87,3 +87,12 @@ def test_question_rules_in_order() -> None:
 def test_a_zero_limit_means_none(limit: int) -> None:
     gate = Gate(10, {"wecom": Policy(rate_limit_per_minute=limit)})
     assert all(gate.question(msg("问题", channel="wecom")) is None for _ in range(50))
+
+
+def test_seeded_events_count_against_the_limit_until_they_age_out() -> None:
+    now = [100.0]
+    window = SlidingWindow(2, 60.0, clock=lambda: now[0])
+    window.seed("u", [10.0, 50.0, 75.0])  # 75 s ago is outside the window: dropped
+    assert window.hit("u") == pytest.approx(10.0)  # full: the one 50 s ago leaves in 10 s
+    now[0] += 10.0
+    assert window.hit("u") == 0.0
