@@ -101,7 +101,8 @@ async def open_app(cfg: Config, *, backend: Backend | None = None, progress: boo
         loading = asyncio.create_task(_timed(startup, "model_load_s", asyncio.to_thread(make_backend, cfg))
                                       if backend is None else _ready(backend))
         try:
-            knowledge = await _timed(startup, "content_s", asyncio.to_thread(_read_content, cfg.content_path))
+            knowledge = await _timed(startup, "content_s", asyncio.to_thread(_read_content, cfg.content_path,
+                                                                                  cfg.content.max_mb))
         except BaseException:
             with contextlib.suppress(Exception):
                 await (await loading).close()
@@ -124,12 +125,12 @@ async def open_app(cfg: Config, *, backend: Backend | None = None, progress: boo
         await store.close()
 
 
-def _read_content(path: Path) -> Knowledge:
+def _read_content(path: Path, max_mb: float) -> Knowledge:
     """Import the text stack and index the content (run in a thread beside the model load)."""
     import bot.core  # noqa: F401 - its imports (jieba's dictionaries, pypinyin) are most of a restart's wait
     from bot.knowledge import Knowledge
 
-    return Knowledge(path)
+    return Knowledge(path, max_mb)
 
 
 def _build_core(cfg: Config, knowledge: Knowledge, backend: Backend, store: LogStore) -> Core:
@@ -171,7 +172,7 @@ def check_reload(cfg: Config) -> tuple[ReloadReport, bool]:
 
     snap_path = cfg.data_path / "content.json"
     try:
-        new = load(cfg.content_path)
+        new = load(cfg.content_path, cfg.content.max_mb)
     except Exception as exc:  # noqa: BLE001 - reported, nothing replaced
         old_version = json.loads(snap_path.read_text())["version"] if snap_path.exists() else "-"
         return ReloadReport(False, old_version, old_version, error=str(exc)), False

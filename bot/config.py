@@ -55,6 +55,7 @@ class ContentConfig:
     # holding at least this share of its top passages' retrieval score, else its passages are quoted.
     groups: bool = True
     route_min_share: float = 0.5
+    max_mb: float = 5.0  # the content folder's .txt/.md files together; more is refused with the fix
 
 
 @dataclass
@@ -282,6 +283,7 @@ def _check(cfg: Config, src: str) -> None:
         "model.prefix_slots": cfg.model.prefix_slots,
         "content.max_prefix_tokens": cfg.content.max_prefix_tokens,
         "content.retrieve_top_k": cfg.content.retrieve_top_k,
+        "content.max_mb": cfg.content.max_mb,
         "conversation.max_question_chars": cfg.conversation.max_question_chars,
     }
     for key, value in positive.items():

@@ -184,13 +184,21 @@ def passage_id(text: str) -> str:
     return "p" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
 
 
-def load(directory: Path) -> ContentSet:
+def load(directory: Path, max_mb: float = 5.0) -> ContentSet:
     """Load every .txt/.md file under `directory` into a new ContentSet, or raise ContentError."""
     if not directory.is_dir():
         raise ContentError(f"content folder {directory} does not exist; fix: create it or set content.dir.")
     files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
     if not files:
         raise ContentError(f"no .txt or .md files in {directory}; fix: add the article there.")
+    # Checked before reading: a file dropped in by mistake (a dump, a log) would take minutes to index and
+    # hours for the model to read.
+    total = sum(f.stat().st_size for f in files)
+    if total > max_mb * 1_000_000:
+        biggest = max(files, key=lambda f: f.stat().st_size)
+        raise ContentError(f"the content in {directory} is {total / 1e6:.1f} MB ({biggest.name}: "
+                           f"{biggest.stat().st_size / 1e6:.1f} MB), over content.max_mb ({max_mb:g}); fix: "
+                           "remove what does not belong, or raise content.max_mb.")
     digest = hashlib.sha256()
     passages: list[Passage] = []
     titles: list[str] = []
@@ -317,15 +325,15 @@ def diff(old: ContentSet, new: ContentSet, error: str | None = None) -> ReloadRe
 class Knowledge:
     """The content currently served; `prepare()` loads a new version, which the caller then serves."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.current = load(directory)
+    def __init__(self, directory: Path, max_mb: float = 5.0) -> None:
+        self.directory, self.max_mb = directory, max_mb
+        self.current = load(directory, max_mb)
 
     def prepare(self) -> tuple[ReloadReport, ContentSet | None]:
         """Load the folder again without serving it yet: (report, new content, or None on failure)."""
         old = self.current
         try:
-            new = load(self.directory)
+            new = load(self.directory, self.max_mb)
         except ContentError as exc:
             log.warning("content reload failed, keeping version %s: %s", old.version, exc)
             return ReloadReport(ok=False, version=old.version, previous_version=old.version,
