@@ -243,6 +243,7 @@ async def serve(app: App, only: str | None = None) -> int:
     # Read before any channel starts, so a message arriving meanwhile is not also taken for a leftover.
     pending = await app.core.pending([ch.name for ch in channels])
     started: list[Channel] = []
+    resuming: asyncio.Task[None] | None = None
     try:
         for ch in channels:
             await ch.start()
@@ -251,12 +252,13 @@ async def serve(app: App, only: str | None = None) -> int:
         resuming = asyncio.create_task(_resume_pending(pending, started))
         housekeeping = asyncio.create_task(_housekeeping(app))
         await stop.wait()
-        resuming.cancel()
         housekeeping.cancel()
     finally:
-        # Answers in progress get a few seconds; queued ones stay pending for the restart (never lost).
+        # Answers in progress (resumed ones too) get a few seconds; the rest stay pending for the restart.
         if left := await app.core.drain(app.cfg.shutdown_grace_s):
             log.info("shutdown: %d unfinished answers left pending for the restart", left)
+        if resuming is not None:
+            resuming.cancel()
         for ch in reversed(started):
             with contextlib.suppress(Exception):
                 await ch.stop()
@@ -269,8 +271,9 @@ async def serve(app: App, only: str | None = None) -> int:
 def redaction_key(cfg: Config) -> bytes:
     """The secret that turns user ids into stable pseudonyms (made once, kept in data_dir, owner-only)."""
     path = cfg.data_path / "redaction.key"
-    if not path.exists():
+    if not path.exists() or not path.read_text().strip():  # an empty file: a crash between create and write
         cfg.data_path.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
@@ -280,9 +283,9 @@ def redaction_key(cfg: Config) -> bytes:
 async def _housekeeping(app: App, every_s: float = 3600.0) -> None:
     """Log retention and redaction (config `log`) at start and every hour while serving."""
     log_cfg = app.cfg.log
-    key = redaction_key(app.cfg) if log_cfg.redact_after_days else b""
     while True:
         try:
+            key = redaction_key(app.cfg) if log_cfg.redact_after_days else b""
             done = await app.core.prune(log_cfg.retention_days, log_cfg.redact_after_days, key)
             if any(done.values()):
                 log.info("log housekeeping: %s", ", ".join(f"{n} {kind}" for kind, n in done.items() if n))

@@ -294,6 +294,8 @@ def _check(cfg: Config, src: str) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{src}: '{key}' must be 0 or more, got {value}.")
+        if key.startswith("log.") and 0 < value < 1:  # a shorter one would touch turns still being answered
+            raise ConfigError(f"{src}: '{key}' must be 0 (off) or at least 1 day, got {value}.")
     if not 0.0 < cfg.content.route_min_share <= 1.0:
         raise ConfigError(f"{src}: 'content.route_min_share' must be in (0, 1], got {cfg.content.route_min_share}.")
     if not 0.0 <= cfg.model.temperature <= 2.0:

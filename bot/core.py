@@ -145,8 +145,10 @@ class Core:
         the bot). Every channel calls this once per question turn it rendered."""
         if turn.turn_id is None:
             return
+        # Written (and shielded from a shutdown's cancel) before the turn stops counting as in progress:
+        # a repeat of the message read in between must see it delivered, not answer it again.
+        await asyncio.shield(self.store.delivered(turn.turn_id, error, final=final))
         self._active.discard(turn.turn_id)
-        await self.store.delivered(turn.turn_id, error, final=final)
         if error is not None:
             await self.note(turn.incoming, "undelivered" if not final else "undeliverable", error[:200])
 

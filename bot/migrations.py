@@ -83,4 +83,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX turns_delivery ON turns (delivery, created_at);
         """,
     ),
+    (
+        4,
+        "turns by messenger message",
+        # A repeated message finds its turn through this (Core._again), in time that does not grow with the log.
+        """
+        CREATE INDEX turns_message ON turns (channel, chat_id, message_id);
+        """,
+    ),
 ]

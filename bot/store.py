@@ -296,8 +296,11 @@ class LogStore:
         read in chunks: memory stays flat on a big log."""
         if table not in EXPORT_TABLES:
             raise ValueError(f"no table {table!r} to export; one of {', '.join(EXPORT_TABLES)}")
-        where, args = ("", ()) if channel is None or table in ("passages", "resets") else ("WHERE channel=?",
-                                                                                          (channel,))
+        where, args = "", ()
+        if channel is not None and table == "resets":
+            where, args = "WHERE conversation LIKE ? || ':%'", (channel,)
+        elif channel is not None and table != "passages":
+            where, args = "WHERE channel=?", (channel,)
         async with self.db.execute(f"SELECT * FROM {table} {where} ORDER BY rowid", args) as cur:
             async for row in cur:
                 yield dict(row)
@@ -329,12 +332,13 @@ class LogStore:
             rows = await cur.fetchall()
         await self.db.executemany(
             "UPDATE turns SET chat_id=?, user_id=?, conversation=?, question=?, answer=CASE WHEN answer IS NULL "
-            "THEN NULL ELSE ? END, draft=NULL WHERE id=?",
+            "THEN NULL ELSE ? END, draft=NULL, delivery_error=NULL WHERE id=?",
             [(pseudo(r["chat_id"]), pseudo(r["user_id"]), pseudo(r["conversation"]), REDACTED, REDACTED, r["id"])
              for r in rows])
         async with self.db.execute("SELECT id, chat_id, user_id FROM events WHERE at < ? AND user_id NOT LIKE 'r:%'",
                                    (before,)) as cur:
             events = await cur.fetchall()
-        await self.db.executemany("UPDATE events SET chat_id=?, user_id=? WHERE id=?",
+        await self.db.executemany("UPDATE events SET chat_id=?, user_id=?, detail='' WHERE id=?",
                                   [(pseudo(e["chat_id"]), pseudo(e["user_id"]), e["id"]) for e in events])
+        await self.db.execute("DELETE FROM resets WHERE at < ?", (before,))  # keys hold user ids
         return len(rows)

@@ -330,6 +330,9 @@ async def test_prune_deletes_past_the_retention_and_dedupe_keys_past_their_use(s
 
 async def test_redaction_replaces_old_texts_and_ids_with_stable_pseudonyms(store: LogStore) -> None:
     a = await answered(store, msg("张三的问题", channel="telegram", chat="42", user="7"), "答案一")
+    await store.delivered(a, "WecomApiError: user 7 not reachable")
+    await store.reset("telegram:42")
+    await store.db.execute("UPDATE resets SET at = at - 10 * 86400")
     b = await answered(store, msg("张三的另一个问题", channel="telegram", chat="42", user="7"), "答案二")
     c = await answered(store, msg("今天的问题", channel="telegram", chat="42", user="7"), "答案三")
     await age(store, 10, a, b)
@@ -341,6 +344,7 @@ async def test_redaction_replaces_old_texts_and_ids_with_stable_pseudonyms(store
         assert (got[tid]["question"], got[tid]["answer"], got[tid]["draft"]) == ("[redacted]", "[redacted]", None)
         assert got[tid]["user_id"].startswith("r:") and got[tid]["user_id"] != "7"
     assert got[a]["user_id"] == got[b]["user_id"] and got[a]["conversation"] == got[b]["conversation"]
+    assert got[a]["delivery_error"] is None and rows(store.path, "SELECT * FROM resets") == []
     assert (await store.prune(0, redact_after_days=7, key=b"k"))["redacted"] == 0  # done once
 
 

@@ -357,12 +357,12 @@ async def test_wrong_corp_secret_fails_once_and_is_logged(make_bot: MakeBot) -> 
     bot = await make_bot(corp_secret="not-the-secret")
     await bot.client.post(bot.client.text_xml("u1", QUESTION))
     for _ in range(100):
-        async with bot.store.db.execute("SELECT kind FROM events WHERE kind='reply_failed'") as cur:
+        async with bot.store.db.execute("SELECT kind FROM events WHERE kind='undelivered'") as cur:
             if await cur.fetchall():
                 break
         await asyncio.sleep(0.02)
     else:
-        raise AssertionError("no reply_failed event was logged")
+        raise AssertionError("no undelivered event was logged")
     assert len(bot.api.requests_to(GETTOKEN)) == 1  # 40001 from gettoken: no refresh loop
     assert bot.api.requests_to(SEND) == [] and bot.api.sent == []
 
@@ -542,3 +542,11 @@ async def test_secrets_never_logged(make_bot: MakeBot, caplog: pytest.LogCapture
     for secret in (CORP_SECRET, TOKEN, AES_KEY, *tokens):
         assert secret not in caplog.text
     assert CORP_SECRET not in repr(bot.cfg) and AES_KEY not in repr(bot.cfg)
+
+
+def test_only_recipient_refusals_end_a_delivery() -> None:
+    from bot.channels.wecom_api import WecomApiError
+
+    assert WecomApiError(81013, "not in range").permanent and WecomApiError(60111, "no such user").permanent
+    for code in (60020, 40013, 301002, 45009, 42001, -1, None):  # setup, limits, tokens, outages: re-sendable
+        assert not WecomApiError(code, "").permanent

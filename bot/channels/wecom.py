@@ -238,9 +238,11 @@ class WecomChannel:
         except Exception as exc:
             log.exception("wecom: answering MsgId %s failed", msg.message_id)
             with contextlib.suppress(Exception):  # kept waiting (a restart or WeCom's repeat sends it) unless refused
-                await self.core.note(msg, "reply_failed", type(exc).__name__)
                 await self.core.delivered(turn, f"{type(exc).__name__}: {exc}",
                                           final=isinstance(exc, WecomApiError) and exc.permanent)
+            if not turn.is_question:  # a question's failure is logged by `delivered`
+                with contextlib.suppress(Exception):
+                    await self.core.note(msg, "reply_failed", type(exc).__name__)
             return
         await self.core.delivered(turn)
 

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})  # invalid / invalid / expired access_token
+# The recipient cannot get the app's messages (bad user id, outside the app's range, not active): sending
+# again will not help. Setup errors (untrusted IP, wrong agent id) are not here: once fixed, a re-send works.
+RECIPIENT_ERRORS = frozenset({40003, 60111, 81013, 82001})
 RETRY_ERRORS = frozenset({45009, -1})  # API frequency limit, system busy
 _SECRET_QUERY = re.compile(r"(corpsecret|access_token)=[^&\s\"']+")
 
@@ -34,8 +37,8 @@ class WecomApiError(Exception):
     @property
     def permanent(self) -> bool:
         """A refusal that sending again will not change (a user outside the app's range, a bad user id);
-        not an outage, a rate limit or an expired token."""
-        return self.errcode is not None and self.errcode not in TOKEN_ERRORS | RETRY_ERRORS
+        not an outage, a rate limit, an expired token or a setup error the operator can fix."""
+        return self.errcode in RECIPIENT_ERRORS
 
 
 class _RedactSecrets(logging.Filter):
@@ -126,7 +129,7 @@ class WecomApi:
             try:
                 data = await self._call("POST", "/cgi-bin/message/send", {"access_token": token}, payload)
                 if data.get("invaliduser"):  # WeCom says errcode 0 and names the users it did not send to
-                    raise WecomApiError(81013, f"user {touser} is not reachable by this app (invaliduser)")
+                    raise WecomApiError(81013, "the user is not reachable by this app (invaliduser)")
                 return
             except WecomApiError as exc:
                 if exc.errcode not in TOKEN_ERRORS or attempt == 2:
