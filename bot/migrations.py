@@ -85,10 +85,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
     (
         4,
-        "turns by messenger message",
-        # A repeated message finds its turn through this (Core._again), in time that does not grow with the log.
+        "turns by messenger message and by time",
+        # A repeated message finds its turn (Core._again), and a start reads the last minute's questions
+        # for the rate limits (Core.start), in time that does not grow with the log.
         """
         CREATE INDEX turns_message ON turns (channel, chat_id, message_id);
+        CREATE INDEX turns_created ON turns (created_at);
         """,
     ),
 ]

@@ -36,6 +36,13 @@ def _percentile(values: list[int], q: float) -> int | None:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def _exported(table: str) -> str:
+    """`table`, checked to be one of the log's exported tables (it is put into SQL text)."""
+    if table not in EXPORT_TABLES:
+        raise ValueError(f"no table {table!r} to export; one of {', '.join(EXPORT_TABLES)}")
+    return table
+
+
 def _pending(r: aiosqlite.Row) -> PendingTurn:
     return PendingTurn(r["id"], r["channel"], r["chat_id"], r["user_id"], r["question"], r["created_at"],
                        r["message_id"], r["conversation"], status=r["status"], delivery=r["delivery"])
@@ -286,22 +293,18 @@ class LogStore:
 
     async def columns(self, table: str) -> list[str]:
         """A log table's column names, in schema order."""
-        if table not in EXPORT_TABLES:
-            raise ValueError(f"no table {table!r} to export; one of {', '.join(EXPORT_TABLES)}")
-        async with self.db.execute(f"PRAGMA table_info({table})") as cur:
+        async with self.db.execute(f"PRAGMA table_info({_exported(table)})") as cur:
             return [r[1] for r in await cur.fetchall()]
 
     async def export(self, table: str, channel: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """Every row of one log table (of one channel, for the tables that have one), in insertion order,
         read in chunks: memory stays flat on a big log."""
-        if table not in EXPORT_TABLES:
-            raise ValueError(f"no table {table!r} to export; one of {', '.join(EXPORT_TABLES)}")
         where, args = "", ()
         if channel is not None and table == "resets":
             where, args = "WHERE conversation LIKE ? || ':%'", (channel,)
         elif channel is not None and table != "passages":
             where, args = "WHERE channel=?", (channel,)
-        async with self.db.execute(f"SELECT * FROM {table} {where} ORDER BY rowid", args) as cur:
+        async with self.db.execute(f"SELECT * FROM {_exported(table)} {where} ORDER BY rowid", args) as cur:
             async for row in cur:
                 yield dict(row)
 
