@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterable
 from bot import commands, texts
 from bot.backends.base import ProgressFn
 from bot.engine import Engine
-from bot.errors import BotError
+from bot.errors import BotError, StoreUnavailable
 from bot.gate import Gate, Refusal
 from bot.knowledge import ContentSet, Knowledge
 from bot.store import LogStore
@@ -103,27 +103,54 @@ class Core:
         if not msg.addressed or (msg.group and command and command[0] not in commands.COMMANDS
                                  and command[0] != commands.ASK):
             return None  # a group message for someone else (or a command for another bot)
-        if msg.message_id and not await self.store.claim(msg.channel, f"{msg.chat_id}:{msg.message_id}"):
+        key = f"{msg.chat_id}:{msg.message_id}" if msg.message_id else ""
+        if key and await self.store.seen(msg.channel, key):
             return await self._again(msg)
         if command and command[0] == commands.ASK:
             msg, command = dataclasses.replace(msg, text=command[1]), None
         lang = self._language(msg, question=command is None)
+        if (turn := await self._decide(msg, lang, command)) is not None:
+            return turn if await self._claim(msg, key) else await self._again(msg)
+        return await self._question(dataclasses.replace(msg, text=msg.text.strip()), lang, key)
+
+    async def _decide(self, msg: Incoming, lang: str, command: tuple[str, str] | None) -> Turn | None:
+        """The turn of a message the model does not answer (refused, a command); None for a question."""
         if refusal := self.gate.admit(msg):
             return await self._refuse(msg, lang, refusal)
         if command:
             return await self._command(msg, lang, *command)
         if refusal := self.gate.question(msg):
             return await self._refuse(msg, lang, refusal)
-        msg = dataclasses.replace(msg, text=msg.text.strip())
-        turn = Turn(self, msg, lang, turn_id=await self.store.start_turn(msg))
-        self._active.add(turn.turn_id or 0)
-        return turn
+        return None
+
+    async def _claim(self, msg: Incoming, key: str) -> bool:
+        """Mark a message handled (False: a repeat got there first); while the log takes no writes a
+        command still runs, unmarked."""
+        try:
+            return not key or await self.store.claim(msg.channel, key)
+        except StoreUnavailable:
+            return True
+
+    async def _question(self, msg: Incoming, lang: str, key: str) -> Turn | None:
+        """Log the question (and mark its message handled) before anything is generated; a question the
+        log cannot take is refused plainly rather than answered unrecorded."""
+        try:
+            turn_id = await self.store.start_turn(msg, key)
+        except StoreUnavailable as exc:
+            log.error("%s: question from %s not answered: %s", msg.channel, msg.user_id, exc)
+            await self.note(msg, "unlogged", str(exc)[:200])  # kept, and written once the log recovers
+            return Turn(self, msg, lang, notice=texts.message("log_unavailable", lang))
+        if turn_id is None:  # a repeat of the message was logged in between
+            return await self._again(msg)
+        self._active.add(turn_id)
+        return Turn(self, msg, lang, turn_id=turn_id)
 
     async def _again(self, msg: Incoming) -> Turn | None:
         """A message received before: answered again only when its answer never reached the user and no
         part of this process is still on it (WeCom repeats a callback; Telegram re-sends after a crash)."""
         prior = await self.store.by_message(msg.channel, msg.chat_id, msg.message_id or "")
-        if prior is None or prior.turn_id in self._active or not (prior.status == "pending"
+        busy = prior is not None and (prior.turn_id in self._active or self.store.writes.holds(prior.turn_id))
+        if prior is None or busy or not (prior.status == "pending"
                                                                    or prior.delivery == "waiting"):
             log.info("%s: message %s received again; already handled", msg.channel, msg.message_id)
             return None
@@ -234,8 +261,12 @@ class Core:
         return Turn(self, msg, texts.language(t.text), turn_id=t.turn_id, answered=t.answered)
 
     async def first_seen(self, scope: str, key: str) -> bool:
-        """True the first time `key` is seen in `scope` (persisted): a channel's replay protection."""
-        return await self.store.claim(scope, key)
+        """True the first time `key` is seen in `scope` (persisted): a channel's replay protection (while the
+        log takes no writes, every key counts as new: the message dedupe and the signature still hold)."""
+        try:
+            return await self.store.claim(scope, key)
+        except StoreUnavailable:
+            return True
 
     async def note(self, msg: Incoming, kind: str, detail: str = "") -> None:
         """Log an event about a message that is not a turn (refused, denied, undeliverable)."""
@@ -280,7 +311,7 @@ class Core:
                 except Exception as exc:
                     log.exception("could not prepare content version %s", new.version)
                     report = ReloadReport(False, old.version, old.version, passages=len(old.passages),
-                                          error=f"the model could not read the new content: {exc}")
+                                          error=f"the new content could not be prepared: {exc}")
                     new = None
             if new is not None:
                 self.knowledge.current = new

@@ -20,7 +20,7 @@ from bot.evidence import Evidence, is_injection, question_evidence
 from bot.knowledge import ContentSet
 from bot.prompting import Messages, PromptBuilder
 from bot.prompts import Prompts
-from bot.release import Release
+from bot.release import Release, whole_sentences
 from bot.texts import language
 from bot.types import Delta, Event, HistoryTurn, Incoming, Passage, Progress, Queued, Reply
 
@@ -34,11 +34,17 @@ class _Draft:
     ttft_ms: int | None = None
     earlier: str = ""  # earlier drafts of this turn (failed, or the Chinese one of a translation), for the log
     completion: Completion = field(default_factory=Completion)  # tokens of every pass of this turn
+    cut: bool = False  # the current pass stopped at model.max_tokens
 
     def restart(self) -> None:
         """Set the current draft aside before a new attempt."""
         self.earlier += self.text + "\n---\n"
-        self.text = ""
+        self.text, self.cut = "", False
+
+    def cut_to(self, whole: str) -> None:
+        """The pass stopped at max_tokens: only its whole sentences stand (the log keeps what was dropped)."""
+        self.earlier += f"{self.text}\n[cut at model.max_tokens: kept up to the last whole sentence]\n---\n"
+        self.text, self.cut = whole, True
 
     @property
     def logged(self) -> str:
@@ -120,6 +126,18 @@ class Engine:
             # Quoting passages cannot help a question about something the content never names.
             if not reply.refused or not evidence.found or evidence.missing_terms:
                 break
+        async for event in self._present(msg, content, reply, draft, checked):
+            yield event
+        used = draft.completion  # every pass of this turn, the translation's included
+        reply.prompt_tokens, reply.completion_tokens = used.prompt_tokens, used.completion_tokens
+        yield reply
+
+    async def _present(self, msg: Incoming, content: ContentSet, reply: Reply, draft: _Draft,
+                       checked: str) -> AsyncIterator[Event]:
+        """The checked reply as the user gets it: in English for an English question, else with its source
+        quote; marked when the draft was cut short at max_tokens."""
+        question, lang = msg.text.strip(), language(msg.text)
+        cut = draft.cut  # the translation pass starts a new draft
         if lang == "en" and not reply.refused:
             yield Progress("translating_answer")
             async for event in self._to_english(msg, content, reply, draft, question):
@@ -128,9 +146,10 @@ class Engine:
             reply.text += quote
             if draft.ttft_ms is not None:  # else nothing streamed: the channel shows the whole reply
                 yield self._shown(draft, quote)
-        used = draft.completion  # every pass of this turn, the translation's included
-        reply.prompt_tokens, reply.completion_tokens = used.prompt_tokens, used.completion_tokens
-        yield reply
+        if (cut or draft.cut) and not reply.refused:  # say so: the answer may have gone on
+            reply.text += (note := texts.message("cut_short", lang))
+            if draft.ttft_ms is not None:
+                yield self._shown(draft, note)
 
     async def _generate(self, messages: Messages, conversation: str, draft: _Draft,
                         release: Release | None = None) -> AsyncIterator[Event]:
@@ -144,7 +163,9 @@ class Engine:
             draft.text += piece
             if release and (shown := release.feed(piece)):
                 yield self._shown(draft, shown)
-        if release and (rest := release.finish()):
+        if used.cut:  # an unfinished last sentence is neither shown nor judged
+            draft.cut_to(whole_sentences(draft.text))
+        if release and (rest := release.finish(len(draft.text) if used.cut else None)):
             yield self._shown(draft, rest)
         draft.completion.prompt_tokens += used.prompt_tokens
         draft.completion.completion_tokens += used.completion_tokens
@@ -206,6 +227,9 @@ class Engine:
 
     def _judge(self, msg: Incoming, content: ContentSet, draft: _Draft, answer: str, question: str,
                evidence: Evidence) -> Reply:
+        if not answer and draft.cut:
+            return self._decline(msg, content, draft, "decline",
+                                 "model_declined: cut at model.max_tokens before its first sentence ended")
         if not answer or self._model_declined(answer):
             return self._decline(msg, content, draft, "decline", "model_declined: it found no answer in the content")
         check = self._support(answer, question, content, evidence)

@@ -37,3 +37,7 @@ class AnswerStopped(BackendError):
     """The answer was stopped before it finished: /reset, or the per-answer time limit."""
 
     user_message = "Stopped: the answer was cancelled or took too long. / 已停止：回答被取消或用时过长。"
+
+
+class StoreUnavailable(BotError):
+    """The log database takes no writes now (disk full, locked by another writer, I/O error)."""

@@ -19,6 +19,12 @@ _SENTENCE_END = re.compile(r"(?:[。！？!?]|(?<![：:，,、；;\s])\n)(?:\s*[
 _PARTIAL = re.compile(r"\s*[\[【]\d{0,3}$")
 
 
+def whole_sentences(text: str) -> str:
+    """`text` up to its last sentence end and the markers after it: what stands when the rest was cut off."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]] if ends else ""
+
+
 class Release:
     """The checked, shown part of one draft; `check(prefix)` says whether a prefix may stand as the answer."""
 
@@ -42,9 +48,9 @@ class Release:
         complete = [e for e in ends if self._judged < e < len(self.raw) and not _PARTIAL.match(self.raw, e)]
         return self._show_upto(complete[-1]) if complete else ""
 
-    def finish(self) -> str:
-        """The draft is complete: show the rest if the whole passes."""
-        return self._show_upto(len(self.raw.rstrip()))
+    def finish(self, end: int | None = None) -> str:
+        """The draft is complete (up to `end`: it was cut off there): show the rest if the whole passes."""
+        return self._show_upto(len(self.raw.rstrip()) if end is None else end)
 
     def _show_upto(self, end: int) -> str:
         self._judged = max(self._judged, end)

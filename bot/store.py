@@ -13,6 +13,7 @@ from typing import Any
 
 import aiosqlite
 
+from bot.backlog import Backlog
 from bot.errors import ConfigError
 from bot.migrations import MIGRATIONS
 from bot.types import Citation, HistoryTurn, Incoming, Passage, PendingTurn, Reply, Stats
@@ -54,6 +55,7 @@ class LogStore:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self.db = db
         self.path = path
+        self.writes = Backlog(db)  # writes that wait out a full disk or another writer's lock
 
     @classmethod
     async def open(cls, path: Path) -> LogStore:
@@ -113,33 +115,43 @@ class LogStore:
         return int(row[0] or 0)
 
     async def close(self) -> None:
-        """Close the connection."""
+        """Make the kept writes if the database takes them again, and close the connection."""
+        await self.writes.close()
         await self.db.close()
 
-    async def start_turn(self, msg: Incoming) -> int:
-        """Record the user's message before anything is generated; return the turn id."""
-        cur = await self.db.execute(
-            "INSERT INTO turns (channel, chat_id, user_id, conversation, message_id, question, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (msg.channel, msg.chat_id, msg.user_id, msg.conversation_key, msg.message_id, msg.text, time.time()),
-        )
-        await self.db.commit()
-        return int(cur.lastrowid or 0)
+    async def start_turn(self, msg: Incoming, claim: str = "") -> int | None:
+        """Record the user's message before anything is generated, and its dedupe key `claim` in the same
+        transaction (a crash cannot leave the message seen but unlogged); the turn id, or None when the key
+        was claimed already. Raises StoreUnavailable when the database takes no writes."""
+        now = time.time()
+
+        async def insert(db: aiosqlite.Connection) -> int | None:
+            if claim:
+                cur = await db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", (msg.channel, claim, now))
+                if cur.rowcount != 1:
+                    return None
+            cur = await db.execute(
+                "INSERT INTO turns (channel, chat_id, user_id, conversation, message_id, question, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (msg.channel, msg.chat_id, msg.user_id, msg.conversation_key, msg.message_id, msg.text, now))
+            return int(cur.lastrowid or 0)
+
+        return await self.writes.now(insert)
 
     async def finish_turn(self, turn_id: int, reply: Reply) -> None:
         """Record the answer, what it was answered from, timings and any error."""
         cites = json.dumps([{"id": c.id, "n": c.n, "section": c.section} for c in reply.citations],
                            ensure_ascii=False)
         status = "error" if reply.error else "answered"
-        await self.db.execute(
+        await self.writes.later(
             "UPDATE turns SET status=?, answer=?, draft=?, refused=?, retracted=?, decline_reason=?, citations=?, "
             "ttft_ms=?, total_ms=?, prompt_tokens=?, completion_tokens=?, model=?, content_version=?, error=?, "
             "answered_at=?, delivery='waiting' WHERE id=?",
             (status, reply.text, reply.draft, int(reply.refused), int(reply.retracted), reply.decline_reason,
              cites, reply.ttft_ms, reply.total_ms, reply.prompt_tokens, reply.completion_tokens, reply.model,
              reply.content_version, reply.error, time.time(), turn_id),
+            turn_id,
         )
-        await self.db.commit()
 
     async def delivered(self, turn_id: int, error: str | None = None, *, final: bool = False) -> None:
         """The messenger confirmed the answer (no error); or it failed: kept waiting for a re-send, or
@@ -153,8 +165,7 @@ class LogStore:
         else:
             sql, args = ("UPDATE turns SET delivery_error=? WHERE id=? AND coalesce(delivery, '') != 'delivered'",
                          (error[:500], turn_id))
-        await self.db.execute(sql, args)
-        await self.db.commit()
+        await self.writes.later(sql, args, turn_id)
 
     async def by_message(self, channel: str, chat_id: str, message_id: str) -> PendingTurn | None:
         """The turn logged for a messenger message, if any (a re-delivered message finds its turn here)."""
@@ -194,12 +205,13 @@ class LogStore:
 
     async def reset(self, conversation: str) -> None:
         """Forget the conversation's history for follow-ups (the turns stay in the log)."""
-        await self.db.execute(
-            "INSERT INTO resets VALUES (?, coalesce((SELECT max(id) FROM turns), 0), ?) "
+        async with self.db.execute("SELECT coalesce(max(id), 0) FROM turns") as cur:
+            row = await cur.fetchone()
+        await self.writes.later(  # the last turn now, not when a kept write is made
+            "INSERT INTO resets VALUES (?, ?, ?) "
             "ON CONFLICT(conversation) DO UPDATE SET after_turn=excluded.after_turn, at=excluded.at",
-            (conversation, time.time()),
+            (conversation, int(row[0]) if row else 0, time.time()),
         )
-        await self.db.commit()
 
     async def last_citations(self, conversation: str) -> list[Citation]:
         """The citations of the conversation's last answer, with passage texts."""
@@ -210,26 +222,28 @@ class LogStore:
 
     async def record_passages(self, passages: Iterable[Passage], version: str) -> None:
         """Keep every passage ever served, so logged citation ids stay resolvable after reloads."""
-        now = time.time()
-        await self.db.executemany(
-            "INSERT OR IGNORE INTO passages VALUES (?, ?, ?, ?, ?, ?)",
-            [(p.id, p.section, p.text, p.source, version, now) for p in passages],
-        )
-        await self.db.commit()
+        rows = [(p.id, p.section, p.text, p.source, version, time.time()) for p in passages]
+        await self.writes.now(lambda db: db.executemany("INSERT OR IGNORE INTO passages VALUES (?, ?, ?, ?, ?, ?)",
+                                                        rows))
 
     async def log_event(self, channel: str, chat_id: str, user_id: str, kind: str, detail: str = "") -> None:
         """Record something that is not a turn (a denied admin command, a bad signature, a reload)."""
-        await self.db.execute(
+        await self.writes.later(
             "INSERT INTO events (at, channel, chat_id, user_id, kind, detail) VALUES (?, ?, ?, ?, ?, ?)",
             (time.time(), channel, chat_id, user_id, kind, detail),
         )
-        await self.db.commit()
 
     async def claim(self, channel: str, key: str) -> bool:
-        """True the first time `key` is seen for `channel` (persisted), False for a repeat."""
-        cur = await self.db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", (channel, key, time.time()))
-        await self.db.commit()
+        """True the first time `key` is seen for `channel` (persisted), False for a repeat; raises
+        StoreUnavailable when the database takes no writes."""
+        cur = await self.writes.now(
+            lambda db: db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", (channel, key, time.time())))
         return cur.rowcount == 1
+
+    async def seen(self, channel: str, key: str) -> bool:
+        """Whether `key` was claimed for `channel` (a message received before)."""
+        async with self.db.execute("SELECT 1 FROM seen WHERE channel=? AND key=?", (channel, key)) as cur:
+            return await cur.fetchone() is not None
 
     async def pending_turns(self, max_age_s: float, channels: Iterable[str]) -> list[PendingTurn]:
         """Turns younger than max_age_s on these channels left unanswered, or answered and not delivered;
@@ -237,16 +251,16 @@ class LogStore:
         chans = list(channels)
         marks = ",".join("?" * len(chans))
         cutoff = time.time() - max_age_s
-        await self.db.execute(
-            f"UPDATE turns SET status='abandoned' WHERE status='pending' AND created_at < ? AND channel IN ({marks})",
-            (cutoff, *chans),
-        )
-        await self.db.execute(
-            "UPDATE turns SET delivery='failed', "
-            "delivery_error=coalesce(delivery_error || '; ', '') || 'too old to re-send' "
-            f"WHERE delivery='waiting' AND created_at < ? AND channel IN ({marks})", (cutoff, *chans),
-        )
-        await self.db.commit()
+
+        async def give_up(db: aiosqlite.Connection) -> None:
+            await db.execute(f"UPDATE turns SET status='abandoned' WHERE status='pending' AND created_at < ? "
+                             f"AND channel IN ({marks})", (cutoff, *chans))
+            await db.execute(
+                "UPDATE turns SET delivery='failed', "
+                "delivery_error=coalesce(delivery_error || '; ', '') || 'too old to re-send' "
+                f"WHERE delivery='waiting' AND created_at < ? AND channel IN ({marks})", (cutoff, *chans))
+
+        await self.writes.now(give_up)
         sql = (f"SELECT * FROM turns WHERE (status='pending' OR delivery='waiting') AND created_at >= ? "
                f"AND channel IN ({marks}) ORDER BY id")
         async with self.db.execute(sql, (cutoff, *chans)) as cur:
@@ -314,15 +328,17 @@ class LogStore:
         group together). Counts of rows touched, per kind."""
         now, done = time.time(), {}
         seen_keep = min(SEEN_KEEP_S, retention_days * 86400) if retention_days else SEEN_KEEP_S
-        done["seen"] = (await self.db.execute("DELETE FROM seen WHERE at < ?", (now - seen_keep,))).rowcount
-        if retention_days:
-            cutoff = now - retention_days * 86400
-            for table, column in (("turns", "created_at"), ("events", "at"), ("resets", "at")):
-                cur = await self.db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))
-                done[table] = cur.rowcount
-        if redact_after_days:
-            done["redacted"] = await self._redact(now - redact_after_days * 86400, key)
-        await self.db.commit()
+
+        async def delete(db: aiosqlite.Connection) -> None:
+            done["seen"] = (await db.execute("DELETE FROM seen WHERE at < ?", (now - seen_keep,))).rowcount
+            if retention_days:
+                cutoff = now - retention_days * 86400
+                for table, column in (("turns", "created_at"), ("events", "at"), ("resets", "at")):
+                    done[table] = (await db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))).rowcount
+            if redact_after_days:
+                done["redacted"] = await self._redact(now - redact_after_days * 86400, key)
+
+        await self.writes.now(delete)
         return done
 
     async def _redact(self, before: float, key: bytes) -> int:

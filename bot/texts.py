@@ -37,6 +37,16 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh": "抱歉，处理你的问题时出错了，请稍后再试。",
         "en": "Sorry, something went wrong while answering. Please try again later.",
     },
+    "log_unavailable": {
+        "zh": "暂时无法记录问题（日志数据库不可写），因此暂不回答；请几分钟后再试。",
+        "en": "I cannot keep a record of questions right now (the log database takes no writes), so I am not "
+              "answering; please try again in a few minutes.",
+    },
+    # Under an answer whose draft reached model.max_tokens: its unfinished last sentence was dropped.
+    "cut_short": {
+        "zh": "\n（回答较长，只保留了完整的前几句。）",
+        "en": "\n(A long answer: only its complete first sentences are kept.)",
+    },
     "reset": {"zh": "好的，已清空对话记录。", "en": "Done: the conversation has been reset."},
     "no_sources": {
         "zh": "上一个回答没有引用任何段落。",

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from bot import texts
 from bot.knowledge import load
 from bot.prompts import Prompts
 from bot.types import Delta, Progress, Reply
-from tests.fakes.backend import FakeBackend
+from tests.fakes.backend import FakeBackend, tokens_of
 from tests.helpers import ask_msg, bilingual, stream, turns
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -294,3 +295,37 @@ async def test_an_answer_shown_only_at_the_end_gets_its_quote_there_not_alone(en
     reply = events[-1]
     assert isinstance(reply, Reply) and not reply.refused, reply
     assert "原文[1]" in reply.text and [e for e in events if isinstance(e, Delta)] == []
+
+
+# ---- answers cut at model.max_tokens --------------------------------------------------------------
+
+
+async def test_an_answer_cut_at_max_tokens_keeps_its_whole_sentences_and_says_so(engine_for) -> None:
+    whole = f"科大讯飞董事长是刘庆峰。[{LIU_N}]"
+    unfinished = "他认为应当加快推进我国认知智能大模型建设，在自主可控平台上让行业尽快享受"
+    backend = FakeBackend(whole + unfinished, max_tokens=len(tokens_of(whole)) + 10)
+    core, store = await engine_for(backend)
+    core.engine.cfg.grounding.quote_source = False
+    events = [e async for e in stream(core, ask_msg("科大讯飞董事长是谁？"))]
+    reply = events[-1]
+    assert isinstance(reply, Reply) and not reply.refused
+    note = texts.message("cut_short", "zh")
+    assert reply.text == "科大讯飞董事长是刘庆峰。[1]" + note
+    assert "".join(e.text for e in events if isinstance(e, Delta)) == reply.text  # streamed as shown
+    (row,) = turns(store)
+    assert "[cut at model.max_tokens" in row["draft"] and "他认为应当加快推进" in row["draft"]
+
+
+async def test_a_cut_answer_without_one_whole_sentence_is_declined(engine_for) -> None:
+    backend = FakeBackend("科大讯飞董事长刘庆峰认为应当加快推进我国认知智能大模型建设", max_tokens=12)
+    core, store = await engine_for(backend)
+    reply = await core.ask(ask_msg("科大讯飞董事长是谁？"))
+    assert reply.refused and reply.text == DECLINE_ZH
+    assert turns(store)[0]["decline_reason"].startswith("model_declined: cut at model.max_tokens")
+
+
+async def test_an_answer_that_ends_within_max_tokens_is_not_marked(engine_for) -> None:
+    answer = f"科大讯飞董事长是刘庆峰。[{LIU_N}]"
+    core, _ = await engine_for(FakeBackend(answer, max_tokens=len(tokens_of(answer))))
+    core.engine.cfg.grounding.quote_source = False
+    assert (await core.ask(ask_msg("科大讯飞董事长是谁？"))).text == "科大讯飞董事长是刘庆峰。[1]"

@@ -63,6 +63,16 @@ async def test_batched_answers_match_single_stream_ones(backend: LlamaCppBackend
 
 
 @in_module_loop
+async def test_a_stream_stopped_at_max_tokens_is_marked_cut(backend: LlamaCppBackend) -> None:
+    whole, cut = Completion(), Completion()
+    await answer(backend, QUESTIONS[0], "whole", whole)
+    assert 0 < whole.completion_tokens < 40 and not whole.cut  # ended by the model itself
+    messages = SYSTEM + [{"role": "user", "content": "详细介绍文章的全部内容。"}]
+    pieces = [p async for p in backend.stream(messages, conversation="cut", max_tokens=5, completion=cut)]
+    assert cut.completion_tokens == 5 and cut.cut and pieces
+
+
+@in_module_loop
 async def test_the_prefix_is_shared_not_recomputed(backend: LlamaCppBackend) -> None:
     prefix_before = backend.counters.prefix_tokens_evaluated
     evaluated = backend.counters.prompt_tokens_evaluated

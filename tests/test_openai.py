@@ -62,6 +62,19 @@ async def test_streams_pieces_and_usage_and_sends_the_configured_request() -> No
     assert body["temperature"] == 0.0 and body["messages"] == MSGS
 
 
+async def test_a_stream_stopped_at_max_tokens_is_marked_cut() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        stop = "length" if json.loads(request.content)["max_tokens"] == 2 else "stop"
+        events = [{"choices": [{"delta": {"content": "你"}}]},
+                  {"choices": [{"delta": {"content": "好"}, "finish_reason": stop}]}]
+        return httpx.Response(200, content="".join(f"data: {json.dumps(e)}\n\n" for e in events).encode())
+
+    cut, whole = Completion(), Completion()
+    assert await collect(backend(handler), completion=cut, max_tokens=2) == ["你", "好"]
+    assert await collect(backend(handler), completion=whole, max_tokens=5) == ["你", "好"]
+    assert cut.cut and not whole.cut
+
+
 async def test_server_errors_are_named_with_the_fix() -> None:
     b = backend(lambda r: httpx.Response(500, text="model exploded"))
     with pytest.raises(BackendError, match="HTTP 500: model exploded"):

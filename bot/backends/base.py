@@ -21,6 +21,7 @@ class Completion:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cut: bool = False  # stopped at max_tokens, not at the model's own end: the last sentence may be unfinished
 
 
 @runtime_checkable

@@ -247,6 +247,7 @@ class LlamaCppBackend:
             req.sink(tail)
         if req.completion is not None:
             req.completion.prompt_tokens, req.completion.completion_tokens = len(req.prompt), req.generated
+            req.completion.cut = req.generated >= req.max_tokens and not req.ignore_eos
         self._llama.llama_memory_seq_rm(self._mem, req.seq, -1, -1)
         req.sampler = None
         self.sched.finish(req)

@@ -143,6 +143,8 @@ class OpenAIBackend:
                         completion.prompt_tokens = chunk["usage"].get("prompt_tokens", 0)
                         completion.completion_tokens = chunk["usage"].get("completion_tokens", n)
                     for choice in chunk.get("choices") or []:
+                        if completion is not None and choice.get("finish_reason") == "length":
+                            completion.cut = True
                         if piece := (choice.get("delta") or {}).get("content"):
                             n += 1
                             yield piece

@@ -23,8 +23,10 @@ class FakeBackend:
     """Answers with `script(messages)` (or a fixed text), a piece at a time, optionally slowly."""
 
     def __init__(self, answer: str | Script = "", *, delay: float = 0.0, model_name: str = "fake-model",
-                 fail_after: int | None = None, queue_limit: int | None = None) -> None:
+                 fail_after: int | None = None, queue_limit: int | None = None,
+                 max_tokens: int | None = None) -> None:
         self.model_name = model_name
+        self.max_tokens = max_tokens  # like model.max_tokens: a longer answer stops there, marked cut
         self.queue_limit = queue_limit  # like model.queue_limit: more waiting than this is BackendBusy
         self.answer = answer
         self.delay = delay
@@ -54,6 +56,9 @@ class FakeBackend:
                 self.calls.append(messages)
                 text = self.answer(messages) if callable(self.answer) else self.answer
                 pieces = tokens_of(text)
+                limit = max_tokens or self.max_tokens
+                cut = limit is not None and len(pieces) > limit
+                pieces = pieces[:limit] if cut else pieces
                 for i, piece in enumerate(pieces):
                     if self.fail_after is not None and i >= self.fail_after:
                         raise RuntimeError("fake backend failure")
@@ -63,6 +68,7 @@ class FakeBackend:
                 if completion is not None:
                     completion.prompt_tokens = sum(len(m["content"]) for m in messages)
                     completion.completion_tokens = len(pieces)
+                    completion.cut = cut
         finally:
             self._waiting -= 1
 
