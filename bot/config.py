@@ -102,6 +102,7 @@ class TelegramConfig:
     allow_chats: list[str] = field(default_factory=list)
     rate_limit_per_minute: int = 6
     edit_interval_s: float = 1.0
+    api_timeout_s: float = 10.0  # a Bot API call (send, edit) slower than this is retried, then given up
     # From the environment only.
     token: str = field(default="", repr=False)
     base_url: str = "https://api.telegram.org/bot"
@@ -117,6 +118,7 @@ class WecomConfig:
     allow_users: list[str] = field(default_factory=list)
     reply_format: Literal["text", "markdown"] = "text"
     replay_window_s: int = 300
+    api_timeout_s: float = 10.0  # a WeCom API call slower than this is retried with backoff, then given up
     rate_limit_per_minute: int = 6
     # From the environment only.
     corp_id: str = ""
@@ -285,6 +287,8 @@ def _check(cfg: Config, src: str) -> None:
         "content.retrieve_top_k": cfg.content.retrieve_top_k,
         "content.max_mb": cfg.content.max_mb,
         "conversation.max_question_chars": cfg.conversation.max_question_chars,
+        "telegram.api_timeout_s": cfg.telegram.api_timeout_s,
+        "wecom.api_timeout_s": cfg.wecom.api_timeout_s,
     }
     for key, value in positive.items():
         if value <= 0:

@@ -452,18 +452,22 @@ async def test_resume_answers_a_logged_unanswered_turn(server: FakeTelegram, bac
     assert logged == [(turn.turn_id, "answered", f"科大讯飞董事长是刘庆峰。[1]{QUOTE}", "delivered")]
 
 
+@pytest.mark.parametrize(("kind", "error"), [("server", "NetworkError"), ("hang", "TimedOut")],
+                         ids=["502s", "timeouts"])
 async def test_an_answer_is_delivered_only_once_telegram_confirms_it(server: FakeTelegram, backend: FakeBackend,
-                                                                    real: tuple[Core, LogStore]) -> None:
+                                                                    real: tuple[Core, LogStore], kind: str,
+                                                                    error: str) -> None:
     core, store = real
     backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(core, '科大讯飞董事长刘庆峰')}]"
-    server.fail_next("editMessageText", count=50, kind="server")  # Telegram down after the placeholder
-    async with running(server, core) as channel:
+    # Telegram down after the placeholder: errors, or no reply within telegram.api_timeout_s (0.3 s here).
+    server.fail_next("editMessageText", count=50, kind=kind, retry_after=1.0)
+    async with running(server, core, api_timeout_s=0.3) as channel:
         channel.api.backoff_s = 0.001
         mid = server.private(ALICE, "科大讯飞董事长是谁？")
         await server.wait_for(lambda: rows(store, "SELECT 1 FROM events WHERE kind='undelivered'"))
     assert not answered(server, mid, "刘庆峰")
-    [(tid, status, delivery, error)] = rows(store, "SELECT id, status, delivery, delivery_error FROM turns")
-    assert (status, delivery) == ("answered", "waiting") and "NetworkError" in error
+    [(tid, status, delivery, logged)] = rows(store, "SELECT id, status, delivery, delivery_error FROM turns")
+    assert (status, delivery) == ("answered", "waiting") and logged.startswith(error), logged
     server.clear_faults()
     calls = len(backend.calls)
     (turn,) = await core.pending(["telegram"])  # the restart: the logged answer, not a new one

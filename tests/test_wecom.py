@@ -379,6 +379,15 @@ async def test_45009_backs_off_and_retries(make_bot: MakeBot) -> None:
     assert "刘庆峰" in texts_to(bot.api, "u1")[0]
 
 
+async def test_a_stalled_api_times_out_and_the_retry_delivers_once(make_bot: MakeBot) -> None:
+    bot = await make_bot(api_timeout_s=0.3)
+    bot.api.stall_next_sends(1.0, times=2)  # no reply within wecom.api_timeout_s, twice
+    await bot.client.post(bot.client.text_xml("u1", QUESTION))
+    await bot.api.wait_sent(1, timeout=10)
+    assert len(bot.api.requests_to(SEND)) == 3 and len(texts_to(bot.api, "u1")) == 1
+    assert await delivery_of(bot, "delivered") == ("answered", "delivered")
+
+
 async def test_network_error_backs_off_and_retries(make_bot: MakeBot, api: FakeWecomApi) -> None:
     bot = await make_bot()
     port = api.port

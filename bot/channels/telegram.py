@@ -109,7 +109,9 @@ class TelegramChannel:
         self._secret = cfg.webhook_secret or secrets.token_urlsafe(32)
         # PTB's rate limiter keeps under Telegram's flood limits and waits out a 429 (RetryAfter) itself.
         limiter = AIORateLimiter(max_retries=FLOOD_RETRIES)
+        t = cfg.api_timeout_s
         self.app: Application = (ApplicationBuilder().token(cfg.token).base_url(cfg.base_url).rate_limiter(limiter)
+                                 .connect_timeout(t).read_timeout(t).write_timeout(t)
                                  .concurrent_updates(True).build())
         self.api = TelegramApi(self.app.bot)
         self.app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & ~filters.StatusUpdate.ALL, self._on_message))

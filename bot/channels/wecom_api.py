@@ -69,7 +69,7 @@ class WecomApi:
         self._cfg = cfg
         self._base = cfg.api_base_url.rstrip("/")
         self._delays = retry_delays
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(cfg.api_timeout_s))
         self._token: str | None = None
         self._expires_at = 0.0
         self._lock = asyncio.Lock()

@@ -59,7 +59,7 @@ class Call:
 class Fault:
     """Fail the next `count` calls of a method (after letting `skip` calls through)."""
 
-    kind: str  # "retry_after" | "parse" | "server"
+    kind: str  # "retry_after" | "parse" | "server" | "blocked" | "hang" (no reply for `retry_after` s, then 504)
     count: int
     skip: int = 0
     retry_after: float = 1
@@ -265,7 +265,7 @@ class FakeTelegram:
             await asyncio.sleep(0.01)
 
     # ---- the API ---------------------------------------------------------------------------------
-    def _fault(self, method: str) -> None:
+    async def _fault(self, method: str) -> None:
         for fault in self._faults.get(method, []):
             if fault.count <= 0:
                 continue
@@ -278,6 +278,9 @@ class FakeTelegram:
                                {"retry_after": fault.retry_after})
             if fault.kind == "blocked":
                 raise ApiError(403, "Forbidden: bot was blocked by the user")
+            if fault.kind == "hang":  # a stalled gateway: the client gives up first, nothing is done
+                await asyncio.sleep(fault.retry_after)
+                raise ApiError(504, "Gateway Timeout")
             if fault.kind == "parse":
                 raise ApiError(400, f"{_PARSE}: Unsupported start tag (injected)")
             raise ApiError(502, "Bad Gateway")
@@ -287,7 +290,7 @@ class FakeTelegram:
         handler = getattr(self, f"_api_{method}", None)
         if handler is None:
             raise ApiError(404, "Not Found: method not found")
-        self._fault(method)
+        await self._fault(method)
         return await handler(params, on_close)
 
     async def _api_getMe(self, p: dict[str, Any], _: asyncio.Event) -> Any:

@@ -57,6 +57,7 @@ class FakeWecomApi:
         self.sent: list[dict[str, Any]] = []  # accepted message/send payloads
         self.valid_tokens: set[str] = set()
         self.expired_tokens: set[str] = set()
+        self.stalls: list[float] = []  # seconds the next message/send calls hang before a 504
         self.queued_errors: list[int] = []  # errcodes the next message/send calls answer with
         self.gettoken_errors: list[int] = []
         self.port = 0
@@ -75,6 +76,11 @@ class FakeWecomApi:
         """Every token issued so far now answers 42001 (access_token expired)."""
         self.expired_tokens |= self.valid_tokens
         self.valid_tokens.clear()
+
+    def stall_next_sends(self, seconds: float, times: int = 1) -> None:
+        """The next `times` message/send calls get no reply for `seconds` (a stalled gateway), then a 504;
+        nothing is sent."""
+        self.stalls.extend([seconds] * times)
 
     def fail_next_sends(self, errcode: int, times: int = 1) -> None:
         """The next `times` message/send calls answer with `errcode` (e.g. 45009 rate limit)."""
@@ -172,8 +178,12 @@ class _GetToken(_Base):
 
 
 class _Send(_Base):
-    def post(self) -> None:
+    async def post(self) -> None:
         rec = self.api._record(self)
+        if self.api.stalls:
+            await asyncio.sleep(self.api.stalls.pop(0))
+            self.set_status(504)
+            return
         code = self.api._check_send(rec)
         if code == 0:
             self.api.sent.append(rec.body)
