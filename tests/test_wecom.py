@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.channels import wecom
 from bot.channels.wecom import WecomChannel, split_message
 from bot.config import WecomConfig
 from bot.gate import Gate, Policy
@@ -377,6 +378,22 @@ async def test_45009_backs_off_and_retries(make_bot: MakeBot) -> None:
     assert sends[1].at - sends[0].at >= FAST_RETRIES[0] * 0.9
     assert sends[2].at - sends[1].at >= FAST_RETRIES[1] * 0.9
     assert "刘庆峰" in texts_to(bot.api, "u1")[0]
+
+
+async def test_a_token_expiring_between_the_parts_of_a_long_answer_is_refreshed(
+        make_bot: MakeBot, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wecom, "split_message", lambda text: split_message(text, 40))  # many small parts
+    bot = await make_bot()
+    bot.api.expire_tokens_after(1)  # the first part goes out; the second meets an expired token
+    await bot.client.post(bot.client.text_xml("u1", QUESTION))
+    assert await delivery_of(bot, "delivered") == ("answered", "delivered")
+    parts = texts_to(bot.api, "u1")
+    assert len(parts) >= 3 and len(bot.api.requests_to(GETTOKEN)) == 2
+    assert len(bot.api.requests_to(SEND)) == len(parts) + 1  # one rejected with 42001, then re-sent
+    async with bot.store.db.execute("SELECT answer FROM turns") as cur:
+        (answer,) = await cur.fetchone()
+    squeezed = re.sub(r"\s", "", "".join(parts))
+    assert squeezed.startswith(re.sub(r"\s", "", answer)) and "[1]" in squeezed  # every part once, in order
 
 
 async def test_a_stalled_api_times_out_and_the_retry_delivers_once(make_bot: MakeBot) -> None:

@@ -57,6 +57,7 @@ class FakeWecomApi:
         self.sent: list[dict[str, Any]] = []  # accepted message/send payloads
         self.valid_tokens: set[str] = set()
         self.expired_tokens: set[str] = set()
+        self.expire_in: int | None = None  # accepted sends left before every token expires
         self.stalls: list[float] = []  # seconds the next message/send calls hang before a 504
         self.queued_errors: list[int] = []  # errcodes the next message/send calls answer with
         self.gettoken_errors: list[int] = []
@@ -71,6 +72,10 @@ class FakeWecomApi:
     def requests_to(self, path: str) -> list[Recorded]:
         """Recorded requests for one path, e.g. '/cgi-bin/gettoken'."""
         return [r for r in self.requests if r.path == path]
+
+    def expire_tokens_after(self, sends: int) -> None:
+        """The tokens expire once `sends` more messages have been accepted (mid-way through a long answer)."""
+        self.expire_in = sends
 
     def expire_tokens(self) -> None:
         """Every token issued so far now answers 42001 (access_token expired)."""
@@ -188,6 +193,11 @@ class _Send(_Base):
         if code == 0:
             self.api.sent.append(rec.body)
             self.api._sent_event.set()
+            if self.api.expire_in is not None:
+                self.api.expire_in -= 1
+                if self.api.expire_in == 0:
+                    self.api.expire_in = None
+                    self.api.expire_tokens()
             return self.reply(0, invaliduser="", msgid=uuid.uuid4().hex)
         self.reply(code)
 
