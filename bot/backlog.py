@@ -1,18 +1,23 @@
 """The log's writes while the database takes none (disk full, locked by another writer): kept, made later.
 
-A write that can wait (an answer, a delivery mark, an event) is kept in order in memory and made as soon
-as the database takes writes again; a write that cannot (logging a new question before it is answered)
-raises `StoreUnavailable`, and the core refuses the question plainly instead of answering it unlogged.
-If the process dies while writes are kept, their turns are still `pending` or `waiting` in the log, so
-the restart answers or re-sends them: nothing is lost, at worst an answer arrives twice.
+A write that can wait (an answer, a delivery mark, an event, a /reset) is kept in order in memory and
+made as soon as the database takes writes again; a write that cannot (logging a new question before it
+is answered) raises `StoreUnavailable`, and the core refuses the question plainly instead of answering it
+unlogged. If the process dies while writes are kept, the turns they were about are still `pending` or
+`waiting` in the log, so the restart answers or re-sends them (at worst an answer arrives twice); kept
+events and resets are lost then.
+
+Every transaction runs in a task of its own, shielded from its caller's cancellation, under one lock:
+a shutdown never leaves half a transaction open on the shared connection for another task to commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -22,6 +27,7 @@ from bot.errors import StoreUnavailable
 log = logging.getLogger(__name__)
 Statement = tuple[str, tuple[Any, ...]]
 T = TypeVar("T")
+MAX_KEPT = 20_000  # writes kept at most; past that new ones are dropped (their turns stay recoverable)
 # Errors the database recovers from by itself or by an operator's hand, as opposed to a bug in our SQL.
 _OUTAGE = ("full", "locked", "busy", "disk i/o", "readonly", "unable to open")
 
@@ -31,14 +37,30 @@ def outage(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and any(word in str(exc).lower() for word in _OUTAGE)
 
 
+class _Wrong(Exception):
+    """Statement `index` of a batch can never succeed (a bug, not an outage)."""
+
+    def __init__(self, index: int, cause: Exception) -> None:
+        super().__init__(index, cause)
+        self.index, self.cause = index, cause
+
+
+async def _shielded(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` to its end even if the caller is cancelled meanwhile."""
+    task = asyncio.ensure_future(coro)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # an abandoned failure is not reported twice
+    return await asyncio.shield(task)
+
+
 class Backlog:
     """Writes made at once while the database takes them, kept in order and retried while it does not."""
 
     def __init__(self, db: aiosqlite.Connection, retry_s: float = 2.0) -> None:
         self.db, self.retry_s = db, retry_s
         self._kept: list[tuple[Statement, int | None]] = []  # (statement, the turn it is about), in order
-        self.out = False  # the last try failed: the database takes no writes until a retry succeeds
-        self._flushing = False
+        self.out = False  # the last write failed: none is tried again until a retry succeeds
+        self.dropped = 0
+        self._flusher: asyncio.Task[bool] | None = None
         self._retrying: asyncio.Task[None] | None = None
         self._closing = False
         # One writer at a time on the shared connection: a rollback must not undo another task's statements.
@@ -54,58 +76,83 @@ class Backlog:
         return any(t == turn_id for _, t in self._kept)
 
     async def later(self, sql: str, args: tuple[Any, ...], turn_id: int | None = None) -> None:
-        """Make this write now, or after the kept ones once the database takes writes again."""
+        """Make this write now (after any kept ones), or keep it until the database takes writes again."""
+        if len(self._kept) >= MAX_KEPT:
+            self.dropped += 1
+            log.error("log write dropped: %d writes already kept while the database takes none", MAX_KEPT)
+            return
         self._kept.append(((sql, args), turn_id))
-        if not self._flushing and not self.out:  # else the running flush or the next retry makes it, in order
-            await self._flush()
+        if not self.out:  # else the next retry makes it, in order
+            await asyncio.shield(self._flush_task())
 
     async def now(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run `work`'s writes in one transaction and commit, or raise StoreUnavailable; what it returned."""
         if self.out:  # known to be out: refuse at once rather than wait out another busy timeout
             raise StoreUnavailable(f"the log database takes no writes ({self.kept} writes kept)")
+        try:
+            return await _shielded(self._transaction(work))
+        except sqlite3.OperationalError as exc:
+            if not outage(exc):
+                raise
+            self._down(exc)
+            raise StoreUnavailable(f"the log database takes no writes: {exc}") from exc
+
+    async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         async with self.lock:
             try:
                 result = await work(self.db)
                 await self.db.commit()
-            except sqlite3.OperationalError as exc:
+            except BaseException:
                 await self.db.rollback()
-                if outage(exc):
-                    raise StoreUnavailable(f"the log database takes no writes: {exc}") from exc
                 raise
         return result
 
+    def _flush_task(self) -> asyncio.Task[bool]:
+        """The running flush, or a new one: one at a time, so the kept writes stay in order."""
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+            self._flusher.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return self._flusher
+
     async def _flush(self) -> bool:
         """Make the kept writes, the ones added meanwhile too; on an outage keep them and retry soon."""
-        self._flushing = True
-        try:
-            while self._kept:
-                batch = list(self._kept)
-                try:
-                    await self._make([statement for statement, _ in batch])
-                except sqlite3.OperationalError as exc:
-                    if not outage(exc):
-                        del self._kept[: len(batch)]  # a wrong statement never succeeds: it would block the rest
-                        raise
-                    self._down(exc)
-                    return False
-                del self._kept[: len(batch)]
-            self.out = False
-            return True
-        finally:
-            self._flushing = False
+        while self._kept or self.out:
+            batch = list(self._kept)
+            try:
+                await self._make([statement for statement, _ in batch])
+            except _Wrong as wrong:  # a bug: drop that write alone, with the error in the log
+                log.error("log write dropped, it cannot be made: %s (%s)", wrong.cause, batch[wrong.index][0][0][:80])
+                self._kept.remove(batch[wrong.index])
+                continue
+            except sqlite3.OperationalError as exc:
+                self._down(exc)
+                return False
+            del self._kept[: len(batch)]
+            if self.out:
+                log.warning("log database takes writes again; %d kept writes made", len(batch))
+                self.out = False
+        return True
 
     async def _make(self, statements: list[Statement]) -> None:
+        """The statements in one transaction (none: a probe for the write lock)."""
         async with self.lock:
             try:
-                for sql, args in statements:
-                    await self.db.execute(sql, args)
-                await self.db.commit()
-            except sqlite3.OperationalError:
+                if not statements:
+                    await self.db.execute("BEGIN IMMEDIATE")
+                for i, (sql, args) in enumerate(statements):
+                    try:
+                        await self.db.execute(sql, args)
+                    except sqlite3.Error as exc:
+                        if outage(exc):
+                            raise
+                        raise _Wrong(i, exc) from exc
+                await (self.db.rollback() if not statements else self.db.commit())
+            except BaseException:
                 await self.db.rollback()
                 raise
 
     def _down(self, exc: Exception) -> None:
-        """The database refused: keep the writes and have them retried (once the log is closing, not)."""
+        """The database refused a write: keep writes and retry every retry_s (not once the log is closing)."""
         if not self.out:
             log.warning("log database takes no writes (%s); %d writes kept, retried every %.1f s", exc, self.kept,
                         self.retry_s)
@@ -114,21 +161,20 @@ class Backlog:
             self._retrying = asyncio.create_task(self._retry())
 
     async def _retry(self) -> None:
-        while self.out and self._kept:
+        while self.out:
             await asyncio.sleep(self.retry_s)
-            n = self.kept
-            try:
-                if await self._flush():
-                    log.warning("log database takes writes again; %d kept writes made", n)
-            except Exception:
-                log.exception("kept log writes dropped: one of them cannot be made")
-        self.out = False
+            await asyncio.shield(self._flush_task())
 
     async def close(self) -> None:
-        """A last try at the kept writes before the connection closes."""
+        """Wait for a write in progress, and try the kept writes once more before the connection closes."""
         self._closing = True
         if self._retrying is not None:
             self._retrying.cancel()
-        if self._kept and not self._flushing and not await self._flush():
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrying
+        if self._flusher is not None and not self._flusher.done():
+            with contextlib.suppress(Exception):
+                await self._flusher
+        if self._kept and not await self._flush():
             log.error("%d log writes could not be made; their turns are answered or re-sent after the restart",
                       self.kept)

@@ -17,11 +17,14 @@ from bot.citations import MarkerRenumber
 # A line break ends a sentence unless it follows a colon or comma ("原因有以下几点：\n" announces a list).
 _SENTENCE_END = re.compile(r"(?:[。！？!?]|(?<![：:，,、；;\s])\n)(?:\s*[\[【]\d{1,3}[\]】])*")
 _PARTIAL = re.compile(r"\s*[\[【]\d{0,3}$")
+# Where a cut-off draft may end, in either language: also an English full stop before a space or the end
+# ("opens at 9 [1]. It closes" ends after "[1].", "3.5" does not end after "3.").
+_WHOLE_END = re.compile(r"(?:[。！？!?]|\.(?=\s|$)|(?<![：:，,、；;\s])\n)(?:\s*[\[【]\d{1,3}[\]】])*")
 
 
 def whole_sentences(text: str) -> str:
     """`text` up to its last sentence end and the markers after it: what stands when the rest was cut off."""
-    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    ends = [m.end() for m in _WHOLE_END.finditer(text)]
     return text[: ends[-1]] if ends else ""
 
 

@@ -116,8 +116,10 @@ class LogStore:
 
     async def close(self) -> None:
         """Make the kept writes if the database takes them again, and close the connection."""
-        await self.writes.close()
-        await self.db.close()
+        try:
+            await self.writes.close()
+        finally:
+            await self.db.close()  # its worker thread would keep the process alive
 
     async def start_turn(self, msg: Incoming, claim: str = "") -> int | None:
         """Record the user's message before anything is generated, and its dedupe key `claim` in the same

@@ -95,12 +95,31 @@ async def test_a_claimed_message_and_its_turn_are_one_transaction(store: LogStor
     assert rows(store.path, "SELECT count(*) FROM turns")[0][0] == 1
 
 
-async def test_a_statement_that_can_never_succeed_is_not_kept(store: LogStore) -> None:
-    with pytest.raises(sqlite3.OperationalError, match="no such table"):
-        await store.writes.later("UPDATE no_such_table SET x=1", ())
-    assert store.writes.kept == 0
-    await store.log_event("cli", "", "", "after")  # later writes are not blocked behind it
-    assert rows(store.path, "SELECT kind FROM events")[0][0] == "after"
+async def test_a_statement_that_can_never_succeed_is_dropped_alone(store: LogStore,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    await store.log_event("cli", "", "", "before")
+    await fill(store)  # the next writes are kept, the wrong one among them
+    await store.log_event("cli", "", "", "kept " + "x" * 20_000)
+    await store.writes.later("UPDATE no_such_table SET x=1", ())
+    await store.log_event("cli", "", "", "after")
+    assert store.writes.kept == 3
+    await store.db.execute("PRAGMA max_page_count=1073741823")
+    await recovered(store)
+    kinds = [r[0][:4] for r in rows(store.path, "SELECT kind FROM events ORDER BY id")]
+    assert kinds == ["befo", "kept", "afte"] and "no such table" in caplog.text
+
+
+async def test_a_cancelled_caller_leaves_no_half_transaction(store: LogStore) -> None:
+    task = asyncio.create_task(store.start_turn(question(), "42:1"))
+    await asyncio.sleep(0)  # inside the transaction, between the claim and the turn
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await store.log_event("cli", "", "", "next")  # the next writer commits only its own statement
+    await asyncio.sleep(0.2)
+    claimed = rows(store.path, "SELECT count(*) FROM seen")[0][0]
+    logged = rows(store.path, "SELECT count(*) FROM turns")[0][0]
+    assert claimed == logged  # both (the transaction ran to its end) or neither, never a claim alone
 
 
 async def test_close_with_writes_still_kept_does_not_raise(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

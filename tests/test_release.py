@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.release import Release
+from bot.release import Release, whole_sentences
 
 
 def feed_all(release: Release, pieces: list[str]) -> list[str]:
@@ -56,3 +56,10 @@ def test_a_line_announcing_a_list_is_no_sentence() -> None:
     release = Release(lambda prefix: True)
     assert release.feed("原因主要有以下几点：\n") == "" and release.feed("1. 缺少激励") == ""
     assert release.feed("。") == "" and release.feed("\n") == "原因主要有以下几点：\n1. 缺少激励。"
+
+
+def test_whole_sentences_end_at_a_full_stop_in_either_language() -> None:
+    assert whole_sentences("刘庆峰是董事长。[1]他认为应当加快") == "刘庆峰是董事长。[1]"
+    assert whole_sentences("The museum opens at 9 [1]. It closes at 5 and on Mon") == "The museum opens at 9 [1]."
+    assert whole_sentences("It grew 3.5 times") == ""
+    assert whole_sentences("没有句末的半句话") == ""

@@ -104,7 +104,7 @@ class Serve:
     """`bot serve --channel NAME` in a subprocess, stderr to a file, with a network guard of its own."""
 
     def __init__(self, tmp_path: Path, data_dir: Path, channel: str, extra_env: dict[str, str], *,
-                 database: Path | None = None) -> None:
+                 database: Path | None = None, content: Path | None = None) -> None:
         self.channel = channel
         self.database = database or tmp_path / "bot.sqlite3"
         self.stderr_path = tmp_path / "serve.stderr"
@@ -113,7 +113,7 @@ class Serve:
             "data_dir": str(data_dir),
             "database": str(self.database),
             "model": {"name": SMALL, "dir": str(ROOT / "models")},
-            "content": {"dir": str(ROOT / "content")},
+            "content": {"dir": str(content or ROOT / "content")},
             "telegram": {"edit_interval_s": 0.3},
         }
         self.config_path = tmp_path / "config.yaml"
@@ -192,6 +192,18 @@ class Serve:
         finally:
             conn.close()
         return [dict(r) for r in rows]
+
+    def events(self, kind: str) -> list[str]:
+        """Details of the logged events of one kind, oldest first."""
+        if not self.database.exists():
+            return []
+        conn = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=10)
+        try:
+            return [d for (d,) in conn.execute("SELECT detail FROM events WHERE kind=? ORDER BY id", (kind,))]
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            conn.close()
 
     def cited_texts(self, row: dict[str, Any]) -> list[str]:
         """The passage texts a logged turn cites (the turn stores ids; the passages table the texts)."""
