@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot import texts
-from bot.types import Citation, Incoming
+from bot.errors import ContentError
+from bot.types import Citation, Incoming, Notice
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -23,13 +24,19 @@ ASK = "/ask"
 _COMMAND = re.compile(r"^(/[A-Za-z][A-Za-z0-9_]*)(.*)$", re.DOTALL)
 
 
+# What a long command reports while it runs: (step, fraction done or None); safe to call from any thread.
+Report = Callable[[str, "float | None"], None]
+URL_ONLY = re.compile(r"https?://\S+")
+
+
 @dataclass(frozen=True)
 class Command:
     """One command: whether only admins may run it, and what it replies."""
 
     name: str
     admin: bool
-    run: Callable[[Core, Incoming, str, str], Awaitable[str]]  # (core, message, arguments, language) -> reply
+    # (core, message, arguments, language, progress) -> the reply
+    run: Callable[[Core, Incoming, str, str, Report], Awaitable[str | Notice]]
 
 
 def parse(text: str) -> tuple[str, str] | None:
@@ -59,30 +66,85 @@ def help_text(core: Core, msg: Incoming, lang: str) -> str:
     return texts.help_text(lang, core.about(lang), admin=msg.is_admin, extra=texts.channel_hint(msg.channel, lang))
 
 
-async def _start(core: Core, msg: Incoming, args: str, lang: str) -> str:
+async def _start(core: Core, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
     return texts.message("greeting", lang) + " " + help_text(core, msg, lang)
 
 
-async def _help(core: Core, msg: Incoming, args: str, lang: str) -> str:
+async def _help(core: Core, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
     return help_text(core, msg, lang)
 
 
-async def _reset(core: Core, msg: Incoming, args: str, lang: str) -> str:
+async def _reset(core: Core, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
     await core.reset(msg.conversation_key)
     return texts.message("reset", lang)
 
 
-async def _sources(core: Core, msg: Incoming, args: str, lang: str) -> str:
+async def _sources(core: Core, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
     return format_sources(await core.sources(msg.conversation_key)) or texts.message("no_sources", lang)
 
 
-async def _reload(core: Core, msg: Incoming, args: str, lang: str) -> str:
-    return (await core.reload(msg)).summary()
+async def _reload(core: Core, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    return (await core.reload(msg, lambda done, total: progress("reading_content", done / max(total, 1)))).summary()
 
 
-async def _stats(core: Core, msg: Incoming, args: str, lang: str) -> str:
+async def _stats(core: Core, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
     hours, channel = stats_arguments(args)
     return (await core.stats(hours, channel)).summary()
+
+
+async def _add(core: Core, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    """A document the admin sent, or the web page at `args`: its preview with Confirm and Cancel."""
+    try:
+        if msg.attachment is not None:
+            if (msg.attachment.size or 0) > core.library.max_bytes:  # not even downloaded
+                raise ContentError(f"{msg.attachment.name} is {msg.attachment.size / 1e6:.1f} MB, over "
+                                   f"content.max_mb ({core.library.max_bytes / 1e6:g} MB).")
+            progress("extracting", None)
+            data = await msg.attachment.fetch()
+            return await core.library.propose_add(msg.attachment.name, data, msg.conversation_key, core.content, lang)
+        if not URL_ONLY.fullmatch(args):
+            return texts.message("add_usage", lang)
+        from bot.extract import fetch, page_name
+
+        progress("fetching", None)
+        page = await fetch(args, core.library.max_bytes)
+        progress("extracting", None)
+        return await core.library.propose_add(page_name(args), page, msg.conversation_key, core.content, lang)
+    except ContentError as exc:
+        return texts.message("content_not_added", lang, reason=str(exc))
+
+
+async def _content(core: Core, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    docs = core.library.documents(core.content)
+    lines = [texts.message("document_line", lang, name=d.name, title=d.title, passages=d.passages) for d in docs]
+    return "\n".join([texts.message("documents", lang, n=len(docs)), *lines])
+
+
+async def _remove(core: Core, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    if not args:
+        return texts.message("remove_usage", lang)
+    try:
+        return core.library.propose_remove(args, msg.conversation_key, core.content, lang)
+    except ContentError as exc:
+        return str(exc)
+
+
+async def _confirm(core: Core, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    """Apply the admin's proposal and reload; a reload that fails puts the folder back."""
+    proposal = core.library.take(args, msg.conversation_key)
+    if proposal is None:
+        return texts.message("proposal_gone", lang)
+    undo = core.library.apply(proposal)
+    report = await core.reload(msg, lambda done, total: progress("reading_content", done / max(total, 1)))
+    if not report.ok:
+        undo()
+        return texts.message("content_unchanged", lang, reason=report.error or "")
+    return report.summary()
+
+
+async def _cancel(core: Core, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    core.library.take(args, msg.conversation_key)
+    return texts.message("cancelled", lang)
 
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (
@@ -92,4 +154,9 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("/sources", False, _sources),
     Command("/reload", True, _reload),
     Command("/stats", True, _stats),
+    Command("/add", True, _add),
+    Command("/content", True, _content),
+    Command("/remove", True, _remove),
+    Command("/confirm", True, _confirm),
+    Command("/cancel", True, _cancel),
 )}

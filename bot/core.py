@@ -20,8 +20,20 @@ from bot.engine import Engine
 from bot.errors import BotError, StoreUnavailable
 from bot.gate import Gate, Refusal
 from bot.knowledge import ContentSet, Knowledge
+from bot.library import Library
 from bot.store import LogStore
-from bot.types import Citation, Event, Incoming, Notice, PendingTurn, ReloadReport, Reply, Stats, conversation_key
+from bot.types import (
+    Citation,
+    Event,
+    Incoming,
+    Notice,
+    PendingTurn,
+    Progress,
+    ReloadReport,
+    Reply,
+    Stats,
+    conversation_key,
+)
 
 log = logging.getLogger(__name__)
 RATE_WINDOW_S = 60.0  # the gate's rate limits count questions per minute
@@ -51,7 +63,8 @@ class Turn:
             async for event in self.core.answer(self):
                 yield event
         elif self._command is not None:
-            yield Notice(await self._command.run(self.core, self.incoming, self._args, self.lang))
+            async for event in self.core.run_command(self._command, self.incoming, self._args, self.lang):
+                yield event
         else:
             yield Notice(self._notice or "")
 
@@ -76,6 +89,7 @@ class Core:
         self._active: set[int] = set()
         self._answering: dict[int, asyncio.Task[object]] = {}  # turn id -> the task consuming its answer
         self.closing = False  # set by `drain`: questions are still logged, but left for the restart
+        self.library = Library(knowledge.directory, knowledge.max_mb)  # admins' changes to the content folder
         self._reload_lock = asyncio.Lock()
 
     @property
@@ -99,7 +113,7 @@ class Core:
 
         A question is logged before this returns: if the process dies from here on, a restart answers it.
         """
-        command = commands.parse(msg.text) if msg.kind == "text" else None
+        command = self._command_of(msg)
         if not msg.addressed or (msg.group and command and command[0] not in commands.COMMANDS
                                  and command[0] != commands.ASK):
             return None  # a group message for someone else (or a command for another bot)
@@ -112,6 +126,17 @@ class Core:
         if (turn := await self._decide(msg, lang, command)) is not None:
             return turn if await self._claim(msg, key) else await self._again(msg)
         return await self._question(dataclasses.replace(msg, text=msg.text.strip()), lang, key)
+
+    @staticmethod
+    def _command_of(msg: Incoming) -> tuple[str, str] | None:
+        """The command a message is: typed; a document (content to add); an admin's bare web link."""
+        if msg.kind == "document" and msg.attachment is not None:
+            return "/add", ""
+        if msg.kind != "text":
+            return None
+        if msg.is_admin and commands.URL_ONLY.fullmatch(msg.text.strip()):
+            return "/add", msg.text.strip()
+        return commands.parse(msg.text)
 
     async def _decide(self, msg: Incoming, lang: str, command: tuple[str, str] | None) -> Turn | None:
         """The turn of a message the model does not answer (refused, a command); None for a question."""
@@ -179,6 +204,29 @@ class Core:
         if error is not None:
             await self.note(turn.incoming, "undelivered" if not final else "undeliverable", error[:200])
 
+    async def run_command(self, command: commands.Command, msg: Incoming, args: str,
+                          lang: str) -> AsyncIterator[Event]:
+        """A command's Progress events while it runs (a reload takes a while), then its Notice."""
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue[Progress]()
+
+        def report(step: str, fraction: float | None) -> None:  # called from the model's thread too
+            loop.call_soon_threadsafe(queue.put_nowait, Progress(step, fraction))
+
+        task = asyncio.ensure_future(command.run(self, msg, args, lang, report))
+        try:
+            while not task.done():
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                else:
+                    getter.cancel()
+        finally:
+            if not task.done():
+                task.cancel()
+        result = task.result()
+        yield result if isinstance(result, Notice) else Notice(result)
+
     def _language(self, msg: Incoming, *, question: bool) -> str:
         """A question's own language; for anything else the user's, or that of their last question."""
         key = msg.conversation_key
@@ -198,7 +246,8 @@ class Core:
         if command.admin and not msg.is_admin:
             log.warning("%s: non-admin %s tried %s", msg.channel, msg.user_id, name)
             await self.note(msg, "admin_denied", name)
-            return Turn(self, msg, lang, notice=texts.message("admin_only", lang))
+            denied = "admin_files_only" if msg.attachment is not None else "admin_only"
+            return Turn(self, msg, lang, notice=texts.message(denied, lang))
         return Turn(self, msg, lang, command=command, args=args)
 
     async def answer(self, turn: Turn) -> AsyncIterator[Event]:

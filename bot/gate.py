@@ -111,7 +111,7 @@ class Gate:
         listed = msg.user_id in policy.allow_users or msg.chat_id in policy.allow_chats
         if (policy.allow_users or policy.allow_chats) and not (listed or msg.is_admin):
             return Refusal("not_allowed")
-        if msg.kind != "text":
+        if msg.kind != "text" and msg.attachment is None:  # a document is content an admin may add
             return Refusal("text_only", detail=msg.kind)
         return None
 

@@ -69,6 +69,8 @@ class ContentSet:
     entities: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
     # Numbers and Latin-script names anywhere in the content (a question's own must be in the cited text).
     anchors: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
+    # Each file's path in the folder -> its title (the first line), as /content lists them.
+    documents: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def by_id(self, passage_id: str) -> Passage | None:
         """The passage with this id, if it exists in this version."""
@@ -202,6 +204,7 @@ def load(directory: Path, max_mb: float = 5.0) -> ContentSet:
     digest = hashlib.sha256()
     passages: list[Passage] = []
     titles: list[str] = []
+    documents: dict[str, str] = {}
     seen: set[str] = set()
     for f in files:
         try:
@@ -212,6 +215,7 @@ def load(directory: Path, max_mb: float = 5.0) -> ContentSet:
         digest.update(rel.encode() + b"\0" + text.encode() + b"\0")
         title, parts = split_passages(text, rel)
         titles.append(title)
+        documents[rel] = title
         for section, body in parts:
             pid = passage_id(body)
             if pid in seen:  # the same paragraph twice adds nothing to retrieve or cite
@@ -222,7 +226,9 @@ def load(directory: Path, max_mb: float = 5.0) -> ContentSet:
         raise ContentError(f"the files in {directory} have no text left after cleaning; fix: check their content.")
     aliases, alias_names = load_aliases(directory / ALIASES)
     digest.update(repr(sorted(aliases.items())).encode())
-    return _content_set(digest.hexdigest()[:12], titles[0], passages, files, aliases, alias_names)
+    content = _content_set(digest.hexdigest()[:12], titles[0], passages, files, aliases, alias_names)
+    content.documents.update(documents)
+    return content
 
 
 def _content_set(version: str, title: str, passages: list[Passage], files: list[Path], aliases: dict[str, str],

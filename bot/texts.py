@@ -67,11 +67,57 @@ MESSAGES: dict[str, dict[str, str]] = {
     "progress_answering": {"zh": "正在查找原文……", "en": "Looking for the answer in the text…"},
     "progress_rechecking": {"zh": "正在重新核对原文……", "en": "Checking the source passages again…"},
     "progress_translating_answer": {"zh": "正在翻译回答……", "en": "Checked; writing it in English…"},
+    "progress_extracting": {"zh": "正在读取文档……", "en": "Reading the document…"},
+    "progress_fetching": {"zh": "正在下载网页……", "en": "Downloading the page…"},
+    "progress_reading_content": {"zh": "模型正在阅读新内容……", "en": "The model is reading the new content…"},
     "unknown_command": {
         "zh": "未知命令 {command}。发送 /help 查看可用命令。",
         "en": "Unknown command {command}. Send /help for the list.",
     },
     "greeting": {"zh": "你好！", "en": "Hello!"},
+    # Content from the chat (admins): a document or a web link, a preview, then Confirm or Cancel.
+    "preview": {
+        "zh": "预览：《{title}》\n文件：{name}（{chars} 个字符，{passages} 个段落）\n{change}\n"
+              "确认后重新加载内容；新内容就绪前，旧内容照常回答。",
+        "en": "Preview: “{title}”\nFile: {name} ({chars} characters, {passages} passages)\n{change}\n"
+              "On confirm the content is reloaded; the old content answers until the new one is ready.",
+    },
+    "preview_adds": {"zh": "这是新文档。", "en": "This adds a new document."},
+    "preview_replaces": {"zh": "将替换现有的 {name}（{old} 个段落）。", "en": "This replaces {name} ({old} passages)."},
+    "preview_remove": {
+        "zh": "将删除文档 {name}：《{title}》（{passages} 个段落），然后重新加载内容。",
+        "en": "This removes {name}: “{title}” ({passages} passages), then reloads the content.",
+    },
+    "confirm": {"zh": "确认 / Confirm", "en": "Confirm / 确认"},
+    "cancel": {"zh": "取消 / Cancel", "en": "Cancel / 取消"},
+    "cancelled": {"zh": "已取消，内容没有改变。", "en": "Cancelled; the content is unchanged."},
+    "proposal_gone": {
+        "zh": "这个确认已失效（超过 10 分钟、已处理过，或不是你发起的），内容没有改变。",
+        "en": "That confirmation is no longer valid (over 10 minutes old, already answered, or not yours); "
+              "the content is unchanged.",
+    },
+    "no_such_document": {
+        "zh": "没有名为 {name} 的文档。现有文档：{names}",
+        "en": "There is no document named {name}. The documents: {names}",
+    },
+    "last_document": {
+        "zh": "{name} 是唯一的文档，删除后将无内容可答；请先添加新文档。",
+        "en": "{name} is the only document; without it there is nothing to answer from. Add another first.",
+    },
+    "content_not_added": {"zh": "没有添加：{reason}", "en": "Nothing was added: {reason}"},
+    "content_unchanged": {"zh": "内容没有改变：{reason}", "en": "The content is unchanged: {reason}"},
+    "admin_files_only": {
+        "zh": "只有管理员可以发送文件来添加内容；有问题请直接用文字提问。",
+        "en": "Only admins can add content by sending files; please ask your question as text.",
+    },
+    "documents": {"zh": "内容中的文档（{n} 个）：", "en": "Documents in the content ({n}):"},
+    "document_line": {"zh": "• {name}：《{title}》，{passages} 个段落",
+                      "en": "• {name}: “{title}”, {passages} passages"},
+    "remove_usage": {"zh": "用法：/remove 文件名（见 /content）", "en": "Usage: /remove NAME (see /content)"},
+    "add_usage": {
+        "zh": "发送文件（.txt .md .html .docx .pdf）或 /add 网址 来添加内容。",
+        "en": "Send a file (.txt .md .html .docx .pdf) or /add URL to add content.",
+    },
     "group_hint": {
         "zh": "在群里：@我、回复我的消息，或用 /ask 问题 来提问。\n",
         "en": "In groups: mention me, reply to one of my messages, or use /ask <question>.\n",
@@ -112,9 +158,11 @@ _HELP = {
     ),
 }
 _ADMIN_HELP = {
-    "zh": "管理员命令：\n/reload  重新加载内容并报告变化\n/stats  统计（轮次、用户、拒答、延迟）\n",
+    "zh": "管理员命令：\n/reload  重新加载内容并报告变化\n/stats  统计（轮次、用户、拒答、延迟）\n"
+    "/content  列出内容中的文档\n/add 网址  添加网页（或直接发送文件）\n/remove 文件名  删除文档\n",
     "en": "Admin commands:\n/reload  reload the content and report what changed\n"
-    "/stats  turns, users, declines and latency\n",
+    "/stats  turns, users, declines and latency\n/content  list the documents in the content\n"
+    "/add URL  add a web page (or just send a file)\n/remove NAME  remove a document\n",
 }
 
 

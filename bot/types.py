@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 
@@ -36,6 +37,15 @@ def conversation_key(channel: str, chat_id: str, user_id: str, group: bool) -> s
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file a user sent: its name and size as the platform reports them, and how to download it."""
+
+    name: str
+    size: int | None
+    fetch: Callable[[], Awaitable[bytes]] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class Incoming:
     """A user's message as every channel hands it to the core: the adapter decides only what the platform
     says (who, where, whether it is meant for the bot, whether the sender is an admin); the core decides the rest."""
@@ -56,6 +66,8 @@ class Incoming:
     kind: str = "text"
     # An explicit conversation key (one-shot `bot ask`, eval follow-ups, a resumed turn keeps its own).
     conversation: str = ""
+    # A document the user sent (kind "document"): admins add content this way.
+    attachment: Attachment | None = None
 
     @property
     def conversation_key(self) -> str:
@@ -115,17 +127,29 @@ class Queued:
 
 
 @dataclass(frozen=True)
+class Choice:
+    """A button under a notice; pressing it sends `command` (a channel without buttons shows the command)."""
+
+    label: str
+    command: str
+
+
+@dataclass(frozen=True)
 class Notice:
-    """A fixed reply that is not a model answer: a command's output, or why a message is not answered."""
+    """A fixed reply that is not a model answer: a command's output, or why a message is not answered;
+    optionally a picture (PNG bytes, the text its caption) and buttons."""
 
     text: str
+    image: bytes | None = field(default=None, repr=False)
+    choices: tuple[Choice, ...] = ()
 
 
 @dataclass(frozen=True)
 class Progress:
     """A step the user cannot see yet is running (translating, checking again); channels may say so."""
 
-    step: str  # translating_question | answering | rechecking | translating_answer
+    step: str  # translating_question | answering | rechecking | translating_answer | extracting | reading_content
+    fraction: float | None = None  # how far along, when known (0..1)
 
 
 Event = Delta | Queued | Progress | Notice | Reply

@@ -6,16 +6,18 @@ import asyncio
 import contextlib
 import os
 import sys
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from bot.citations import strip_markers
 from bot.texts import message
-from bot.types import Delta, Incoming, Notice, Progress, Queued, Reply
+from bot.types import Attachment, Delta, Incoming, Notice, Progress, Queued, Reply
 
 if TYPE_CHECKING:
-    from bot.core import Core
+    from bot.core import Core, Turn
 
 QUIT = ("/quit", "/exit", "/q")
 
@@ -79,13 +81,11 @@ class Console:
 
     async def answer(self, text: str) -> Reply | Notice | None:
         """Hand one line to the core; stream an answer with its sources, or print the core's notice."""
-        turn = await self.core.receive(Incoming("cli", self.user, self.user, text, is_admin=self.admin))
+        turn = await self.core.receive(self.incoming(text))
         if turn is None:
             return None
         if not turn.is_question:
-            notice = await turn.reply()
-            self.say(notice.text)
-            return notice
+            return await self._notice(turn)
         streamed = ""
         reply: Reply | None = None
         self.out.write("bot> ")
@@ -104,6 +104,38 @@ class Console:
         self._finish(streamed, reply)
         await self.core.delivered(turn)
         return reply
+
+    def incoming(self, text: str) -> Incoming:
+        """The typed line; `/add PATH` of a file on this machine sends that file, as a messenger would."""
+        words = text.strip().split(maxsplit=1)
+        if len(words) == 2 and words[0].lower() == "/add" and (path := Path(words[1]).expanduser()).is_file():
+            attachment = Attachment(path.name, path.stat().st_size, lambda: asyncio.to_thread(path.read_bytes))
+            return Incoming("cli", self.user, self.user, "", is_admin=self.admin, kind="document",
+                            attachment=attachment)
+        return Incoming("cli", self.user, self.user, text, is_admin=self.admin)
+
+    async def _notice(self, turn: Turn) -> Notice:
+        """A command's progress on one line, then its text; a picture is saved and its path shown; buttons
+        are shown as the commands they send."""
+        notice, line = Notice(""), ""
+        async for event in turn.events():
+            if isinstance(event, Progress):
+                done = f" {event.fraction:.0%}" if event.fraction is not None else ""
+                line = "(" + message(f"progress_{event.step}", turn.lang) + done + ")"
+                self.out.write("\r" + line)
+                self.out.flush()
+            elif isinstance(event, Notice):
+                notice = event
+        if line:  # the progress line ends before the reply
+            self.say()
+        if notice.image is not None:
+            path = Path(tempfile.gettempdir()) / f"bot-{os.getpid()}-{int(time.time())}.png"
+            path.write_bytes(notice.image)
+            self.say(f"[{path}]")
+        self.say(notice.text)
+        if notice.choices:
+            self.say("   ".join(f"[{c.label}: {c.command}]" for c in notice.choices))
+        return notice
 
     def _finish(self, streamed: str, reply: Reply) -> None:
         if not streamed:
