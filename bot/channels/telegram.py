@@ -13,20 +13,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from functools import partial
 from typing import TYPE_CHECKING
 
 from telegram import BotCommand, Message, Update
 from telegram.constants import ChatAction, ChatType, MessageEntityType
 from telegram.error import BadRequest, Forbidden, TelegramError
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
 
 from bot import texts
 from bot.channels.common import fit_prefix, split_text, utf16_len
 from bot.channels.telegram_api import TelegramApi
+from bot.channels.telegram_live import LiveMessage
 from bot.config import TelegramConfig
-from bot.types import Delta, Incoming, Progress, Queued, Reply
+from bot.types import Attachment, Choice, Delta, Incoming, Notice, Progress, Queued, Reply
 
 if TYPE_CHECKING:
     from bot.core import Core, Turn
@@ -37,52 +46,14 @@ Ctx = ContextTypes.DEFAULT_TYPE
 MAX_CHARS = 4096  # Bot API limit per message, in UTF-16 code units after entity parsing
 GROUP_EDIT_INTERVAL_S = 3.0  # Telegram allows about 20 messages a minute in a group; edits count
 TYPING_EVERY_S = 4.5  # the typing indicator lasts about 5 s
-ALLOWED_UPDATES = ["message"]
+ALLOWED_UPDATES = ["message", "callback_query"]  # messages, and presses of the buttons under a notice
+CAPTION_CHARS = 1024  # a photo's caption at most; a longer text follows as its own message
 FLOOD_RETRIES = 10  # 429s waited out (as long as Telegram asks each time) before a call gives up
 
 
 def split_message(text: str, limit: int = MAX_CHARS) -> list[str]:
     """Split text into messages of at most `limit` UTF-16 units, at a paragraph, line, sentence or word."""
     return split_text(text, limit, utf16_len)
-
-
-class _Live:
-    """A message being streamed into: shows the latest text, at most one edit per `interval`."""
-
-    def __init__(self, edit: Callable[[str], Awaitable[None]], shown: str, interval: float) -> None:
-        self.shown = self.want = shown
-        self.started = asyncio.Event()
-        self._edit, self._interval = edit, interval
-        self._wake, self._stop = asyncio.Event(), asyncio.Event()
-        self._task = asyncio.create_task(self._run())
-
-    def show(self, text: str) -> None:
-        """Ask for `text` to be shown; edits coalesce, so only the latest wish is sent."""
-        text = text.strip()
-        if text and text != self.want:
-            self.want = text
-            self._wake.set()
-
-    async def close(self) -> None:
-        """Stop editing (an edit in flight finishes first)."""
-        self._stop.set()
-        self._wake.set()
-        await self._task
-
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            await self._wake.wait()
-            self._wake.clear()
-            if self._stop.is_set() or self.want == self.shown:
-                continue
-            text = self.want
-            try:
-                await self._edit(text)
-                self.shown = text
-            except TelegramError as exc:
-                logger.warning("telegram: a streaming edit failed: %s", exc)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._interval)
 
 
 def _preview(draft: str) -> str:
@@ -110,11 +81,13 @@ class TelegramChannel:
         # PTB's rate limiter keeps under Telegram's flood limits and waits out a 429 (RetryAfter) itself.
         limiter = AIORateLimiter(max_retries=FLOOD_RETRIES)
         t = cfg.api_timeout_s
-        self.app: Application = (ApplicationBuilder().token(cfg.token).base_url(cfg.base_url).rate_limiter(limiter)
+        self.app: Application = (ApplicationBuilder().token(cfg.token).base_url(cfg.base_url)
+                                 .base_file_url(file_url(cfg.base_url)).rate_limiter(limiter)
                                  .connect_timeout(t).read_timeout(t).write_timeout(t)
                                  .concurrent_updates(True).build())
         self.api = TelegramApi(self.app.bot)
         self.app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & ~filters.StatusUpdate.ALL, self._on_message))
+        self.app.add_handler(CallbackQueryHandler(self._on_button))
         self.app.add_error_handler(self._on_error)
 
     async def start(self) -> None:
@@ -163,10 +136,26 @@ class TelegramChannel:
             return None
         private = chat.type == ChatType.PRIVATE
         text, addressed = self._text(msg, private)
-        return Incoming(self.name, str(chat.id), str(user.id), text, str(msg.message_id), group=not private,
+        if update.callback_query is not None:  # a button under the bot's notice: it sends its command
+            text, addressed = update.callback_query.data or "", True
+        return Incoming(self.name, str(chat.id), str(user.id), text,
+                        None if update.callback_query else str(msg.message_id), group=not private,
                         addressed=addressed, is_admin=str(user.id) in self.cfg.admins,
                         lang="zh" if (user.language_code or "").lower().startswith("zh") else "en",
-                        kind="text" if msg.text is not None else _kind(msg))
+                        kind="text" if msg.text is not None or update.callback_query else _kind(msg),
+                        attachment=self._attachment(msg))
+
+    def _attachment(self, msg: Message) -> Attachment | None:
+        """A document's name and size, and how to download it (getFile, then the file URL)."""
+        doc = msg.document
+        if doc is None:
+            return None
+
+        async def fetch() -> bytes:
+            file = await self.app.bot.get_file(doc.file_id)
+            return bytes(await file.download_as_bytearray())
+
+        return Attachment(doc.file_name or "document", doc.file_size, fetch)
 
     def _text(self, msg: Message, private: bool) -> tuple[str, bool]:
         """(text, addressed): a command loses its @botname; a group message counts only when it is a
@@ -201,7 +190,46 @@ class TelegramChannel:
         if turn.is_question:
             await self._answer(chat_id, reply_to, turn, update.update_id)
         else:
-            await self._send(chat_id, (await turn.reply()).text, reply_to)
+            await self._notice(chat_id, reply_to, turn)
+
+    async def _on_button(self, update: Update, context: Ctx) -> None:
+        """A button press: acknowledged at once (the client stops its spinner), its buttons removed so it
+        is pressed once, then handled as the command it carries."""
+        query = update.callback_query
+        assert query is not None
+        with suppress(TelegramError):
+            await query.answer()
+        if isinstance(query.message, Message):
+            with suppress(TelegramError):
+                await query.message.edit_reply_markup(None)
+        await self._on_message(update, context)
+
+    async def _notice(self, chat_id: int, reply_to: int | None, turn: Turn) -> None:
+        """A command's reply: its progress in a message of its own, then the text (with buttons), or a
+        picture with the text as its caption."""
+        live: LiveMessage | None = None
+        notice, progress_id = Notice(""), 0
+        async for event in turn.events():
+            if isinstance(event, Progress):
+                shown = texts.message(f"progress_{event.step}", turn.lang)
+                shown += f" {event.fraction:.0%}" if event.fraction is not None else ""
+                if live is None:
+                    sent = await self.api.send(chat_id, shown, reply_to)
+                    progress_id = sent.message_id
+                    live = LiveMessage(partial(self.api.edit, chat_id, progress_id), shown, self.cfg.edit_interval_s)
+                live.show(shown)
+            elif isinstance(event, Notice):
+                notice = event
+        if live is not None:
+            await live.close()
+        if notice.image is not None:
+            await self.api.send_photo(chat_id, notice.image, notice.text[:CAPTION_CHARS], reply_to)
+            if len(notice.text) > CAPTION_CHARS:
+                await self._send(chat_id, notice.text, None)
+        elif live is not None and len(split_message(notice.text)) == 1:
+            await self.api.edit(chat_id, progress_id, notice.text, notice.choices)
+        else:
+            await self._send(chat_id, notice.text, reply_to, notice.choices)
 
     # -- rendering the core's events --
 
@@ -233,7 +261,7 @@ class TelegramChannel:
         group = placeholder.chat.type != ChatType.PRIVATE
         interval = max(self.cfg.edit_interval_s, GROUP_EDIT_INTERVAL_S) if group else self.cfg.edit_interval_s
         message_id = placeholder.message_id
-        live = _Live(lambda t: self.api.edit(chat_id, message_id, t), placeholder.text or "", interval)
+        live = LiveMessage(lambda t: self.api.edit(chat_id, message_id, t), placeholder.text or "", interval)
         typing = asyncio.create_task(self._typing(chat_id, live.started))
         reply: Reply | None = None
         draft = ""
@@ -279,10 +307,12 @@ class TelegramChannel:
         for part in parts[1:]:
             await self.api.send(chat_id, part)
 
-    async def _send(self, chat_id: int, text: str, reply_to: int | None) -> None:
-        """A fixed reply, split into several messages when long; the first answers the user's message."""
-        for i, part in enumerate(split_message(text)):
-            await self.api.send(chat_id, part, reply_to if i == 0 else None)
+    async def _send(self, chat_id: int, text: str, reply_to: int | None, choices: tuple[Choice, ...] = ()) -> None:
+        """A fixed reply, split into several messages when long; the first answers the user's message, the
+        last carries the buttons."""
+        parts = split_message(text)
+        for i, part in enumerate(parts):
+            await self.api.send(chat_id, part, reply_to if i == 0 else None, choices if i == len(parts) - 1 else ())
 
     async def _on_error(self, update: object, context: Ctx) -> None:
         """The one error handler: the error to the log and the event log, a short apology to the user."""
@@ -313,3 +343,9 @@ def _kind(msg: Message) -> str:
         if getattr(msg, kind, None):
             return kind
     return "other"
+
+
+def file_url(base_url: str) -> str:
+    """Where the Bot API serves files for a `base_url` (a self-hosted Bot API server serves both)."""
+    root, _, last = base_url.rstrip("/").rpartition("/")
+    return f"{root}/file/{last}" if last.startswith("bot") else base_url.rstrip("/") + "/file/bot"

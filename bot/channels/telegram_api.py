@@ -12,9 +12,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from telegram import Bot, Message, ReplyParameters
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, NetworkError
+
+from bot.types import Choice
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -28,17 +30,26 @@ class TelegramApi:
         self.network_attempts = network_attempts
         self.backoff_s = backoff_s
 
-    async def send(self, chat_id: int, text: str, reply_to: int | None = None) -> Message:
-        """sendMessage, optionally as a reply to a message (sent anyway if that one is gone)."""
-        kw: dict[str, Any] = {"chat_id": chat_id}
+    async def send(self, chat_id: int, text: str, reply_to: int | None = None,
+                   choices: tuple[Choice, ...] = ()) -> Message:
+        """sendMessage, optionally as a reply to a message (sent anyway if that one is gone), with buttons."""
+        kw: dict[str, Any] = {"chat_id": chat_id, **_markup(choices)}
         if reply_to is not None:
             kw["reply_parameters"] = ReplyParameters(reply_to, allow_sending_without_reply=True)
         return await self._html_call(self.bot.send_message, text, **kw)
 
-    async def edit(self, chat_id: int, message_id: int, text: str) -> None:
-        """editMessageText; Telegram's "message is not modified" counts as done."""
+    async def send_photo(self, chat_id: int, png: bytes, caption: str, reply_to: int | None = None) -> Message:
+        """sendPhoto of a PNG with a caption (at most 1024 characters: the caller sends longer text apart)."""
+        kw: dict[str, Any] = {"chat_id": chat_id, "photo": InputFile(png, filename="chart.png")}
+        if reply_to is not None:
+            kw["reply_parameters"] = ReplyParameters(reply_to, allow_sending_without_reply=True)
+        return await self._call(self.bot.send_photo, caption=caption, **kw)
+
+    async def edit(self, chat_id: int, message_id: int, text: str, choices: tuple[Choice, ...] = ()) -> None:
+        """editMessageText (buttons given, or none); Telegram's "message is not modified" counts as done."""
         try:
-            await self._html_call(self.bot.edit_message_text, text, chat_id=chat_id, message_id=message_id)
+            await self._html_call(self.bot.edit_message_text, text, chat_id=chat_id, message_id=message_id,
+                                  **_markup(choices))
         except BadRequest as exc:
             if "not modified" not in str(exc).lower():
                 raise
@@ -67,3 +78,11 @@ class TelegramApi:
                     raise
                 logger.warning("telegram: network error (%s), retry %d", exc, failures)
                 await asyncio.sleep(self.backoff_s * 2 ** (failures - 1))
+
+
+def _markup(choices: tuple[Choice, ...]) -> dict[str, Any]:
+    """An inline keyboard with one row of buttons; each button's data is the command it sends."""
+    if not choices:
+        return {}
+    return {"reply_markup": InlineKeyboardMarkup([[InlineKeyboardButton(c.label, callback_data=c.command)
+                                                   for c in choices]])}

@@ -10,10 +10,8 @@ records every request for the tests to assert on, and fails calls on demand (429
 from __future__ import annotations
 
 import asyncio
-import html
 import itertools
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,23 +23,12 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler
 
+from tests.fakes.telegram_markup import _PARSE, ApiError, _entities, render_html, utf16_len
+from tests.fakes.telegram_media import FileHandler, MediaApi, buttons_of
+
 MAX_TEXT = 4096
-_PARSE = "Bad Request: can't parse entities"
-_STRING_PARAMS = {"text", "parse_mode", "action", "url", "secret_token", "description", "ip_address"}
-_ALLOWED_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler",
-                 "a", "code", "pre", "blockquote", "tg-emoji"}
-_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)(\s[^<>]*)?>")
-_ENTITY = re.compile(r"&(lt|gt|amp|quot|#[0-9]+|#x[0-9a-fA-F]+);")
-
-
-class ApiError(Exception):
-    """An error reply of the Bot API: HTTP status, description, optional parameters."""
-
-    def __init__(self, status: int, description: str, parameters: dict[str, Any] | None = None) -> None:
-        super().__init__(description)
-        self.status = status
-        self.description = description
-        self.parameters = parameters
+_STRING_PARAMS = {"text", "parse_mode", "action", "url", "secret_token", "description", "ip_address", "caption",
+                  "callback_query_id"}
 
 
 @dataclass
@@ -79,11 +66,26 @@ class Msg:
     reply_to: int | None = None
     edits: int = 0
     entities: list[dict[str, Any]] = field(default_factory=list)
+    buttons: list[list[dict[str, Any]]] = field(default_factory=list)  # an inline keyboard
+    photo: bytes | None = None  # a photo message: `text` is its caption
+    document: dict[str, Any] | None = None  # a file a user sent: `text` is its caption
 
     def as_api(self) -> dict[str, Any]:
         """The Bot API `Message` object."""
         out: dict[str, Any] = {"message_id": self.message_id, "date": self.date, "chat": self.chat,
-                               "from": self.sender, "text": self.text}
+                               "from": self.sender}
+        if self.photo is not None or self.document is not None:
+            if self.text:
+                out["caption"] = self.text
+        else:
+            out["text"] = self.text
+        if self.photo is not None:
+            out["photo"] = [{"file_id": f"photo{self.message_id}", "file_unique_id": f"u{self.message_id}",
+                             "width": 800, "height": 600, "file_size": len(self.photo)}]
+        if self.document is not None:
+            out["document"] = self.document
+        if self.buttons:
+            out["reply_markup"] = {"inline_keyboard": self.buttons}
         if self.entities:
             out["entities"] = self.entities
         if self.edits:
@@ -91,58 +93,7 @@ class Msg:
         return out
 
 
-def render_html(markup: str) -> str:
-    """The text a user sees for `parse_mode=HTML`, or ApiError 400 like Telegram's parser."""
-    out: list[str] = []
-    stack: list[str] = []
-    i = 0
-    while i < len(markup):
-        ch = markup[i]
-        if ch == "<":
-            m = _TAG.match(markup, i)
-            if not m or m.group(2).lower() not in _ALLOWED_TAGS:
-                raise ApiError(400, f"{_PARSE}: Unsupported start tag at byte offset {i}")
-            name = m.group(2).lower()
-            if m.group(1):
-                if not stack or stack.pop() != name:
-                    raise ApiError(400, f"{_PARSE}: Unmatched end tag at offset {i}")
-            else:
-                stack.append(name)
-            i = m.end()
-        elif ch == "&":
-            m = _ENTITY.match(markup, i)
-            if not m:
-                raise ApiError(400, f"{_PARSE}: Character '&' is reserved at offset {i}")
-            out.append(html.unescape(m.group(0)))
-            i = m.end()
-        elif ch == ">":
-            raise ApiError(400, f"{_PARSE}: Character '>' is reserved at offset {i}")
-        else:
-            out.append(ch)
-            i += 1
-    if stack:
-        raise ApiError(400, f"{_PARSE}: Can't find end tag corresponding to {stack[-1]}")
-    return "".join(out)
-
-
-def utf16_len(text: str) -> int:
-    """Telegram counts text length in UTF-16 code units."""
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _entities(text: str) -> list[dict[str, Any]]:
-    """The entities Telegram's client-side parser adds: a leading bot command and @mentions."""
-    found: list[dict[str, Any]] = []
-    m = re.match(r"/[A-Za-z0-9_]+(@[A-Za-z0-9_]+)?", text)
-    if m:
-        found.append({"type": "bot_command", "offset": 0, "length": utf16_len(m.group(0))})
-    for m in re.finditer(r"(?<![\w/])@[A-Za-z][A-Za-z0-9_]{3,}", text):
-        offset = utf16_len(text[: m.start()])
-        found.append({"type": "mention", "offset": offset, "length": utf16_len(m.group(0))})
-    return found
-
-
-class FakeTelegram:
+class FakeTelegram(MediaApi):
     """The fake Bot API server. Use `await start()`, point the bot at `base_url`, `await stop()`."""
 
     def __init__(self, token: str = "123456:TEST-TOKEN", *, username: str = "article_test_bot",
@@ -163,11 +114,13 @@ class FakeTelegram:
         self._closing = asyncio.Event()
         self._server: HTTPServer | None = None
         self.port = 0
+        self._media_init()
 
     # ---- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         """Listen on 127.0.0.1 at a free port."""
-        app = Application([(r"/bot([^/]+)/([A-Za-z]+)", _Handler, {"fake": self})], log_function=_quiet)
+        app = Application([(r"/bot([^/]+)/([A-Za-z]+)", _Handler, {"fake": self}),
+                           (r"/file/bot([^/]+)/(.+)", FileHandler, {"fake": self})], log_function=_quiet)
         sockets = bind_sockets(0, "127.0.0.1")
         self.port = sockets[0].getsockname()[1]
         self._server = HTTPServer(app)
@@ -337,7 +290,7 @@ class FakeTelegram:
         chat = self.chats.get(chat_id) or {"id": chat_id, "type": "private", "first_name": "Ann"}
         reply_to = reply.get("message_id") or p.get("reply_to_message_id")
         msg = Msg(next(self._ids), chat, self.bot_user, text, int(time.time()), from_bot=True,
-                  parse_mode=p.get("parse_mode"), reply_to=reply_to)
+                  parse_mode=p.get("parse_mode"), reply_to=reply_to, buttons=buttons_of(p))
         self.messages[msg.message_id] = msg
         return self._message_json(msg)
 
@@ -346,10 +299,11 @@ class FakeTelegram:
         if msg is None or not msg.from_bot or msg.chat["id"] != int(p["chat_id"]):
             raise ApiError(400, "Bad Request: message to edit not found")
         text = self._render(p)
-        if text == msg.text:
+        if text == msg.text and buttons_of(p) == msg.buttons:
             raise ApiError(400, "Bad Request: message is not modified: specified new message content and "
                                 "reply markup are exactly the same as a current content and reply markup")
         msg.text, msg.parse_mode = text, p.get("parse_mode")
+        msg.buttons = buttons_of(p)  # an edit without reply_markup removes the buttons, as Telegram does
         msg.edits += 1
         return self._message_json(msg)
 
@@ -418,7 +372,14 @@ class _Handler(RequestHandler):
         pairs += [(k, v[-1].decode()) for k, v in self.request.query_arguments.items()]
         if "multipart" in ctype:
             pairs += [(k, v[-1].decode()) for k, v in self.request.body_arguments.items()]
-        return {k: (v if k in _STRING_PARAMS else _maybe_json(v)) for k, v in pairs}
+        params: dict[str, Any] = {k: (v if k in _STRING_PARAMS else _maybe_json(v)) for k, v in pairs}
+        # Uploads (sendPhoto's photo) as bytes; a parameter naming an upload ("attach://x") gets its bytes.
+        uploads = {k: v[0]["body"] for k, v in self.request.files.items()}
+        params.update(uploads)
+        for k, v in list(params.items()):
+            if isinstance(v, str) and v.startswith("attach://") and v[9:] in uploads:
+                params[k] = uploads[v[9:]]
+        return params
 
 
 def _maybe_json(value: str) -> Any:
