@@ -6,6 +6,7 @@ Channel-only commands (the terminal's /quit) stay in their adapter.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -88,8 +89,17 @@ async def _reload(core: Core, msg: Incoming, args: str, lang: str, progress: Rep
 
 
 async def _stats(core: Core, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    """The numbers as text under a chart of the same numbers (drawn in a thread: about a second)."""
+    from bot.usage import chart
+
     hours, channel = stats_arguments(args)
-    return (await core.stats(hours, channel)).summary()
+    stats, usage = await core.stats(hours, channel), await core.usage(hours, channel)
+    lines = [stats.summary()]
+    if usage.by_channel:
+        lines.append(", ".join(f"{name}: {sum(counts)}" for name, counts in sorted(usage.by_channel.items())))
+    lines += [f"[{k}] {section} ({n}×)" for k, (_, section, n) in enumerate(usage.cited, 1)]
+    title = f"Last {hours:g} h" + (f", {channel}" if channel else "") + f": {stats.turns} questions"
+    return Notice("\n".join(lines), image=await asyncio.to_thread(chart, usage, title))
 
 
 async def _add(core: Core, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:

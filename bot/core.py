@@ -34,6 +34,7 @@ from bot.types import (
     Stats,
     conversation_key,
 )
+from bot.usage import Usage
 
 log = logging.getLogger(__name__)
 RATE_WINDOW_S = 60.0  # the gate's rate limits count questions per minute
@@ -343,6 +344,10 @@ class Core:
     async def stats(self, since_hours: float = 24.0, channel: str | None = None) -> Stats:
         """Turn statistics for the period."""
         return await self.store.stats(since_hours, channel)
+
+    async def usage(self, since_hours: float = 24.0, channel: str | None = None) -> Usage:
+        """Per-day questions, outcomes and answer times, and the most-cited passages (for /stats's chart)."""
+        return await self.store.usage(since_hours, channel)
 
     async def prune(self, retention_days: float, redact_after_days: float = 0.0, key: bytes = b"") -> dict[str, int]:
         """Log housekeeping: rows past the retention deleted, old ids and texts redacted (see LogStore.prune)."""

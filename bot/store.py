@@ -17,6 +17,7 @@ from bot.backlog import Backlog
 from bot.errors import ConfigError
 from bot.migrations import MIGRATIONS
 from bot.types import Citation, HistoryTurn, Incoming, Passage, PendingTurn, Reply, Stats
+from bot.usage import Usage, read_stats, read_usage
 
 EXPORT_COLUMNS = [
     "id", "channel", "chat_id", "user_id", "conversation", "question", "status", "answer", "refused",
@@ -28,13 +29,6 @@ EXPORT_COLUMNS = [
 SEEN_KEEP_S = 2 * 86400  # dedupe keys outlive any repeat: Telegram keeps an update 24 h, WeCom retries for minutes
 REDACTED = "[redacted]"
 EXPORT_TABLES = ("turns", "events", "passages", "resets", "seen")  # everything `bot logs --export` writes
-
-
-def _percentile(values: list[int], q: float) -> int | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def _exported(table: str) -> str:
@@ -278,21 +272,11 @@ class LogStore:
 
     async def stats(self, since_hours: float, channel: str | None = None) -> Stats:
         """Turns, distinct users, declines, errors and latency percentiles for the period."""
-        sql = "SELECT user_id, refused, status, ttft_ms, total_ms FROM turns WHERE created_at >= ?"
-        args: list[Any] = [time.time() - since_hours * 3600]
-        if channel:
-            sql += " AND channel = ?"
-            args.append(channel)
-        async with self.db.execute(sql, args) as cur:
-            rows = await cur.fetchall()
-        ttft = [r["ttft_ms"] for r in rows if r["ttft_ms"] is not None]
-        total = [r["total_ms"] for r in rows if r["total_ms"] is not None]
-        return Stats(
-            turns=len(rows), users=len({r["user_id"] for r in rows}),
-            refusals=sum(1 for r in rows if r["refused"]), errors=sum(1 for r in rows if r["status"] == "error"),
-            ttft_p50_ms=_percentile(ttft, 0.5), ttft_p95_ms=_percentile(ttft, 0.95),
-            total_p50_ms=_percentile(total, 0.5), total_p95_ms=_percentile(total, 0.95), since_hours=since_hours,
-        )
+        return await read_stats(self.db, since_hours, channel)
+
+    async def usage(self, since_hours: float, channel: str | None = None) -> Usage:
+        """Questions per day, outcomes, answer times and the most-cited passages, for /stats's chart."""
+        return await read_usage(self.db, since_hours, channel)
 
     async def recent(self, limit: int, channel: str | None = None) -> list[dict[str, Any]]:
         """The newest turns as dicts (newest last), for `bot logs`."""

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import docx
+import matplotlib.image
 import pytest
 
 from bot import texts
@@ -20,7 +21,7 @@ from tests.fakes.backend import FakeBackend
 from tests.fakes.telegram_server import FakeTelegram
 from tests.helpers import ROOT, make_core
 from tests.test_library import PAGE, web  # noqa: F401 - the loopback web page fixture
-from tests.test_telegram import ADMIN, ALICE, running
+from tests.test_telegram import ADMIN, ALICE, replies_to, running
 
 NEW_FACT = "科大讯飞总部位于安徽合肥，成立于1999年。"
 
@@ -104,3 +105,20 @@ def test_the_file_url_follows_the_bot_api_base_url() -> None:
     assert file_url("http://127.0.0.1:8081/bot") == "http://127.0.0.1:8081/file/bot"
     assert file_url("http://bot-api.internal:8081/bot/") == "http://bot-api.internal:8081/file/bot"
     assert PAGE  # the page the link test serves
+
+
+async def test_stats_is_a_photo_of_the_chart_with_the_numbers_as_its_caption(
+        admin_bot: tuple[FakeTelegram, Core, LogStore, Path]) -> None:
+    server, core, _, _ = admin_bot
+    n = next(p.order + 1 for p in core.content.passages if "科大讯飞董事长刘庆峰" in p.text)
+    core.engine.backend.answer = f"科大讯飞董事长是刘庆峰。[{n}]"  # type: ignore[attr-defined]
+    async with running(server, core):
+        asked = server.private(ALICE, "科大讯飞董事长是谁？", language_code="zh")
+        await server.wait_for(lambda: any("[1]" in t for t in replies_to(server, asked)))
+        server.private(ADMIN, "/stats", language_code="zh")
+        await server.wait_for(lambda: server.photos(ADMIN))
+    (photo,) = server.photos(ADMIN)
+    image = matplotlib.image.imread(io.BytesIO(photo.photo or b""), format="png")
+    assert image.shape[:2] == (750, 1100)
+    assert photo.text.startswith("Last 24 h: 1 turns from 1 users, 0 declined, 0 errors.")
+    assert "telegram: 1" in photo.text and "[1] 全国人大代表刘庆峰" in photo.text and "(1×)" in photo.text

@@ -128,11 +128,11 @@ class Console:
                 notice = event
         if line:  # the progress line ends before the reply
             self.say()
-        if notice.image is not None:
+        self.say(notice.text)
+        if notice.image is not None:  # a terminal shows no picture: where to open it
             path = Path(tempfile.gettempdir()) / f"bot-{os.getpid()}-{int(time.time())}.png"
             path.write_bytes(notice.image)
-            self.say(f"[{path}]")
-        self.say(notice.text)
+            self.say(f"[PNG: {path}]")
         if notice.choices:
             self.say("   ".join(f"[{c.label}: {c.command}]" for c in notice.choices))
         return notice

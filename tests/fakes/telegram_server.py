@@ -365,7 +365,7 @@ class _Handler(RequestHandler):
 
     def _params(self) -> dict[str, Any]:
         ctype = self.request.headers.get("Content-Type", "")
-        body = self.request.body.decode("utf-8") if self.request.body else ""
+        body = self.request.body.decode("utf-8") if self.request.body and "multipart" not in ctype else ""
         if "json" in ctype and body:
             return dict(json.loads(body))
         pairs = parse_qsl(body, keep_blank_values=True) if "form" in ctype else []
