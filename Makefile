@@ -1,5 +1,6 @@
 # `make run`: set up (first time: ~10 min) and chat with the bot in the terminal.
-# `make test`: set up if needed and run the whole test suite, real-model tests included.
+# `make test`: set up if needed (and headless Chromium for the log page test) and run the whole test suite,
+# real-model tests included.
 # `make bench`: build llama.cpp's own tools once, then measure speed (bench/bench.json, bench/bench.png).
 .PHONY: setup run test lint bench
 
@@ -10,6 +11,7 @@ run: setup
 	@.venv/bin/bot chat
 
 test: setup
+	@bash scripts/test-deps.sh
 	.venv/bin/pytest
 
 lint: setup

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import logging
 import os
@@ -185,54 +184,6 @@ def content_reload(ctx: click.Context) -> None:
     _run(ctx, handler)
 
 
-@main.command()
-@click.option("--limit", default=20, show_default=True, help="How many recent turns.")
-@click.option("--channel", help="Only this channel (cli, telegram, wecom, eval).")
-@click.option("--export", "export", type=click.Choice(["jsonl", "csv"]),
-              help="Stream every row with every column instead: jsonl holds all tables (a 'table' field says "
-                   "which), csv one table (--table, default turns).")
-@click.option("--table", type=click.Choice(["turns", "events", "passages", "resets", "seen"]),
-              help="With --export: only this table.")
-@click.pass_context
-def logs(ctx: click.Context, limit: int, channel: str | None, export: str | None, table: str | None) -> None:
-    """Show recent conversation turns from the SQLite log, or export all of it."""
-
-    async def handler(cfg: Config) -> int:
-        from bot.store import EXPORT_TABLES, LogStore
-
-        store = await LogStore.open(cfg.database_path)
-        try:
-            if export:
-                tables = [table] if table else list(EXPORT_TABLES) if export == "jsonl" else ["turns"]
-                await _export(store, export, tables, channel)
-                return 0
-            rows = await store.recent(limit, channel)
-        finally:
-            await store.close()
-        for r in rows:
-            flag = "declined" if r["refused"] else r["status"]
-            click.echo(f"#{r['id']} {r['channel']}:{r['chat_id']} {flag} {r['total_ms'] or '-'} ms\n"
-                       f"  Q: {r['question']}\n  A: {(r['answer'] or '')[:200]}")
-        return 0
-
-    _run(ctx, handler)
-
-
-async def _export(store: Any, fmt: str, tables: list[str], channel: str | None) -> None:
-    """Stream rows to stdout as they are read (a big log never sits in memory)."""
-    out = sys.stdout
-    for name in tables:
-        writer = csv.DictWriter(out, fieldnames=await store.columns(name)) if fmt == "csv" else None
-        if writer is not None:
-            writer.writeheader()
-        async for row in store.export(name, channel):
-            if writer is not None:
-                writer.writerow(row)
-            else:
-                out.write(json.dumps({"table": name, **row}, ensure_ascii=False) + "\n")
-    out.flush()
-
-
 @main.command("eval")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write a JSON report here.")
@@ -387,3 +338,8 @@ def model_check(ctx: click.Context) -> None:
         return 0
 
     _run(ctx, handler)
+
+
+from bot.cli_logs import logs  # noqa: E402 - registered here, defined beside its subcommands
+
+main.add_command(logs)

@@ -133,12 +133,16 @@ def figure(usage: Usage, title: str) -> Any:
     cited.barh(names, [n for _, _, n in usage.cited][::-1], color="#1565c0")
     cited.set_title("Most-cited passages (sections listed below)")
     cited.set_xlabel("citations")
+    cited.xaxis.get_major_locator().set_params(integer=True)
     return fig
 
 
 def _axes(ax: Any, title: str, x: list[int], labels: list[str], unit: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_title(title)
     ax.set_ylabel(unit)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=unit == "questions"))
     step = max(1, len(x) // 10)  # at most about ten day labels
     ax.set_xticks(x[::step], labels[::step])
     if ax.get_legend_handles_labels()[0]:
