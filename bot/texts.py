@@ -90,6 +90,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     "confirm": {"zh": "确认 / Confirm", "en": "Confirm / 确认"},
     "cancel": {"zh": "取消 / Cancel", "en": "Cancel / 取消"},
+    "reply_with": {"zh": "{label}：回复 {command}", "en": "{label}: reply {command}"},
     "cancelled": {"zh": "已取消，内容没有改变。", "en": "Cancelled; the content is unchanged."},
     "proposal_gone": {
         "zh": "这个确认已失效（超过 10 分钟、已处理过，或不是你发起的），内容没有改变。",

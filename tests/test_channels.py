@@ -112,7 +112,7 @@ class WecomDriver:
         return user
 
     def texts_to(self, user: str) -> list[str]:
-        return [m[m["msgtype"]]["content"] for m in self.api.sent if m["touser"] == user]
+        return self.api.texts_to(user)
 
     async def send(self, user: str, text: str, done: Done | None = None, **kw: Any) -> str:
         before = len(self.texts_to(user))

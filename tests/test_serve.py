@@ -331,7 +331,7 @@ async def test_serve_wecom_acknowledges_at_once_then_sends_a_cited_answer_once(
     t0 = time.monotonic()
 
     def texts_to(who: str) -> list[str]:
-        return [m[m["msgtype"]]["content"] for m in api.sent if m["touser"] == who]
+        return api.texts_to(who)
 
     try:
         serve.start()

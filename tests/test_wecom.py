@@ -109,7 +109,7 @@ async def logged_turns(store: Any) -> list[dict[str, Any]]:
 
 
 def texts_to(api: FakeWecomApi, user: str) -> list[str]:
-    return [m[m["msgtype"]]["content"] for m in api.sent if m["touser"] == user]
+    return api.texts_to(user)
 
 
 # ---- URL verification ----
@@ -466,7 +466,7 @@ async def test_admin_reload_and_stats(make_bot: MakeBot) -> None:
     await bot.client.post(bot.client.text_xml("boss", "/reload"))
     await bot.api.wait_sent(1)
     await bot.client.post(bot.client.text_xml("boss", "/stats"))
-    await bot.api.wait_sent(2)
+    await bot.api.wait_sent(3)  # the chart as an image, then its numbers
     reload_text, stats_text = texts_to(bot.api, "boss")
     assert reload_text == f"Content unchanged (version {bot.core.content.version}, 27 passages)."
     assert stats_text.startswith("Last 24 h: 0 turns from 0 users, 0 declined, 0 errors.")

@@ -16,6 +16,7 @@ import logging
 import math
 import re
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import tornado.httpserver
@@ -34,7 +35,7 @@ from bot.channels.wecom_crypto import (
 )
 from bot.errors import ConfigError
 from bot.texts import message
-from bot.types import Incoming, Reply
+from bot.types import Attachment, Incoming, Notice, Reply
 
 if TYPE_CHECKING:
     from bot.config import WecomConfig
@@ -212,14 +213,27 @@ class WecomChannel:
         if kind == "event" or not user:
             log.debug("wecom: ignored %s %s", kind, f.get("Event", ""))
             return
-        msg_id = f.get("MsgId") or f"{user}:{f.get('CreateTime', '')}:{kind}"
-        incoming = Incoming(self.name, user, user, f.get("Content", "").strip() if kind == "text" else "", msg_id,
-                            is_admin=user in self.cfg.admins, kind=kind)
+        incoming = self.incoming(f)
         turn = await self.core.receive(incoming)
         if turn is None:
-            log.info("wecom: MsgId %s not answered again (a WeCom retry)", msg_id)
+            log.info("wecom: MsgId %s not answered again (a WeCom retry)", incoming.message_id)
             return
         self._spawn(self._answer(turn))
+
+    def incoming(self, f: dict[str, str]) -> Incoming:
+        """The neutral message for a callback's fields. An admin's shared link is its URL as text (the core
+        offers to add that page); a file, where WeCom delivers one, is downloaded with media/get if needed."""
+        kind, user = f.get("MsgType", ""), f.get("FromUserName", "")
+        msg_id = f.get("MsgId") or f"{user}:{f.get('CreateTime', '')}:{kind}"
+        text, attachment = f.get("Content", "").strip() if kind == "text" else "", None
+        if kind == "link" and f.get("Url") and user in self.cfg.admins:
+            kind, text = "text", f["Url"].strip()
+        elif kind == "file" and (media_id := f.get("MediaId")):
+            size = int(f["FileSize"]) if f.get("FileSize", "").isdigit() else None
+            attachment = Attachment(f.get("FileName") or "document", size, partial(self.api.media, media_id))
+            kind = "document"
+        return Incoming(self.name, user, user, text, msg_id, is_admin=user in self.cfg.admins, kind=kind,
+                        attachment=attachment)
 
     # -- answering --
 
@@ -234,6 +248,11 @@ class WecomChannel:
         try:
             final = await turn.reply()
             text = final.text_with_sources() if isinstance(final, Reply) else final.text
+            if isinstance(final, Notice) and final.image is not None:
+                await self.api.send_image(msg.user_id, final.image)
+            if isinstance(final, Notice) and final.choices:  # no buttons in a text message: the commands
+                text += "\n" + "\n".join(message("reply_with", turn.lang, label=c.label, command=c.command)
+                                         for c in final.choices)
             await self._send(msg.user_id, text or message("apology", turn.lang))
         except Exception as exc:
             log.exception("wecom: answering MsgId %s failed", msg.message_id)

@@ -79,15 +79,18 @@ class WecomApi:
         """Close the HTTP connection pool."""
         await self._client.aclose()
 
-    async def _call(self, method: str, path: str, params: dict[str, str], body: Any = None) -> dict[str, Any]:
-        """One API call; network errors, 5xx, 45009 and -1 are retried after the configured delays."""
+    async def _call(self, method: str, path: str, params: dict[str, str], body: Any = None,
+                    files: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One API call; network errors, 5xx, 45009 and -1 are retried after the configured delays. A file
+        download (not JSON: media/get) comes back as {"errcode": 0, "content": bytes}."""
         delays = iter(self._delays)
         while True:
             try:
-                resp = await self._client.request(method, self._base + path, params=params, json=body)
+                resp = await self._client.request(method, self._base + path, params=params, json=body, files=files)
                 if resp.status_code >= 500:
                     raise httpx.TransportError(f"HTTP {resp.status_code}")
-                data = resp.json()
+                kind = resp.headers.get("content-type", "")
+                data = resp.json() if "json" in kind or "text/plain" in kind else {"content": resp.content}
                 code = int(data.get("errcode") or 0)
             except (httpx.TransportError, ValueError, AttributeError) as exc:
                 code, data, why = None, {}, f"{type(exc).__name__}: {_SECRET_QUERY.sub('', str(exc))}"
@@ -121,18 +124,39 @@ class WecomApi:
             self._token = None
 
     async def send(self, touser: str, content: str, fmt: str = "text") -> None:
-        """message/send one text or markdown message; refresh the token and retry once when it is rejected."""
+        """message/send one text or markdown message."""
+        await self._send(touser, fmt, {"content": content})
+
+    async def send_image(self, touser: str, png: bytes) -> None:
+        """An image message: the PNG uploaded as temporary media (media/upload), then sent by its media_id."""
+        data = await self._with_token("POST", "/cgi-bin/media/upload", {"type": "image"},
+                                      files={"media": ("chart.png", png, "image/png")})
+        await self._send(touser, "image", {"media_id": str(data["media_id"])})
+
+    async def media(self, media_id: str) -> bytes:
+        """A file a user sent (media/get by its MediaId)."""
+        data = await self._with_token("GET", "/cgi-bin/media/get", {"media_id": media_id})
+        if "content" not in data:
+            raise WecomApiError(None, "media/get answered without a file")
+        return bytes(data["content"])
+
+    async def _send(self, touser: str, msgtype: str, body: dict[str, str]) -> None:
         agent: int | str = int(self._cfg.agent_id) if self._cfg.agent_id.isdigit() else self._cfg.agent_id
-        payload = {"touser": touser, "msgtype": fmt, "agentid": agent, fmt: {"content": content}, "safe": 0}
+        payload = {"touser": touser, "msgtype": msgtype, "agentid": agent, msgtype: body, "safe": 0}
+        data = await self._with_token("POST", "/cgi-bin/message/send", {}, payload)
+        if data.get("invaliduser"):  # WeCom says errcode 0 and names the users it did not send to
+            raise WecomApiError(81013, "the user is not reachable by this app (invaliduser)")
+
+    async def _with_token(self, method: str, path: str, params: dict[str, str], body: Any = None,
+                          files: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A call with the access token; refreshed and tried once more when WeCom rejects it."""
         for attempt in (1, 2):
             token = await self.token()
             try:
-                data = await self._call("POST", "/cgi-bin/message/send", {"access_token": token}, payload)
-                if data.get("invaliduser"):  # WeCom says errcode 0 and names the users it did not send to
-                    raise WecomApiError(81013, "the user is not reachable by this app (invaliduser)")
-                return
+                return await self._call(method, path, {**params, "access_token": token}, body, files)
             except WecomApiError as exc:
                 if exc.errcode not in TOKEN_ERRORS or attempt == 2:
                     raise
                 log.info("wecom: access token rejected (errcode %s); refreshing", exc.errcode)
                 self._invalidate(token)
+        raise AssertionError("unreachable")

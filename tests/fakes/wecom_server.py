@@ -59,6 +59,8 @@ class FakeWecomApi:
         self.expired_tokens: set[str] = set()
         self.expire_in: int | None = None  # accepted sends left before every token expires
         self.stalls: list[float] = []  # seconds the next message/send calls hang before a 504
+        self.uploads: dict[str, bytes] = {}  # media_id -> an image the bot uploaded
+        self.user_files: dict[str, bytes] = {}  # media_id -> a file a user sent (media/get serves it)
         self.queued_errors: list[int] = []  # errcodes the next message/send calls answer with
         self.gettoken_errors: list[int] = []
         self.port = 0
@@ -108,6 +110,8 @@ class FakeWecomApi:
         app = tornado.web.Application([
             (r"/cgi-bin/gettoken", _GetToken, {"api": self}),
             (r"/cgi-bin/message/send", _Send, {"api": self}),
+            (r"/cgi-bin/media/upload", _Upload, {"api": self}),
+            (r"/cgi-bin/media/get", _MediaGet, {"api": self}),
         ], log_function=lambda handler: None)  # its access log would print the secrets it receives
         sockets = tornado.netutil.bind_sockets(port, "127.0.0.1", family=socket.AF_INET)
         self.port = sockets[0].getsockname()[1]
@@ -132,15 +136,31 @@ class FakeWecomApi:
         self.requests.append(rec)
         return rec
 
-    def _check_send(self, rec: Recorded) -> int:
+    def texts_to(self, user: str) -> list[str]:
+        """The text (or markdown) messages sent to a user, in order."""
+        return [m[m["msgtype"]]["content"] for m in self.sent
+                if m["touser"] == user and m["msgtype"] in ("text", "markdown")]
+
+    def images_to(self, user: str) -> list[bytes]:
+        """The images sent to a user, as uploaded."""
+        return [self.uploads[m["image"]["media_id"]] for m in self.sent
+                if m["touser"] == user and m["msgtype"] == "image"]
+
+    def _check_token(self, rec: Recorded) -> int:
         token = rec.query.get("access_token", "")
         if token in self.expired_tokens:
             return 42001
-        if token not in self.valid_tokens:
-            return 40014
+        return 0 if token in self.valid_tokens else 40014
+
+    def _check_send(self, rec: Recorded) -> int:
+        if code := self._check_token(rec):
+            return code
         if self.queued_errors:
             return self.queued_errors.pop(0)
-        return _payload_error(rec.body)
+        body = rec.body
+        if isinstance(body, dict) and body.get("msgtype") == "image" and body.get("touser"):
+            return 0 if (body.get("image") or {}).get("media_id") in self.uploads else 40007  # invalid media_id
+        return _payload_error(body)
 
 
 def _payload_error(body: Any) -> int:
@@ -202,6 +222,38 @@ class _Send(_Base):
         self.reply(code)
 
 
+class _Upload(_Base):
+    """media/upload: a temporary image (PNG or JPG, at most 10 MB) in the multipart field `media`."""
+
+    def post(self) -> None:
+        rec = self.api._record(self)
+        if code := self.api._check_token(rec):
+            return self.reply(code)
+        files = self.request.files.get("media") or []
+        data = files[0]["body"] if files else b""
+        if rec.query.get("type") != "image" or not data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8")):
+            return self.reply(40005)  # invalid file type
+        if len(data) > 10 * 1024 * 1024:
+            return self.reply(40009)  # invalid image size
+        media_id = "m-" + uuid.uuid4().hex
+        self.api.uploads[media_id] = data
+        self.reply(0, type="image", media_id=media_id, created_at=str(int(time.time())))
+
+
+class _MediaGet(_Base):
+    """media/get: a file a user sent, as bytes (an error as JSON, as WeCom answers it)."""
+
+    def get(self) -> None:
+        rec = self.api._record(self)
+        if code := self.api._check_token(rec):
+            return self.reply(code)
+        data = self.api.user_files.get(rec.query.get("media_id", ""))
+        if data is None:
+            return self.reply(40007)
+        self.set_header("Content-Type", "application/octet-stream")
+        self.finish(data)
+
+
 # ---- the callback client: WeCom's side of the encrypted callback, with its own crypto ----
 
 
@@ -253,6 +305,22 @@ class CallbackClient:
                 f"<FromUserName><![CDATA[{user}]]></FromUserName><CreateTime>{int(time.time())}</CreateTime>"
                 f"<MsgType><![CDATA[{msg_type}]]></MsgType>{inner}<MsgId>{msg_id}</MsgId>"
                 f"<AgentID>{AGENT_ID}</AgentID></xml>")
+
+    def link_xml(self, user: str, url: str, title: str = "分享的网页") -> str:
+        """A shared link (MsgType link) as WeCom sends it."""
+        return (f"<xml><ToUserName><![CDATA[{self.corp_id}]]></ToUserName>"
+                f"<FromUserName><![CDATA[{user}]]></FromUserName><CreateTime>{int(time.time())}</CreateTime>"
+                f"<MsgType><![CDATA[link]]></MsgType><Title><![CDATA[{title}]]></Title>"
+                f"<Description><![CDATA[]]></Description><Url><![CDATA[{url}]]></Url>"
+                f"<PicUrl><![CDATA[]]></PicUrl><MsgId>{self.next_msg_id()}</MsgId><AgentID>{AGENT_ID}</AgentID></xml>")
+
+    def file_xml(self, user: str, media_id: str, name: str, size: int) -> str:
+        """A file message, for a WeCom that delivers them to the app (MediaId for media/get)."""
+        return (f"<xml><ToUserName><![CDATA[{self.corp_id}]]></ToUserName>"
+                f"<FromUserName><![CDATA[{user}]]></FromUserName><CreateTime>{int(time.time())}</CreateTime>"
+                f"<MsgType><![CDATA[file]]></MsgType><MediaId><![CDATA[{media_id}]]></MediaId>"
+                f"<FileName><![CDATA[{name}]]></FileName><FileSize>{size}</FileSize>"
+                f"<MsgId>{self.next_msg_id()}</MsgId><AgentID>{AGENT_ID}</AgentID></xml>")
 
     def event_xml(self, user: str, event: str = "enter_agent") -> str:
         """An event callback (no MsgId)."""

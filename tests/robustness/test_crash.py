@@ -88,7 +88,7 @@ async def test_sigkill_mid_answer_through_wecom(tmp_path: Path, serve_data: Path
     callbacks = [client.text_xml(u, q, client.next_msg_id()) for u, q in zip(users, QUESTIONS, strict=True)]
 
     def texts_to(who: str) -> list[str]:
-        return [m[m["msgtype"]]["content"] for m in api.sent if m["touser"] == who]
+        return api.texts_to(who)
 
     serve = process(tmp_path, "first", serve_data, "wecom", env, database)
     try:
