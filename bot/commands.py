@@ -7,6 +7,7 @@ Channel-only commands (the terminal's /quit) stay in their adapter.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from bot.types import Citation, Incoming, Notice
 if TYPE_CHECKING:
     from bot.core import Core
 
+log = logging.getLogger(__name__)
 ASK = "/ask"
 # Telegram's rule for command names: Latin letters, digits and underscores; the rest is the argument,
 # so "/ask什么是X" asks "什么是X" and "/5G是什么" is a question, not a command.
@@ -56,7 +58,7 @@ def stats_arguments(args: str) -> tuple[float, str | None]:
     hours, channel = 24.0, None
     for word in args.split():
         if re.fullmatch(r"\d+(\.\d+)?", word):
-            hours = float(word)
+            hours = min(float(word), 366 * 24)  # at most a year: one bar a day
         else:
             channel = word.lower()
     return hours, channel
@@ -122,6 +124,10 @@ async def _add(core: Core, msg: Incoming, args: str, lang: str, progress: Report
         return await core.library.propose_add(page_name(args), page, msg.conversation_key, core.content, lang)
     except ContentError as exc:
         return texts.message("content_not_added", lang, reason=str(exc))
+    except Exception as exc:  # the messenger's download failed, or a parser broke: still a plain answer
+        log.warning("add: %s failed", msg.attachment.name if msg.attachment else args, exc_info=True)
+        reason = f"it could not be downloaded or read ({type(exc).__name__})"
+        return texts.message("content_not_added", lang, reason=reason)
 
 
 async def _content(core: Core, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
@@ -144,12 +150,21 @@ async def _confirm(core: Core, msg: Incoming, args: str, lang: str, progress: Re
     proposal = core.library.take(args, msg.conversation_key)
     if proposal is None:
         return texts.message("proposal_gone", lang)
-    undo = core.library.apply(proposal)
-    report = await core.reload(msg, lambda done, total: progress("reading_content", done / max(total, 1)))
-    if not report.ok:
-        undo()
-        return texts.message("content_unchanged", lang, reason=report.error or "")
-    return report.summary()
+
+    async def change() -> str:
+        async with core.library.lock:  # one change at a time: apply, reload and undo never interleave
+            try:
+                undo = core.library.apply(proposal)
+            except OSError as exc:
+                return texts.message("content_unchanged", lang, reason=str(exc))
+            report = await core.reload(msg, lambda done, total: progress("reading_content", done / max(total, 1)))
+            if not report.ok:
+                undo()
+                return texts.message("content_unchanged", lang, reason=report.error or "")
+            return report.summary()
+
+    # Shielded: a shutdown or a vanished channel must not leave a written but unconfirmed file behind.
+    return await asyncio.shield(change())
 
 
 async def _cancel(core: Core, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:

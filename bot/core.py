@@ -214,6 +214,7 @@ class Core:
             loop.call_soon_threadsafe(queue.put_nowait, Progress(step, fraction))
 
         task = asyncio.ensure_future(command.run(self, msg, args, lang, report))
+        getter: asyncio.Future[Progress] | None = None
         try:
             while not task.done():
                 getter = asyncio.ensure_future(queue.get())
@@ -223,8 +224,11 @@ class Core:
                 else:
                     getter.cancel()
         finally:
-            if not task.done():
+            if getter is not None and not getter.done():
+                getter.cancel()
+            if not task.done():  # the reader went away (shutdown); a confirmed change runs on, shielded
                 task.cancel()
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
         result = task.result()
         yield result if isinstance(result, Notice) else Notice(result)
 

@@ -129,7 +129,11 @@ def page_name(url: str) -> str:
 
 async def fetch(url: str, max_bytes: int, timeout_s: float = 15.0) -> bytes:
     """Download a web page for `extract`; ContentError with a plain reason when it cannot be had."""
-    if urlsplit(url).scheme not in ("http", "https"):
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError as exc:
+        raise ContentError(f"{url} is not a valid web address ({exc}).") from exc
+    if scheme not in ("http", "https"):
         raise ContentError(f"{url}: only http and https links can be fetched.")
     try:
         async with (httpx.AsyncClient(timeout=timeout_s, follow_redirects=True) as client,
@@ -142,6 +146,8 @@ async def fetch(url: str, max_bytes: int, timeout_s: float = 15.0) -> bytes:
                 if len(body) > max_bytes:
                     raise ContentError(f"{url}: the page is over {max_bytes // 1_000_000} MB (content.max_mb).")
             return bytes(body)
+    except httpx.InvalidURL as exc:
+        raise ContentError(f"{url} is not a valid web address ({exc}).") from exc
     except httpx.HTTPError as exc:
         raise ContentError(f"{url} could not be fetched ({type(exc).__name__}): this server may have no "
                            "internet access. Send the page as a file (.html, .pdf, .docx, .txt) instead.") from exc

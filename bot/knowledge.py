@@ -195,7 +195,10 @@ def load(directory: Path, max_mb: float = 5.0) -> ContentSet:
         raise ContentError(f"no .txt or .md files in {directory}; fix: add the article there.")
     # Checked before reading: a file dropped in by mistake (a dump, a log) would take minutes to index and
     # hours for the model to read.
-    total = sum(f.stat().st_size for f in files)
+    try:
+        total = sum(f.stat().st_size for f in files)
+    except OSError as exc:  # a file removed while the folder was being listed
+        raise ContentError(f"the content in {directory} changed while it was read ({exc}); fix: reload again.") from exc
     if total > max_mb * 1_000_000:
         biggest = max(files, key=lambda f: f.stat().st_size)
         raise ContentError(f"the content in {directory} is {total / 1e6:.1f} MB ({biggest.name}: "

@@ -52,6 +52,8 @@ def safe_name(name: str) -> str:
     """A file name for the content folder: no folders, no odd characters, a .md or .txt suffix."""
     stem, suffix = PurePosixPath(name.replace("\\", "/")).stem, PurePosixPath(name).suffix.lower()
     stem = re.sub(r"[^\w.\-]+", "_", stem).strip("._")[:80] or "document"
+    while len(stem.encode("utf-8")) > 200:  # file systems count bytes (255 at most)
+        stem = stem[:-1]
     return stem + (suffix if suffix in SUFFIXES else ".md")
 
 
@@ -61,6 +63,7 @@ class Library:
     def __init__(self, folder: Path, max_mb: float) -> None:
         self.folder, self.max_bytes = folder, int(max_mb * 1_000_000)
         self._proposals: dict[str, Proposal] = {}
+        self.lock = asyncio.Lock()  # held while a confirmed change is applied and the content reloaded
 
     def documents(self, content: ContentSet) -> list[Document]:
         """Every document the served content came from, with its title and passage count."""

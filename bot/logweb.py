@@ -77,7 +77,25 @@ def app(database: Path, token: str | None) -> ASGIApp:
                 "databases": {name: {"queries": QUERIES}}}
     ds = Datasette([str(database)], metadata=metadata, settings={"sql_time_limit_ms": 3000})
     inner: ASGIApp = ds.app()
-    return TokenGate(inner, token) if token else inner
+    return TokenGate(inner, token) if token else LocalHost(inner)
+
+
+class LocalHost:
+    """Serves only requests addressed to this machine by name (Host: 127.0.0.1, localhost, [::1]): a web
+    page elsewhere that points its own name at 127.0.0.1 (DNS rebinding) cannot read the log."""
+
+    def __init__(self, inner: ASGIApp) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if scope["type"] == "http" and name not in ("127.0.0.1", "localhost", "[::1]"):
+            await send({"type": "http.response.start", "status": 421,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            await send({"type": "http.response.body", "body": b"This log page answers only on localhost.\n"})
+            return
+        await self.inner(scope, receive, send)
 
 
 class TokenGate:

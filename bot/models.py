@@ -7,6 +7,7 @@ later starts check size and that record instead of hashing a gigabyte.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -141,9 +142,10 @@ def _download(cmd: list[str], dest: Path, wheels: list[Path], expected: int, nam
                   mininterval=interval) as bar:
             while True:
                 finished = proc.poll() is not None
-                got = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
-                got += sum(w.stat().st_size for w in wheels if w.exists())
-                bar.update(max(0, got - bar.n))
+                with contextlib.suppress(OSError):  # pip removes its temp files while we look
+                    got = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
+                    got += sum(w.stat().st_size for w in wheels if w.exists())
+                    bar.update(max(0, got - bar.n))
                 if finished:
                     return int(proc.returncode)
                 time.sleep(0.5)

@@ -202,3 +202,29 @@ async def test_the_console_sends_a_local_file_with_add(bot: tuple[Core, LogStore
     shown = (tmp_path / "out.txt").read_text(encoding="utf-8")
     assert "[确认 / Confirm: /confirm" in shown and "2 added" in shown
     await asyncio.sleep(0)
+
+
+async def test_a_document_whose_download_fails_is_refused_plainly(bot: tuple[Core, LogStore, Path]) -> None:
+    core, _, _ = bot
+
+    async def broken() -> bytes:
+        raise ConnectionError("the messenger's file server hung up")
+
+    notice, _ = await run(core, admin(attachment=Attachment("a.md", 100, broken)))
+    assert notice.text.startswith("没有添加：") and "ConnectionError" in notice.text and not notice.choices
+    bad, _ = await run(core, admin("/add http://[::1"))
+    assert bad.text.startswith("没有添加：") and "not a valid web address" in bad.text
+
+
+def test_a_file_name_fits_any_file_system() -> None:
+    from bot.library import safe_name
+
+    assert safe_name("../../etc/passwd") == "passwd.md"
+    assert safe_name("讯飞 简介.txt") == "讯飞_简介.txt"
+    assert len(safe_name("𠀀" * 80 + ".md").encode()) <= 255
+
+
+def test_stats_hours_are_at_most_a_year() -> None:
+    from bot.commands import stats_arguments
+
+    assert stats_arguments("1000000000 wecom") == (366 * 24, "wecom")

@@ -123,3 +123,10 @@ async def test_with_a_token_nothing_is_shown_without_it(chromium: str, tmp_path:
 def test_only_loopback_addresses_count_as_local() -> None:
     assert is_local("127.0.0.1") and is_local("localhost") and is_local("::1")
     assert not is_local("0.0.0.0") and not is_local("192.168.1.5") and not is_local("example.org")
+
+
+async def test_on_localhost_a_request_for_another_host_name_is_refused(tmp_path: Path, log_file: Path) -> None:
+    async with log_page(tmp_path, log_file) as base, httpx.AsyncClient() as client:
+        rebound = await client.get(f"{base}/bot/recent_turns", headers={"Host": "evil.example:8001"})
+        assert rebound.status_code == 421 and QUESTION not in rebound.text
+        assert (await client.get(f"{base}/bot/recent_turns")).status_code == 200

@@ -199,7 +199,9 @@ class TelegramChannel:
         assert query is not None
         with suppress(TelegramError):
             await query.answer()
-        if isinstance(query.message, Message):
+        # In a private chat only the admin who asked can press: the buttons go, so they are pressed once. In
+        # a group they stay (anyone else's press is refused by the core, and the admin can still confirm).
+        if isinstance(query.message, Message) and query.message.chat.type == ChatType.PRIVATE:
             with suppress(TelegramError):
                 await query.message.edit_reply_markup(None)
         await self._on_message(update, context)
@@ -209,22 +211,26 @@ class TelegramChannel:
         picture with the text as its caption."""
         live: LiveMessage | None = None
         notice, progress_id = Notice(""), 0
-        async for event in turn.events():
-            if isinstance(event, Progress):
-                shown = texts.message(f"progress_{event.step}", turn.lang)
-                shown += f" {event.fraction:.0%}" if event.fraction is not None else ""
-                if live is None:
-                    sent = await self.api.send(chat_id, shown, reply_to)
-                    progress_id = sent.message_id
-                    live = LiveMessage(partial(self.api.edit, chat_id, progress_id), shown, self.cfg.edit_interval_s)
-                live.show(shown)
-            elif isinstance(event, Notice):
-                notice = event
-        if live is not None:
-            await live.close()
+        try:
+            async for event in turn.events():
+                if isinstance(event, Progress):
+                    shown = texts.message(f"progress_{event.step}", turn.lang)
+                    shown += f" {event.fraction:.0%}" if event.fraction is not None else ""
+                    if live is None:
+                        sent = await self.api.send(chat_id, shown, reply_to)
+                        progress_id = sent.message_id
+                        live = LiveMessage(partial(self.api.edit, chat_id, progress_id), shown,
+                                           self.cfg.edit_interval_s)
+                    live.show(shown)
+                elif isinstance(event, Notice):
+                    notice = event
+        finally:
+            if live is not None:
+                await live.close()
         if notice.image is not None:
-            await self.api.send_photo(chat_id, notice.image, notice.text[:CAPTION_CHARS], reply_to)
-            if len(notice.text) > CAPTION_CHARS:
+            fits = utf16_len(notice.text) <= CAPTION_CHARS  # Telegram counts UTF-16 units
+            await self.api.send_photo(chat_id, notice.image, notice.text if fits else "", reply_to)
+            if not fits:
                 await self._send(chat_id, notice.text, None)
         elif live is not None and len(split_message(notice.text)) == 1:
             await self.api.edit(chat_id, progress_id, notice.text, notice.choices)

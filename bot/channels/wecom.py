@@ -249,7 +249,10 @@ class WecomChannel:
             final = await turn.reply()
             text = final.text_with_sources() if isinstance(final, Reply) else final.text
             if isinstance(final, Notice) and final.image is not None:
-                await self.api.send_image(msg.user_id, final.image)
+                try:  # the picture is extra: its numbers follow as text in any case
+                    await self.api.send_image(msg.user_id, final.image)
+                except WecomApiError as exc:
+                    log.warning("wecom: the chart for %s was not sent: %s", msg.user_id, exc)
             if isinstance(final, Notice) and final.choices:  # no buttons in a text message: the commands
                 text += "\n" + "\n".join(message("reply_with", turn.lang, label=c.label, command=c.command)
                                          for c in final.choices)
@@ -259,9 +262,11 @@ class WecomChannel:
             with contextlib.suppress(Exception):  # kept waiting (a restart or WeCom's repeat sends it) unless refused
                 await self.core.delivered(turn, f"{type(exc).__name__}: {exc}",
                                           final=isinstance(exc, WecomApiError) and exc.permanent)
-            if not turn.is_question:  # a question's failure is logged by `delivered`
+            if not turn.is_question:  # a question's failure is logged by `delivered`; a command's gets an apology
                 with contextlib.suppress(Exception):
                     await self.core.note(msg, "reply_failed", type(exc).__name__)
+                with contextlib.suppress(Exception):
+                    await self._send(msg.user_id, message("apology", turn.lang))
             return
         await self.core.delivered(turn)
 

@@ -51,6 +51,19 @@ class _RedactSecrets(logging.Filter):
         return True
 
 
+def _decoded(resp: httpx.Response) -> dict[str, Any]:
+    """An API answer: WeCom's JSON (errcode and the rest), or a downloaded file (media/get) as
+    {"content": bytes}. A file can be text/plain, so the body decides: WeCom's answers are objects with an
+    errcode or a result; a non-JSON error page (a proxy's 4xx) is an error, not a file."""
+    body = resp.content
+    looks_json = body.lstrip()[:1] == b"{"
+    if looks_json and ("json" in resp.headers.get("content-type", "") or b'"errcode"' in body[:300]):
+        return dict(resp.json())
+    if resp.status_code >= 400:
+        raise httpx.TransportError(f"HTTP {resp.status_code}")
+    return {"content": body}
+
+
 def _install_redaction() -> None:
     """Put the filter on httpx's and httpcore's loggers, once."""
     for name in ("httpx", "httpcore"):
@@ -89,8 +102,7 @@ class WecomApi:
                 resp = await self._client.request(method, self._base + path, params=params, json=body, files=files)
                 if resp.status_code >= 500:
                     raise httpx.TransportError(f"HTTP {resp.status_code}")
-                kind = resp.headers.get("content-type", "")
-                data = resp.json() if "json" in kind or "text/plain" in kind else {"content": resp.content}
+                data = _decoded(resp)
                 code = int(data.get("errcode") or 0)
             except (httpx.TransportError, ValueError, AttributeError) as exc:
                 code, data, why = None, {}, f"{type(exc).__name__}: {_SECRET_QUERY.sub('', str(exc))}"

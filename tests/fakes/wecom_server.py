@@ -250,7 +250,11 @@ class _MediaGet(_Base):
         data = self.api.user_files.get(rec.query.get("media_id", ""))
         if data is None:
             return self.reply(40007)
-        self.set_header("Content-Type", "application/octet-stream")
+        try:  # WeCom serves a text file as text/plain, as it was uploaded
+            data.decode("utf-8")
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+        except UnicodeDecodeError:
+            self.set_header("Content-Type", "application/octet-stream")
         self.finish(data)
 
 
