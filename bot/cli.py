@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from bot.config import Config, load_config
+from bot.decision import DEFAULT_SIGNALS
 from bot.errors import BotError, ConfigError, ContentError, ModelError
 
 Handler = Callable[[Config], Awaitable[int]]
@@ -120,7 +121,7 @@ def _emit_reply(question: str, reply: Any, as_json: bool, startup: dict[str, Any
             "citations": [c.as_dict() for c in reply.citations], "ttft_ms": reply.ttft_ms,
             "total_ms": reply.total_ms, "completion_tokens": reply.completion_tokens, "model": reply.model,
             "content_version": reply.content_version, "retracted": reply.retracted, "turn_id": reply.turn_id,
-            "startup": startup,
+            "path": reply.path, "score": reply.score, "decline_reason": reply.decline_reason, "startup": startup,
         }, ensure_ascii=False))
         return
     click.echo(f"Q: {question}\nA: {reply.text_with_sources()}\n")
@@ -193,9 +194,14 @@ def content_reload(ctx: click.Context) -> None:
               help="Answer from this content folder instead of the configured one.")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Conversations asked at once (they decode together, up to model.parallel).")
+@click.option("--half", type=click.Choice(["tune", "holdout"]),
+              help="Only this half of the set (each question's half: the parity of its id's sha256).")
+@click.option("--curve", is_flag=True, help="Also write REPORT.curve.json and REPORT.curve.png: the "
+              "selective-answering curve (the report defaults to ./SET.json).")
+@click.option("--naive", is_flag=True, help="Every check off and no extraction: the naive prompt's point.")
 @click.pass_context
 def eval_cmd(ctx: click.Context, path: Path, report: Path | None, compare_checks: bool,
-             content_dir: Path | None, concurrency: int) -> None:
+             content_dir: Path | None, concurrency: int, half: str | None, curve: bool, naive: bool) -> None:
     """Run a question set (JSONL like dev_qa.jsonl) and print each result and the totals."""
 
     async def handler(cfg: Config) -> int:
@@ -204,7 +210,9 @@ def eval_cmd(ctx: click.Context, path: Path, report: Path | None, compare_checks
 
         if content_dir is not None:
             cfg.content.dir = str(content_dir.resolve())
-        cases = evaluation.load_cases(path)
+        if naive:
+            evaluation.naive(cfg.grounding)
+        cases = evaluation.load_cases(path, half or "")
         async with open_app(cfg) as app:
             results, summary = await _eval_run(app.core, cases, echo=True, concurrency=concurrency)
             if compare_checks:
@@ -220,8 +228,16 @@ def eval_cmd(ctx: click.Context, path: Path, report: Path | None, compare_checks
             click.echo(f"checks off: {summary['checks_off']['correct']}/{summary['questions']} correct, average answer "
                        f"{summary['checks_off']['avg_total_ms']} ms; latency ratio on/off "
                        f"{summary.get('latency_ratio_on_off')}")
-        if report:
-            report.write_text(evaluation.report_json(results, summary), encoding="utf-8")
+        # A set is named by its folder and file (nearmiss/small.jsonl and unseen/small_tune.jsonl differ).
+        name = f"{path.resolve().parent.name}_{path.stem}{'_' + half if half else ''}"
+        out = report or (Path(f"{name}.json") if curve else None)
+        if out:
+            out.write_text(evaluation.report_json(results, summary), encoding="utf-8")
+        if curve and out:
+            from bot import curve as curves
+
+            written = curves.write(results, cfg.grounding.answer_threshold, out, name, curves.references(name))
+            click.echo("curve: " + ", ".join(map(str, written)))
         return 0
 
     _run(ctx, handler)
@@ -343,3 +359,28 @@ def model_check(ctx: click.Context) -> None:
 from bot.cli_logs import logs  # noqa: E402 - registered here, defined beside its subcommands
 
 main.add_command(logs)
+
+
+@main.command()
+@click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The weights file to write (grounding.weights names it; the shipped one is bot/data/decision.json).")
+@click.option("--signals", default=",".join(DEFAULT_SIGNALS), show_default=True, help="Signals to fit, by name.")
+@click.option("--l2", type=float, default=1.0, show_default=True, help="The fit's L2 penalty.")
+def calibrate(reports: tuple[Path, ...], out: Path, signals: str, l2: float) -> None:
+    """Fit the answer-or-decline decision on `bot eval` reports of tuning sets (their extracted questions)."""
+    from bot.decision import fit, training_rows
+
+    rows = training_rows([json.loads(p.read_text(encoding="utf-8")) for p in reports])
+    names = [s.strip() for s in signals.split(",") if s.strip()]
+    try:
+        weights = fit(rows, names, l2=l2, fitted_on=[p.name for p in reports])
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    out.write_text(weights.dumps(), encoding="utf-8")
+    right = sum(1 for _, ok in rows if ok)
+    click.echo(f"{len(rows)} extracted questions ({right} right if answered) from {len(reports)} reports")
+    for name, value in sorted(weights.aucs.items(), key=lambda kv: -abs(kv[1] - 0.5)):
+        coef = weights.coef[weights.signals.index(name)]
+        click.echo(f"  {name:<16} AUC {value:.3f}  weight {coef:+.3f}")
+    click.echo(f"wrote {out}")

@@ -67,9 +67,7 @@ class ConversationConfig:
 
 # The named checks of bot/grounding.py; every decline reason starts with one of these names.
 GROUNDING_RULES = (
-    "injection", "no_key_term", "subject_missing", "asked_missing", "model_declined", "language", "coverage",
-    "topic", "verbatim", "restates", "question_anchor", "polarity", "kind", "quantity", "who",
-    "claim_sentence",
+    "injection", "no_key_term", "model_declined", "language", "coverage", "topic", "verbatim", "pick", "no_candidate",
 )
 
 
@@ -89,6 +87,19 @@ class GroundingConfig:
     retry_with_passages: bool = True
     # Quote the cited sentence that holds the answer under it, word for word (README, Grounding).
     quote_source: bool = True
+    # Fact questions: pick the answering sentence among candidates (or none), copy the answer out of it,
+    # answer when the calibrated score reaches answer_threshold (README, Grounding: the curve).
+    extractive: bool = True
+    candidates: int = 3  # best-matching sentences (and the best one's neighbours) the model picks among
+    max_answer_tokens: int = 48  # longest copied answer
+    answer_threshold: float = 0.5  # the operating point on the curve: the fitted probability of being right
+    weights: str = ""  # the decision's fitted weights (`bot calibrate`); empty: the shipped bot/data/decision.json
+
+    def weights_path(self, cfg: Config) -> Path:
+        """The weights file: the configured one (relative to the config file), or the shipped one."""
+        from bot.decision import DEFAULT_WEIGHTS
+
+        return cfg.path(self.weights) if self.weights else DEFAULT_WEIGHTS
 
 
 @dataclass
@@ -287,6 +298,7 @@ def _check(cfg: Config, src: str) -> None:
         "content.retrieve_top_k": cfg.content.retrieve_top_k,
         "content.max_mb": cfg.content.max_mb,
         "conversation.max_question_chars": cfg.conversation.max_question_chars,
+        "grounding.max_answer_tokens": cfg.grounding.max_answer_tokens,
         "telegram.api_timeout_s": cfg.telegram.api_timeout_s,
         "wecom.api_timeout_s": cfg.wecom.api_timeout_s,
     }
@@ -302,6 +314,12 @@ def _check(cfg: Config, src: str) -> None:
             raise ConfigError(f"{src}: '{key}' must be 0 (off) or at least 1 day, got {value}.")
     if not 0.0 < cfg.content.route_min_share <= 1.0:
         raise ConfigError(f"{src}: 'content.route_min_share' must be in (0, 1], got {cfg.content.route_min_share}.")
+    if not 0.0 <= cfg.grounding.answer_threshold <= 1.0:
+        raise ConfigError(f"{src}: 'grounding.answer_threshold' must be between 0 and 1 (a probability), got "
+                          f"{cfg.grounding.answer_threshold}; fix: pick a point on the curve of `bot eval --curve`.")
+    if not 1 <= cfg.grounding.candidates <= 8:
+        raise ConfigError(f"{src}: 'grounding.candidates' must be 1 to 8 (one label token each), got "
+                          f"{cfg.grounding.candidates}.")
     if not 0.0 <= cfg.model.temperature <= 2.0:
         raise ConfigError(f"{src}: 'model.temperature' must be between 0 and 2, got {cfg.model.temperature}.")
     for key, value in (("wecom.listen", cfg.wecom.listen), ("telegram.webhook_listen", cfg.telegram.webhook_listen)):

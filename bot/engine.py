@@ -16,13 +16,16 @@ from bot import grounding, texts, translation
 from bot.backends.base import Backend, Completion, ProgressFn
 from bot.citations import cite, markers, strip_markers
 from bot.config import Config
+from bot.decision import Weights
 from bot.evidence import Evidence, is_injection, question_evidence
+from bot.extraction import Extractor, Found, is_open
 from bot.knowledge import ContentSet
 from bot.prompting import Messages, PromptBuilder
 from bot.prompts import Prompts
 from bot.release import Release, whole_sentences
 from bot.texts import language
-from bot.types import Delta, Event, HistoryTurn, Incoming, Passage, Progress, Queued, Reply
+from bot.types import Citation, Delta, Event, HistoryTurn, Incoming, Passage, Progress, Queued, Reply
+from bot.words import holds_span
 
 
 @dataclass
@@ -65,6 +68,8 @@ class Engine:
     def __init__(self, cfg: Config, backend: Backend, prompts: Prompts) -> None:
         self.cfg, self.backend, self.prompts = cfg, backend, prompts
         self.build = PromptBuilder(cfg, prompts, backend.count_tokens)
+        weights = Weights.load(cfg.grounding.weights_path(cfg))
+        self.extractor = Extractor(cfg.grounding, backend, prompts, weights)
 
     @property
     def model_name(self) -> str:
@@ -73,6 +78,11 @@ class Engine:
 
     async def prepare(self, content: ContentSet, progress: ProgressFn | None = None) -> None:
         """Compute (or restore) the model's prefixes for this content (one per group) before it is served."""
+        if self.cfg.grounding.extractive:
+            # Every fact question starts with these few tokens. Read first, they hold the KV cache's first
+            # cells: attention spans every cell up to the highest one in use, so an extraction running
+            # beside no content prefix reads only its own few hundred (3.5 s a pick when they came last).
+            await self.backend.warm(self.extractor.instructions(), pin=True)
         prefixes = self.build.prefixes(content)
         for i, prefix in enumerate(prefixes):
             await self.backend.warm(prefix, _part(progress, i, len(prefixes)))
@@ -102,8 +112,17 @@ class Engine:
             yield Progress("translating_question")
         checked = await self._to_chinese(question, msg.conversation_key, content, draft) if lang == "en" else question
         evidence = question_evidence(checked, content, history[-1].question if history else "")
-        if self.cfg.grounding.evidence_check and (reason := evidence.unanswerable(off)):
+        # A fact question is extracted; with `no_candidate` off, one no sentence shares a word with is drafted.
+        extract = self.cfg.grounding.extractive and not is_open(checked) and (
+            "no_candidate" not in off or bool(self.extractor.candidates(checked, content, evidence)))
+        reason = evidence.unanswerable(off) if self.cfg.grounding.evidence_check else None
+        # A question none of whose words the content has is declined before the model runs.
+        if reason and reason.startswith("no_key_term"):
             yield self._decline(msg, content, draft, "decline", reason)
+            return
+        if extract:
+            async for event in self._extract(msg, content, history, checked, evidence, draft):
+                yield event
             return
         quoted: list[Passage] = []
         for attempt in (1, 2):
@@ -130,6 +149,53 @@ class Engine:
             yield event
         used = draft.completion  # every pass of this turn, the translation's included
         reply.prompt_tokens, reply.completion_tokens = used.prompt_tokens, used.completion_tokens
+        yield reply
+
+    async def _extract(self, msg: Incoming, content: ContentSet, history: list[HistoryTurn], question: str,
+                       evidence: Evidence, draft: _Draft) -> AsyncIterator[Event]:
+        """A fact question: the sentence that answers picked, the answer copied out of it, one decision."""
+        lang = language(msg.text)
+        yield Progress("answering")
+        found: Found | None = None
+        # `pick` off: every extraction is answered, whatever its score (to measure what the decision buys).
+        threshold = 0.0 if "pick" in self.cfg.grounding.rules_off else self.cfg.grounding.answer_threshold
+        async for item in self.extractor.run(question, content, evidence, conversation=msg.conversation_key,
+                                             priority=draft.started, threshold=threshold,
+                                             context=history[-1].question if history else ""):
+            if isinstance(item, Queued):
+                yield item
+            else:
+                found = item
+        if found is None:
+            yield self._decline(msg, content, draft, "decline", "no_candidate: no sentence shares a word with it")
+            return
+        draft.text = _extraction_log(found)
+        reply = self._reply(content, "", draft, refused=not found.answers(threshold))
+        reply.path, reply.score, reply.signals = "extract", round(found.score, 4), found.signals
+        reply.copied, reply.sentence = found.answer, found.sentence.text
+        reply.prompt_tokens = found.extraction.prompt_tokens
+        reply.completion_tokens = found.extraction.completion_tokens
+        p = found.sentence.passage
+        reply.citations = [Citation(p.id, p.section, p.text, 1)]
+        if reply.refused:
+            reply.text = self.prompts.render(f"closest_{lang}", sentence=found.sentence.text, n=1)
+            reply.decline_reason = f"pick: score {found.score:.2f} below grounding.answer_threshold {threshold:g}"
+            yield reply
+            return
+        quote = "" if holds_span(found.answer, found.sentence.text) or not self.cfg.grounding.quote_source \
+            else texts.message("source_quote", "zh", n=1, sentence=found.sentence.text)
+        reply.text = found.answer + "[1]"
+        if lang == "en":
+            yield Progress("translating_answer")
+            async for event in self._to_english(msg, content, reply, draft, msg.text.strip()):
+                yield event
+        else:
+            yield self._shown(draft, reply.text)
+        if quote:
+            reply.text += quote
+            yield self._shown(draft, quote)
+        reply.ttft_ms, reply.total_ms = draft.ttft_ms, int((time.perf_counter() - draft.started) * 1000)
+        reply.draft = draft.logged
         yield reply
 
     async def _present(self, msg: Incoming, content: ContentSet, reply: Reply, draft: _Draft,
@@ -283,3 +349,13 @@ class Engine:
         return Reply(text=text, refused=refused, ttft_ms=draft.ttft_ms,
                      total_ms=int((time.perf_counter() - draft.started) * 1000), model=self.model_name,
                      content_version=content.version, draft=draft.logged, error=error)
+
+
+def _extraction_log(found: Found) -> str:
+    """What the log keeps of an extraction: each candidate's probability, the pick, the copy."""
+    lp = found.extraction.logprobs
+    lines = [f"[pick] none {lp[0]:.2f}" if lp else "[pick]"]
+    lines += [f"[{i}] {lp[i]:.2f} {s.text}" for i, s in enumerate(found.candidates, 1) if i < len(lp)]
+    lines.append(f"[copy from {found.extraction.chosen}] {found.extraction.text} (score {found.score:.3f}; "
+                 f"pick {found.pick_ms} ms, copy {found.copy_ms} ms)")
+    return "\n".join(lines)

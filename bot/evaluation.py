@@ -11,16 +11,24 @@ facts and on out-of-scope questions are counted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bot.citations import without_quote
+from bot.config import GROUNDING_RULES, GroundingConfig
 from bot.core import Core
 from bot.errors import ContentError
+from bot.texts import language
 from bot.types import Incoming, Notice
 from bot.words import holds_span
+
+# Question sets name what must be declined in several ways: ours `out_of_scope`, the near-miss sets
+# `near_miss` (topic loaded, fact absent) and `off_topic` (the article is not loaded); all are scored alike.
+DECLINE_KINDS = ("out_of_scope", "near_miss", "off_topic")
+HALVES = ("tune", "holdout")
 
 
 @dataclass
@@ -54,22 +62,48 @@ class Result:
     # Scored on the answer alone, without the source sentence quoted under it: the quote holds the
     # span even when the short answer picked the wrong phrase, so both are reported.
     answer_only_correct: bool = False
+    lang: str = "zh"
+    # How it was decided (Reply.path, score, signals) and, for an extraction, both of its outcomes: right
+    # if answered (the copied answer or its quoted sentence holds a span), shown if declined (the sentence
+    # quoted in the decline holds one); `shown` is the run's own outcome. bot/curve.py reads these.
+    path: str = ""
+    score: float | None = None
+    signals: dict[str, float] = field(default_factory=dict)
+    copied: str = ""
+    sentence: str = ""
+    right_if_answered: bool = False
+    shown_if_declined: bool = False
+    shown: bool = False
 
 
-def load_cases(path: Path) -> list[Case]:
-    """Read a JSONL question set; a bad line names its number."""
+def load_cases(path: Path, half: str = "") -> list[Case]:
+    """Read a JSONL question set (`expect_any` or `answers`; near_miss and off_topic rows are out of scope);
+    with `half`, only its tuning or held-out half. A bad line names its number."""
     cases = []
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            cases.append(Case(str(row["id"]), row["kind"], row["question"], list(row.get("expect_any", [])),
+            kind = "out_of_scope" if row["kind"] in DECLINE_KINDS else row["kind"]
+            cases.append(Case(str(row["id"]), kind, row["question"],
+                              list(row.get("expect_any") or row.get("answers") or []),
                               str(row.get("category") or row["kind"]), str(row.get("conversation") or "")))
         except (json.JSONDecodeError, KeyError) as exc:
             fix = "fix: give id, kind, question (and expect_any for facts)"
             raise ContentError(f"{path}:{i}: not a question row ({exc}); {fix}.") from exc
-    return cases
+    return [c for c in cases if not half or half_of(c.id) == half]
+
+
+def half_of(case_id: str) -> str:
+    """The half a question belongs to, by the parity of its id's sha256 (tests/data/unseen/README.md)."""
+    return HALVES[int(hashlib.sha256(case_id.encode()).hexdigest(), 16) % 2]
+
+
+def naive(g: GroundingConfig) -> None:
+    """The naive prompt: answer from the content as the system prompt says, no check, no extraction."""
+    g.extractive = g.evidence_check = g.support_check = g.retry_with_passages = g.quote_source = False
+    g.rules_off = list(GROUNDING_RULES)
 
 
 def is_correct(case: Case, answer: str, refused: bool) -> bool:
@@ -95,10 +129,18 @@ async def run_case(core: Core, case: Case, run_id: str = "") -> Result:
         return Result(case.id, case.kind, case.question, final.text, True, is_correct(case, final.text, True), [],
                       None, None, "gate", case.category)
     reply = final
-    return Result(case.id, case.kind, case.question, reply.text, reply.refused,
-                  is_correct(case, reply.text, reply.refused), [c.id for c in reply.citations], reply.ttft_ms,
-                  reply.total_ms, reply.decline_reason, case.category,
-                  is_correct(case, without_quote(reply.text), reply.refused))
+    fact = case.kind != "out_of_scope"
+
+    def holds(text: str) -> bool:
+        return fact and bool(text) and any(holds_span(text, p) for p in case.expect_any)
+
+    correct = is_correct(case, reply.text, reply.refused)
+    return Result(case.id, case.kind, case.question, reply.text, reply.refused, correct,
+                  [c.id for c in reply.citations], reply.ttft_ms, reply.total_ms, reply.decline_reason,
+                  case.category, is_correct(case, without_quote(reply.text), reply.refused),
+                  language(case.question), reply.path, reply.score, reply.signals, reply.copied, reply.sentence,
+                  holds(reply.copied) or holds(reply.sentence), holds(reply.sentence),
+                  (correct and fact) or (reply.refused and holds(reply.text)))
 
 
 def summarise(results: list[Result], model: str) -> dict[str, Any]:

@@ -1,9 +1,8 @@
 """What a question asks and whether the content can answer it at all, judged before any generation.
 
-A question none of whose key terms occurs in the content (`no_key_term`), that opens with a noun the
-content never uses (`subject_missing`), or that asks for a kind of thing the content never names
-(`asked_missing`: 哪个部委) is declined without spending model time; so is a prompt injection or harmful
-request (`injection`). English names are mapped to the content's Chinese ones first.
+A question none of whose key terms occurs in the content (`no_key_term`) is declined without spending
+model time; so is a prompt injection or harmful request (`injection`). English names are mapped to the
+content's Chinese ones first.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field
 from bot.knowledge import ContentSet
 from bot.texts import language
 from bot.translation import map_english
-from bot.words import FRAME_NOUNS, HAN_RUN, asked_nouns, key_terms, latin_names, noun_terms, numbers, posseg
+from bot.words import FRAME_NOUNS, HAN_RUN, key_terms, latin_names, noun_terms, numbers
 
 _INJECTION = re.compile(
     r"(忽略|无视|忘记|忘掉).{0,8}(指令|指示|规则|提示|设定|要求)|(系统|system)\s*(提示|prompt)|"
@@ -36,10 +35,6 @@ class Evidence:
     query: str = ""
     # Words the question asks about that the content never uses (e.g. a hometown, a market value).
     missing_terms: list[str] = field(default_factory=list)
-    # The question's first noun, its subject (元皇后, 亚硫酸盐), when the content never uses it.
-    subject_missing: str = ""
-    # What the question asks for (哪个部委, 家乡是哪里), when the content never names such a thing.
-    asked_missing: list[str] = field(default_factory=list)
 
     @property
     def none_found(self) -> bool:
@@ -51,10 +46,6 @@ class Evidence:
         """Why no answer can come from the content, before any generation, or None (`off`: rules not run)."""
         if self.none_found and "no_key_term" not in off:
             return f"no_key_term: none of {', '.join(self.missing) or 'its words'} is in the content"
-        if self.subject_missing and "subject_missing" not in off:
-            return f"subject_missing: the question is about {self.subject_missing}, which the content never names"
-        if self.asked_missing and "asked_missing" not in off:
-            return f"asked_missing: the question asks for {', '.join(self.asked_missing)}; the content names none"
         return None
 
 
@@ -113,13 +104,4 @@ def question_evidence(question: str, content: ContentSet, context: str = "") -> 
     missing = [t for t in terms if t not in found and not any(t in f for f in found)]
     missing_terms = [t for t in missing if t in nouns and t not in FRAME_NOUNS]
     query = map_english(question, content) + (" " + context if context else "")
-    # Whatever a question asks about its subject, an answer about another subject is wrong. The subject
-    # is a noun the question opens with (元皇后祖籍何处); a noun further in may be a facet the content
-    # words differently. It is judged on the question itself, not on a follow-up's context.
-    subject = next((n for n in nouns if HAN_RUN.fullmatch(n) and n not in FRAME_NOUNS), "")
-    start = question.strip().find(subject)
-    # 他的妻子, 其父亲: after a pronoun the noun is an attribute of someone named elsewhere.
-    opens = 0 <= start <= 2 and not any(flag.startswith("r") for _, flag in posseg(question.strip()[:start]))
-    gone = subject if subject and opens and subject in missing else ""
-    asked = [n for n in asked_nouns(question) if n not in whole and n not in FRAME_NOUNS]
-    return Evidence(terms, found, missing, query, missing_terms, gone, asked)
+    return Evidence(terms, found, missing, query, missing_terms)

@@ -5,50 +5,42 @@ every question, and invents answers to most questions the content does not cover
 on evidence in the text, each check a named rule (config.GROUNDING_RULES; `grounding.rules_off` switches
 one off to measure it; README, Grounding, has what each one did on content it was not tuned on):
 
+Fact questions take the extractive path (bot/extraction.py); these checks judge the free draft that
+open questions (summaries, comparisons, opinions) still get:
+
 1. Before generation (bot/evidence.py): a question none of whose key terms occurs in the content
-   (`no_key_term`), that opens with a noun the content never uses (`subject_missing`: 元皇后祖籍何处), or
-   that asks for a kind of thing the content never names (`asked_missing`: 哪个部委) is declined at once.
+   (`no_key_term`) is declined at once.
 2. After generation (`support`): the answer's own claims (words that neither repeat the question nor
    frame the answer, units restated in another spelling excepted) must stand in the passages it cites
    (`coverage`), one of them holding the claims beside whom the question names and about what it asks
    (`topic`); numbers (with the text's unit) and Latin-script names verbatim in such a passage
-   (`verbatim`, `question_anchor`); a wh-question is not answered with its own words (`restates`);
-   shape checks for yes/no (`polarity`), what-kind (`kind`), how-many (`quantity`) and who (`who`)
-   questions; and the sentence holding the claims says something of what was asked (`claim_sentence`).
+   (`verbatim`).
 3. The model's own "the content does not say" is honoured (`model_declined`, with the phrases of
    prompts/model_declines.txt).
 
 The engine runs `support` on each sentence end of a streaming draft, and shows a prefix only when it
-is `decisive` too (the checks could judge it alone), so a user only ever sees a checked start
-(bot/release.py).
+is `decisive` too (it adds something of its own to judge), so a user only ever sees a checked start
+(bot/release.py). `source_sentence` picks the cited sentence quoted under a checked answer.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 from bot.citations import strip_markers
 from bot.knowledge import ContentSet
-from bot.shapes import asks_who, names_kind, names_someone, polarity_flipped, yes_no_predicate
 from bot.translation import map_english
 from bot.types import Passage
 from bot.words import (
     FRAME_NOUNS,
     HAN_RUN,
-    asks_quantity,
-    asks_what,
     blank_words,
     content_bigrams,
-    has_numeral,
     holds_span,
-    kind_noun,
     latin_names,
     number_in,
     numbers,
-    posseg,
     restated_units,
     unit_mismatches,
     without_frame_words,
@@ -120,12 +112,11 @@ def _coverage(items: list[str], text: str) -> float:
     return sum(1 for c in items if c in text) / len(items) if items else 0.0
 
 
-def _topic(question: str, content: ContentSet, frames: bool = False) -> tuple[list[str], dict[str, float]]:
+def _topic(question: str, content: ContentSet) -> tuple[list[str], dict[str, float]]:
     """The question's Chinese bigrams that occur in the content, and their IDF weights. Frame nouns (名字,
-    问题, 原因) say what kind of answer is wanted, not what it is about: left out unless `frames`."""
+    问题, 原因) say what kind of answer is wanted, not what it is about: left out."""
     idf = content.bigram_idf
-    plain = map_english(question, content)
-    plain = plain if frames else blank_words(plain, FRAME_NOUNS)
+    plain = blank_words(map_english(question, content), FRAME_NOUNS)
     return [bg for bg in dict.fromkeys(content_bigrams(plain)) if bg in idf], idf
 
 
@@ -210,9 +201,6 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     def fail(reason: str, unsupported: list[str]) -> Support:
         return Support(False, score, useful, unsupported, reason)
 
-    # "蒋家旻原本叫蒋家旻": an answer that only rearranges the question's words tells nothing it asked for.
-    if not chk.claims and not chk.hard - _asked_anchors(question) and asks_what(question) and "restates" not in off:
-        return fail("restates: the answer only repeats the question", [])
     if chk.claims and score < min_support and "coverage" not in off:
         return fail(f"coverage: only {score:.0%} of the answer is in the cited text",
                     [c for c in chk.claims if c not in joined])
@@ -220,12 +208,8 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
         return fail("topic: no cited passage holds the answer and is about what the question asks", topic)
     # Numbers and names must stand in a passage about the question, not in any passage that has them.
     on_topic = _text([p for p in useful if read.anchored(p)] or [p for p in useful if read.holds(p)])
-    paired = partial(_paired, content=content, topic=topic, idf=idf, min_topic=min_topic)
-    if misstated := _misstated(body, question, content, joined, on_topic, chk.hard, paired, off):
-        return fail(*misstated)
-    if "claim_sentence" not in off and (why := _off_question(question, content, read.named, topic, chk, body,
-                                                             useful)):
-        return fail(why, [])
+    if "verbatim" not in off and (missing_hard := _not_verbatim(body, on_topic, chk.hard)):
+        return fail(f"verbatim: not in the cited text: {', '.join(missing_hard)}", missing_hard)
     return Support(True, score, useful, [c for c in chk.claims if c not in joined])
 
 
@@ -268,71 +252,11 @@ def source_sentence(answer: str, question: str, content: ContentSet, texts: list
     return i, sentence
 
 
-def _off_question(question: str, content: ContentSet, named: list[str], topic: list[str], chk: _Checkable,
-                  body: str, useful: list[Passage]) -> str | None:
-    """Why the sentence that holds the answer's claims does not answer the question, or None.
-
-    The right passage can hold the wrong fact (a question about a birth year answered with the year of a
-    prize). So the cited sentence with most of the answer's own claims, numbers and names must also hold
-    something the question asks about beyond the names it mentions: a word of the question, or one of its
-    numbers or Latin names. Questions whose other words the content never uses cannot be judged and pass.
-    """
-    asked, framed, asked_numbers = _asked(question, content, named, topic)
-    if not (chk.claims or chk.hard) or not (asked or asked_numbers):
-        return None
-    sentences = [m.group(0) for p in useful for m in _SENTENCE.finditer(p.text)]
-    scores = [_coverage(chk.claims, t) if not chk.hard else (_coverage(chk.claims, t) + _hard_share(
-        chk.hard, body, t)) / 2 for t in sentences]
-    top = max(scores, default=0.0)
-    # The sentences the answer draws on: a long answer spreads its claims over several of them.
-    best = [t for t, score in zip(sentences, scores, strict=True) if score > 0 and score >= top / 2]
-    if any(bg in t for t in best for bg in framed) or any(
-            number_in(n, t) or n in t.lower() for t in best for n in asked_numbers):
-        return None
-    return "claim_sentence: the sentence holding the answer says nothing of what the question asks"
-
-
-def _asked(question: str, content: ContentSet, named: list[str],
-           topic: list[str]) -> tuple[list[str], list[str], set[str]]:
-    """What a question asks about beyond whom it names: its topic bigrams, the same with frame nouns
-    (建议, 原因: they may show which sentence answers but alone judge nothing), its numbers and names."""
-    # Names are in every sentence about them: no evidence. A word holding a name (赛里木湖) counts whole.
-    words = [w for run in HAN_RUN.findall(question) for w, _ in posseg(run)]
-    names = {bg for n in named for w in [n, *(w for w in words if n in w)] for bg in content_bigrams(w)}
-    framed = [bg for bg in _topic(question, content, frames=True)[0] if bg not in names]
-    return [bg for bg in topic if bg not in names], framed, _question_anchors(question, content)
-
-
 def decisive(answer: str, question: str, content: ContentSet) -> bool:
     """Whether the checks can judge this start of an answer on its own, as they must before it is shown
-    while the draft still streams: it adds words, numbers or names of its own ("是的。" adds none), the
-    sentence holding them can be told to answer the question, and a yes/no answer states its predicate."""
-    body = _body(answer)
-    if not asks_what(question):
-        predicate = yes_no_predicate(question)
-        return bool(predicate) and predicate in body
-    chk = _checkable(body, question, content.whole)
-    if not chk.claims and not chk.hard - _asked_anchors(question):
-        return False
-    asked, _, asked_numbers = _asked(question, content, question_entities(question, content),
-                                     _topic(question, content)[0])
-    return bool(asked or asked_numbers)
-
-
-def _question_anchors(question: str, content: ContentSet) -> set[str]:
-    """The question's numbers and Latin-script names that the content also has anywhere."""
-    return (numbers(question) | latin_names(question)) & content.anchors
-
-
-def _asked_anchors(question: str) -> set[str]:
-    """The question's own numbers and Latin-script words, as an answer's would be read."""
-    return numbers(question) | latin_names(question, every_word=True)
-
-
-def _paired(anchor: str, *, content: ContentSet, topic: list[str], idf: dict[str, float], min_topic: float) -> bool:
-    """The content pairs this number or name with what the question asks: a passage holds both."""
-    return any(anchor in numbers(t) | latin_names(t) and _weighted(topic, idf, t) >= min_topic
-               for t in (p.section + p.text for p in content.passages))
+    while the draft still streams: it adds words, numbers or names of its own ("是的。" adds none)."""
+    chk = _checkable(_body(answer), question, content.whole)
+    return bool(chk.claims or chk.hard - numbers(question) - latin_names(question, every_word=True))
 
 
 def _hard_share(hard: set[str], body: str, text: str) -> float:
@@ -343,33 +267,9 @@ def _hard_share(hard: set[str], body: str, text: str) -> float:
     return sum(1 for h in hard if (number_in(h, text) if h in body_numbers else h in low)) / len(hard)
 
 
-def _misstated(body: str, question: str, content: ContentSet, joined: str, on_topic: str, hard: set[str],
-               paired: Callable[[str], bool], off: frozenset[str]) -> tuple[str, list[str]] | None:
-    """The first way the answer goes beyond or against the cited text `joined`: (reason, words), or None."""
+def _not_verbatim(body: str, on_topic: str, hard: set[str]) -> list[str]:
+    """The answer's numbers and Latin-script words that the passages about the question (`on_topic`) do not
+    hold as they stand, and its numbers with another unit than the text gives them (约12周 for 约12万张)."""
     body_numbers = numbers(body)
-    missing_hard = sorted(h for h in hard
-                          if not (number_in(h, on_topic) if h in body_numbers else h in on_topic.lower()))
-    # A number with another unit than the text gives it (约12周 for 约12万张) is not the text's number.
-    missing_hard += unit_mismatches(body, on_topic)
-    if missing_hard and "verbatim" not in off:
-        return f"verbatim: not in the cited text: {', '.join(missing_hard)}", missing_hard
-    # Numbers and Latin-script names never overlap, so one set of the content's serves both.
-    # A number or name of the question that the content pairs with the question's topic (从0到1) must be
-    # in the cited text; one the content never pairs with it (a tag like "第1问") says nothing.
-    anchors = _question_anchors(question, content)
-    unanchored = sorted(a for a in anchors if a not in numbers(joined) | latin_names(joined) and paired(a))
-    if unanchored and "question_anchor" not in off:
-        return f"question_anchor: the cited text does not mention {', '.join(unanchored)}", unanchored
-    if "polarity" not in off and (flipped := polarity_flipped(body, question, joined)):
-        return f"polarity: the cited text says the opposite about {flipped}", [flipped]
-    noun = kind_noun(question)
-    if noun and noun in joined and not names_kind(body, question, noun, joined) and "kind" not in off:
-        return f"kind: the answer does not say which {noun}, as the cited text does", [noun]
-    # The question's own numbers (前279年) are no answer to "how many".
-    own = "|".join(map(re.escape, sorted(numbers(question), key=len, reverse=True)))
-    stated = re.sub(rf"(?<![\d.])(?:{own})(?![\d.])", "，", body) if own else body
-    if asks_quantity(question) and not has_numeral(stated) and "quantity" not in off:
-        return "quantity: the question asks for a number and the answer gives none of its own", []
-    if asks_who(question) and not names_someone(_without(question, body)) and "who" not in off:
-        return "who: the question asks who and the answer names no one", []
-    return None
+    missing = sorted(h for h in hard if not (number_in(h, on_topic) if h in body_numbers else h in on_topic.lower()))
+    return missing + unit_mismatches(body, on_topic)

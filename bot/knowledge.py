@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pypinyin import lazy_pinyin
 
 from bot.errors import ContentError
+from bot.retrieval import Bm25, SentenceIndex, idf_weights
 from bot.types import Passage, ReloadReport
 from bot.words import HAN_RUN, content_bigrams, latin_names, numbers, posseg, terms
 
@@ -71,6 +70,8 @@ class ContentSet:
     anchors: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
     # Each file's path in the folder -> its title (the first line), as /content lists them.
     documents: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # Every sentence with BM25 over them: what the extractive path picks from.
+    sentences: SentenceIndex = field(default_factory=lambda: SentenceIndex(()), repr=False, compare=False)
 
     def by_id(self, passage_id: str) -> Passage | None:
         """The passage with this id, if it exists in this version."""
@@ -86,39 +87,6 @@ class ContentSet:
     def text_chars(self) -> int:
         """Characters of passage text in this version."""
         return sum(len(p.text) for p in self.passages)
-
-
-def idf_weights(docs: Sequence[Iterable[str]]) -> dict[str, float]:
-    """BM25's inverse document frequency of every term, given each document's distinct terms."""
-    df: Counter[str] = Counter()
-    for doc in docs:
-        df.update(doc)
-    n = len(docs)
-    return {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
-
-
-class Bm25:
-    """Okapi BM25 over pre-tokenised documents."""
-
-    def __init__(self, docs: list[list[str]], k1: float = 1.2, b: float = 0.75) -> None:
-        self.k1, self.b = k1, b
-        self.tfs = [Counter(d) for d in docs]
-        self.lens = [len(d) for d in docs]
-        self.avg = (sum(self.lens) / len(docs)) if docs else 1.0
-        self.idf = idf_weights([tf.keys() for tf in self.tfs])
-
-    def scores(self, query: list[str]) -> list[float]:
-        """BM25 score of every document for the query terms."""
-        out = []
-        for tf, length in zip(self.tfs, self.lens, strict=True):
-            s = 0.0
-            for t in set(query):
-                f = tf.get(t)
-                if f:
-                    norm = f + self.k1 * (1 - self.b + self.b * length / self.avg)
-                    s += self.idf[t] * f * (self.k1 + 1) / norm
-            out.append(s)
-        return out
 
 
 def clean(text: str) -> str:
@@ -251,6 +219,7 @@ def _content_set(version: str, title: str, passages: list[Passage], files: list[
         bigram_idf=idf_weights([set(content_bigrams(t)) for t in texts]),
         entities=named_entities("\n".join(texts), proper),
         anchors=frozenset(numbers(joined) | latin_names(joined)),
+        sentences=SentenceIndex(passages),
     )
 
 

@@ -93,4 +93,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX turns_created ON turns (created_at);
         """,
     ),
+    (
+        5,
+        "how each answer was decided",
+        # path: 'extract' (a sentence picked and the answer copied out of it) or 'draft' (written freely and
+        # checked); score: the extraction's calibrated probability; signals: what it was computed from (JSON).
+        """
+        ALTER TABLE turns ADD COLUMN path TEXT;
+        ALTER TABLE turns ADD COLUMN score REAL;
+        ALTER TABLE turns ADD COLUMN signals TEXT;
+        """,
+    ),
 ]

@@ -18,7 +18,6 @@ from bot.config import Config
 from bot.knowledge import ContentSet
 from bot.prompts import Prompts
 from bot.types import HistoryTurn, Passage
-from bot.words import kind_noun
 
 log = logging.getLogger(__name__)
 Messages = list[dict[str, str]]
@@ -120,12 +119,8 @@ class PromptBuilder:
             quoted = [p for p, _ in content.retrieve(question, self.cfg.content.retrieve_top_k)]
         if quoted:
             # Quoted passages need no paragraph hint; a second note after the question distracted the model.
-            text = question
-            if noun := kind_noun(question):
-                # Spelled out for a "what kind of N" question: drafts tend to restate N as a verb (刘庆峰代表…).
-                text += "\n" + self.prompts.render("kind", noun=noun)
             text = self.prompts.render("retrieved", passages=self.passages(sorted(quoted, key=lambda p: p.order)),
-                                       question=text)
+                                       question=question)
         else:
             # Naming the best-matching paragraphs costs a few tokens and keeps a small model on them.
             hint = "、".join(f"[{p.order + 1}]" for p, _ in content.retrieve(question, 4) if p in (group or ()))

@@ -10,7 +10,7 @@ from bot.errors import ConfigError
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "prompts"
 REQUIRED = ("system", "passage", "question", "retrieved", "translate_zh", "translate_en", "decline_zh", "decline_en",
-            "offtopic_zh", "offtopic_en", "kind", "model_declines")
+            "offtopic_zh", "offtopic_en", "model_declines")
 # The fixed replies the bot itself gives; the model's declines must be recognisable in each of them.
 FIXED_REPLIES = ("decline_zh", "decline_en", "offtopic_zh", "offtopic_en")
 _QUOTED = re.compile(r"“([^”]+)”")

@@ -142,10 +142,11 @@ class LogStore:
         await self.writes.later(
             "UPDATE turns SET status=?, answer=?, draft=?, refused=?, retracted=?, decline_reason=?, citations=?, "
             "ttft_ms=?, total_ms=?, prompt_tokens=?, completion_tokens=?, model=?, content_version=?, error=?, "
-            "answered_at=?, delivery='waiting' WHERE id=?",
+            "answered_at=?, delivery='waiting', path=?, score=?, signals=? WHERE id=?",
             (status, reply.text, reply.draft, int(reply.refused), int(reply.retracted), reply.decline_reason,
              cites, reply.ttft_ms, reply.total_ms, reply.prompt_tokens, reply.completion_tokens, reply.model,
-             reply.content_version, reply.error, time.time(), turn_id),
+             reply.content_version, reply.error, time.time(), reply.path or None, reply.score,
+             json.dumps(reply.signals) if reply.signals else None, turn_id),
             turn_id,
         )
 

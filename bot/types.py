@@ -103,6 +103,13 @@ class Reply:
     draft: str = ""
     decline_reason: str = ""
     error: str | None = None
+    # How it was answered: "extract" (a sentence picked, the answer copied out of it), "draft" (written
+    # freely, then checked), "" (declined before the model ran); the extraction's score and its signals.
+    path: str = ""
+    score: float | None = None
+    signals: dict[str, float] = field(default_factory=dict)
+    copied: str = ""  # the extraction's short answer (before any translation)
+    sentence: str = ""  # the sentence it was copied out of, or the closest one quoted in a decline
 
     def text_with_sources(self) -> str:
         """The answer followed by one line per citation: `[n] section`."""

@@ -99,63 +99,6 @@ def noun_terms(question: str) -> list[str]:
     return found
 
 
-# "…是什么代表？", "…什么样的准入机制？": the question ends on the noun whose kind the answer must name.
-# "治疗什么的药物" is not one: 什么 there is the object of a clause about the noun. A one-character
-# ending (什么性) is a suffix, not a noun a qualifier can be checked against.
-_KIND_QUESTION = re.compile(rf"(?:什么样的?|哪一?种的?|哪一?类的?|什么)([{HAN}]{{2,8}})[？?]?\s*$")
-
-
-def kind_noun(question: str) -> str | None:
-    """The noun a "what kind of N?" question ends on (刘庆峰是什么代表？ → 代表), or None."""
-    m = _KIND_QUESTION.search(question.strip())
-    # A frame noun (什么名字, 什么作用) asks for a fact, not for a kind to be named.
-    if not m or set(m.group(1)) & set("的了吗呢是在说什么哪谁几") or m.group(1) in FRAME_NOUNS:
-        return None
-    return m.group(1)
-
-
-_ASKS_AFTER = re.compile(rf"(?:哪(?![里儿])[个家所位些种类一]?|什么样?的?|多少)([{HAN}]{{2,6}})")
-_ASKS_BEFORE = re.compile(rf"([{HAN}]{{2,6}})(?:是|有|在|叫)(?:哪里|哪儿|什么|谁|多少|几)")
-
-
-def asked_nouns(question: str) -> list[str]:
-    """The nouns naming what a question asks for: 哪个部委的答复 → 部委, 家乡是哪里 → 家乡."""
-    found: list[str] = []
-    for pattern, pick in ((_ASKS_AFTER, 0), (_ASKS_BEFORE, -1)):
-        for m in pattern.finditer(question):
-            words = posseg(m.group(1))
-            word, flag = words[pick] if words else ("", "")
-            if flag.startswith("n") and len(word) >= 2 and word not in found:
-                found.append(word)
-    return found
-
-
-_QUANTITY = re.compile(
-    r"多少|多长|多久|多大|几[个年月天岁位种大项点次倍名家]|哪一?年|how (many|much|long|old)|what year", re.IGNORECASE)
-# Counted things count too (三大问题, 两三天): enough to tell that an answer states a number at all.
-_NUMERAL = re.compile(rf"\d|{_CJK_NUMERAL}(?:{_UNITS}|大|项|点|种|次|倍|天|月|名|家|人)")
-
-
-# Question words that ask for something the answer must supply (a yes/no question has none).
-_WH = re.compile(r"什么|谁|哪|多少|几[个年月天岁位种大项点次倍名家]|怎|如何|为何|何[处时人地种]|"
-                 r"who|what|which|where|when|why|how", re.IGNORECASE)
-
-
-def asks_what(question: str) -> bool:
-    """Whether the question asks for something (谁, 什么, 哪, 多少…) rather than for yes or no."""
-    return bool(_WH.search(question))
-
-
-def asks_quantity(question: str) -> bool:
-    """Whether the question asks for a number, an amount, a duration or a year."""
-    return bool(_QUANTITY.search(question))
-
-
-def has_numeral(text: str) -> bool:
-    """Whether the text states a number (2个月, 两三年, 三大问题)."""
-    return bool(_NUMERAL.search(text))
-
-
 _DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 
 

@@ -52,13 +52,18 @@ def article_text() -> str:
 
 @pytest.fixture
 async def engine_for(tmp_path: Path) -> AsyncIterator:
-    """engine_for(backend) -> (core, store): a started core whose engine answers with `backend`."""
+    """engine_for(backend, extractive=True) -> (core, store): a started core whose engine answers with
+    `backend` (extractive=False: the free-draft path for every question, as for open questions)."""
     from tests.helpers import make_core
 
     opened = []
 
-    async def build(backend: object) -> tuple[object, object]:
-        core, store = await make_core(tmp_path / f"e{len(opened)}", backend)
+    async def build(backend: object, *, extractive: bool = True) -> tuple[object, object]:
+        from tests.helpers import make_config
+
+        cfg = make_config(tmp_path / f"e{len(opened)}")
+        cfg.grounding.extractive = extractive  # off: every question takes the free draft and its checks
+        core, store = await make_core(tmp_path / f"e{len(opened)}", backend, cfg=cfg)
         opened.append(store)
         return core, store
 

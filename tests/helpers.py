@@ -86,3 +86,22 @@ def bilingual(english_word: str, question_zh: str, answer_zh: str, answer_en: st
 
 def grounding_strip(text: str) -> str:
     return re.sub(r"\s*\[\d+\]", "", text)
+
+
+def copying(*answers: str, free: str = ""):
+    """A script for the extractive path: a pick prompt is answered with the number of the candidate that
+    holds the first of `answers` it finds and that answer ("2：刘庆峰"), or "0" when none holds one; any
+    other prompt (a free draft, a translation) gets `free`."""
+
+    def script(messages: list[dict[str, str]]) -> str:
+        last = messages[-1]["content"]
+        if not last.startswith("句子："):
+            return free
+        lines = re.findall(r"^(\d)\. (.*)$", last, re.MULTILINE)
+        for answer in answers:
+            for n, text in lines:
+                if answer in text:
+                    return f"{n}：{answer}"
+        return "0"
+
+    return script

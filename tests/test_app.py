@@ -159,7 +159,11 @@ async def test_open_app_wires_a_given_backend_and_writes_the_snapshot(cfg: Confi
     backend.close = close  # type: ignore[method-assign]
     async with open_app(cfg, backend=backend, progress=False) as app:
         assert app.backend is backend and app.core.engine.backend is backend
-        assert len(backend.warmed) == 1
+        # Warmed once opened: the content's prefix and the extraction instructions.
+        instructions = app.core.engine.extractor.instructions()
+        assert len(backend.warmed) == 2 and backend.warmed.count(instructions) == 1
+        [prefix] = [w for w in backend.warmed if w != instructions]
+        assert ARTICLE.passages[0].text[:20] in prefix[0]["content"]
         snap = json.loads((cfg.data_path / "content.json").read_text(encoding="utf-8"))
         assert snap["version"] == ARTICLE.version
         assert [p[0] for p in snap["passages"]] == [p.id for p in ARTICLE.passages]

@@ -20,25 +20,28 @@ from bot.knowledge import load
 from bot.prompts import Prompts
 from bot.store import EXPORT_COLUMNS
 from tests.fakes.backend import FakeBackend
+from tests.helpers import copying
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTICLE = load(ROOT / "content")
 LIU = next(p for p in ARTICLE.passages if "科大讯飞董事长刘庆峰" in p.text)
-ZHOU = next(p for p in ARTICLE.passages if "ChatGPT像一个发电厂" in p.text)
+ZHOU = next(p for p in ARTICLE.passages if "通用人工智能的奇点" in p.text)
 DECLINE_ZH = Prompts().text("decline_zh")
 JSON_FIELDS = {"question", "answer", "refused", "citations", "ttft_ms", "total_ms", "completion_tokens", "model",
                "content_version"}
 
 
+PICK = copying("刘庆峰", "通用人工智能")  # a fact question's pick prompt: the candidate that holds the answer
+
+
 def script(messages: list[dict[str, str]]) -> str:
-    """Canned answers that are true statements of the article (or an invented one to retract)."""
+    """Canned answers that are true statements of the article (or an invented one to retract): copied out of
+    a candidate on the extractive path, free drafts on the draft path."""
     q = messages[-1]["content"]  # a second attempt also quotes passages here: match on the question's words
+    if q.startswith("句子："):
+        return PICK(messages)
     if "大学" in q:
         return "江浩然毕业于杭州的浙江大学。"
-    if "比作" in q:
-        return f"周鸿祎认为ChatGPT像一个发电厂。[{ZHOU.order + 1}]"
-    if "董事长是谁" in q:
-        return f"科大讯飞董事长是刘庆峰。[{LIU.order + 1}]"
     return "文章中没有提到。"
 
 
@@ -78,6 +81,13 @@ def config(tmp_path: Path) -> Path:
     return f
 
 
+@pytest.fixture
+def draft_config(config: Path) -> Path:
+    """The same config with the extractive path off: every question takes the free draft and its checks."""
+    config.write_text(config.read_text(encoding="utf-8") + "grounding:\n  extractive: false\n", encoding="utf-8")
+    return config
+
+
 def bot(config: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(main, ["--config", str(config), *args], input=input, env=env,
                               catch_exceptions=False)
@@ -108,7 +118,7 @@ def test_ask_json_prints_only_json_with_the_documented_fields(config: Path, back
     [obj] = json_lines(r.stdout)
     assert set(obj) >= JSON_FIELDS
     assert obj["question"] == "科大讯飞董事长是谁？"
-    assert "刘庆峰" in obj["answer"] and obj["refused"] is False
+    assert obj["answer"].startswith("刘庆峰[1]") and obj["refused"] is False
     assert obj["citations"] == [{"id": LIU.id, "n": 1, "section": LIU.section, "text": LIU.text}]
     assert isinstance(obj["ttft_ms"], int) and isinstance(obj["total_ms"], int)
     assert obj["completion_tokens"] > 0
@@ -122,8 +132,9 @@ def test_ask_json_prints_only_json_with_the_documented_fields(config: Path, back
     assert row["content_version"] == ARTICLE.version and row["total_ms"] == obj["total_ms"]
 
 
-def test_ask_json_declines_and_retractions(config: Path, backends: list[FakeBackend]) -> None:
-    r = bot(config, "ask", "--json", "量子计算机的价格是多少？", "江浩然毕业于哪所大学？")
+def test_ask_json_declines_and_retractions(draft_config: Path, backends: list[FakeBackend]) -> None:
+    # A retraction is the free draft's: the invented draft ("杭州的浙江大学") must be checked and withdrawn.
+    r = bot(draft_config, "ask", "--json", "量子计算机的价格是多少？", "江浩然毕业于哪所大学？")
     assert r.exit_code == 0, r.stderr
     a, b = json_lines(r.stdout)
     assert (a["refused"], a["answer"], a["citations"]) == (True, DECLINE_ZH, [])
@@ -133,20 +144,23 @@ def test_ask_json_declines_and_retractions(config: Path, backends: list[FakeBack
 
 def test_ask_reads_one_question_per_stdin_line_each_a_fresh_conversation(
         config: Path, backends: list[FakeBackend]) -> None:
-    r = bot(config, "ask", "--json", "-", input="科大讯飞董事长是谁？\n\n周鸿祎把ChatGPT比作什么？\n")
+    r = bot(config, "ask", "--json", "-", input="科大讯飞董事长是谁？\n\n周鸿祎认为ChatGPT是什么的奇点？\n")
     assert r.exit_code == 0, r.stderr
     objs = json_lines(r.stdout)
-    assert [o["question"] for o in objs] == ["科大讯飞董事长是谁？", "周鸿祎把ChatGPT比作什么？"]
-    assert "发电厂" in objs[1]["answer"] and objs[1]["citations"][0]["id"] == ZHOU.id
-    # One process, one backend, and the second question did not see the first as history.
-    assert len(backends) == 1
+    assert [o["question"] for o in objs] == ["科大讯飞董事长是谁？", "周鸿祎认为ChatGPT是什么的奇点？"]
+    assert objs[0]["answer"].startswith("刘庆峰[1]") and objs[0]["citations"][0]["id"] == LIU.id
+    assert objs[1]["answer"].startswith("通用人工智能[1]") and objs[1]["citations"][0]["id"] == ZHOU.id
+    # One process, one backend, and the second question did not see the first as history (on the
+    # extractive path a follow-up's pick prompt names the previous question).
+    assert len(backends) == 1 and len(backends[0].calls) == 2
     assert [m["role"] for m in backends[0].calls[-1]] == ["system", "user"]
+    assert not any("董事长" in m["content"] for m in backends[0].calls[-1])
 
 
 def test_ask_plain_text(config: Path, backends: list[FakeBackend]) -> None:
     r = bot(config, "ask", "科大讯飞董事长是谁？")
     assert r.exit_code == 0, r.stderr
-    assert r.stdout.startswith("Q: 科大讯飞董事长是谁？\nA: 科大讯飞董事长是刘庆峰。[1]")
+    assert r.stdout.startswith("Q: 科大讯飞董事长是谁？\nA: 刘庆峰[1]\n原文[1]：「")
     assert f"[1] {LIU.section}" in r.stdout
 
 
@@ -217,7 +231,7 @@ def test_logs_and_exports(config: Path, backends: list[FakeBackend]) -> None:
 
     r = bot(config, "logs")
     assert r.exit_code == 0, r.stderr
-    assert "Q: 科大讯飞董事长是谁？" in r.stdout and "A: 科大讯飞董事长是刘庆峰" in r.stdout
+    assert "Q: 科大讯飞董事长是谁？" in r.stdout and "A: 刘庆峰[1]" in r.stdout
     assert "Q: 量子计算机的价格是多少？" in r.stdout and "declined" in r.stdout
     assert r.stdout.index("科大讯飞董事长是谁") < r.stdout.index("量子计算机")
 
@@ -320,7 +334,7 @@ def test_eval_prints_each_result_and_totals_and_writes_a_report(config: Path, ba
     cases = tmp_path / "qa.jsonl"
     rows = [
         {"id": "f1", "kind": "fact", "question": "科大讯飞董事长是谁？", "expect_any": ["刘庆峰"]},
-        {"id": "f2", "kind": "fact", "question": "周鸿祎把ChatGPT比作什么？", "expect_any": ["电厂", "石油"]},
+        {"id": "f2", "kind": "fact", "question": "周鸿祎认为ChatGPT是什么的奇点？", "expect_any": ["通用人工智能"]},
         {"id": "f3", "kind": "fact", "question": "江浩然毕业于哪所大学？", "expect_any": ["杭州"]},
         {"id": "o1", "kind": "out_of_scope", "question": "量子计算机的价格是多少？"},
     ]

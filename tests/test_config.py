@@ -236,7 +236,7 @@ def test_a_rule_switched_off_must_be_a_known_rule(in_tmp: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(str(f), env={})
     assert "'grounding.rules_off'" in str(err.value) and "'topik'" in str(err.value)
-    assert "claim_sentence" in str(err.value)  # the fix lists the known names
+    assert "verbatim" in str(err.value)  # the fix lists the known names
     ok = write(in_tmp / "config.yaml", "grounding:\n  rules_off: [topic]\n")
     assert load_config(str(ok), env={}).grounding.rules_off == ["topic"]
 
@@ -247,4 +247,4 @@ def test_every_rule_grounding_can_name_is_a_known_rule() -> None:
     from bot.config import GROUNDING_RULES
     source = "".join((ROOT / "bot" / f).read_text(encoding="utf-8") for f in ("grounding.py", "engine.py"))
     reasons = set(re.findall(r'f?"([a-z_]+): ', source))  # every decline reason opens with its rule's name
-    assert len(reasons) >= 12 and reasons <= set(GROUNDING_RULES), reasons - set(GROUNDING_RULES)
+    assert len(reasons) >= 8 and reasons <= set(GROUNDING_RULES), reasons - set(GROUNDING_RULES)

@@ -16,12 +16,12 @@ from bot.prompts import Prompts
 from bot.store import LogStore
 from bot.texts import message
 from tests.fakes.backend import FakeBackend
-from tests.helpers import bilingual, make_core
+from tests.helpers import bilingual, copying, make_config, make_core
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTICLE = load(ROOT / "content")
 LIU = next(p for p in ARTICLE.passages if "科大讯飞董事长刘庆峰" in p.text)
-ANSWER = f"科大讯飞董事长是刘庆峰。[{LIU.order + 1}]"
+PICK = copying("刘庆峰")  # a fact question's pick prompt: the candidate that holds 刘庆峰, and 刘庆峰 copied
 
 
 def reader(lines: list[str]) -> tuple[Callable[[str], str], list[str]]:
@@ -40,7 +40,7 @@ def reader(lines: list[str]) -> tuple[Callable[[str], str], list[str]]:
 
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[tuple[Core, LogStore, FakeBackend]]:
-    backend = FakeBackend(ANSWER)
+    backend = FakeBackend(PICK)
     engine, store = await make_core(tmp_path, backend)
     yield engine, store, backend
     await store.close()
@@ -58,7 +58,10 @@ async def test_a_question_streams_and_prints_its_citations(setup) -> None:
     code, out, _ = await run(engine, ["科大讯飞董事长是谁？"])
     assert code == 0
     assert out.splitlines()[0].startswith("内容：《对标ChatGPT的自主产品能否跟上》")
-    assert "bot> 科大讯飞董事长是刘庆峰。[1]" in out
+    lines = out.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("bot> "))
+    assert lines[i].endswith(" 刘庆峰[1]")  # the answer copied out of the sentence, after the progress note
+    assert lines[i + 1].startswith("原文[1]：「") and "科大讯飞董事长刘庆峰" in lines[i + 1]
     assert f"  [1] {LIU.section}" in out
     assert LIU.order + 1 != 1 and f"[{LIU.order + 1}]" not in out  # the model's number is not shown
     assert len(backend.calls) == 1
@@ -85,8 +88,11 @@ async def test_reset_forgets_the_conversation(setup) -> None:
     _, out, _ = await run(engine, ["科大讯飞董事长是谁？", "科大讯飞的董事长叫什么？", "/reset",
                                    "谁是科大讯飞董事长？"])
     assert message("reset", "zh") in out
-    assert [m["role"] for m in backend.calls[1]] == ["system", "user", "assistant", "user"]
-    assert [m["role"] for m in backend.calls[2]] == ["system", "user"]
+    # A fact question's pick prompt names the conversation's previous question, until /reset.
+    assert len(backend.calls) == 3
+    assert "上一个问题：科大讯飞董事长是谁？" in backend.calls[1][-1]["content"]
+    assert "上一个问题" not in backend.calls[0][-1]["content"]
+    assert "上一个问题" not in backend.calls[2][-1]["content"]
 
 
 async def test_help_lists_the_commands(setup) -> None:
@@ -130,7 +136,9 @@ async def test_stats_reload_and_unknown_commands(setup) -> None:
 
 
 async def test_an_unsupported_draft_is_never_printed_only_the_decline(tmp_path: Path) -> None:
-    engine, store = await make_core(tmp_path, FakeBackend("江浩然毕业于杭州的浙江大学。"))
+    cfg = make_config(tmp_path)
+    cfg.grounding.extractive = False  # a draft checked and withdrawn is the free-draft path's
+    engine, store = await make_core(tmp_path, FakeBackend("江浩然毕业于杭州的浙江大学。"), cfg=cfg)
     try:
         _, out, _ = await run(engine, ["江浩然毕业于哪所大学？"])
     finally:
@@ -159,13 +167,20 @@ async def test_too_long_input_is_refused_before_the_engine(setup) -> None:
 
 
 async def test_an_english_question_shows_each_hidden_step_then_the_checked_answer(tmp_path: Path) -> None:
-    script = bilingual("Who", "科大讯飞的董事长是谁？", ANSWER, "The chairman of iFlytek is Liu Qingfeng.")
+    translate = bilingual("Who", "科大讯飞的董事长是谁？", "刘庆峰", "The chairman of iFlytek is Liu Qingfeng.")
+
+    def script(messages: list[dict[str, str]]) -> str:
+        return PICK(messages) if messages[-1]["content"].startswith("句子：") else translate(messages)
+
     engine, store = await make_core(tmp_path, FakeBackend(script))
     try:
         _, out, _ = await run(engine, ["Who is the chairman of iFlytek?"])
     finally:
         await store.close()
     steps = [message(f"progress_{s}", "en") for s in ("translating_question", "answering", "translating_answer")]
-    line = next(ln for ln in out.splitlines() if ln.startswith("bot> "))
+    lines = out.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("bot> "))
+    line = lines[i]
     assert line.startswith("bot> " + " ".join(f"({s})" for s in steps))
-    assert "Liu Qingfeng" in line and "[1]" in line and "刘庆峰" not in out.split("bot> ")[1].split("\n")[0]
+    assert "Liu Qingfeng" in line and "[1]" in line and "刘庆峰" not in line
+    assert lines[i + 1].startswith("原文[1]：「") and "刘庆峰" in lines[i + 1]  # the source's own words below

@@ -17,7 +17,7 @@ from bot.knowledge import load
 from bot.store import LogStore
 from bot.types import Delta, Incoming, Reply
 from tests.fakes.backend import FakeBackend
-from tests.helpers import ROOT, ask_msg, make_config, make_core, stream, turns
+from tests.helpers import ROOT, ask_msg, copying, make_config, make_core, stream, turns
 
 ARTICLE = load(ROOT / "content")
 LIU = next(p for p in ARTICLE.passages if "科大讯飞董事长刘庆峰" in p.text)
@@ -28,44 +28,55 @@ LIU_N, LIU_ID = LIU.order + 1, LIU.id
 
 
 async def test_follow_ups_see_history_until_reset(engine_for) -> None:
-    def script(messages: list[dict[str, str]]) -> str:
-        last = messages[-1]["content"]
-        if "董事长是谁" in last:
-            return f"科大讯飞董事长是刘庆峰。[{LIU_N}]"
-        return "刘庆峰建议构建以领军企业为主体产学研合作的创新体系。"
-
-    backend = FakeBackend(script)
+    # Fact questions are picked and copied (the pick prompt names the previous question); an open question
+    # gets a free draft, which sees the earlier turns as chat history.
+    backend = FakeBackend(copying("以领军企业为主体产学研合作的创新体系", "刘庆峰",
+                                  free="刘庆峰建议构建以领军企业为主体产学研合作的创新体系。"))
     core, _ = await engine_for(backend)
     first = await core.ask(ask_msg("科大讯飞董事长是谁？", "conv"))
-    assert not first.refused
-    await core.ask(ask_msg("他建议构建什么样的创新体系？", "conv"))
-    msgs = backend.calls[1]
-    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    assert not first.refused and first.text.startswith("刘庆峰[1]")
+    assert "上一个问题" not in backend.calls[0][-1]["content"]
+    second = await core.ask(ask_msg("他建议构建什么样的创新体系？", "conv"))
+    pick = backend.calls[1][-1]["content"]
+    assert "上一个问题：科大讯飞董事长是谁？" in pick and "问题：他建议构建什么样的创新体系？" in pick
+    assert not second.refused and second.text.startswith("以领军企业为主体产学研合作的创新体系[1]")
+    await core.ask(ask_msg("概括一下他的建议", "conv"))
+    msgs = backend.calls[2]
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert msgs[1]["content"] == "科大讯飞董事长是谁？"
-    assert "刘庆峰" in msgs[2]["content"]
-    assert "[" not in msgs[2]["content"]  # markers stripped from the history
-    assert "他建议构建什么样的创新体系？" in msgs[3]["content"]
+    assert msgs[2]["content"] == "刘庆峰"  # markers and the source quote stripped from the history
+    assert msgs[3]["content"] == "他建议构建什么样的创新体系？"
+    assert msgs[4]["content"] == "以领军企业为主体产学研合作的创新体系"
+    assert "概括一下他的建议" in msgs[5]["content"]
 
     # Another conversation does not see it.
     n = len(backend.calls)
     await core.ask(ask_msg("刘庆峰建议构建什么样的创新体系？", "other"))
-    assert [m["role"] for m in backend.calls[n]] == ["system", "user"]
+    assert "上一个问题" not in backend.calls[n][-1]["content"]
+    await core.ask(ask_msg("概括一下刘庆峰的建议", "other"))
+    assert [m["role"] for m in backend.calls[n + 1]] == ["system", "user", "assistant", "user"]
+    assert backend.calls[n + 1][1]["content"] == "刘庆峰建议构建什么样的创新体系？"
 
     await core.reset("conv")
     n = len(backend.calls)
     await core.ask(ask_msg("刘庆峰建议构建什么样的创新体系？", "conv"))
-    assert [m["role"] for m in backend.calls[n]] == ["system", "user"]
+    assert "上一个问题" not in backend.calls[n][-1]["content"]
+    await core.reset("conv")
+    await core.ask(ask_msg("概括一下刘庆峰的建议", "conv"))
+    assert [m["role"] for m in backend.calls[n + 1]] == ["system", "user"]
 
 
 async def test_history_is_limited_by_turns(tmp_path: Path) -> None:
 
     cfg = make_config(tmp_path)
     cfg.conversation.history_turns = 1
-    backend = FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]")
+    backend = FakeBackend(copying("刘庆峰", free=f"科大讯飞董事长刘庆峰建议加快推进认知智能大模型建设。[{LIU_N}]"))
     core, store = await make_core(tmp_path, backend, cfg=cfg)
     try:
-        for q in ("科大讯飞董事长是谁？", "科大讯飞的董事长叫什么？", "谁是科大讯飞董事长？"):
+        # Two fact questions, then an open one: its free draft is the request that carries the history.
+        for q in ("科大讯飞董事长是谁？", "科大讯飞的董事长叫什么？", "概括一下科大讯飞董事长的观点"):
             await core.ask(ask_msg(q, "c"))
+        assert len(backend.calls) == 3
         roles = [m["role"] for m in backend.calls[-1]]
         assert roles == ["system", "user", "assistant", "user"]
         assert backend.calls[-1][1]["content"] == "科大讯飞的董事长叫什么？"
@@ -285,20 +296,25 @@ def edit_article(content: Path) -> None:
 
 async def test_reload_recomputes_the_prefix_only_on_change(on_copy) -> None:
     content, backend, core = on_copy
+    # Each prepare warms two prefixes: the content's and the extraction instructions (pinned, content-free).
+    instructions = core.engine.extractor.instructions()
     report = await core.reload()
-    assert report.ok and len(backend.warmed) == 1
+    assert report.ok and len(backend.warmed) == 2 and backend.warmed.count(instructions) == 1
     edit_article(content)
     report = await core.reload()
     assert report.ok and report.changed == 1
-    assert len(backend.warmed) == 2 and "盖大楼" in backend.warmed[-1][0]["content"]
+    assert len(backend.warmed) == 4 and backend.warmed[2:].count(instructions) == 1
+    [old] = [w for w in backend.warmed[:2] if w != instructions]
+    [new] = [w for w in backend.warmed[2:] if w != instructions]
+    assert "盖大楼" in new[0]["content"] and "盖大楼" not in old[0]["content"]
     assert core.content.version == report.version != ARTICLE.version
     # Once the new version is served, only its prefix stays in the model's memory.
-    assert backend.retained == [[backend.warmed[-1]]]
+    assert backend.retained == [[new]]
     for f in content.iterdir():
         f.unlink()
     report = await core.reload()
     assert not report.ok and core.content.version == report.previous_version
-    assert len(backend.warmed) == 2
+    assert len(backend.warmed) == 4
 
 
 async def test_new_content_is_served_only_after_the_model_has_read_it(on_copy) -> None:
@@ -306,7 +322,9 @@ async def test_new_content_is_served_only_after_the_model_has_read_it(on_copy) -
     before = core.content.version
     seen_during_warm: list[str] = []
 
-    async def failing_warm(prefix, progress=None):  # type: ignore[no-untyped-def]
+    async def failing_warm(prefix, progress=None, *, pin=False):  # type: ignore[no-untyped-def]
+        if pin:  # the extraction instructions, the same for any content: the new content's prefix fails
+            return
         seen_during_warm.append(core.content.version)
         raise RuntimeError("out of memory")
 

@@ -36,15 +36,16 @@ ZHOU_N, ZHOU_ID = passage_with("360集团创始人周鸿祎")
 async def test_start_puts_the_article_into_the_warmed_prefix(engine_for) -> None:
     backend = FakeBackend("")
     await engine_for(backend)
-    assert len(backend.warmed) == 1
-    system = backend.warmed[0][0]["content"]
+    assert len(backend.warmed) == 2  # the extraction's instructions first, then the article's prefix
+    system = backend.warmed[1][0]["content"]
     assert "科大讯飞董事长刘庆峰" in system and "发电厂" in system
     assert f"[{LIU_N}]" in system
+    assert backend.warmed[0] == [{"role": "system", "content": PROMPTS.text("pick_system")}]
 
 
 async def test_a_supported_answer_is_cited_with_stable_ids(engine_for) -> None:
     backend = FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]")
-    core, store = await engine_for(backend)
+    core, store = await engine_for(backend, extractive=False)
     events = [e async for e in stream(core, ask_msg("科大讯飞董事长是谁？"))]
     reply = events[-1]
     assert isinstance(reply, Reply) and sum(isinstance(e, Reply) for e in events) == 1
@@ -72,7 +73,7 @@ async def test_a_supported_answer_is_cited_with_stable_ids(engine_for) -> None:
 async def test_markers_are_renumbered_into_display_order(engine_for) -> None:
     # The model cites the later passage first: it becomes [1], the earlier one [2].
     backend = FakeBackend(f"周鸿祎是360集团创始人[{ZHOU_N}]，刘庆峰是科大讯飞董事长[{LIU_N}]。")
-    core, store = await engine_for(backend)
+    core, store = await engine_for(backend, extractive=False)
     reply = await core.ask(ask_msg("刘庆峰和周鸿祎分别是什么身份？"))
     assert not reply.refused
     assert [(c.n, c.id) for c in reply.citations] == [(1, ZHOU_ID), (2, LIU_ID)]
@@ -80,13 +81,13 @@ async def test_markers_are_renumbered_into_display_order(engine_for) -> None:
     assert "周鸿祎是360集团创始人[1]" in reply.text and "刘庆峰是科大讯飞董事长[2]" in reply.text
     assert f"[{ZHOU_N}]" not in reply.text
     # Same ids on another engine (a restart): ids depend on passage text only.
-    core2, _ = await engine_for(FakeBackend(f"周鸿祎是360集团创始人[{ZHOU_N}]。"))
+    core2, _ = await engine_for(FakeBackend(f"周鸿祎是360集团创始人[{ZHOU_N}]。"), extractive=False)
     again = await core2.ask(ask_msg("周鸿祎是什么身份？"))
     assert [c.id for c in again.citations] == [ZHOU_ID]
 
 
 async def test_an_answer_without_markers_still_gets_its_supporting_citation(engine_for) -> None:
-    core, _ = await engine_for(FakeBackend("周鸿祎认为ChatGPT是强人工智能的拐点。"))
+    core, _ = await engine_for(FakeBackend("周鸿祎认为ChatGPT是强人工智能的拐点。"), extractive=False)
     reply = await core.ask(ask_msg("周鸿祎认为ChatGPT是强人工智能的什么？"))
     assert not reply.refused
     assert reply.citations and reply.citations[0].n == 1
@@ -97,7 +98,7 @@ async def test_an_answer_without_markers_still_gets_its_supporting_citation(engi
 async def test_an_unsupported_answer_is_retracted_and_logged(engine_for) -> None:
     invented = "江浩然毕业于杭州的浙江大学。"
     backend = FakeBackend(invented)
-    core, store = await engine_for(backend)
+    core, store = await engine_for(backend, extractive=False)
     events = [e async for e in stream(core, ask_msg("江浩然毕业于哪所大学？"))]
     reply = events[-1]
     assert isinstance(reply, Reply)
@@ -122,7 +123,7 @@ async def test_an_unsupported_answer_is_retracted_and_logged(engine_for) -> None
 async def test_checked_sentences_are_shown_and_an_unsupported_tail_is_dropped(engine_for) -> None:
     true, invented = f"科大讯飞董事长是刘庆峰。[{LIU_N}]", "他毕业于杭州的浙江大学，1999年创办公司。"
     backend = FakeBackend(true + invented)
-    core, store = await engine_for(backend)
+    core, store = await engine_for(backend, extractive=False)
     events = [e async for e in stream(core, ask_msg("科大讯飞董事长是谁？"))]
     reply = events[-1]
     shown = "".join(e.text for e in events if isinstance(e, Delta))
@@ -137,7 +138,7 @@ async def test_checked_sentences_are_shown_and_an_unsupported_tail_is_dropped(en
 
 async def test_a_long_answer_is_shown_sentence_by_sentence(engine_for) -> None:
     backend = FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]他是全国人大代表。[{LIU_N}]")
-    core, _ = await engine_for(backend)
+    core, _ = await engine_for(backend, extractive=False)
     events = [e async for e in stream(core, ask_msg("科大讯飞董事长是谁？"))]
     deltas = [e.text for e in events if isinstance(e, Delta)]
     # Two checked sentences, then the source sentence quoted under them; together they are the reply.
@@ -148,7 +149,7 @@ async def test_a_long_answer_is_shown_sentence_by_sentence(engine_for) -> None:
 
 async def test_the_quote_is_the_content_sentence_holding_the_answer_word_for_word(engine_for) -> None:
     backend = FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]")
-    core, _ = await engine_for(backend)
+    core, _ = await engine_for(backend, extractive=False)
     reply = await core.ask(ask_msg("科大讯飞董事长是谁？"))
     answer, quote = reply.text.split("\n原文[1]：「")
     assert answer == "科大讯飞董事长是刘庆峰。[1]" and quote.endswith("」")
@@ -157,12 +158,12 @@ async def test_the_quote_is_the_content_sentence_holding_the_answer_word_for_wor
 
 
 async def test_no_quote_when_switched_off_or_the_answer_already_quotes_it(engine_for) -> None:
-    core, _ = await engine_for(FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]"))
+    core, _ = await engine_for(FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]"), extractive=False)
     core.engine.cfg.grounding.quote_source = False
     assert (await core.ask(ask_msg("科大讯飞董事长是谁？"))).text == "科大讯飞董事长是刘庆峰。[1]"
     passage = next(p.text for p in core.content.passages if p.id == LIU_ID)
     whole = next(s for s in passage.split("。") if "科大讯飞董事长刘庆峰" in s).strip("”")
-    core, _ = await engine_for(FakeBackend(f"{whole}。[{LIU_N}]"))
+    core, _ = await engine_for(FakeBackend(f"{whole}。[{LIU_N}]"), extractive=False)
     reply = await core.ask(ask_msg("科大讯飞董事长是谁？"))
     assert not reply.refused and "原文" not in reply.text
 
@@ -170,24 +171,16 @@ async def test_no_quote_when_switched_off_or_the_answer_already_quotes_it(engine
 async def test_a_start_the_checks_cannot_judge_alone_is_held_back(engine_for) -> None:
     # "是的。" adds nothing of its own, and the model's decline after it takes it back.
     backend = FakeBackend("是的。文章中没有提到。")
-    core, _ = await engine_for(backend)
+    core, _ = await engine_for(backend, extractive=False)
     events = [e async for e in stream(core, ask_msg("刘庆峰认为我国大模型与ChatGPT没有差距吗？"))]
     assert not any(isinstance(e, Delta) for e in events)
     reply = events[-1]
     assert isinstance(reply, Reply) and reply.refused and reply.text == DECLINE_ZH
 
 
-async def test_a_true_start_that_does_not_answer_is_not_kept_as_the_answer(engine_for) -> None:
-    backend = FakeBackend(f"周鸿祎是360集团创始人。[{ZHOU_N}]他出生于1970年。")
-    core, store = await engine_for(backend)
-    events = [e async for e in stream(core, ask_msg("周鸿祎出生于哪一年？"))]
-    assert not any(isinstance(e, Delta) for e in events)
-    assert isinstance(events[-1], Reply) and events[-1].refused
-
-
 async def test_a_kept_start_is_logged_with_why_the_rest_was_dropped(engine_for) -> None:
     backend = FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]他1999年毕业于杭州的浙江大学。")
-    core, store = await engine_for(backend)
+    core, store = await engine_for(backend, extractive=False)
     reply = await core.ask(ask_msg("科大讯飞董事长是谁？"))
     assert not reply.refused and "杭州" not in reply.text
     assert "[kept the checked start; the rest failed: " in turns(store)[-1]["draft"]
@@ -197,7 +190,7 @@ async def test_a_retracted_english_answer_declines_in_english(engine_for) -> Non
     jiang_n, _ = passage_with("董事长江浩然")
     backend = FakeBackend(bilingual("year", "江浩然是哪一年出生的？", f"江浩然出生于1965年。[{jiang_n}]",
                                     "Jiang Haoran was born in 1965."))
-    core, store = await engine_for(backend)
+    core, store = await engine_for(backend, extractive=False)
     reply = await core.ask(ask_msg("In which year was Jiang Haoran born?"))
     assert reply.refused and reply.retracted
     assert reply.text == DECLINE_EN
@@ -210,7 +203,7 @@ async def test_a_retracted_english_answer_declines_in_english(engine_for) -> Non
 async def test_an_english_question_gets_a_checked_english_answer(engine_for) -> None:
     backend = FakeBackend(bilingual("Who", "科大讯飞的董事长是谁？", f"科大讯飞董事长是刘庆峰。[{LIU_N}]",
                                     "The chairman of iFlytek is Liu Qingfeng."))
-    core, _ = await engine_for(backend)
+    core, _ = await engine_for(backend, extractive=False)
     events = [e async for e in stream(core, ask_msg("Who is the chairman of iFlytek?"))]
     reply = events[-1]
     assert isinstance(reply, Reply) and not reply.refused and not reply.retracted, reply
@@ -222,6 +215,21 @@ async def test_an_english_question_gets_a_checked_english_answer(engine_for) -> 
     assert not re.search(r"[\u4e00-\u9fff]", reply.text)
     assert [(c.n, c.id) for c in reply.citations] == [(1, LIU_ID)]
     assert "[1]" in reply.text
+
+
+async def test_a_failed_draft_is_retried_with_the_passages_quoted(engine_for) -> None:
+    drafts = iter(["刘庆峰自1999年起任科大讯飞董事长。", f"科大讯飞董事长是刘庆峰[{LIU_N}]。"])
+    backend = FakeBackend(lambda messages: next(drafts))
+    core, _ = await engine_for(backend, extractive=False)
+    events = [e async for e in stream(core, ask_msg("科大讯飞董事长是谁？"))]
+    reply = events[-1]
+    assert isinstance(reply, Reply) and not reply.refused, reply.decline_reason
+    assert "刘庆峰" in reply.text and "1999" in reply.draft and len(backend.calls) == 2
+    assert Progress("rechecking") in events
+    assert "1999" not in "".join(e.text for e in events if isinstance(e, Delta))  # the failed draft never shows
+    retry = backend.calls[1][-1]["content"]
+    # The retry quotes the passages next to the question, without the paragraph hint.
+    assert "科大讯飞董事长刘庆峰" in retry and "相关段落可能是" not in retry
 
 
 async def test_a_question_with_no_term_in_the_content_is_declined_without_the_model(engine_for) -> None:
@@ -243,31 +251,6 @@ async def test_a_question_with_no_term_in_the_content_is_declined_without_the_mo
         ("量子计算机的价格是多少？", 1, "answered"), ("What is the capital of France?", 1, "answered")]
 
 
-async def test_a_question_about_a_subject_the_content_never_names_is_declined_early(engine_for) -> None:
-    backend = FakeBackend("文心一言是阿里云开发的。")
-    core, _ = await engine_for(backend)
-    # 公司 and 开发 are in the article; 文心一言 is not, and nothing is drafted about it.
-    reply = await core.ask(ask_msg("文心一言是哪家公司开发的？"))
-    assert reply.refused and reply.text == DECLINE_ZH
-    assert reply.decline_reason.startswith("subject_missing") and "文心" in reply.decline_reason
-    assert backend.calls == []
-
-
-async def test_a_what_kind_question_is_retried_when_the_draft_names_no_kind(engine_for) -> None:
-    drafts = iter(["刘庆峰代表科大讯飞董事长。", f"刘庆峰是全国人大代表[{LIU_N}]。"])
-    backend = FakeBackend(lambda messages: next(drafts))
-    core, _ = await engine_for(backend)
-    events = [e async for e in stream(core, ask_msg("文章中刘庆峰的身份是什么代表？"))]
-    reply = events[-1]
-    assert isinstance(reply, Reply) and not reply.refused, reply.decline_reason
-    assert "全国人大代表" in reply.text and "刘庆峰代表" in reply.draft
-    assert Progress("rechecking") in events
-    assert "刘庆峰代表" not in "".join(e.text for e in events if isinstance(e, Delta))
-    retry = backend.calls[1][-1]["content"]
-    # The retry quotes the passages and spells out the kind asked for, without the paragraph hint.
-    assert "“……代表”" in retry and "科大讯飞董事长刘庆峰" in retry and "相关段落可能是" not in retry
-
-
 async def test_prompt_injection_is_declined_without_the_model(engine_for) -> None:
     backend = FakeBackend("我的系统提示词是……")
     core, store = await engine_for(backend)
@@ -279,7 +262,7 @@ async def test_prompt_injection_is_declined_without_the_model(engine_for) -> Non
 
 
 async def test_the_models_own_decline_is_honoured(engine_for) -> None:
-    core, _ = await engine_for(FakeBackend("文章中没有提到。"))
+    core, _ = await engine_for(FakeBackend("文章中没有提到。"), extractive=False)  # a draft's own decline
     reply = await core.ask(ask_msg("刘庆峰的年龄是多少？"))
     assert reply.refused and not reply.retracted
     assert reply.text == DECLINE_ZH and reply.citations == []
@@ -290,7 +273,7 @@ async def test_the_models_own_decline_is_honoured(engine_for) -> None:
 async def test_an_answer_shown_only_at_the_end_gets_its_quote_there_not_alone(engine_for) -> None:
     # "是的。" passes the checks as a whole answer but cannot be judged while it streams: nothing is
     # streamed, so the quote must not arrive as the only piece of text.
-    core, _ = await engine_for(FakeBackend(f"是的。[{LIU_N}]"))
+    core, _ = await engine_for(FakeBackend(f"是的。[{LIU_N}]"), extractive=False)
     events = [e async for e in stream(core, ask_msg("刘庆峰是科大讯飞董事长吗？"))]
     reply = events[-1]
     assert isinstance(reply, Reply) and not reply.refused, reply
@@ -304,7 +287,7 @@ async def test_an_answer_cut_at_max_tokens_keeps_its_whole_sentences_and_says_so
     whole = f"科大讯飞董事长是刘庆峰。[{LIU_N}]"
     unfinished = "他认为应当加快推进我国认知智能大模型建设，在自主可控平台上让行业尽快享受"
     backend = FakeBackend(whole + unfinished, max_tokens=len(tokens_of(whole)) + 10)
-    core, store = await engine_for(backend)
+    core, store = await engine_for(backend, extractive=False)
     core.engine.cfg.grounding.quote_source = False
     events = [e async for e in stream(core, ask_msg("科大讯飞董事长是谁？"))]
     reply = events[-1]
@@ -318,7 +301,7 @@ async def test_an_answer_cut_at_max_tokens_keeps_its_whole_sentences_and_says_so
 
 async def test_a_cut_answer_without_one_whole_sentence_is_declined(engine_for) -> None:
     backend = FakeBackend("科大讯飞董事长刘庆峰认为应当加快推进我国认知智能大模型建设", max_tokens=12)
-    core, store = await engine_for(backend)
+    core, store = await engine_for(backend, extractive=False)
     reply = await core.ask(ask_msg("科大讯飞董事长是谁？"))
     assert reply.refused and reply.text == DECLINE_ZH
     assert turns(store)[0]["decline_reason"].startswith("model_declined: cut at model.max_tokens")
@@ -326,6 +309,6 @@ async def test_a_cut_answer_without_one_whole_sentence_is_declined(engine_for) -
 
 async def test_an_answer_that_ends_within_max_tokens_is_not_marked(engine_for) -> None:
     answer = f"科大讯飞董事长是刘庆峰。[{LIU_N}]"
-    core, _ = await engine_for(FakeBackend(answer, max_tokens=len(tokens_of(answer))))
+    core, _ = await engine_for(FakeBackend(answer, max_tokens=len(tokens_of(answer))), extractive=False)
     core.engine.cfg.grounding.quote_source = False
     assert (await core.ask(ask_msg("科大讯飞董事长是谁？"))).text == "科大讯飞董事长是刘庆峰。[1]"

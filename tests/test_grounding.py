@@ -53,42 +53,6 @@ def test_an_invented_place_is_not_supported(content: ContentSet) -> None:
     assert not result.supported
 
 
-def test_a_what_kind_answer_must_name_the_kind_as_the_passage_does(content: ContentSet) -> None:
-    question = "文章中刘庆峰的身份是什么代表？"
-    wrong = check(content, question, "刘庆峰代表科大讯飞董事长。", "科大讯飞董事长刘庆峰")
-    assert not wrong.supported and "代表" in wrong.reason
-    assert check(content, question, "刘庆峰是全国人大代表。", "科大讯飞董事长刘庆峰").supported
-    # "…的准入机制" and a quoted name before the noun count as naming the kind.
-    assert check(content, "江浩然建议构建什么样的准入机制？", "建议构建先行先试的准入机制。", "准入机制").supported
-    assert check(content, "周鸿祎建议打造中国的什么组合？", "打造中国的“微软+Open AI”组合。", "组合").supported
-
-
-def test_a_question_about_a_thing_the_article_never_names_is_declined_before_any_answer(
-        content: ContentSet) -> None:
-    # Every word after 文心一言 is in the article, but the article never names 文心一言: no answer about
-    # anything else can be right, so no draft is made (an answer restating it is no longer checked
-    # word by word: that rule, unknown_noun, cost more true answers than it saved; README, Grounding).
-    reason = evidence.question_evidence("文心一言是哪家公司开发的？", content).unanswerable(frozenset())
-    assert reason and reason.startswith("subject_missing") and "文心" in reason
-
-
-@pytest.mark.parametrize(("answer", "supported"), [
-    ("赵晓光认为我国人工智能技术落后。", False),
-    ("赵晓光认为我国人工智能技术并不落后。", True),
-    ("不落后，赵晓光认为我国人工智能技术并不落后。", True),
-])
-def test_a_yes_no_answer_must_keep_the_texts_polarity(content: ContentSet, answer: str, supported: bool) -> None:
-    result = check(content, "赵晓光认为我国人工智能技术落后吗？", answer, "并不落后")
-    assert result.supported is supported, result.reason
-
-
-def test_a_question_for_a_number_needs_a_number_in_the_answer(content: ContentSet) -> None:
-    question = "周鸿祎认为我国能用多长时间达到比较好的跟随水平？"
-    without = check(content, question, "在国家鼓励性政策的支持下，我国能达到比较好的跟随水平。", "跟随水平")
-    assert not without.supported and "number" in without.reason
-    assert check(content, question, "周鸿祎认为用两三年时间能达到比较好的跟随水平。", "跟随水平").supported
-
-
 def test_a_bare_latin_name_is_checked_like_any_name(content: ContentSet) -> None:
     question = "ChatGPT是美国哪家科技初创公司旗下的智能聊天工具？"
     assert check(content, question, "OpenAI", "OpenAI").supported
@@ -110,13 +74,6 @@ def test_a_true_sentence_about_another_subject_does_not_answer(content: ContentS
     # 毕业/大学 is about someone else.
     result = check(content, "刘庆峰毕业于哪所大学？", "刘庆峰毕业于科大讯飞。", "科大讯飞董事长")
     assert not result.supported
-
-
-def test_the_question_numbers_must_be_in_the_cited_passage(content: ContentSet) -> None:
-    wrong = passage_with(content, "技术变成产品")
-    result = grounding.support("从0到1是指技术变成产品甚至产业。", "赵晓光提到的从0到1是指什么？", content, wrong, 0.5)
-    # Another passage is chosen (the one that has 0 and 1), or the answer fails.
-    assert not result.supported or any("从0" in p.text for p in result.passages)
 
 
 def test_an_answer_that_is_not_chinese_cannot_be_checked_and_fails(content: ContentSet) -> None:
@@ -170,28 +127,6 @@ def test_a_number_must_stand_whole_in_the_passage(content: ContentSet) -> None:
     assert not result.supported and "36" in result.reason
 
 
-def test_a_harmless_tag_with_numbers_does_not_unanchor_the_answer(content: ContentSet) -> None:
-    # "第1问" pairs no passage with the question's topic, so the cited text need not hold the 1.
-    liu = passage_with(content, "科大讯飞董事长刘庆峰")
-    for question in ("科大讯飞董事长是谁？（用户0第1问）", "科大讯飞董事长是谁？ #3"):
-        result = grounding.support("科大讯飞董事长是刘庆峰。", question, content, liu, 0.5)
-        assert result.supported, (question, result.reason)
-
-
-def test_the_right_passage_with_the_wrong_fact_does_not_answer(tmp_path: Path) -> None:
-    # The paragraph gives a prize's year, not a birth year; the sentence with 1977 says nothing of 出生.
-    (tmp_path / "a.md").write_text("# 蔡敏\n\n蔡敏出生于台湾台北市，是女高音。1977年获得香港亚洲歌唱比赛季军。"
-                                   "到了1961年，牠们的数量就只余下870匹。\n", encoding="utf-8")
-    cs = load(tmp_path)
-    wrong = grounding.support("蔡敏是1977年出生的。[1]", "蔡敏是哪一年出生的？", cs, list(cs.passages), 0.5)
-    assert not wrong.supported and wrong.reason.startswith("claim_sentence")
-    right = grounding.support("蔡敏出生于台湾台北市。[1]", "蔡敏的出生地在哪里？", cs, list(cs.passages), 0.5)
-    assert right.supported, right.reason
-    # A question's own number in the sentence counts as being about the question.
-    count = grounding.support("1961年的数量只余下870匹。[1]", "到1961年时只剩下多少匹？", cs, list(cs.passages), 0.5)
-    assert count.supported, count.reason
-
-
 def test_a_number_must_stand_in_a_passage_about_the_question(tmp_path: Path) -> None:
     # 1977 is in another person's paragraph: stitching the two does not support the answer.
     (tmp_path / "a.md").write_text("# 人物\n\n## 张天霖\n\n张天霖高二的时候拍了周华健的MV「朋友」。\n\n"
@@ -228,22 +163,12 @@ def test_framing_words_and_rearranged_question_words_claim_nothing(athlete: Cont
     assert not grounding.support("根据文章[1]，张天明在2007年首次参演电影。", question, athlete, [], 0.5).supported
 
 
-def test_a_question_opening_with_a_subject_the_content_never_names_is_declined_early(athlete: ContentSet) -> None:
-    # 祖籍 and 身高 are in the content; 皇后 and 李明 are not.
-    for question, subject in (("元皇后祖籍何处？", "皇后"), ("李明的身高是多少？", "李明")):
-        reason = evidence.question_evidence(question, athlete).unanswerable()
-        assert reason == f"subject_missing: the question is about {subject}, which the content never names"
-    # A noun further in may be a facet the content words differently: the model gets to try.
-    assert evidence.question_evidence("张天明的个头有多高？", athlete).unanswerable() is None
-    assert evidence.question_evidence("元皇后祖籍何处？", athlete).unanswerable(frozenset({"subject_missing"})) is None
-
-
 def test_a_rule_switched_off_is_not_run(athlete: ContentSet) -> None:
     question, invented = "张天明的身高是多少？", "张天明的身高是175厘米。"
     first = grounding.support(invented, question, athlete, [], 0.5).reason.split(":")[0]
     without_it = grounding.support(invented, question, athlete, [], 0.5, off=frozenset({first}))
     assert not without_it.supported and not without_it.reason.startswith(first)  # the next rule declines it
-    off = frozenset({"topic", "verbatim", "coverage", "claim_sentence"})  # every rule that declines it
+    off = frozenset({"topic", "verbatim", "coverage"})  # every rule that declines it
     assert grounding.support(invented, question, athlete, [], 0.5, off=off).supported
 
 
@@ -258,14 +183,6 @@ def test_an_answer_from_a_passage_without_the_person_asked_about_is_declined(tmp
     assert grounding.support("周鸿祎认为大模型是拐点。", "周鸿祎认为大模型是什么？", people, [], 0.5).supported
 
 
-def test_an_answer_that_only_repeats_a_wh_question_is_declined(athlete: ContentSet) -> None:
-    empty = grounding.support("张天明毕业于大学。", "张天明毕业于哪所大学？", athlete, [], 0.5)
-    assert empty.reason == "restates: the answer only repeats the question"
-    # A yes/no question is answered by restating it.
-    yes = grounding.support("是的，张天明是台湾男演员。", "张天明是台湾男演员吗？", athlete, [], 0.5)
-    assert yes.supported, yes.reason
-
-
 def test_words_straddling_a_repeated_phrase_and_the_answer_claim_nothing(athlete: ContentSet) -> None:
     # "枝达" straddles the question's 石枝 and the answer's 达: no claim the text must hold.
     straddled = grounding.support("芙蓉洞的石枝达57厘米。", "芙蓉洞的石枝有多长？", athlete, [], 0.5)
@@ -273,34 +190,13 @@ def test_words_straddling_a_repeated_phrase_and_the_answer_claim_nothing(athlete
     assert not grounding.support("芙蓉洞的石枝达75厘米。", "芙蓉洞的石枝有多长？", athlete, [], 0.5).supported
 
 
-def test_a_noun_after_a_pronoun_is_no_subject(athlete: ContentSet) -> None:
-    # 妻子 is not in the content, but "他的妻子" is an attribute of someone named before.
-    assert not evidence.question_evidence("他的妻子是谁？", athlete).subject_missing
-    assert evidence.question_evidence("妻子是谁？", athlete).subject_missing == "妻子"
-
-
-def test_only_a_start_that_adds_something_judgeable_is_decisive(athlete: ContentSet) -> None:
-    assert grounding.decisive("张天明身高182CM。", "张天明的身高是多少？", athlete)
-    assert not grounding.decisive("是的。", "张天明是台湾男演员吗？", athlete)  # adds nothing
-    assert grounding.decisive("是的，张天明是台湾男演员。", "张天明是台湾男演员吗？", athlete)
-
-
-def test_a_question_asking_for_a_thing_the_content_never_names_is_declined_early(content: ContentSet) -> None:
-    # Every other word is in the article (江浩然, 提案, 答复), but no ministry ever is.
-    reason = evidence.question_evidence("江浩然的提案得到了哪个部委的答复？", content).unanswerable()
-    assert reason == "asked_missing: the question asks for 部委; the content names none"
-    assert evidence.question_evidence("周鸿祎是哪个集团的创始人？", content).unanswerable() is None
-
-
-def test_a_who_question_answered_with_a_date_is_not_supported(tmp_path: Path) -> None:
-    (tmp_path / "cave.md").write_text("# 芙蓉洞\n\n芙蓉洞位于重庆武隆县，于1993年被发现，1994年对游人开放。\n",
-                                      encoding="utf-8")
-    cave = load(tmp_path)
-    result = grounding.support("芙蓉洞是由1993年被发现的[1]。", "芙蓉洞是由谁发现的？", cave, list(cave.passages), 0.5)
-    assert not result.supported and result.reason.startswith("who:"), result.reason
-    off = grounding.support("芙蓉洞是由1993年被发现的[1]。", "芙蓉洞是由谁发现的？", cave, list(cave.passages), 0.5,
-                            off=frozenset({"who"}))
-    assert off.supported, off.reason
+def test_only_a_start_that_adds_something_of_its_own_is_decisive(athlete: ContentSet) -> None:
+    assert grounding.decisive("张天明身高182CM。", "张天明的身高是多少？", athlete)  # a number and a name
+    assert grounding.decisive("是的，张天明毕业于真理大学。", "张天明是台湾男演员吗？", athlete)  # words
+    # Nothing of its own: a bare yes, the question restated, or only the question's own number.
+    assert not grounding.decisive("是的。", "张天明是台湾男演员吗？", athlete)
+    assert not grounding.decisive("是的，张天明是台湾男演员。", "张天明是台湾男演员吗？", athlete)
+    assert not grounding.decisive("张天明在2007年。", "张天明在2007年首次参演了什么？", athlete)
 
 
 def test_the_quoted_sentence_is_the_one_holding_the_answer(content: ContentSet) -> None:
@@ -310,18 +206,6 @@ def test_the_quoted_sentence_is_the_one_holding_the_answer(content: ContentSet) 
     assert "科大讯飞董事长刘庆峰" in found[1] and found[1] in texts[0] and not found[1].startswith("”")
     # Nothing of the answer in any sentence: nothing to quote.
     assert grounding.source_sentence("他喜欢喝茶。", "刘庆峰喜欢什么？", content, texts) is None
-
-
-def test_a_how_many_answer_needs_a_number_of_its_own(tmp_path: Path) -> None:
-    text = "# 战役\n\n前279年，布伦努斯领导的军队击败了卡利帕斯率领的希腊军队，希腊军队约有三千人。\n"
-    (tmp_path / "war.md").write_text(text, encoding="utf-8")
-    war = load(tmp_path)
-    question = "前279年卡利帕斯率领的希腊军队有多少兵力？"
-    only_year = grounding.support("前279年，布伦努斯领导的军队击败了卡利帕斯率领的希腊军队[1]。", question, war,
-                                  list(war.passages), 0.5)
-    assert not only_year.supported and only_year.reason.startswith("quantity:"), only_year.reason
-    counted = grounding.support("希腊军队约有三千人[1]。", question, war, list(war.passages), 0.5)
-    assert counted.supported, counted.reason
 
 
 def test_the_numbers_of_a_list_are_no_claims(tmp_path: Path) -> None:

@@ -5,12 +5,13 @@ as the computed one did. They need `make setup` (the models in models/)."""
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from bot.backends.base import Completion
+from bot.backends.base import Completion, Extraction, Picked
 from bot.backends.llamacpp import LlamaCppBackend, LlamaSettings
 from bot.config import ModelConfig
 from bot.errors import AnswerStopped
@@ -153,3 +154,65 @@ async def answer_with(b: LlamaCppBackend, prefix: list[dict[str, str]], question
         if isinstance(piece, str):
             out += piece
     return out
+
+
+PICK = [{"role": "system", "content": "你是阅读理解助手。判断哪一句话回答了问题。"}]
+SOURCES = ["", "天空是蓝色的，草是绿色的。",
+           "全国人大代表、科大讯飞董事长刘庆峰认为，应当加快推进我国认知智能大模型建设。"]
+
+
+def pick_prompt(question: str) -> list[dict[str, str]]:
+    lines = "\n".join(f"{i}. {s}" for i, s in enumerate(SOURCES) if i)
+    return PICK + [{"role": "user", "content": f"句子：\n{lines}\n\n问题：{question}\n哪一句回答了问题？先输出编号，"
+                                                "再输出冒号和答案；都没有则输出0。"}]
+
+
+async def extract(b: LlamaCppBackend, question: str, conversation: str) -> tuple[list[object], Extraction]:
+    result = Extraction()
+    items = [x async for x in b.extract(pick_prompt(question), ["0", "1", "2"], SOURCES, lead="：答案是“",
+                                        none_word="无", conversation=conversation, result=result)]
+    return items, result
+
+
+@in_module_loop
+async def test_an_extraction_reads_the_labels_then_copies_only_the_chosen_sentence(backend: LlamaCppBackend) -> None:
+    await backend.warm(PICK, pin=True)
+    items, result = await extract(backend, "科大讯飞董事长是谁？", "x1")
+    assert isinstance(items[0], Picked) and items[0].chosen == result.chosen
+    # The labels' probabilities come from the logits: one forward pass, no sampling, nearly all the mass.
+    assert len(result.logprobs) == 3 and all(v < 0 for v in result.logprobs)
+    assert sum(math.exp(v) for v in result.logprobs) > 0.5
+    copied = "".join(x for x in items[1:] if isinstance(x, str))
+    assert copied == result.text and result.text and result.text in SOURCES[result.chosen]
+    assert "，" not in result.text  # one clause at most
+    assert result.token_logprobs and all(v <= 0 for v in result.token_logprobs) and result.none_first < 0
+    assert result.prompt_tokens > 50 and result.completion_tokens >= 1
+
+
+@in_module_loop
+async def test_extractions_batched_with_answers_read_the_same_labels(backend: LlamaCppBackend) -> None:
+    _, alone = await extract(backend, "刘庆峰是谁？", "x2")
+    together = await asyncio.gather(extract(backend, "刘庆峰是谁？", "x3"), answer(backend, QUESTIONS[1], "x4"),
+                                    extract(backend, "天空是什么颜色？", "x5"))
+    _, batched = together[0]
+    assert batched.chosen == alone.chosen and batched.text == alone.text
+    assert all(abs(a - b) < 0.05 for a, b in zip(alone.logprobs, batched.logprobs, strict=True))
+    assert together[2][1].chosen == 1 and "蓝" in together[2][1].text
+    # The pinned instructions stay resident while content prefixes come and go.
+    assert any(p.pinned and p.seq is not None for p in backend.prefixes.known)
+
+
+@in_module_loop
+async def test_a_consumer_that_stops_after_the_pick_frees_the_slot(backend: LlamaCppBackend) -> None:
+    result = Extraction()
+    stream = backend.extract(pick_prompt("科大讯飞董事长是谁？"), ["0", "1", "2"], SOURCES, lead="：答案是“",
+                             none_word="无", conversation="x6", result=result)
+    async for item in stream:
+        assert isinstance(item, Picked)
+        break
+    await stream.aclose()
+    for _ in range(100):
+        if not backend.sched.running:
+            break
+        await asyncio.sleep(0.05)
+    assert not backend.sched.running and result.text == ""

@@ -71,13 +71,6 @@ def test_content_past_the_limit_without_groups_is_retrieved_per_question(content
     assert "科大讯飞董事长刘庆峰" in question  # the retrieved passages are quoted with the question
 
 
-def test_a_what_kind_question_with_quoted_passages_spells_out_the_noun(content: ContentSet) -> None:
-    b = builder()
-    quoted = [p for p, _ in content.retrieve("刘庆峰 代表", 2)]
-    text = b.answer(content, [], "刘庆峰是什么代表？", quoted)[-1]["content"]
-    assert all(p.text in text for p in quoted) and "代表" in text.split("刘庆峰是什么代表？", 1)[1]
-
-
 def test_history_goes_before_the_question_without_markers_and_is_trimmed_to_the_budget(
         content: ContentSet) -> None:
     turns = [HistoryTurn("问题一", "回答一[3]\n原文[1]：「原句。」", False),

@@ -30,7 +30,7 @@ from bot.store import LogStore
 from bot.types import Citation, Delta, Event, Incoming, Reply
 from tests.fakes.backend import FakeBackend
 from tests.fakes.telegram_server import ApiError, FakeTelegram, render_html
-from tests.helpers import make_config, make_core
+from tests.helpers import copying, make_config, make_core
 
 ADMIN, ALICE, BOB = 1001, 2002, 3003
 GROUP = -100500
@@ -38,6 +38,8 @@ SECTION = "全国人大代表刘庆峰 领军企业与国家实验室共建产�
 # The article's sentence that names 科大讯飞董事长刘庆峰, quoted under an answer about him.
 QUOTE = ("\n原文[1]：「全国人大代表、科大讯飞董事长刘庆峰认为,应当加快推进我国认知智能大模型建设,"
          "在自主可控平台上让行业尽快享受AI红利,让每个人都有AI助手。」")
+# A fact question's reply on the extractive path: the answer copied out of that sentence, then the sentence.
+EXTRACTED = f"刘庆峰[1]{QUOTE}"
 
 
 # ---- fixtures and helpers ------------------------------------------------------------------------
@@ -64,14 +66,27 @@ async def real(tmp_path: Path, backend: FakeBackend) -> AsyncIterator[tuple[Core
     await store.close()
 
 
+@pytest.fixture
+async def real_draft(tmp_path: Path, backend: FakeBackend) -> AsyncIterator[tuple[Core, LogStore]]:
+    """Like `real` with the extractive path off: every question gets a free draft, streamed and checked."""
+    cfg = make_config(tmp_path)
+    cfg.grounding.extractive = False
+    core, store = await make_core(tmp_path, backend, cfg=cfg)
+    yield core, store
+    await store.close()
+
+
 @asynccontextmanager
-async def engine_over(tmp_path: Path, backend: FakeBackend,
-                      article: str) -> AsyncIterator[tuple[Core, LogStore]]:
-    """The real core and engine over a content folder holding just `article`."""
+async def engine_over(tmp_path: Path, backend: FakeBackend, article: str, *,
+                      extractive: bool = True) -> AsyncIterator[tuple[Core, LogStore]]:
+    """The real core and engine over a content folder holding just `article` (extractive=False: the free
+    draft for every question)."""
     content = tmp_path / "content"
     content.mkdir()
     (content / "article.md").write_text(article, encoding="utf-8")
-    core, store = await make_core(tmp_path / "run", backend, content_dir=content)
+    cfg = make_config(tmp_path / "run", content)
+    cfg.grounding.extractive = extractive
+    core, store = await make_core(tmp_path / "run", backend, cfg=cfg)
     try:
         yield core, store
     finally:
@@ -176,8 +191,10 @@ def test_split_message_at_boundaries() -> None:
 
 
 async def test_private_question_gets_streamed_cited_answer(server: FakeTelegram, backend: FakeBackend,
-                                                          real: tuple[Core, LogStore]) -> None:
-    core, store = real
+                                                          real_draft: tuple[Core, LogStore]) -> None:
+    # The free draft's sentence-by-sentence release, as edits of the placeholder (a fact question's
+    # extracted answer arrives whole: tests below).
+    core, store = real_draft
     n = marker(core, "科大讯飞董事长刘庆峰")
     backend.answer = f"科大讯飞董事长是刘庆峰。[{n}]他是全国人大代表。[{n}]"
     backend.delay = 0.02  # the sentences arrive several edit intervals apart
@@ -249,7 +266,7 @@ async def test_reload_by_admin_and_by_non_admin(server: FakeTelegram, real: tupl
 async def test_429_mid_stream_waits_and_still_delivers(server: FakeTelegram, backend: FakeBackend,
                                                        real: tuple[Core, LogStore]) -> None:
     core, store = real
-    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(core, '科大讯飞董事长刘庆峰')}]"
+    backend.answer = copying("刘庆峰")
     backend.delay = 0.05
     server.fail_next("editMessageText", kind="retry_after", retry_after=1, skip=1)
     async with running(server, core):
@@ -258,14 +275,15 @@ async def test_429_mid_stream_waits_and_still_delivers(server: FakeTelegram, bac
     edits = server.calls_of("editMessageText")
     assert [e.status for e in edits[:3]] == [200, 429, 200]
     assert edits[2].at - edits[1].at >= 0.95, "retried before retry_after had passed"
-    assert server.bot_texts(ALICE) == [f"科大讯飞董事长是刘庆峰。[1]{QUOTE}\n\n[1] {SECTION}"]
+    assert server.bot_texts(ALICE) == [f"{EXTRACTED}\n\n[1] {SECTION}"]
 
 
 async def test_over_long_answer_is_split(server: FakeTelegram, backend: FakeBackend, tmp_path: Path) -> None:
     article = "# 刘庆峰的建议\n\n" + "\n\n".join(
         f"## 第{i}条建议\n\n刘庆峰建议的第{i}条是加快推进认知智能大模型建设。"
         + f"这一条建议涉及教育、医疗、办公和人机交互领域的第{i}批示范应用，" * 8 + "。" for i in range(1, 25))
-    async with engine_over(tmp_path, backend, article) as (core, store):
+    # A long multi-part answer is a free draft's (an extracted answer is one short span and its sentence).
+    async with engine_over(tmp_path, backend, article, extractive=False) as (core, store):
         passages = core.content.passages
         backend.answer = "\n\n".join(f"{p.text}[{p.order + 1}]" for p in passages)
         backend.delay = 0.0
@@ -284,28 +302,29 @@ async def test_over_long_answer_is_split(server: FakeTelegram, backend: FakeBack
 
 async def test_html_special_characters_in_question_and_content(server: FakeTelegram, backend: FakeBackend,
                                                                tmp_path: Path) -> None:
-    passage = "公司的研发投入 R&D 占比 > 20%，标记为 <核心> 项目。董事长是张三。"
+    passage = "公司的研发投入 R&D 占比 > 20%，标记为 <核心> 项目。公司的董事长是张三先生。"
     article = f"# 测试 <R&D> 文章\n\n## 研发 & 投入\n\n{passage}\n"
     async with engine_over(tmp_path, backend, article) as (core, store), running(server, core):
-        backend.answer = "研发投入 R&D 占比 > 20%，标记为 <核心> 项目。[1]"
+        backend.answer = copying("R&D 占比 > 20%")
         mid = server.private(ALICE, "研发投入 <R&D> 占比多少？")
         await server.wait_for(lambda: answered(server, mid))
         sources = server.private(ALICE, "/sources")
         await server.wait_for(lambda: replies_to(server, sources))
         question = rows(store, "SELECT question FROM turns")[0][0]
     assert question == "研发投入 <R&D> 占比多少？"
-    assert replies_to(server, mid) == ["研发投入 R&D 占比 > 20%，标记为 <核心> 项目。[1]\n\n[1] 研发 & 投入"]
+    quoted = "原文[1]：「公司的研发投入 R&D 占比 > 20%，标记为 <核心> 项目。」"
+    assert replies_to(server, mid) == [f"R&D 占比 > 20%[1]\n{quoted}\n\n[1] 研发 & 投入"]
     assert replies_to(server, sources) == [f"[1] 研发 & 投入\n{passage}"]
     text_calls = server.calls_of("sendMessage") + server.calls_of("editMessageText")
     assert all(c.params.get("parse_mode") == "HTML" for c in text_calls)
     sent = server.calls_of("editMessageText")[-1].params["text"]
-    assert "R&amp;D 占比 &gt; 20%，标记为 &lt;核心&gt;" in sent
+    assert sent.startswith("R&amp;D 占比 &gt; 20%[1]") and "R&amp;D 占比 &gt; 20%，标记为 &lt;核心&gt;" in sent
     no_api_errors(server)
 
 
 async def test_unsupported_answer_is_never_shown_only_the_decline(server: FakeTelegram, backend: FakeBackend,
-                                                       real: tuple[Core, LogStore]) -> None:
-    core, store = real
+                                                       real_draft: tuple[Core, LogStore]) -> None:
+    core, store = real_draft  # a retraction is the free draft's: the invented draft checked and withdrawn
     backend.answer = "科大讯飞董事长刘庆峰毕业于清华大学，1999年创办公司。[2]"
     async with running(server, core):
         mid = server.private(ALICE, "科大讯飞董事长刘庆峰毕业于哪所大学？")
@@ -319,8 +338,8 @@ async def test_unsupported_answer_is_never_shown_only_the_decline(server: FakeTe
 
 
 async def test_a_failed_first_draft_is_never_shown_and_the_recheck_is(
-        server: FakeTelegram, backend: FakeBackend, real: tuple[Core, LogStore]) -> None:
-    core, store = real
+        server: FakeTelegram, backend: FakeBackend, real_draft: tuple[Core, LogStore]) -> None:
+    core, store = real_draft  # the recheck with quoted passages is the free draft's
     n = marker(core, "科大讯飞董事长刘庆峰")
 
     def script(messages: list[dict[str, str]]) -> str:
@@ -440,16 +459,17 @@ async def test_user_commands(server: FakeTelegram, backend: FakeBackend,
 async def test_resume_answers_a_logged_unanswered_turn(server: FakeTelegram, backend: FakeBackend,
                                                        real: tuple[Core, LogStore]) -> None:
     core, store = real
-    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(core, '科大讯飞董事长刘庆峰')}]"
+    backend.answer = copying("刘庆峰")
     server.private_chat(ALICE)
     await store.start_turn(Incoming("telegram", str(ALICE), str(ALICE), "科大讯飞董事长是谁？", "77"))
     (turn,) = await core.pending(["telegram"])
     async with running(server, core) as channel:
         await channel.resume(turn)
-    assert server.bot_texts(ALICE) == [f"科大讯飞董事长是刘庆峰。[1]{QUOTE}\n\n[1] {SECTION}"]
+    assert server.bot_texts(ALICE) == [f"{EXTRACTED}\n\n[1] {SECTION}"]
     assert server.calls_of("sendMessage")[0].params["reply_parameters"]["message_id"] == 77
     logged = rows(store, "SELECT id, status, answer, delivery FROM turns")
-    assert logged == [(turn.turn_id, "answered", f"科大讯飞董事长是刘庆峰。[1]{QUOTE}", "delivered")]
+    assert logged == [(turn.turn_id, "answered", EXTRACTED, "delivered")]
+    assert len(backend.calls) == 1
 
 
 @pytest.mark.parametrize(("kind", "error"), [("server", "NetworkError"), ("hang", "TimedOut")],
@@ -458,7 +478,7 @@ async def test_an_answer_is_delivered_only_once_telegram_confirms_it(server: Fak
                                                                     real: tuple[Core, LogStore], kind: str,
                                                                     error: str) -> None:
     core, store = real
-    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(core, '科大讯飞董事长刘庆峰')}]"
+    backend.answer = copying("刘庆峰")
     # Telegram down after the placeholder: errors, or no reply within telegram.api_timeout_s (0.3 s here).
     server.fail_next("editMessageText", count=50, kind=kind, retry_after=1.0)
     async with running(server, core, api_timeout_s=0.3) as channel:
@@ -474,7 +494,7 @@ async def test_an_answer_is_delivered_only_once_telegram_confirms_it(server: Fak
     async with running(server, core) as channel:
         await channel.resume(turn)
     assert turn.turn_id == tid and len(backend.calls) == calls
-    assert f"科大讯飞董事长是刘庆峰。[1]{QUOTE}\n\n[1] {SECTION}" in server.bot_texts(ALICE)
+    assert f"{EXTRACTED}\n\n[1] {SECTION}" in server.bot_texts(ALICE)
     assert rows(store, "SELECT delivery FROM turns") == [("delivered",)]
 
 

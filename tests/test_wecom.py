@@ -445,7 +445,8 @@ async def test_long_reply_is_split_under_2048_bytes(make_bot: MakeBot) -> None:
     long_answer = "".join(quoted)  # real statements from the article, > 2048 bytes
     assert len(long_answer.encode()) > 2048
     bot = await make_bot(long_answer)
-    await bot.client.post(bot.client.text_xml("u1", "刘庆峰提出了哪些建议？"))
+    # A summary: an open question, answered by a free draft (a fact question gets one short copied span).
+    await bot.client.post(bot.client.text_xml("u1", "概括一下刘庆峰提出的建议"))
     await bot.api.wait_sent(2)
     await asyncio.sleep(0.1)
     parts = texts_to(bot.api, "u1")

@@ -25,16 +25,6 @@ def test_frame_words_are_blanked_content_words_kept() -> None:
     assert words.without_frame_words("根据文章，刘庆峰是董事长") == "，，，刘庆峰是董事长"
 
 
-def test_a_what_kind_question_is_told_from_a_clause_about_the_noun() -> None:
-    assert words.kind_noun("刘庆峰的身份是什么代表？") == "代表"
-    assert words.kind_noun("这是一个什么样的工程？") == "工程"
-    assert words.kind_noun("刘庆峰是一个什么代表？") == "代表"
-    assert words.kind_noun("这是哪一种的动物？") == "动物"
-    # 什么 as the object of a clause (treats what), and a one-character suffix, ask for no kind.
-    assert words.kind_noun("呋塞米是用来治疗什么的药物？") is None
-    assert words.kind_noun("该物质呈什么性？") is None
-
-
 def test_the_indefinite_article_is_no_number() -> None:
     assert words.numbers("他是一个演员，2007年出道") == {"2007"}
     assert "一个" not in words.numbers("一个原因") and "三个" in words.numbers("三个原因")

@@ -6,8 +6,8 @@ stable prefix (system prompt with the content), which backends keep computed bet
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from bot.types import Queued
@@ -24,14 +24,38 @@ class Completion:
     cut: bool = False  # stopped at max_tokens, not at the model's own end: the last sentence may be unfinished
 
 
+@dataclass(frozen=True)
+class Picked:
+    """An extraction's first step: the log-probability of each label (labels[0] is "none"), and the label
+    whose source the answer is copied from next (the most probable one but "none")."""
+
+    logprobs: tuple[float, ...]
+    chosen: int
+
+
+@dataclass
+class Extraction:
+    """What an extracting request found, filled as it runs (see `Backend.extract`)."""
+
+    logprobs: list[float] = field(default_factory=list)  # per label, as in Picked
+    chosen: int = 0
+    text: str = ""  # the copied answer: a substring of the chosen source
+    token_logprobs: list[float] = field(default_factory=list)  # each copied token's, the end's included
+    none_first: float = 0.0  # log-probability of `none_word` at the copy's first token
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A model that streams an answer for a list of chat messages."""
 
     model_name: str
 
-    async def warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None = None) -> None:
-        """Compute (or restore) the shared prefix so later requests start from it."""
+    async def warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None = None, *,
+                   pin: bool = False) -> None:
+        """Compute (or restore) the shared prefix so later requests start from it; a pinned one is kept
+        whatever else is computed (the extraction instructions)."""
         ...
 
     async def retain(self, prefixes: list[list[dict[str, str]]]) -> None:
@@ -46,6 +70,18 @@ class Backend(Protocol):
 
         Requests with a lower `priority` (the engine passes its turn's start, by time.perf_counter) are
         served first, so a turn's second pass does not wait behind turns that started after it.
+        """
+        ...
+
+    def extract(
+        self, messages: list[dict[str, str]], labels: Sequence[str], sources: Sequence[str], *, lead: str,
+        none_word: str, conversation: str, result: Extraction, max_tokens: int = 48,
+        priority: float | None = None,
+    ) -> AsyncIterator[str | Queued | Picked]:
+        """Read the next token's probability for each label (one forward pass, no sampling), yield `Picked`,
+        then copy an answer out of the chosen label's source: after `label + lead`, only text occurring in
+        that source may be generated (`none_word` is scored at its first token, never generated). Yields
+        the copied text's pieces and fills `result`. A consumer that stops after `Picked` ends the request.
         """
         ...
 

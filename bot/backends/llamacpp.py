@@ -11,18 +11,22 @@ the `Scheduler`'s business.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bot.backends import kvstate
-from bot.backends.base import Completion, ProgressFn
+from bot.backends.base import Completion, Extraction, Picked, ProgressFn
+from bot.backends.constraint import Copying, Pieces, closing, log_softmax
 from bot.backends.llamalib import Batch, formatter, load, piece, quiet_stderr, sampler
 from bot.backends.prefixes import Prefixes, PrefixOps
 from bot.backends.scheduler import Request, Scheduler
@@ -33,6 +37,8 @@ from bot.types import Queued
 log = logging.getLogger(__name__)
 # Prefix tokens read per step while answers may be decoding: a 512-token chunk stalls them ~10 s on 2 cores.
 PREFIX_CHUNK = 256
+# One more prefix sequence than model.prefix_slots: it holds the extraction instructions, never evicted.
+PINNED = 1
 
 
 @dataclass
@@ -73,14 +79,18 @@ class LlamaCppBackend:
         self._model, self._ctx = load(settings.model_path, p)
         self.counters.timings["load_s"] = time.perf_counter() - started
         self._vocab = self._model.vocab
+        self._n_vocab = self._llama.llama_vocab_n_tokens(self._vocab)
+        # Every token's bytes, for copying under a constraint; read beside the start (0.3 s), off the owner.
+        self._pieces = concurrent.futures.ThreadPoolExecutor(1).submit(
+            Pieces, self._n_vocab, lambda t: piece(self._vocab, t))
         self._mem = self._ctx.memory
         self._formatter = formatter(self._model)
         self._batch = Batch(p.n_batch)
         ops = PrefixOps(self._restore, self._evaluate, self._save, self._drop)
-        self.prefixes = Prefixes(list(range(p.prefix_slots)), ops, min(p.n_batch, PREFIX_CHUNK),
+        self.prefixes = Prefixes(list(range(p.prefix_slots + PINNED)), ops, min(p.n_batch, PREFIX_CHUNK),
                                  in_use=lambda: {r.source for r in self.sched.running.values()},
                                  room=self._room)
-        self._answer_seqs = range(p.prefix_slots, p.prefix_slots + p.parallel)
+        self._answer_seqs = range(p.prefix_slots + PINNED, p.prefix_slots + PINNED + p.parallel)
         self.sched = Scheduler(slots=p.parallel, n_ctx=p.n_ctx, n_batch=p.n_batch, queue_limit=p.queue_limit,
                                prefix_cells=lambda: self.prefixes.cells())
         self._jobs: list[Iterator[Any]] = []  # owner work done a chunk per step (computing a prefix)
@@ -90,9 +100,10 @@ class LlamaCppBackend:
 
     # ---- public interface -------------------------------------------------------------------------
 
-    async def warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None = None) -> None:
-        """Evaluate (or restore from disk) the token prefix shared by every request."""
-        await self._on_owner(lambda: self._warm(prefix, progress))
+    async def warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None = None, *,
+                   pin: bool = False) -> None:
+        """Evaluate (or restore from disk) a token prefix that requests start with; a pinned one stays."""
+        await self._on_owner(lambda: self._warm(prefix, progress, pin))
 
     async def retain(self, prefixes: list[list[dict[str, str]]]) -> None:
         """Free the KV sequences of every other prefix (their files stay for a later restore)."""
@@ -108,13 +119,32 @@ class LlamaCppBackend:
                      completion: Completion | None = None, priority: float | None = None,
                      ignore_eos: bool = False) -> AsyncIterator[str | Queued]:
         """Queue the request and yield its text pieces as the running batch decodes them."""
-        loop = asyncio.get_running_loop()
-        out: asyncio.Queue[Any] = asyncio.Queue()
         p = self.settings.params
         prompt = await asyncio.to_thread(self.prompt_tokens, messages)
-        req = Request(prompt, max_tokens or p.max_tokens, conversation,
-                      lambda item: loop.call_soon_threadsafe(out.put_nowait, item),
+        req = Request(prompt, max_tokens or p.max_tokens, conversation, lambda _: None,
                       time_limit_s=p.answer_time_limit_s, completion=completion, ignore_eos=ignore_eos)
+        async for item in self._requested(req, priority):
+            yield item
+
+    async def extract(self, messages: list[dict[str, str]], labels: Sequence[str], sources: Sequence[str], *,
+                      lead: str, none_word: str, conversation: str, result: Extraction, max_tokens: int = 48,
+                      priority: float | None = None) -> AsyncIterator[str | Queued | Picked]:
+        """Read the labels' probabilities from the logits, then copy out of the chosen source (base.Backend)."""
+        prompt = await asyncio.to_thread(self.prompt_tokens, messages)
+        pieces = await asyncio.wrap_future(self._pieces)
+        copying = Copying([self._single(x) for x in labels], [x.encode("utf-8") for x in sources],
+                          self._tokens(lead), self._single(none_word), self._end_token(), pieces, result,
+                          max_tokens, closing(lead).encode("utf-8"))
+        req = Request(prompt, max_tokens + len(copying.lead) + 1, conversation, lambda _: None,
+                      time_limit_s=self.settings.params.answer_time_limit_s, copying=copying)
+        async for item in self._requested(req, priority):
+            yield item
+
+    async def _requested(self, req: Request, priority: float | None) -> AsyncIterator[Any]:
+        """Queue `req` and yield what it produces as the running batch decodes it."""
+        loop = asyncio.get_running_loop()
+        out: asyncio.Queue[Any] = asyncio.Queue()
+        req.sink = lambda item: loop.call_soon_threadsafe(out.put_nowait, item)
         if priority is not None:
             req.priority = priority
         try:
@@ -136,6 +166,20 @@ class LlamaCppBackend:
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` in this model's vocabulary (the vocabulary is read-only: safe off the owner)."""
         return len(self._model.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def _tokens(self, text: str) -> list[int]:
+        return list(self._model.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def _single(self, text: str) -> int:
+        """The one token `text` is (a label, the none word); a longer one cannot be scored in one pass."""
+        tokens = self._tokens(text)
+        if len(tokens) != 1:
+            raise BackendError(f"{text!r} is {len(tokens)} tokens for this model; an extraction label must be one")
+        return tokens[0]
+
+    def _end_token(self) -> int:
+        eot = self._llama.llama_vocab_eot(self._vocab)
+        return int(eot if eot >= 0 else self._llama.llama_vocab_eos(self._vocab))
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         """The chat template applied to `messages`, ready for the assistant's answer, as tokens."""
@@ -224,7 +268,9 @@ class LlamaCppBackend:
                 c.prompt_tokens_evaluated += len(toks)
             req.pos += len(toks)
             req.todo = req.todo[len(toks):]
-            if row >= 0:
+            if row >= 0 and req.copying is not None:
+                self._copied(req, row)
+            elif row >= 0:
                 self._sampled(req, self._llama.llama_sampler_sample(req.sampler.sampler, self._ctx.ctx, row))
         if pure_decode:
             c.decode_step_tokens += len(steps)
@@ -241,10 +287,28 @@ class LlamaCppBackend:
         if req.generated >= req.max_tokens:
             self._end(req)
 
+    def _copied(self, req: Request, row: int) -> None:
+        """An extraction's step: the labels read, or one more token copied under the constraint."""
+        logits = self._llama.llama_get_logits_ith(self._ctx.ctx, row)
+        step = req.copying.step(log_softmax(np.ctypeslib.as_array(logits, shape=(self._n_vocab,))))
+        if step.picked is not None:
+            req.sink(step.picked)
+        if step.text:
+            req.generated += 1
+            if text := req.decoder.decode(step.text):
+                req.sink(text)
+        if not step.feed:
+            self._end(req)
+            return
+        req.todo = step.feed
+
     def _end(self, req: Request) -> None:
         """Free the request's cells and slot and close its stream."""
         if tail := req.decoder.decode(b"", final=True):
             req.sink(tail)
+        if req.copying is not None:
+            req.copying.result.prompt_tokens, req.copying.result.completion_tokens = len(req.prompt), req.generated
+            req.copying.result.text = req.copying.answer.decode("utf-8", "replace")
         if req.completion is not None:
             req.completion.prompt_tokens, req.completion.completion_tokens = len(req.prompt), req.generated
             req.completion.cut = req.generated >= req.max_tokens and not req.ignore_eos
@@ -281,11 +345,11 @@ class LlamaCppBackend:
 
         return llama_cpp
 
-    def _warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None) -> Iterator[None]:
+    def _warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None, pin: bool) -> Iterator[None]:
         started = time.perf_counter()
         tokens = self._prefix_tokens(prefix)
         sources = ["resident"]
-        for step in self.prefixes.warm(tokens, self._cache_path(tokens), progress):
+        for step in self.prefixes.warm(tokens, None if pin else self._cache_path(tokens), progress, pin=pin):
             sources.append(step)
             yield
         source = sources[-1]

@@ -56,7 +56,7 @@ def load(path: Path, p: ModelConfig) -> tuple[Any, Any]:
                              "to assemble the catalogue model again, or point model.name (BOT_MODEL) at a working "
                              ".gguf (set BOT_LLAMA_VERBOSE=1 to see llama.cpp's reason).") from None
         c = llama_cpp.llama_context_default_params()
-        c.n_ctx, c.n_batch, c.n_ubatch, c.n_seq_max = p.n_ctx, p.n_batch, p.n_batch, p.parallel + p.prefix_slots
+        c.n_ctx, c.n_batch, c.n_ubatch, c.n_seq_max = p.n_ctx, p.n_batch, p.n_batch, p.parallel + p.prefix_slots + 1
         c.n_threads = c.n_threads_batch = p.threads
         c.kv_unified = True  # the prefix's cells are shared by every sequence, not copied per stream
         c.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if p.flash_attn

@@ -14,12 +14,13 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import httpx
 
-from bot.backends.base import Completion, ProgressFn
+from bot.backends.base import Completion, Extraction, Picked, ProgressFn
+from bot.backends.constraint import closing, grammar
 from bot.config import ModelConfig
 from bot.errors import AnswerStopped, BackendBusy, BackendError
 from bot.types import Queued
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 _order = itertools.count()
 # No tokenizer here: count a CJK character or a run of other non-space characters as one token. That
 # overestimates Qwen's count a little, so the prefix-size decision errs towards retrieval, never overflow.
+TOP_LOGPROBS = 20  # the labels must be among the first token's most probable; more costs the server time
 _TOKEN_GUESS = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\s\u3400-\u9fff\uf900-\ufaff]{1,4}")
 
 
@@ -43,7 +45,8 @@ class OpenAIBackend:
         self._running: dict[str, asyncio.Event] = {}  # conversation -> its slot (and stop signal)
         self._waiting: list[tuple[tuple[float, int], str, asyncio.Future[None]]] = []
 
-    async def warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None = None) -> None:
+    async def warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None = None, *,
+                   pin: bool = False) -> None:
         """Check the server answers, and have it read the prefix once (its prompt cache keeps it)."""
         await self._post(prefix + [{"role": "user", "content": "."}], 1)
         if progress:
@@ -56,6 +59,31 @@ class OpenAIBackend:
                      completion: Completion | None = None,
                      priority: float | None = None) -> AsyncIterator[str | Queued]:
         """Wait for a free slot (earlier turns first), then yield the server's text pieces."""
+        limit = max_tokens or self.params.max_tokens
+        async for item in self._in_slot(conversation, priority,
+                                        lambda stop: self._pieces(messages, limit, completion, stop)):
+            yield item
+
+    async def extract(self, messages: list[dict[str, str]], labels: Sequence[str], sources: Sequence[str], *,
+                      lead: str, none_word: str, conversation: str, result: Extraction, max_tokens: int = 48,
+                      priority: float | None = None) -> AsyncIterator[str | Queued | Picked]:
+        """One request under a grammar (a label, `lead`, a substring of its source) with the top log-
+        probabilities of each token: the first token's give the labels' (base.Backend.extract)."""
+        async def run(stop: asyncio.Event) -> AsyncIterator[str | Picked]:
+            body = self._body(messages, max_tokens + 4) | {
+                "grammar": grammar(labels[1:], sources[1:], lead), "logprobs": True, "top_logprobs": TOP_LOGPROBS}
+            data = await self._post_body(body)
+            if stop.is_set():
+                raise AnswerStopped("stopped (/reset)")
+            for item in read_extraction(data, labels, lead, none_word, result):
+                yield item
+
+        async for item in self._in_slot(conversation, priority, run):
+            yield item
+
+    async def _in_slot(self, conversation: str, priority: float | None,
+                       work: Callable[[asyncio.Event], AsyncIterator[Any]]) -> AsyncIterator[Any]:
+        """Run `work(stop)` once the conversation holds a slot (earlier turns first); Queued while waiting."""
         key = (time.perf_counter() if priority is None else priority, next(_order))
         try:
             if self._full(conversation) or self._waiting:
@@ -65,9 +93,8 @@ class OpenAIBackend:
                 await self._wait_turn(key, conversation)  # woken with its slot held for it
             else:
                 self._running[conversation] = _Slot(key)
-            stop = self._running[conversation]
-            async for piece in self._pieces(messages, max_tokens or self.params.max_tokens, completion, stop):
-                yield piece
+            async for item in work(self._running[conversation]):
+                yield item
         finally:
             if self._running.get(conversation) is not None and _holder(self._running, conversation, key):
                 self._running.pop(conversation, None)
@@ -155,8 +182,11 @@ class OpenAIBackend:
                                "correct model.base_url") from exc
 
     async def _post(self, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+        return await self._post_body(self._body(messages, max_tokens))
+
+    async def _post_body(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            r = await self._client.post("/chat/completions", json=self._body(messages, max_tokens))
+            r = await self._client.post("/chat/completions", json=body)
             await _raise_for_status(r)
             return dict(r.json())
         except httpx.HTTPError as exc:
@@ -201,3 +231,42 @@ async def _raise_for_status(r: httpx.Response) -> None:
     if r.status_code >= 400:
         text = (await r.aread()).decode("utf-8", "replace")[:300]
         raise BackendError(f"the model server answered HTTP {r.status_code}: {text}")
+
+
+def read_extraction(data: dict[str, Any], labels: Sequence[str], lead: str, none_word: str,
+                    result: Extraction) -> list[str | Picked]:
+    """`Picked` and the copied text out of a /chat/completions answer with log-probabilities; `result` filled.
+
+    A label outside the first token's top log-probabilities gets a floor below the last of them.
+    """
+    choice = (data.get("choices") or [{}])[0]
+    text = str((choice.get("message") or {}).get("content") or "")
+    steps = ((choice.get("logprobs") or {}).get("content")) or []
+    if not steps or not text:
+        raise BackendError("the model server returned no log-probabilities; fix: use llama.cpp's llama-server "
+                           "(or another server that returns logprobs and accepts a GBNF grammar)")
+
+    def top(step: dict[str, Any]) -> dict[str, float]:
+        return {str(t.get("token", "")).strip(): float(t.get("logprob", -99.0)) for t in step.get("top_logprobs") or []}
+
+    first = top(steps[0])
+    floor = min(first.values(), default=-20.0) - 1.0
+    result.logprobs = [first.get(label, floor) for label in labels]
+    chosen = next((i for i, label in enumerate(labels) if i and text.startswith(label + lead)), 0)
+    if not chosen:
+        raise BackendError(f"the model server ignored the grammar (answer {text[:40]!r}); fix: use a server that "
+                           "accepts a GBNF `grammar`, such as llama.cpp's llama-server")
+    result.chosen = chosen
+    used, copied = "", []
+    for step in steps:  # the label's and the lead's tokens first, then the copy's
+        if len(used) < len(labels[chosen] + lead):
+            used += str(step.get("token", ""))
+            continue
+        copied.append(step)
+    if copied:
+        result.none_first = top(copied[0]).get(none_word, floor)
+    result.token_logprobs = [float(s.get("logprob", 0.0)) for s in copied]
+    result.text = text[len(labels[chosen] + lead):].removesuffix(closing(lead) or "\0")
+    usage = data.get("usage") or {}
+    result.prompt_tokens, result.completion_tokens = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+    return [Picked(tuple(result.logprobs), chosen), result.text]

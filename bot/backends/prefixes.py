@@ -28,6 +28,7 @@ class Prefix:
     seq: int | None = None
     used: float = field(default_factory=time.monotonic)
     busy: bool = False  # being computed: not to be evicted
+    pinned: bool = False  # always resident (a few hundred tokens every extraction starts with)
 
 
 @dataclass
@@ -55,11 +56,13 @@ class Prefixes:
         """KV cells the resident prefixes hold."""
         return sum(len(p.tokens) for p in self.known if p.seq is not None)
 
-    def warm(self, tokens: list[int], path: Path | None,
-             progress: Callable[[int, int], None] | None = None) -> Iterator[str]:
+    def warm(self, tokens: list[int], path: Path | None, progress: Callable[[int, int], None] | None = None, *,
+             pin: bool = False) -> Iterator[str]:
         """Make `tokens` a resident prefix: restored from disk, or computed one chunk per step (the generator
-        yields between chunks so running answers keep decoding). Its last value says which."""
+        yields between chunks so running answers keep decoding). Its last value says which. A pinned
+        prefix is never evicted."""
         entry = self._entry(tokens, path)
+        entry.pinned = entry.pinned or pin
         if entry.seq is not None:
             yield "resident"
             return
@@ -142,7 +145,7 @@ class Prefixes:
         return entry
 
     def _idle(self, p: Prefix) -> bool:
-        return p.seq is not None and not p.busy and p.seq not in self.in_use()
+        return p.seq is not None and not p.busy and not p.pinned and p.seq not in self.in_use()
 
     def _trim(self, keep: set[int | None], *, require_file: bool = True) -> None:
         for p in self.known:

@@ -44,6 +44,7 @@ class Request:
     started: float = 0.0
     reserved: int = 0  # KV cells it may still need
     sampler: Any = None
+    copying: Any = None  # an extraction's state (constraint.Copying): read labels, then copy; else sampled
     decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
     @property

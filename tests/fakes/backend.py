@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
-from bot.backends.base import Completion, ProgressFn
+from bot.backends.base import Completion, Extraction, Picked, ProgressFn
 from bot.errors import BackendBusy
+from bot.prompts import Prompts
 from bot.types import Queued
-from bot.words import HAN
+from bot.words import HAN, bare, longest_common_run
 
 Script = Callable[[list[dict[str, str]]], str]
 
@@ -38,7 +39,8 @@ class FakeBackend:
         self._lock = asyncio.Lock()
         self._waiting = 0
 
-    async def warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None = None) -> None:
+    async def warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None = None, *,
+                   pin: bool = False) -> None:
         self.warmed.append(prefix)
         if progress:
             progress(1, 1)
@@ -72,6 +74,35 @@ class FakeBackend:
         finally:
             self._waiting -= 1
 
+    async def extract(self, messages: list[dict[str, str]], labels: Sequence[str], sources: Sequence[str], *,
+                      lead: str, none_word: str, conversation: str, result: Extraction, max_tokens: int = 48,
+                      priority: float | None = None) -> AsyncIterator[str | Queued | Picked]:
+        """Like a model that picks the source its scripted answer draws on, and copies what they share.
+
+        The script may answer in the pick format ("2：答案", "0" for none) or as a free answer: then the
+        source sharing the longest run with it is picked, and that run is copied (none if under two
+        characters), as a model writing that answer would pick and copy.
+        """
+        text, used = "", Completion()
+        async for piece in self.stream(messages, conversation=conversation, max_tokens=max_tokens,
+                                       completion=used, priority=priority):
+            if isinstance(piece, Queued):
+                yield piece
+            else:
+                text += piece
+        chosen, copied = _pick(text.strip(), labels, sources)
+        best = chosen or max(range(1, len(sources)), key=lambda i: longest_common_run(bare(text), bare(sources[i])))
+        result.logprobs = [-3.0 if chosen else -0.1] + [-4.0] * (len(labels) - 1)
+        result.logprobs[best] = -0.1 if chosen else -3.0
+        result.chosen, result.text = best, copied if chosen else ""
+        result.token_logprobs = [-0.2] * max(1, len(tokens_of(result.text)))
+        result.none_first = -6.0 if chosen else -0.5
+        # Counted as the real backends count them (the prompt, the tokens generated).
+        result.prompt_tokens, result.completion_tokens = used.prompt_tokens, used.completion_tokens
+        yield Picked(tuple(result.logprobs), best)
+        for piece in tokens_of(result.text):
+            yield piece
+
     async def retain(self, prefixes: list[list[dict[str, str]]]) -> None:
         self.retained.append(prefixes)
 
@@ -84,3 +115,26 @@ class FakeBackend:
 
     async def close(self) -> None:
         return None
+
+
+def _pick(text: str, labels: Sequence[str], sources: Sequence[str]) -> tuple[int, str]:
+    """(label index, copied text) a scripted answer stands for; (0, "") for none."""
+    for i, label in enumerate(labels):
+        if i and (text.startswith(label + "：") or text.startswith(label + ":")):
+            return i, _common(text[len(label) + 1:], sources[i])
+    if not text or text == "0" or text.startswith("0：") or Prompts().declines.search(text):
+        return 0, ""
+    plain = re.sub(r"\s*[\[【]\d+[\]】]", "", text)
+    best = max(range(1, len(sources)), key=lambda i: longest_common_run(bare(plain), bare(sources[i])), default=0)
+    copied = _common(plain, sources[best]) if best else ""
+    return (best, copied) if len(bare(copied)) >= 2 else (0, "")
+
+
+def _common(text: str, source: str) -> str:
+    """The longest run of `text` that occurs in `source` as written."""
+    best = ""
+    for i in range(len(text)):
+        j = i + len(best) + 1
+        while j <= len(text) and text[i:j] in source:
+            best, j = text[i:j], j + 1
+    return best.strip("，,。 ")

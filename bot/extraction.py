@@ -1,0 +1,199 @@
+"""The extractive path for fact questions: pick the sentence that answers among a few candidates (or none),
+copy the answer out of it, and decide by one calibrated score.
+
+A small model asked to answer freely invents a neighbouring fact as readily as it states a true one, and
+policing the free draft with word lists misses paraphrases both ways. Asked instead *which of these
+numbered sentences answers the question, or 0*, it tells them apart well (README, Grounding: AUC per set);
+copying the answer under a constraint (bot/backends/constraint.py) puts only the content's own words in it,
+and the citation is the picked sentence by construction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from bot.backends.base import Backend, Extraction, Picked
+from bot.config import GroundingConfig
+from bot.decision import Weights
+from bot.evidence import Evidence
+from bot.knowledge import ContentSet
+from bot.prompts import Prompts
+from bot.retrieval import Sentence
+from bot.types import Queued
+from bot.words import FRAME_NOUNS, bare, blank_words, content_bigrams, latin_names, number_in, numbers
+
+Messages = list[dict[str, str]]
+LABELS = "0123456789"  # one token each in the models' vocabularies; "0" is "none of them"
+LEAD = "：答案是“"  # forced after the label: the copy then starts at the answer, and ends at its ”
+COPY_SIGNALS = ("copy_mean", "copy_vs_none", "restates", "number_missing")  # known once the answer is copied
+# A question that asks for a number, a year or a time, and the digits or numerals an answer to it holds.
+_ASKS_NUMBER = re.compile(r"多少|几[个年月日天次位名种岁倍人家项点]|哪一?年|何年|何时|什么时候|多久|多长|多大|多高|"
+                          r"多远|how (many|much|long|old|far|tall|high)|what year|when", re.IGNORECASE)
+_NUMERAL = re.compile(r"\d|[零一二两三四五六七八九十百千万亿]")
+NONE_WORD = "无"
+
+# Questions that want more than one sentence's fact: a summary, a comparison, an opinion or an explanation
+# of how or why. Measured on the tuning sets (README, Grounding: routing), the rest are facts.
+_OPEN = re.compile(
+    r"总结|概括|概述|归纳|主要内容|主要讲|讲了什么|讲的是什么|说了什么|写了什么|介绍一下|简要介绍|"
+    r"比较|对比|区别|异同|有何不同|有什么不同|不同之处|相比之下|怎么看|如何看待|怎样看待|评价|"
+    r"summari[sz]e|summary|overview|compare|comparison|difference between|what is the article about",
+    re.IGNORECASE)
+
+
+_LEADING_TAG = re.compile(r"^\s*[（(【\[][^）)】\]]{0,24}[）)】\]]\s*")
+_LAST_ASK = re.compile(r"^(.*[？?])[^？?]*$", re.DOTALL)
+
+
+def core(question: str) -> str:
+    """The question without what only frames it: a bracketed tag before it ("【用户3】"), and whatever follows
+    its last question mark (a tag like "（用户1第2问）", "谢谢！"). Its numbers are then the question's own."""
+    text = _LEADING_TAG.sub("", question).strip()
+    asked = _LAST_ASK.match(text)
+    return asked.group(1).strip() if asked and len(bare(asked.group(1))) >= 2 else text
+
+
+def is_open(question: str) -> bool:
+    """A question for the free draft (summaries, comparisons, opinions); else a fact to extract."""
+    return bool(_OPEN.search(question))
+
+
+@dataclass
+class Found:
+    """An extraction's outcome: the sentence picked, the answer copied out of it, its signals and score."""
+
+    sentence: Sentence
+    answer: str
+    score: float
+    signals: dict[str, float]
+    candidates: list[Sentence] = field(default_factory=list)
+    extraction: Extraction = field(default_factory=Extraction)
+    pick_ms: int = 0  # until the labels' probabilities were read
+    copy_ms: int = 0  # the copy after them (0: declined on the pick's signals alone, nothing copied)
+
+    def answers(self, threshold: float) -> bool:
+        """Whether this is answered at the operating point `threshold`."""
+        return bool(self.answer) and self.score >= threshold
+
+
+class Extractor:
+    """Builds the pick prompt, runs it on the backend, and scores what it found."""
+
+    def __init__(self, cfg: GroundingConfig, backend: Backend, prompts: Prompts, weights: Weights) -> None:
+        self.cfg, self.backend, self.prompts, self.weights = cfg, backend, prompts, weights
+
+    def instructions(self) -> Messages:
+        """The system message every pick prompt starts with (kept computed by the backend)."""
+        return [{"role": "system", "content": self.prompts.text("pick_system")}]
+
+    def messages(self, question: str, candidates: list[Sentence], context: str = "") -> Messages:
+        """The pick prompt: the numbered candidates, the question (after the previous one, for a follow-up)."""
+        numbered = "\n".join(self.prompts.render("pick_sentence", n=i, text=s.text)
+                             for i, s in enumerate(candidates, 1))
+        before = self.prompts.render("pick_context", question=context) + "\n" if context else ""
+        text = self.prompts.render("pick", sentences=numbered, question=question, context=before)
+        return self.instructions() + [{"role": "user", "content": text}]
+
+    def candidates(self, question: str, content: ContentSet, evidence: Evidence) -> list[Sentence]:
+        """The sentences to pick among: the best matches of the question (and a follow-up's context)."""
+        query = evidence.query or question
+        if query.startswith(question):  # the question's own words, without its tag, then any context
+            query = core(question) + query[len(question):]
+        return content.sentences.candidates(query, self.cfg.candidates)[: len(LABELS) - 1]
+
+    async def run(self, question: str, content: ContentSet, evidence: Evidence, *, conversation: str,
+                  priority: float, threshold: float, context: str = "") -> AsyncIterator[Queued | Found]:
+        """Queued notes while waiting, then one Found (nothing when no sentence shares a term with it)."""
+        candidates = self.candidates(question, content, evidence)
+        question = core(question)
+        if not candidates:
+            return
+        result = Extraction()
+        labels = LABELS[: len(candidates) + 1]
+        # Weights that read no copy signal decide on the pick: a decline then copies nothing.
+        early = not set(self.weights.signals) & set(COPY_SIGNALS)
+        started, picked = time.perf_counter(), 0.0
+        stream = self.backend.extract(
+            self.messages(question, candidates, context), list(labels), ["", *(s.text for s in candidates)],
+            lead=LEAD, none_word=NONE_WORD, conversation=conversation, result=result,
+            max_tokens=self.cfg.max_answer_tokens, priority=priority)
+        async with contextlib.aclosing(stream):
+            async for item in stream:
+                if isinstance(item, Queued):
+                    yield item
+                elif isinstance(item, Picked):
+                    picked = time.perf_counter()
+                    values = signals(question, content, evidence, candidates[item.chosen - 1], "", result)
+                    if early and self.weights.probability(values) < threshold:
+                        break  # declined: the request stops here
+        done = time.perf_counter()
+        sentence = candidates[result.chosen - 1]
+        answer = tidy(result.text)
+        values = signals(question, content, evidence, sentence, answer, result)
+        yield Found(sentence, answer, self.weights.probability(values), values, candidates, result,
+                    int((picked - started) * 1000), int((done - picked) * 1000) if answer else 0)
+
+
+_PAIRS = ("“”", "「」", "『』", "‘’", "（）", "()", "《》")
+
+
+def tidy(copied: str) -> str:
+    """The copied answer without the spaces and punctuation at its ends, and without a quote or bracket
+    there whose partner it does not hold."""
+    text = re.sub(r"^[\s，,、；;：:。.！!？?]+|[\s，,、；;：:。.！!？?]+$", "", copied)
+    for opening, closing in _PAIRS:
+        if text.startswith(opening) and closing not in text:
+            text = text[1:]
+        if text.endswith(closing) and opening not in text:
+            text = text[:-1]
+    return text.strip()
+
+
+def signals(question: str, content: ContentSet, evidence: Evidence, sentence: Sentence, answer: str,
+            result: Extraction) -> dict[str, float]:
+    """What the decision weighs: the pick's probabilities, the copy's, and the lexical evidence."""
+    lp = result.logprobs
+    options = sorted(lp[1:], reverse=True)
+    second = options[1] if len(options) > 1 else options[0] - 10.0
+    copied = result.token_logprobs or [-10.0]
+    held = sentence.passage.section + sentence.text
+    return {
+        "margin": options[0] - lp[0],
+        "top": options[0],
+        "none": lp[0],
+        "gap": options[0] - second,
+        "mass": math.log(sum(math.exp(v) for v in lp)),
+        "copy_mean": sum(copied) / len(copied),
+        "copy_vs_none": copied[0] - result.none_first,
+        "overlap": _overlap(question, content, held),
+        "anchors_missing": _anchors_missing(question, content, held),
+        "restates": _restates(question, answer),
+        "number_missing": 1.0 if _ASKS_NUMBER.search(question) and not _NUMERAL.search(answer) else 0.0,
+    }
+
+
+def _overlap(question: str, content: ContentSet, text: str) -> float:
+    """The share of the question's content bigrams (rarer ones weigh more) that the sentence holds."""
+    idf = content.bigram_idf
+    asked = [bg for bg in dict.fromkeys(content_bigrams(blank_words(question, FRAME_NOUNS))) if bg in idf]
+    total = sum(idf[bg] for bg in asked)
+    return sum(idf[bg] for bg in asked if bg in text) / total if total else 0.0
+
+
+def _anchors_missing(question: str, content: ContentSet, text: str) -> float:
+    """How many of the question's numbers and Latin names that the content has elsewhere the sentence lacks."""
+    anchors = (numbers(question) | latin_names(question)) & content.anchors
+    low = text.lower()
+    return float(sum(1 for a in anchors if not (number_in(a, text) or a in low)))
+
+
+def _restates(question: str, answer: str) -> float:
+    """The share of the answer's characters that stand in the question (1.0: it only repeats it)."""
+    chars = bare(answer)
+    asked = set(bare(question))
+    return sum(1 for ch in chars if ch in asked) / len(chars) if chars else 1.0
