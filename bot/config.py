@@ -92,7 +92,7 @@ class GroundingConfig:
     extractive: bool = True
     candidates: int = 3  # best-matching sentences (and the best one's neighbours) the model picks among
     max_answer_tokens: int = 48  # longest copied answer
-    answer_threshold: float = 0.5  # the operating point on the curve: the fitted probability of being right
+    answer_threshold: float = 0.7  # the operating point on the curve: the fitted probability of being right
     weights: str = ""  # the decision's fitted weights (`bot calibrate`); empty: the shipped bot/data/decision.json
 
     def weights_path(self, cfg: Config) -> Path:

@@ -22,8 +22,7 @@ from bot.errors import ConfigError
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "data" / "decision.json"
 # Every signal bot/extraction.py computes; `bot calibrate --signals` fits a subset.
-DEFAULT_SIGNALS = ("margin", "top", "none", "gap", "mass", "copy_mean", "copy_vs_none", "overlap",
-                   "anchors_missing", "restates", "number_missing")
+DEFAULT_SIGNALS = ("margin", "top", "none", "gap", "mass", "copy_vs_none", "copy_mean")
 
 
 @dataclass(frozen=True)

@@ -25,16 +25,13 @@ from bot.knowledge import ContentSet
 from bot.prompts import Prompts
 from bot.retrieval import Sentence
 from bot.types import Queued
-from bot.words import FRAME_NOUNS, bare, blank_words, content_bigrams, latin_names, number_in, numbers
+from bot.words import bare
 
 Messages = list[dict[str, str]]
 LABELS = "0123456789"  # one token each in the models' vocabularies; "0" is "none of them"
 LEAD = "：答案是“"  # forced after the label: the copy then starts at the answer, and ends at its ”
-COPY_SIGNALS = ("copy_mean", "copy_vs_none", "restates", "number_missing")  # known once the answer is copied
-# A question that asks for a number, a year or a time, and the digits or numerals an answer to it holds.
-_ASKS_NUMBER = re.compile(r"多少|几[个年月日天次位名种岁倍人家项点]|哪一?年|何年|何时|什么时候|多久|多长|多大|多高|"
-                          r"多远|how (many|much|long|old|far|tall|high)|what year|when", re.IGNORECASE)
-_NUMERAL = re.compile(r"\d|[零一二两三四五六七八九十百千万亿]")
+FIRST_COPY_SIGNALS = ("copy_vs_none",)  # known once the copy's first token is read
+WHOLE_COPY_SIGNALS = ("copy_mean",)  # known once the copy ends
 NONE_WORD = "无"
 
 # Questions that want more than one sentence's fact: a summary, a comparison, an opinion or an explanation
@@ -115,9 +112,10 @@ class Extractor:
             return
         result = Extraction()
         labels = LABELS[: len(candidates) + 1]
-        # Weights that read no copy signal decide on the pick: a decline then copies nothing.
-        early = not set(self.weights.signals) & set(COPY_SIGNALS)
-        started, picked = time.perf_counter(), 0.0
+        # Decided as early as the weights' signals allow: on the pick, on the copy's first token, or at its
+        # end. A decline then stops the request: nothing more is copied.
+        when = decision_point(self.weights.signals)
+        started = picked = time.perf_counter()
         stream = self.backend.extract(
             self.messages(question, candidates, context), list(labels), ["", *(s.text for s in candidates)],
             lead=LEAD, none_word=NONE_WORD, conversation=conversation, result=result,
@@ -126,17 +124,25 @@ class Extractor:
             async for item in stream:
                 if isinstance(item, Queued):
                     yield item
-                elif isinstance(item, Picked):
+                    continue
+                if isinstance(item, Picked):
                     picked = time.perf_counter()
-                    values = signals(question, content, evidence, candidates[item.chosen - 1], "", result)
-                    if early and self.weights.probability(values) < threshold:
+                if (when == "pick" and isinstance(item, Picked)) or (when == "first" and isinstance(item, str)):
+                    when = "decided"
+                    if self.weights.probability(signals(result)) < threshold:
                         break  # declined: the request stops here
         done = time.perf_counter()
-        sentence = candidates[result.chosen - 1]
         answer = tidy(result.text)
-        values = signals(question, content, evidence, sentence, answer, result)
-        yield Found(sentence, answer, self.weights.probability(values), values, candidates, result,
-                    int((picked - started) * 1000), int((done - picked) * 1000) if answer else 0)
+        values = signals(result)
+        yield Found(candidates[result.chosen - 1], answer, self.weights.probability(values), values, candidates,
+                    result, int((picked - started) * 1000), int((done - picked) * 1000) if answer else 0)
+
+
+def decision_point(names: tuple[str, ...]) -> str:
+    """When the signals `names` are all known: "pick", "first" (the copy's first token) or "end"."""
+    if set(names) & set(WHOLE_COPY_SIGNALS):
+        return "end"
+    return "first" if set(names) & set(FIRST_COPY_SIGNALS) else "pick"
 
 
 _PAIRS = ("“”", "「」", "『』", "‘’", "（）", "()", "《》")
@@ -154,46 +160,18 @@ def tidy(copied: str) -> str:
     return text.strip()
 
 
-def signals(question: str, content: ContentSet, evidence: Evidence, sentence: Sentence, answer: str,
-            result: Extraction) -> dict[str, float]:
-    """What the decision weighs: the pick's probabilities, the copy's, and the lexical evidence."""
+def signals(result: Extraction) -> dict[str, float]:
+    """What the decision may weigh: the pick's log-probabilities and the copy's (bot/decision.py)."""
     lp = result.logprobs
     options = sorted(lp[1:], reverse=True)
     second = options[1] if len(options) > 1 else options[0] - 10.0
     copied = result.token_logprobs or [-10.0]
-    held = sentence.passage.section + sentence.text
     return {
-        "margin": options[0] - lp[0],
+        "margin": options[0] - lp[0],  # the best sentence against "none of them"
         "top": options[0],
         "none": lp[0],
-        "gap": options[0] - second,
-        "mass": math.log(sum(math.exp(v) for v in lp)),
+        "gap": options[0] - second,  # the best sentence against the runner-up
+        "mass": math.log(sum(math.exp(v) for v in lp)),  # how much of the next token the labels hold
+        "copy_vs_none": copied[0] - result.none_first,  # the copy's first token against the word "无"
         "copy_mean": sum(copied) / len(copied),
-        "copy_vs_none": copied[0] - result.none_first,
-        "overlap": _overlap(question, content, held),
-        "anchors_missing": _anchors_missing(question, content, held),
-        "restates": _restates(question, answer),
-        "number_missing": 1.0 if _ASKS_NUMBER.search(question) and not _NUMERAL.search(answer) else 0.0,
     }
-
-
-def _overlap(question: str, content: ContentSet, text: str) -> float:
-    """The share of the question's content bigrams (rarer ones weigh more) that the sentence holds."""
-    idf = content.bigram_idf
-    asked = [bg for bg in dict.fromkeys(content_bigrams(blank_words(question, FRAME_NOUNS))) if bg in idf]
-    total = sum(idf[bg] for bg in asked)
-    return sum(idf[bg] for bg in asked if bg in text) / total if total else 0.0
-
-
-def _anchors_missing(question: str, content: ContentSet, text: str) -> float:
-    """How many of the question's numbers and Latin names that the content has elsewhere the sentence lacks."""
-    anchors = (numbers(question) | latin_names(question)) & content.anchors
-    low = text.lower()
-    return float(sum(1 for a in anchors if not (number_in(a, text) or a in low)))
-
-
-def _restates(question: str, answer: str) -> float:
-    """The share of the answer's characters that stand in the question (1.0: it only repeats it)."""
-    chars = bare(answer)
-    asked = set(bare(question))
-    return sum(1 for ch in chars if ch in asked) / len(chars) if chars else 1.0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from bot.extraction import core, is_open, tidy
+from bot.extraction import core, decision_point, is_open, tidy
 from bot.knowledge import load
 from bot.prompts import Prompts
 from bot.types import Delta, Progress, Reply
@@ -51,7 +51,7 @@ async def test_a_fact_is_copied_out_of_the_picked_sentence_and_the_sentence_quot
     assert "问题：刘庆峰希望让每个人都有什么？" in call[1]["content"]
     row = turns(store)[-1]
     assert (row["path"], row["refused"]) == ("extract", 0) and row["score"] == reply.score
-    assert set(json.loads(row["signals"])) >= {"margin", "overlap", "copy_mean"}
+    assert set(json.loads(row["signals"])) >= {"margin", "copy_vs_none", "copy_mean"}
     assert "[copy from" in row["draft"] and "AI助手" in row["draft"]
 
 
@@ -132,5 +132,19 @@ async def test_a_tag_with_numbers_the_content_uses_changes_nothing(engine_for) -
     plain = await core_.ask(ask_msg("赵晓光是哪个研究所的研究员？", "p"))
     tagged = await core_.ask(ask_msg("赵晓光是哪个研究所的研究员？（用户1第2问）", "t"))
     assert not plain.refused and (tagged.text, tagged.score) == (plain.text, plain.score)
-    assert tagged.signals["anchors_missing"] == 0.0
     assert backend.calls[0][1]["content"] == backend.calls[1][1]["content"]  # the same pick prompt
+
+
+def test_the_decision_is_made_as_soon_as_its_signals_are_known() -> None:
+    assert decision_point(("margin", "gap")) == "pick"
+    assert decision_point(("margin", "copy_vs_none")) == "first"
+    assert decision_point(("margin", "copy_vs_none", "copy_mean")) == "end"
+
+
+async def test_a_decline_on_the_first_copied_token_copies_nothing_more(engine_for) -> None:
+    # The shipped weights read the copy's first token: a declined extraction stops right there.
+    backend = FakeBackend(copying("AI助手"))
+    core_, _ = await engine_for(backend)
+    core_.engine.cfg.grounding.answer_threshold = 1.0
+    reply = await core_.ask(ask_msg("刘庆峰希望让每个人都有什么？"))
+    assert reply.refused and reply.copied == "AI"  # one piece read, then the request was closed

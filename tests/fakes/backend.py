@@ -94,13 +94,14 @@ class FakeBackend:
         best = chosen or max(range(1, len(sources)), key=lambda i: longest_common_run(bare(text), bare(sources[i])))
         result.logprobs = [-3.0 if chosen else -0.1] + [-4.0] * (len(labels) - 1)
         result.logprobs[best] = -0.1 if chosen else -3.0
-        result.chosen, result.text = best, copied if chosen else ""
-        result.token_logprobs = [-0.2] * max(1, len(tokens_of(result.text)))
+        result.chosen, copied = best, copied if chosen else ""
+        result.token_logprobs = [-0.2] * max(1, len(tokens_of(copied)))
         result.none_first = -6.0 if chosen else -0.5
         # Counted as the real backends count them (the prompt, the tokens generated).
         result.prompt_tokens, result.completion_tokens = used.prompt_tokens, used.completion_tokens
         yield Picked(tuple(result.logprobs), best)
-        for piece in tokens_of(result.text):
+        for piece in tokens_of(copied):  # the copy grows as it is read, as on the owner thread
+            result.text += piece
             yield piece
 
     async def retain(self, prefixes: list[list[dict[str, str]]]) -> None:
