@@ -109,16 +109,15 @@ class SentenceIndex:
         self._bm25 = Bm25([terms(s.passage.section + " " + s.text) for s in self.sentences])
 
     def candidates(self, query: str, k: int, within: Sequence[Passage] | None = None) -> list[Sentence]:
-        """The k sentences that best match `query`, best first, then the best one's neighbours in its
-        passage; only sentences of `within` when given. Best first: the model leans towards the first
-        label (measured: README, Grounding), so that lean follows the ranking rather than the page."""
+        """The k sentences that best match `query`, best first; only sentences of `within` when given.
+
+        Best first: the model leans towards the first label, so that lean follows the ranking rather than
+        the page (README, Grounding). The best one's neighbours used to come too: they found no answer the
+        three best missed and cost a fifth of the prompt (measured, same README section)."""
         scores = self._bm25.scores(terms(query))
         allowed = None if within is None else {p.id for p in within}
         ranked = [i for i in sorted(range(len(scores)), key=lambda i: -scores[i])
                   if scores[i] > 0 and (allowed is None or self.sentences[i].passage.id in allowed)][:k]
         if not ranked:
             return []
-        best = self.sentences[ranked[0]]
-        near = [i for i in (best.n - 1, best.n + 1)
-                if 0 <= i < len(self.sentences) and self.sentences[i].passage.id == best.passage.id]
-        return [self.sentences[i] for i in ranked + [i for i in near if i not in ranked]]
+        return [self.sentences[i] for i in ranked]

@@ -361,6 +361,74 @@ def test_eval_prints_each_result_and_totals_and_writes_a_report(config: Path, ba
     assert data["results"][2]["refused"] is True
 
 
+def near_miss_set(tmp_path: Path) -> Path:
+    """A set in the near-miss format: `answers`, near_miss and off_topic rows (both to be declined)."""
+    cases = tmp_path / "nm.jsonl"
+    fact = {"kind": "fact", "question": "科大讯飞董事长是谁？", "answers": ["刘庆峰"]}
+    rows = [{"id": f"f{i}", **fact} for i in range(6)]
+    rows += [{"id": "n1", "kind": "near_miss", "question": "江浩然毕业于哪所大学？"},
+             {"id": "o1", "kind": "off_topic", "question": "量子计算机的价格是多少？"}]
+    cases.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    return cases
+
+
+def test_eval_reads_near_miss_sets_and_runs_one_half_of_them(config: Path, backends: list[FakeBackend],
+                                                             tmp_path: Path) -> None:
+    from bot.evaluation import half_of
+
+    cases = near_miss_set(tmp_path)
+    report = tmp_path / "r.json"
+    assert bot(config, "eval", str(cases), "--report", str(report)).exit_code == 0
+    results = json.loads(report.read_text(encoding="utf-8"))["results"]
+    assert {r["id"]: r["kind"] for r in results}["n1"] == "out_of_scope"  # near_miss and off_topic: declined
+    assert {r["category"] for r in results} == {"fact", "near_miss", "off_topic"}
+    assert all(r["correct"] for r in results if r["kind"] == "fact")  # `answers` is what a fact must hold
+    tune = tmp_path / "t.json"
+    assert bot(config, "eval", str(cases), "--half", "tune", "--report", str(tune)).exit_code == 0
+    ids = [r["id"] for r in json.loads(tune.read_text(encoding="utf-8"))["results"]]
+    assert ids == [r["id"] for r in results if half_of(r["id"]) == "tune"] and 0 < len(ids) < len(results)
+
+
+def test_eval_curve_writes_json_and_png_beside_the_report(config: Path, backends: list[FakeBackend],
+                                                          tmp_path: Path) -> None:
+    cases = near_miss_set(tmp_path)
+    report = tmp_path / "out" / "nm.json"
+    report.parent.mkdir()
+    r = bot(config, "eval", str(cases), "--curve", "--report", str(report))
+    assert r.exit_code == 0, r.stderr
+    curve = json.loads((tmp_path / "out" / "nm.curve.json").read_text(encoding="utf-8"))
+    here = curve["operating_point"]
+    assert (here["facts"], here["right"], here["out_of_scope"], here["answered_out_of_scope"]) == (6, 6, 2, 0)
+    assert here["threshold"] == 0.7 and curve["set"] == f"{tmp_path.name}_nm"
+    assert (tmp_path / "out" / "nm.curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "curve: " in r.stdout
+
+
+def test_calibrate_fits_weights_the_config_can_name(config: Path, backends: list[FakeBackend],
+                                                    tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    assert bot(config, "eval", str(near_miss_set(tmp_path)), "--report", str(report)).exit_code == 0
+    weights = tmp_path / "w.json"
+    r = bot(config, "calibrate", str(report), "--out", str(weights), "--signals", "margin,copy_vs_none")
+    assert r.exit_code == 0, r.output
+    assert "7 extracted questions (6 right if answered)" in r.output and "margin" in r.output
+    assert json.loads(weights.read_text(encoding="utf-8"))["signals"] == ["margin", "copy_vs_none"]
+    config.write_text(config.read_text(encoding="utf-8") + f"grounding:\n  weights: {weights}\n", encoding="utf-8")
+    assert bot(config, "ask", "科大讯飞董事长是谁？").exit_code == 0
+    weights.write_text("{", encoding="utf-8")
+    r = bot(config, "ask", "科大讯飞董事长是谁？")
+    assert r.exit_code == 2 and "grounding.weights" in r.stderr
+
+
+def test_naive_eval_turns_every_check_and_the_extraction_off(config: Path, backends: list[FakeBackend],
+                                                             tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    assert bot(config, "eval", str(near_miss_set(tmp_path)), "--naive", "--report", str(report)).exit_code == 0
+    results = json.loads(report.read_text(encoding="utf-8"))["results"]
+    assert {r["path"] for r in results} == {""}  # every question drafted freely
+    assert not any(r["refused"] for r in results if r["kind"] == "fact")
+
+
 def test_eval_rejects_a_bad_question_file(config: Path, backends: list[FakeBackend], tmp_path: Path) -> None:
     cases = tmp_path / "bad.jsonl"
     cases.write_text('{"id": "x", "kind": "fact", "question": "q"}\nnot json\n', encoding="utf-8")
