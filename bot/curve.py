@@ -41,7 +41,7 @@ def wilson(k: int, n: int) -> tuple[float, float]:
 
 
 def _movable(r: Result) -> bool:
-    return r.path == "extract" and r.score is not None and r.lang == "zh" and bool(r.copied)
+    return r.path == "extract" and r.score is not None and r.lang == "zh"
 
 
 def _outcome(r: Result, threshold: float) -> tuple[bool, bool, bool]:

@@ -116,6 +116,7 @@ class Extractor:
         # end. A decline then stops the request: nothing more is copied.
         when = decision_point(self.weights.signals)
         started = picked = time.perf_counter()
+        copied = ""  # as read: a declined request is closed before the backend has filled `result.text`
         stream = self.backend.extract(
             self.messages(question, candidates, context), list(labels), ["", *(s.text for s in candidates)],
             lead=LEAD, none_word=NONE_WORD, conversation=conversation, result=result,
@@ -127,12 +128,14 @@ class Extractor:
                     continue
                 if isinstance(item, Picked):
                     picked = time.perf_counter()
+                else:
+                    copied += item
                 if (when == "pick" and isinstance(item, Picked)) or (when == "first" and isinstance(item, str)):
                     when = "decided"
                     if self.weights.probability(signals(result)) < threshold:
                         break  # declined: the request stops here
         done = time.perf_counter()
-        answer = tidy(result.text)
+        answer = tidy(copied)
         values = signals(result)
         yield Found(candidates[result.chosen - 1], answer, self.weights.probability(values), values, candidates,
                     result, int((picked - started) * 1000), int((done - picked) * 1000) if answer else 0)
