@@ -85,6 +85,28 @@ def test_fresh_set_on_the_default_model(tmp_path: Path, data_dir: Path) -> None:
     assert kinds["fact"]["correct"] >= FRESH_FACTS
 
 
+# Noise around a question changes nothing (tags with numbers the article also uses: 1, 2 and 3 stand in
+# it), asked through `bot ask --json`, one process for all: the same decision, the same copied answer.
+def test_a_tag_around_a_question_changes_nothing_on_the_default_model(tmp_path: Path, data_dir: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data_dir: {data_dir}\ndatabase: {tmp_path / 'ask.sqlite3'}\n"
+                      f"model:\n  dir: {ROOT / 'models'}\ncontent:\n  dir: {ROOT / 'content'}\n", encoding="utf-8")
+    plain = ["赵晓光是哪个研究所的研究员？", "刘庆峰希望让每个人都有什么？", "江浩然的家乡是哪里？"]
+    tagged = [f"{q}（用户{i + 1}第{3 - i}问）" for i, q in enumerate(plain)]
+    tagged[1] = "【用户2】" + plain[1] + "谢谢！"
+    env = dict(os.environ, BOT_CONFIG=str(config))
+    env.pop("BOT_MODEL", None)
+    run = subprocess.run([BOT, "ask", "--json", "-"], input="\n".join(plain + tagged) + "\n", env=env,
+                         capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    replies = [json.loads(line) for line in run.stdout.splitlines()]
+    assert len(replies) == 6 and all(r["path"] == "extract" for r in replies)
+    for a, b in zip(replies[:3], replies[3:], strict=True):
+        assert (a["refused"], a["answer"]) == (b["refused"], b["answer"]), (a, b)
+    assert not replies[0]["refused"] and "自动化研究所" in replies[0]["answer"]
+    assert replies[2]["refused"] and replies[2]["answer"].startswith("文章中没有提到")
+
+
 @pytest.mark.parametrize(("name", "facts", "out_of_scope"), ARTICLE_HELD_OUT)
 def test_held_out_article_sets_on_the_default_model(tmp_path: Path, data_dir: Path, name: str, facts: int,
                                                     out_of_scope: int) -> None:
@@ -114,25 +136,3 @@ def test_unseen_content_on_the_default_model(tmp_path: Path, data_dir: Path, nam
     summary, here = run_eval(DATA / "unseen" / f"{name}.jsonl", tmp_path, data_dir, UNSEEN / name.split("_")[0])
     assert here["right"] >= right
     assert summary["by_kind"]["out_of_scope"]["correct"] >= declined and len(summary["invented"]) <= answered
-
-
-# Noise around a question changes nothing (tags with numbers the article also uses: 1, 2 and 3 stand in
-# it), asked through `bot ask --json`, one process for all: the same decision, the same copied answer.
-def test_a_tag_around_a_question_changes_nothing_on_the_default_model(tmp_path: Path, data_dir: Path) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_text(f"data_dir: {data_dir}\ndatabase: {tmp_path / 'ask.sqlite3'}\n"
-                      f"model:\n  dir: {ROOT / 'models'}\ncontent:\n  dir: {ROOT / 'content'}\n", encoding="utf-8")
-    plain = ["赵晓光是哪个研究所的研究员？", "刘庆峰希望让每个人都有什么？", "江浩然的家乡是哪里？"]
-    tagged = [f"{q}（用户{i + 1}第{3 - i}问）" for i, q in enumerate(plain)]
-    tagged[1] = "【用户2】" + plain[1] + "谢谢！"
-    env = dict(os.environ, BOT_CONFIG=str(config))
-    env.pop("BOT_MODEL", None)
-    run = subprocess.run([BOT, "ask", "--json", "-"], input="\n".join(plain + tagged) + "\n", env=env,
-                         capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
-    replies = [json.loads(line) for line in run.stdout.splitlines()]
-    assert len(replies) == 6 and all(r["path"] == "extract" for r in replies)
-    for a, b in zip(replies[:3], replies[3:], strict=True):
-        assert (a["refused"], a["answer"]) == (b["refused"], b["answer"]), (a, b)
-    assert not replies[0]["refused"] and "自动化研究所" in replies[0]["answer"]
-    assert replies[2]["refused"] and replies[2]["answer"].startswith("文章中没有提到")

@@ -215,4 +215,4 @@ async def test_a_consumer_that_stops_after_the_pick_frees_the_slot(backend: Llam
         if not backend.sched.running:
             break
         await asyncio.sleep(0.05)
-    assert not backend.sched.running and result.text == ""
+    assert not backend.sched.running and len(result.token_logprobs) <= 2  # stopped within a step or two

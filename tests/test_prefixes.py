@@ -106,3 +106,17 @@ def test_a_prefix_waits_for_kv_room_and_idle_prefixes_make_way(tmp_path: Path) -
     assert store.route(group(1)) is None  # group 2 serves a running answer: group 1 waits for room
     running.clear()
     assert store.route(group(1)) is not None and store.cells() == 13
+
+
+def test_a_pinned_prefix_has_its_own_sequence_and_stays_when_others_come_and_go(tmp_path: Path) -> None:
+    kv = FakeKV(tmp_path)
+    store = Prefixes([0], kv.ops(), chunk=64, pinned_seqs=(1,))
+    pinned = [9, 9, 9, 9]  # the extraction's instructions: no file, never evicted
+    assert list(store.warm(pinned, None, pin=True))[-1] == "computed" and kv.seqs[1] == pinned
+    for g in (1, 2):  # two content groups share the one content sequence
+        assert list(store.warm(group(g), tmp_path / f"g{g}"))[-1] == "computed"
+    assert kv.seqs[0] == group(2) and kv.seqs[1] == pinned
+    # A pick prompt routes to the pinned prefix; the idle content prefix (on disk) leaves memory.
+    assert store.route(pinned + [5, 6]) == (1, 4) and list(kv.seqs) == [1]
+    store.retain([group(1)])  # a reload keeps only the new content's prefixes: the pinned one stays
+    assert kv.seqs[1] == pinned and store.route(group(1) + [7])[0] == 0

@@ -87,9 +87,9 @@ class LlamaCppBackend:
         self._formatter = formatter(self._model)
         self._batch = Batch(p.n_batch)
         ops = PrefixOps(self._restore, self._evaluate, self._save, self._drop)
-        self.prefixes = Prefixes(list(range(p.prefix_slots + PINNED)), ops, min(p.n_batch, PREFIX_CHUNK),
+        self.prefixes = Prefixes(list(range(p.prefix_slots)), ops, min(p.n_batch, PREFIX_CHUNK),
                                  in_use=lambda: {r.source for r in self.sched.running.values()},
-                                 room=self._room)
+                                 room=self._room, pinned_seqs=tuple(range(p.prefix_slots, p.prefix_slots + PINNED)))
         self._answer_seqs = range(p.prefix_slots + PINNED, p.prefix_slots + PINNED + p.parallel)
         self.sched = Scheduler(slots=p.parallel, n_ctx=p.n_ctx, n_batch=p.n_batch, queue_limit=p.queue_limit,
                                prefix_cells=lambda: self.prefixes.cells())

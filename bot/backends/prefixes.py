@@ -46,8 +46,9 @@ class Prefixes:
     running answers started from (their cells are shared with those answers, so they are not evicted)."""
 
     def __init__(self, seqs: list[int], ops: PrefixOps, chunk: int, in_use: Callable[[], set[int]] = set,
-                 room: Callable[[int], bool] = lambda n: True) -> None:
+                 room: Callable[[int], bool] = lambda n: True, pinned_seqs: tuple[int, ...] = ()) -> None:
         self.seqs, self.ops, self.chunk, self.in_use, self.room = seqs, ops, chunk, in_use, room
+        self.pinned_seqs = pinned_seqs  # reserved for pinned prefixes: content prefixes never take them
         self.known: list[Prefix] = []
         self.later: list[Prefix] = []  # to compute between steps (evicted with no file on disk)
         self.restored = self.computed = 0
@@ -68,7 +69,7 @@ class Prefixes:
             return
         entry.busy = True
         try:
-            while (seq := self._place(len(tokens))) is None:
+            while (seq := self._place(len(tokens), entry.pinned)) is None:
                 if not self.in_use():
                     raise RuntimeError(f"a prefix of {len(tokens)} tokens does not fit; raise model.n_ctx")
                 yield "waiting"  # the KV cells or every prefix sequence serve running answers: they end
@@ -153,7 +154,7 @@ class Prefixes:
                 self.ops.drop(p.seq)  # type: ignore[arg-type]
                 p.seq = None
 
-    def _place(self, n: int) -> int | None:
+    def _place(self, n: int, pinned: bool = False) -> int | None:
         """A sequence for a prefix of n tokens, idle prefixes evicted (least recently used first) until the
         KV cache has room; None when running answers hold what it would need."""
         while not self.room(n):
@@ -162,12 +163,12 @@ class Prefixes:
                 return None
             self.ops.drop(victims[0].seq)  # type: ignore[arg-type]
             victims[0].seq = None
-        return self._take_seq()
+        return self._take_seq(pinned)
 
-    def _take_seq(self) -> int | None:
+    def _take_seq(self, pinned: bool = False) -> int | None:
         """A free prefix sequence, evicting the least recently used idle prefix if need be; None if none."""
         taken = {p.seq for p in self.known if p.seq is not None}
-        if free := [s for s in self.seqs if s not in taken]:
+        if free := [s for s in (self.pinned_seqs if pinned else self.seqs) if s not in taken]:
             return free[0]
         victims = sorted((p for p in self.known if self._idle(p)), key=lambda p: p.used)
         if not victims:
