@@ -364,7 +364,8 @@ main.add_command(logs)
 @main.command()
 @click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The weights file to write (grounding.weights names it; the shipped one is bot/data/decision.json).")
+              help="The weights file to write (grounding.weights names it; the shipped ones are "
+                   "bot/data/decision/<model>.json).")
 @click.option("--signals", default=",".join(DEFAULT_SIGNALS), show_default=True, help="Signals to fit, by name.")
 @click.option("--l2", type=float, default=1.0, show_default=True, help="The fit's L2 penalty.")
 def calibrate(reports: tuple[Path, ...], out: Path, signals: str, l2: float) -> None:

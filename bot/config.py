@@ -93,13 +93,16 @@ class GroundingConfig:
     candidates: int = 3  # best-matching sentences (and the best one's neighbours) the model picks among
     max_answer_tokens: int = 48  # longest copied answer
     answer_threshold: float = 0.7  # the operating point on the curve: the fitted probability of being right
-    weights: str = ""  # the decision's fitted weights (`bot calibrate`); empty: the shipped bot/data/decision.json
+    weights: str = ""  # the decision's fitted weights (`bot calibrate`); empty: bot/data/decision/<model>.json
 
     def weights_path(self, cfg: Config) -> Path:
-        """The weights file: the configured one (relative to the config file), or the shipped one."""
-        from bot.decision import DEFAULT_WEIGHTS
+        """The weights file: the configured one (relative to the config file), else the model's shipped one,
+        else the default model's."""
+        from bot.decision import DEFAULT_WEIGHTS, shipped_weights
 
-        return cfg.path(self.weights) if self.weights else DEFAULT_WEIGHTS
+        if self.weights:
+            return cfg.path(self.weights)
+        return shipped_weights(cfg.model.name) or DEFAULT_WEIGHTS
 
 
 @dataclass

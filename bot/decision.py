@@ -1,10 +1,10 @@
 """One calibrated decision, answer or decline, from an extraction's signals: a logistic model whose
-weights are fitted on tuning sets (`bot calibrate`) and kept in a data file (`grounding.weights`); the
-operating point is `grounding.answer_threshold`.
+weights are fitted on tuning sets (`bot calibrate`) and kept in a data file, one per model (a score is
+calibrated on the signals of the model that produced it); the operating point is
+`grounding.answer_threshold`.
 
-The signals are the model's own (the pick's probabilities, the copy's) beside the lexical checks that
-used to be vetoes (how much of the question the picked sentence holds, the question's numbers and names
-in it, an answer that only repeats the question); the fit decides what each is worth.
+The signals are the model's own: the pick's label probabilities and the copy's first token against the
+none word; the fit decides what each is worth (lexical signals were measured and did not earn a place).
 """
 
 from __future__ import annotations
@@ -20,9 +20,17 @@ import numpy as np
 
 from bot.errors import ConfigError
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "data" / "decision.json"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "data" / "decision"
+DEFAULT_MODEL = "qwen2.5-coder-1.5b"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / f"{DEFAULT_MODEL}.json"
 # Every signal bot/extraction.py computes; `bot calibrate --signals` fits a subset.
 DEFAULT_SIGNALS = ("margin", "top", "none", "gap", "mass", "copy_vs_none", "copy_mean")
+
+
+def shipped_weights(model: str) -> Path | None:
+    """The shipped weights fitted on this model's own signals, or None when none were fitted for it."""
+    path = WEIGHTS_DIR / f"{model}.json"
+    return path if path.is_file() else None
 
 
 @dataclass(frozen=True)

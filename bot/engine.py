@@ -7,6 +7,7 @@ is translated back; its Chinese draft is not shown.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from bot import grounding, texts, translation
 from bot.backends.base import Backend, Completion, ProgressFn
 from bot.citations import cite, markers, strip_markers
 from bot.config import Config
-from bot.decision import Weights
+from bot.decision import DEFAULT_MODEL, Weights, shipped_weights
 from bot.evidence import Evidence, is_injection, question_evidence
 from bot.extraction import Extractor, Found, is_open
 from bot.knowledge import ContentSet
@@ -26,6 +27,8 @@ from bot.release import Release, whole_sentences
 from bot.texts import language
 from bot.types import Citation, Delta, Event, HistoryTurn, Incoming, Passage, Progress, Queued, Reply
 from bot.words import holds_span
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,6 +71,9 @@ class Engine:
     def __init__(self, cfg: Config, backend: Backend, prompts: Prompts) -> None:
         self.cfg, self.backend, self.prompts = cfg, backend, prompts
         self.build = PromptBuilder(cfg, prompts, backend.count_tokens)
+        if not cfg.grounding.weights and shipped_weights(cfg.model.name) is None:
+            log.warning("no decision weights fitted for model %s: using %s's; fit its own with bot calibrate "
+                        "and set grounding.weights (README, Grounding)", cfg.model.name, DEFAULT_MODEL)
         weights = Weights.load(cfg.grounding.weights_path(cfg))
         self.extractor = Extractor(cfg.grounding, backend, prompts, weights)
 

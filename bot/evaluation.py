@@ -101,9 +101,10 @@ def half_of(case_id: str) -> str:
 
 
 def naive(g: GroundingConfig) -> None:
-    """The naive prompt: answer from the content as the system prompt says, no check, no extraction."""
+    """The naive prompt: answer from the content as the system prompt says, no check, no extraction; only
+    the model's own "the article does not say" counts as a decline."""
     g.extractive = g.evidence_check = g.support_check = g.retry_with_passages = g.quote_source = False
-    g.rules_off = list(GROUNDING_RULES)
+    g.rules_off = [rule for rule in GROUNDING_RULES if rule != "model_declined"]
 
 
 def is_correct(case: Case, answer: str, refused: bool) -> bool:

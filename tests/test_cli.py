@@ -426,7 +426,11 @@ def test_naive_eval_turns_every_check_and_the_extraction_off(config: Path, backe
     assert bot(config, "eval", str(near_miss_set(tmp_path)), "--naive", "--report", str(report)).exit_code == 0
     results = json.loads(report.read_text(encoding="utf-8"))["results"]
     assert {r["path"] for r in results} == {""}  # every question drafted freely
-    assert not any(r["refused"] for r in results if r["kind"] == "fact")
+    by_id = {r["id"]: r for r in results}
+    assert not by_id["n1"]["refused"]  # the invented university goes out unchecked
+    # Only the model's own "文章中没有提到" (the fake's answer to the rest) declines.
+    assert all(r["refused"] and r["decline_reason"].startswith("model_declined") for i, r in by_id.items()
+               if i != "n1"), [(i, r["decline_reason"]) for i, r in by_id.items()]
 
 
 def test_eval_rejects_a_bad_question_file(config: Path, backends: list[FakeBackend], tmp_path: Path) -> None:

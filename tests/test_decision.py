@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.decision import DEFAULT_WEIGHTS, Weights, auc, fit, training_rows
+from bot.decision import DEFAULT_WEIGHTS, WEIGHTS_DIR, Weights, auc, fit, training_rows
 from bot.errors import ConfigError
+from tests.helpers import make_config
 
 
 def test_auc_is_the_chance_a_positive_outranks_a_negative() -> None:
@@ -46,6 +47,20 @@ def test_weights_round_trip_through_their_file_and_errors_name_the_key(tmp_path:
         Weights.load(path)
     with pytest.raises(ValueError, match="both"):
         fit([({"a": 1.0}, True), ({"a": 2.0}, True)], ["a"])
+
+
+def test_each_model_is_decided_by_weights_fitted_on_its_own_signals(tmp_path: Path) -> None:
+    shipped = sorted(WEIGHTS_DIR.glob("*.json"))
+    assert DEFAULT_WEIGHTS in shipped and len(shipped) >= 2  # the default model and the small one
+    cfg = make_config(tmp_path)
+    for path in shipped:
+        cfg.model.name = path.stem
+        assert cfg.grounding.weights_path(cfg) == path
+        Weights.load(path)
+    cfg.model.name = "some-other-model"  # none fitted for it: the default model's, with a warning at start
+    assert cfg.grounding.weights_path(cfg) == DEFAULT_WEIGHTS
+    cfg.grounding.weights = "mine.json"  # configured: relative to the config file
+    assert cfg.grounding.weights_path(cfg) == cfg.path("mine.json")
 
 
 def test_the_shipped_weights_load_and_rank_a_confident_pick_above_a_none() -> None:

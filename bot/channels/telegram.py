@@ -64,8 +64,8 @@ def _preview(draft: str) -> str:
 
 
 def final_text(reply: Reply, lang: str) -> str:
-    """What the user sees at the end: the answer with its sources, or the decline that replaces it."""
-    shown = reply.text if reply.retracted or reply.refused else reply.text_with_sources()
+    """What the user sees at the end: the answer (or a decline quoting the closest passage) with its sources."""
+    shown = reply.text if reply.retracted else reply.text_with_sources()
     return shown.strip() or texts.message("apology", lang)
 
 
