@@ -90,7 +90,7 @@ class GroundingConfig:
     # Fact questions: pick the answering sentence among candidates (or none), copy the answer out of it,
     # answer when the calibrated score reaches answer_threshold (README, Grounding: the curve).
     extractive: bool = True
-    candidates: int = 3  # best-matching sentences (and the best one's neighbours) the model picks among
+    candidates: int = 3  # best-matching sentences the model picks among
     max_answer_tokens: int = 48  # longest copied answer
     answer_threshold: float = 0.7  # the operating point on the curve: the fitted probability of being right
     weights: str = ""  # the decision's fitted weights (`bot calibrate`); empty: bot/data/decision/<model>.json

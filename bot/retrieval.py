@@ -118,6 +118,4 @@ class SentenceIndex:
         allowed = None if within is None else {p.id for p in within}
         ranked = [i for i in sorted(range(len(scores)), key=lambda i: -scores[i])
                   if scores[i] > 0 and (allowed is None or self.sentences[i].passage.id in allowed)][:k]
-        if not ranked:
-            return []
         return [self.sentences[i] for i in ranked]

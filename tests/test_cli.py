@@ -420,8 +420,8 @@ def test_calibrate_fits_weights_the_config_can_name(config: Path, backends: list
     assert r.exit_code == 2 and "grounding.weights" in r.stderr
 
 
-def test_naive_eval_turns_every_check_and_the_extraction_off(config: Path, backends: list[FakeBackend],
-                                                             tmp_path: Path) -> None:
+def test_naive_eval_turns_the_checks_and_the_extraction_off_but_the_models_decline(
+        config: Path, backends: list[FakeBackend], tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     assert bot(config, "eval", str(near_miss_set(tmp_path)), "--naive", "--report", str(report)).exit_code == 0
     results = json.loads(report.read_text(encoding="utf-8"))["results"]
