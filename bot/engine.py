@@ -19,7 +19,7 @@ from bot.citations import cite, markers, strip_markers
 from bot.config import Config
 from bot.decision import DEFAULT_MODEL, Weights, shipped_weights
 from bot.evidence import Evidence, is_injection, question_evidence
-from bot.extraction import Extractor, Found, is_open
+from bot.extraction import Extractor, Found, is_open, shown_answer
 from bot.knowledge import ContentSet
 from bot.prompting import Messages, PromptBuilder
 from bot.prompts import Prompts
@@ -188,9 +188,10 @@ class Engine:
             reply.decline_reason = f"pick: score {found.score:.2f} below grounding.answer_threshold {threshold:g}"
             yield reply
             return
-        quote = "" if holds_span(found.answer, found.sentence.text) or not self.cfg.grounding.quote_source \
+        answer = shown_answer(question, found.answer, found.sentence.text)
+        quote = "" if holds_span(answer, found.sentence.text) or not self.cfg.grounding.quote_source \
             else texts.message("source_quote", "zh", n=1, sentence=found.sentence.text)
-        reply.text = found.answer + "[1]"
+        reply.text = answer + "[1]"
         if lang == "en":
             yield Progress("translating_answer")
             async for event in self._to_english(msg, content, reply, draft, msg.text.strip()):

@@ -5,8 +5,9 @@ holds at least 80 % of one `expect_any` span as one unbroken run (the reply as t
 quoted source sentence included; `facts_answer_only` counts the answer without the quote), whitespace
 and punctuation removed on both sides and Latin letters compared case-insensitively (a span contained
 whole always counts). An out-of-scope question is right when it is declined; answered, it is an
-invented answer. Each decline names the rule that made it (`rule: detail`), so every rule's hits on
-facts and on out-of-scope questions are counted.
+invented answer. A yes/no fact (a row with `polarity`) answered by a bare yes or no word of the other
+sense is wrong, whatever its quote holds. Each decline names the rule that made it (`rule: detail`), so
+every rule's hits on facts and on out-of-scope questions are counted.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bot.citations import without_quote
 from bot.config import GROUNDING_RULES, GroundingConfig
 from bot.core import Core
 from bot.errors import ContentError
+from bot.extraction import polar_sense
 from bot.texts import language
 from bot.types import Incoming, Notice
 from bot.words import holds_span
@@ -42,6 +44,7 @@ class Case:
     category: str = ""
     # Rows with the same conversation run in order in one conversation (follow-up questions).
     conversation: str = ""
+    polarity: str = ""  # a yes/no fact's answer: "yes" or "no"
 
 
 @dataclass
@@ -88,7 +91,8 @@ def load_cases(path: Path, half: str = "") -> list[Case]:
             kind = "out_of_scope" if row["kind"] in DECLINE_KINDS else row["kind"]
             cases.append(Case(str(row["id"]), kind, row["question"],
                               list(row.get("expect_any") or row.get("answers") or []),
-                              str(row.get("category") or row["kind"]), str(row.get("conversation") or "")))
+                              str(row.get("category") or row["kind"]), str(row.get("conversation") or ""),
+                              str(row.get("polarity") or "")))
         except (json.JSONDecodeError, KeyError) as exc:
             fix = "fix: give id, kind, question (and expect_any for facts)"
             raise ContentError(f"{path}:{i}: not a question row ({exc}); {fix}.") from exc
@@ -111,6 +115,8 @@ def is_correct(case: Case, answer: str, refused: bool) -> bool:
     """The scoring rule of the module docstring."""
     if case.kind == "out_of_scope":
         return refused
+    if case.polarity and polar_sense(answer.split("\n")[0]) not in ("", case.polarity):
+        return False
     return not refused and any(holds_span(answer, p) for p in case.expect_any)
 
 

@@ -23,6 +23,14 @@ def test_facts_need_a_span_and_no_decline_out_of_scope_needs_a_decline() -> None
     assert is_correct(Case("o", "out_of_scope", "q"), "文章中没有提到", True)
 
 
+def test_a_yes_no_fact_answered_by_the_other_word_is_wrong_whatever_its_quote_holds() -> None:
+    quoted = "[1]\n原文[1]：「四加亭是一个村落。」"
+    q = "四加亭是不是一个水乡小镇？"
+    no, yes = (Case(i, "fact", q, ["一个村落"], polarity=p) for i, p in (("n", "no"), ("y", "yes")))
+    assert not is_correct(no, "是" + quoted, False) and is_correct(yes, "是" + quoted, False)
+    assert is_correct(no, "不是" + quoted, False) and is_correct(no, "四加亭是一个村落" + quoted, False)
+
+
 def result(id: str, kind: str, refused: bool, correct: bool, reason: str = "", ms: int = 100) -> Result:
     return Result(id, kind, "q", "a", refused, correct, [], 10, ms, reason)
 
