@@ -188,7 +188,7 @@ class Engine:
             reply.decline_reason = f"pick: score {found.score:.2f} below grounding.answer_threshold {threshold:g}"
             yield reply
             return
-        answer = shown_answer(question, found.answer, found.sentence.text)
+        answer = shown_answer(found.answer, found.sentence.text)
         quote = "" if holds_span(answer, found.sentence.text) or not self.cfg.grounding.quote_source \
             else texts.message("source_quote", "zh", n=1, sentence=found.sentence.text)
         reply.text = answer + "[1]"

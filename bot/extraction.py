@@ -43,12 +43,12 @@ _OPEN = re.compile(
     re.IGNORECASE)
 
 
-# A yes/no question ("…吗？", "是否…", "有没有…") and the words that answer one. A copy that is only such a
-# word answers by the model's lean, not by the sentence: it copies 是 for most of them, the ones whose answer
-# is no too (README, Grounding: yes/no questions), so the sentence itself is shown instead.
-_YES_NO = re.compile(r"吗\s*[？?]?\s*$|是否|是不是|有没有|有无|能否|能不能|可否|会不会|对不对|算不算")
-_YES = frozenset({"是", "是的", "有", "对", "对的", "会", "能", "可以"})
-_NO = frozenset({"不是", "否", "没有", "不对", "不会", "不能", "不可以", "不"})
+# The words that answer a yes/no question. A copy that is only one of them answers by the model's lean, not
+# by the sentence (it copies 是 for questions whose answer is no too: README, Grounding, yes/no questions), and
+# answers nothing else either, so the sentence itself is shown instead.
+_YES = frozenset({"是", "有", "对", "会", "能", "可以", "没错", "曾"})
+_NO = frozenset({"不是", "否", "没有", "不对", "不会", "不能", "不可以", "不", "没", "未"})
+_HEDGES = re.compile(r"^[并也都就还]|[的了过]$")  # 也是, 并不是, 是的, 有过: the same bare word
 
 _LEADING_TAG = re.compile(r"^\s*[（(【\[][^）)】\]]{0,24}[）)】\]]\s*")
 _LAST_ASK = re.compile(r"^(.*[？?])[^？?]*$", re.DOTALL)
@@ -62,20 +62,15 @@ def core(question: str) -> str:
     return asked.group(1).strip() if asked and len(bare(asked.group(1))) >= 2 else text
 
 
-def is_yes_no(question: str) -> bool:
-    """A question answered by yes or no."""
-    return bool(_YES_NO.search(core(question)))
-
-
 def polar_sense(answer: str) -> str:
-    """"yes" or "no" when the answer is only a yes or a no word (its [n] markers aside), else ""."""
-    word = bare(re.sub(r"\[\d+\]", "", answer))
+    """The sense of an answer that is only a yes or a no word ("yes", "no"), its [n] markers aside; else ""."""
+    word = _HEDGES.sub("", bare(re.sub(r"\[\d+\]", "", answer)))
     return "yes" if word in _YES else "no" if word in _NO else ""
 
 
-def shown_answer(question: str, copied: str, sentence: str) -> str:
-    """What an extraction shows: its copy, or for a yes/no question copied as a bare yes or no, the sentence."""
-    return sentence if is_yes_no(question) and polar_sense(copied) else copied
+def shown_answer(copied: str, sentence: str) -> str:
+    """What an extraction shows: its copy, or the sentence when the copy is only a yes or a no word."""
+    return sentence if polar_sense(copied) else copied
 
 
 def is_open(question: str) -> bool:
