@@ -104,7 +104,7 @@ def test_a_tag_around_a_question_changes_nothing_on_the_default_model(tmp_path: 
     for a, b in zip(replies[:3], replies[3:], strict=True):
         assert (a["refused"], a["answer"]) == (b["refused"], b["answer"]), (a, b)
     assert not replies[0]["refused"] and "自动化研究所" in replies[0]["answer"]
-    assert replies[2]["refused"] and replies[2]["answer"].startswith("文章中没有提到")
+    assert replies[2]["refused"] and replies[2]["answer"].startswith("文章中没有直接说明")
 
 
 @pytest.mark.parametrize(("name", "facts", "out_of_scope"), ARTICLE_HELD_OUT)

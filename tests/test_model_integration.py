@@ -73,7 +73,7 @@ async def test_small_model_declines_what_the_article_does_not_say(core: Core) ->
         if not reply.refused:
             answered.append((question, reply.text))
             continue
-        assert "没有提到" in reply.text or "does not say" in reply.text, reply.text
+        assert any(p in reply.text for p in ("没有提到", "没有直接说明", "does not say")), reply.text
         # A decline may quote the closest sentence, and then cites the passage it is from.
         quoted = re.split("[「“]", reply.text, maxsplit=1)[-1].partition("」" if "「" in reply.text else "”")[0]
         quoted = quoted if quoted != reply.text else ""
