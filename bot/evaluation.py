@@ -115,7 +115,7 @@ def is_correct(case: Case, answer: str, refused: bool) -> bool:
     """The scoring rule of the module docstring."""
     if case.kind == "out_of_scope":
         return refused
-    if case.polarity and polar_sense(answer.split("\n")[0]) not in ("", case.polarity):
+    if case.polarity and polar_sense(without_quote(answer)) not in ("", case.polarity):
         return False
     return not refused and any(holds_span(answer, p) for p in case.expect_any)
 

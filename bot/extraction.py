@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from bot.backends.base import Backend, Extraction, Picked
+from bot.citations import strip_markers
 from bot.config import GroundingConfig
 from bot.decision import Weights
 from bot.evidence import Evidence
@@ -64,7 +65,7 @@ def core(question: str) -> str:
 
 def polar_sense(answer: str) -> str:
     """The sense of an answer that is only a yes or a no word ("yes", "no"), its [n] markers aside; else ""."""
-    word = _HEDGES.sub("", bare(re.sub(r"\[\d+\]", "", answer)))
+    word = _HEDGES.sub("", bare(strip_markers(answer)))
     return "yes" if word in _YES else "no" if word in _NO else ""
 
 

@@ -147,10 +147,11 @@ YES_NO_SETS = [("small", 3, 1), ("large", 3, 1)]  # (set, right at least, near m
 @pytest.mark.parametrize(("name", "right", "answered"), YES_NO_SETS)
 def test_yes_no_questions_are_never_answered_by_a_bare_yes_or_no(tmp_path: Path, data_dir: Path, name: str,
                                                                  right: int, answered: int) -> None:
+    from bot.citations import without_quote
     from bot.extraction import polar_sense
 
     summary, _ = run_eval(DATA / "unseen" / f"{name}_yesno.jsonl", tmp_path, data_dir, UNSEEN / name)
     results = json.loads((tmp_path / f"{name}_yesno.json").read_text(encoding="utf-8"))["results"]
-    bare = [r["answer"] for r in results if not r["refused"] and polar_sense(r["answer"].split("\n")[0])]
+    bare = [r["answer"] for r in results if not r["refused"] and polar_sense(without_quote(r["answer"]))]
     assert not bare
     assert summary["by_kind"]["fact"]["correct"] >= right and len(summary["invented"]) <= answered
