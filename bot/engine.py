@@ -151,6 +151,7 @@ class Engine:
             # Quoting passages cannot help a question about something the content never names.
             if not reply.refused or not evidence.found or evidence.missing_terms:
                 break
+        reply.path = "draft"  # the log tells a drafted answer (or its decline) from an extracted one
         async for event in self._present(msg, content, reply, draft, checked):
             yield event
         used = draft.completion  # every pass of this turn, the translation's included
@@ -188,7 +189,7 @@ class Engine:
             reply.decline_reason = f"pick: score {found.score:.2f} below grounding.answer_threshold {threshold:g}"
             yield reply
             return
-        answer = shown_answer(found.answer, found.sentence.text)
+        answer = shown_answer(found.answer, found.sentence.text, question)
         quote = "" if holds_span(answer, found.sentence.text) or not self.cfg.grounding.quote_source \
             else texts.message("source_quote", "zh", n=1, sentence=found.sentence.text)
         reply.text = answer + "[1]"

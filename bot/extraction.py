@@ -36,10 +36,11 @@ WHOLE_COPY_SIGNALS = ("copy_mean",)  # known once the copy ends
 NONE_WORD = "无"
 
 # Questions that want more than one sentence's fact: a summary, a comparison, an opinion or an explanation
-# of how or why. Measured on the tuning sets (README, Grounding: routing), the rest are facts.
+# of how or why. Measured on the tuning sets (README, Grounding: routing), the rest are facts. 比较 only as a
+# verb: as an adverb ("个体比较大", "比较好的跟随水平") it asks a fact, and drafted, a reason was invented.
 _OPEN = re.compile(
     r"总结|概括|概述|归纳|主要内容|主要讲|讲了什么|讲的是什么|说了什么|写了什么|介绍一下|简要介绍|"
-    r"比较|对比|区别|异同|有何不同|有什么不同|不同之处|相比之下|怎么看|如何看待|怎样看待|评价|"
+    r"(?:^|[请来])比较|比较一下|[做作]比较|进行比较|对比|区别|异同|有何不同|有什么不同|不同之处|相比之下|怎么看|如何看待|怎样看待|评价|"
     r"summari[sz]e|summary|overview|compare|comparison|difference between|what is the article about",
     re.IGNORECASE)
 
@@ -69,14 +70,21 @@ def polar_sense(answer: str) -> str:
     return "yes" if word in _YES else "no" if word in _NO else ""
 
 
-def shown_answer(copied: str, sentence: str) -> str:
-    """What an extraction shows: its copy, or the sentence when the copy is only a yes or a no word."""
-    return sentence if polar_sense(copied) else copied
+def restates(copied: str, question: str) -> bool:
+    """Whether a copy says nothing the question did not: its text occurs in the question whole."""
+    text = bare(strip_markers(copied))
+    return bool(text) and text in bare(question)
+
+
+def shown_answer(copied: str, sentence: str, question: str) -> str:
+    """What an extraction shows: its copy, or the sentence when the copy answers nothing by itself (only a
+    yes or a no word, or words the question already holds: "哈佛体育场位于哪里？" → "哈佛体育场")."""
+    return sentence if polar_sense(copied) or restates(copied, core(question)) else copied
 
 
 def is_open(question: str) -> bool:
     """A question for the free draft (summaries, comparisons, opinions); else a fact to extract."""
-    return bool(_OPEN.search(question))
+    return bool(_OPEN.search(core(question)))
 
 
 @dataclass

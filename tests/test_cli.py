@@ -425,7 +425,7 @@ def test_naive_eval_turns_the_checks_and_the_extraction_off_but_the_models_decli
     report = tmp_path / "r.json"
     assert bot(config, "eval", str(near_miss_set(tmp_path)), "--naive", "--report", str(report)).exit_code == 0
     results = json.loads(report.read_text(encoding="utf-8"))["results"]
-    assert {r["path"] for r in results} == {""}  # every question drafted freely
+    assert {r["path"] for r in results} == {"draft"}  # every question drafted freely
     by_id = {r["id"]: r for r in results}
     assert not by_id["n1"]["refused"]  # the invented university goes out unchecked
     # Only the model's own "文章中没有提到" (the fake's answer to the rest) declines.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from bot.extraction import core, decision_point, is_open, polar_sense, tidy
+from bot.extraction import core, decision_point, is_open, polar_sense, restates, shown_answer, tidy
 from bot.knowledge import load
 from bot.prompts import Prompts
 from bot.types import Delta, Progress, Reply
@@ -23,7 +23,8 @@ def test_summaries_comparisons_and_opinions_are_open_the_rest_are_facts() -> Non
               "Summarize the article", "What is the difference between the two proposals?"):
         assert is_open(q), q
     for q in ("科大讯飞董事长是谁？", "周鸿祎为什么说ChatGPT成为了很多黑客的帮手？",
-              "赵晓光认为我国人工智能技术落后吗？", "How many groups did Liu propose?"):
+              "赵晓光认为我国人工智能技术落后吗？", "How many groups did Liu propose?",
+              "为什么栖息在400公尺左右的斯氏腔吻鳕个体比较大？", "周鸿祎认为我国能用多长时间达到比较好的跟随水平？"):
         assert not is_open(q), q
 
 
@@ -97,7 +98,7 @@ async def test_an_open_question_takes_the_free_draft_with_its_checks(engine_for)
     backend = FakeBackend(f"刘庆峰建议加快推进我国认知智能大模型建设。[{n}]")
     core, _ = await engine_for(backend)
     reply = await core.ask(ask_msg("刘庆峰和周鸿祎的建议有什么不同？"))
-    assert reply.path == "" and backend.calls  # drafted, then checked (this draft names only one of the two)
+    assert reply.path == "draft" and backend.calls  # drafted, then checked (this draft names only one of the two)
     assert not backend.calls[0][-1]["content"].startswith("句子：") and backend.calls[0][0]["content"].startswith(
         "你是一个问答助手")
 
@@ -156,6 +157,16 @@ def test_a_bare_yes_or_no_word_is_told_apart_from_an_answer() -> None:
     assert senses == ["yes", "no", "yes", "no", "yes", "yes", "", "", ""]
 
 
+def test_a_copy_the_question_already_holds_is_told_apart_from_an_answer() -> None:
+    asked = "（用户1第2问）哈佛体育场位于哪里？谢谢"
+    assert restates("哈佛体育场", asked) and restates("体育场[1]", asked)
+    assert not restates("波士顿", asked) and not restates("哈佛体育场在波士顿", asked) and not restates("", asked)
+    sentence = "哈佛体育场位于波士顿。"
+    assert shown_answer("哈佛体育场", sentence, asked) == sentence
+    assert shown_answer("波士顿", sentence, asked) == "波士顿"
+    assert shown_answer("是", sentence, "哈佛体育场在波士顿吗？") == sentence
+
+
 def _says(word: str):
     """A script that picks the first candidate and copies `word` out of it, whatever the question."""
     return lambda messages: f"1：{word}" if messages[-1]["content"].startswith("句子：") else ""
@@ -171,3 +182,13 @@ async def test_a_copy_that_is_only_a_yes_shows_the_sentence_instead(engine_for) 
     assert reply.text == reply.sentence + "[1]"  # the sentence is the answer; no quote repeats it
     asked = await core_.ask(ask_msg("ChatGPT本质上是什么？", "wh"))
     assert asked.copied == "是" and asked.text == asked.sentence + "[1]"
+
+
+async def test_a_copy_that_only_restates_the_question_shows_the_sentence_instead(engine_for) -> None:
+    # "刘庆峰" copied for a question about 刘庆峰 answers nothing: the sentence does.
+    core_, _ = await engine_for(FakeBackend(_says("刘庆峰")))
+    core_.engine.cfg.grounding.rules_off = ["pick"]  # answered whatever its score
+    reply = await core_.ask(ask_msg("刘庆峰认为我们需要什么？", "re"))
+    assert not reply.refused and reply.copied == "刘庆峰" and "刘庆峰" in reply.sentence
+    assert reply.text == reply.sentence + "[1]"
+
