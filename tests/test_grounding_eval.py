@@ -155,3 +155,20 @@ def test_yes_no_questions_are_never_answered_by_a_bare_yes_or_no(tmp_path: Path,
     bare = [r["answer"] for r in results if not r["refused"] and polar_sense(without_quote(r["answer"]))]
     assert not bare
     assert summary["by_kind"]["fact"]["correct"] >= right and len(summary["invented"]) <= answered
+
+
+# Why-questions on the unseen paragraphs (tests/data/unseen/*_why.jsonl): the reason is a clause of one
+# sentence, and a drafted answer invents one for near misses (8 of 10 on the tuning halves: README,
+# Grounding), so each is extracted (never drafted: "个体比较大" once routed one to the draft as a comparison),
+# and near misses stay mostly declined. Measured (both halves): small 5/16 right, 1/8 answered; large 3/20,
+# 3/10 (each a copy of the event, not its reason, with the sentence quoted under it).
+WHY_SETS = [("small", 4, 2), ("large", 2, 4)]  # (set, right at least, near misses answered at most)
+
+
+@pytest.mark.parametrize(("name", "right", "answered"), WHY_SETS)
+def test_why_questions_are_extracted_and_their_near_misses_declined(tmp_path: Path, data_dir: Path, name: str,
+                                                                    right: int, answered: int) -> None:
+    summary, _ = run_eval(DATA / "unseen" / f"{name}_why.jsonl", tmp_path, data_dir, UNSEEN / name)
+    results = json.loads((tmp_path / f"{name}_why.json").read_text(encoding="utf-8"))["results"]
+    assert not [r["question"] for r in results if r["path"] == "draft"]
+    assert summary["by_kind"]["fact"]["correct"] >= right and len(summary["invented"]) <= answered
