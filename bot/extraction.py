@@ -37,10 +37,13 @@ NONE_WORD = "无"
 
 # Questions that want more than one sentence's fact: a summary, a comparison, an opinion or an explanation
 # of how or why. Measured on the tuning sets (README, Grounding: routing), the rest are facts. 比较 only as a
-# verb: as an adverb ("个体比较大", "比较好的跟随水平") it asks a fact, and drafted, a reason was invented.
+# verb, with the two things compared or a clause end beside it: as an adverb ("个体比较大", "比较好的跟随水平")
+# it asks a fact, and drafted, a reason was invented.
+_COMPARE = (r"比较一下|比较起来|(?:进行|做个|做一下|作个|作一)比较|(?:请你?|试)比较|^比较(?=.{1,30}[和与跟同及])|"
+            r"[和与跟同].{1,20}比较(?=$|[，。？！,.?!])|相比(?:如何|怎么样|怎样)")
 _OPEN = re.compile(
     r"总结|概括|概述|归纳|主要内容|主要讲|讲了什么|讲的是什么|说了什么|写了什么|介绍一下|简要介绍|"
-    r"(?:^|[请来])比较|比较一下|[做作]比较|进行比较|对比|区别|异同|有何不同|有什么不同|不同之处|相比之下|怎么看|如何看待|怎样看待|评价|"
+    rf"{_COMPARE}|对比|区别|异同|有何不同|有什么不同|不同之处|相比之下|怎么看|如何看待|怎样看待|评价|"
     r"summari[sz]e|summary|overview|compare|comparison|difference between|what is the article about",
     re.IGNORECASE)
 
@@ -77,14 +80,14 @@ def restates(copied: str, question: str) -> bool:
 
 
 def shown_answer(copied: str, sentence: str, question: str) -> str:
-    """What an extraction shows: its copy, or the sentence when the copy answers nothing by itself (only a
-    yes or a no word, or words the question already holds: "哈佛体育场位于哪里？" → "哈佛体育场")."""
+    """What an extraction shows: its copy, or the sentence when the copy answers nothing by itself."""
+    # A bare yes or no word, or words the question already holds ("哈佛体育场位于哪里？" → "哈佛体育场").
     return sentence if polar_sense(copied) or restates(copied, core(question)) else copied
 
 
 def is_open(question: str) -> bool:
     """A question for the free draft (summaries, comparisons, opinions); else a fact to extract."""
-    return bool(_OPEN.search(core(question)))
+    return bool(_OPEN.search(_LEADING_TAG.sub("", question).strip()))  # a request may follow its "？"
 
 
 @dataclass

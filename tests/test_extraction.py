@@ -20,11 +20,15 @@ LIU = next(p for p in ARTICLE.passages if "让每个人都有AI助手" in p.text
 
 def test_summaries_comparisons_and_opinions_are_open_the_rest_are_facts() -> None:
     for q in ("总结一下这篇文章", "比较刘庆峰和周鸿祎的建议", "两者有什么区别？", "你如何看待ChatGPT？",
-              "Summarize the article", "What is the difference between the two proposals?"):
+              "Summarize the article", "What is the difference between the two proposals?",
+              "（用户1）比较一下刘庆峰和周鸿祎", "请你比较刘庆峰和周鸿祎", "刘庆峰和周鸿祎比较起来有什么不一样？",
+              "与周鸿祎比较，刘庆峰的建议有什么优势？", "这篇文章是关于什么的？请总结一下", "刘庆峰和周鸿祎相比如何？"):
         assert is_open(q), q
     for q in ("科大讯飞董事长是谁？", "周鸿祎为什么说ChatGPT成为了很多黑客的帮手？",
               "赵晓光认为我国人工智能技术落后吗？", "How many groups did Liu propose?",
-              "为什么栖息在400公尺左右的斯氏腔吻鳕个体比较大？", "周鸿祎认为我国能用多长时间达到比较好的跟随水平？"):
+              "为什么栖息在400公尺左右的斯氏腔吻鳕个体比较大？", "周鸿祎认为我国能用多长时间达到比较好的跟随水平？",
+              "为什么这项工作比较辛苦？", "他为什么被看作比较保守的政治家？", "这种鱼看起来比较大是为什么？",
+              "比较常见的症状有哪些？", "穆斯林兄弟会与什么类型的地方政府相比较有能力？"):
         assert not is_open(q), q
 
 
@@ -191,4 +195,3 @@ async def test_a_copy_that_only_restates_the_question_shows_the_sentence_instead
     reply = await core_.ask(ask_msg("刘庆峰认为我们需要什么？", "re"))
     assert not reply.refused and reply.copied == "刘庆峰" and "刘庆峰" in reply.sentence
     assert reply.text == reply.sentence + "[1]"
-

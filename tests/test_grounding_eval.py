@@ -1,7 +1,8 @@
 """The grounding bar on the default model, one `bot eval` (one model load) per set at temperature 0: the
 article sets, and content nobody tuned the bot for — the near-miss sets (XQuAD zh: the topic loaded, the
-asked fact absent) and the unseen CMRC sets — each in the half the decision was fitted on and the half
-it was not, at their measured levels with a question of slack (README, Grounding: the curve)."""
+asked fact absent), the unseen CMRC sets, and the yes/no and why sets written on their paragraphs — each
+in the half the decision was fitted on and the half it was not, at their measured levels with a question
+of slack (README, Grounding: the curve)."""
 
 from __future__ import annotations
 
@@ -168,7 +169,13 @@ WHY_SETS = [("small", 4, 2), ("large", 2, 4)]  # (set, right at least, near miss
 @pytest.mark.parametrize(("name", "right", "answered"), WHY_SETS)
 def test_why_questions_are_extracted_and_their_near_misses_declined(tmp_path: Path, data_dir: Path, name: str,
                                                                     right: int, answered: int) -> None:
+    from bot.citations import without_quote
+    from bot.extraction import restates
+
     summary, _ = run_eval(DATA / "unseen" / f"{name}_why.jsonl", tmp_path, data_dir, UNSEEN / name)
     results = json.loads((tmp_path / f"{name}_why.json").read_text(encoding="utf-8"))["results"]
     assert not [r["question"] for r in results if r["path"] == "draft"]
+    # An answer the question already holds ("…个体较大型" echoed) is shown as its sentence, never as the echo.
+    echoes = [r["answer"] for r in results if not r["refused"] and restates(without_quote(r["answer"]), r["question"])]
+    assert not echoes
     assert summary["by_kind"]["fact"]["correct"] >= right and len(summary["invented"]) <= answered
