@@ -139,6 +139,12 @@ def test_unseen_content_on_the_default_model(tmp_path: Path, data_dir: Path, nam
     assert summary["by_kind"]["out_of_scope"]["correct"] >= declined and len(summary["invented"]) <= answered
 
 
+def run_written_set(stem: str, tmp_path: Path, data_dir: Path, content: Path) -> tuple[dict, list[dict]]:
+    """(the summary, every question's result) of one of our sets in tests/data/unseen/ on its paragraphs."""
+    summary, _ = run_eval(DATA / "unseen" / f"{stem}.jsonl", tmp_path, data_dir, content)
+    return summary, json.loads((tmp_path / f"{stem}.json").read_text(encoding="utf-8"))["results"]
+
+
 # Yes/no questions on the unseen paragraphs (tests/data/unseen/*_yesno.jsonl): the model leans to 是 whatever
 # the sentence says, so no reply may answer one with a bare yes or no word; a fact answered right, near
 # misses declined. Measured (both halves): small 4/16 right, 0/8 answered; large 4/20, 0/10.
@@ -151,8 +157,7 @@ def test_yes_no_questions_are_never_answered_by_a_bare_yes_or_no(tmp_path: Path,
     from bot.citations import without_quote
     from bot.extraction import polar_sense
 
-    summary, _ = run_eval(DATA / "unseen" / f"{name}_yesno.jsonl", tmp_path, data_dir, UNSEEN / name)
-    results = json.loads((tmp_path / f"{name}_yesno.json").read_text(encoding="utf-8"))["results"]
+    summary, results = run_written_set(f"{name}_yesno", tmp_path, data_dir, UNSEEN / name)
     bare = [r["answer"] for r in results if not r["refused"] and polar_sense(without_quote(r["answer"]))]
     assert not bare
     assert summary["by_kind"]["fact"]["correct"] >= right and len(summary["invented"]) <= answered
@@ -172,10 +177,9 @@ def test_why_questions_are_extracted_and_their_near_misses_declined(tmp_path: Pa
     from bot.citations import without_quote
     from bot.extraction import restates
 
-    summary, _ = run_eval(DATA / "unseen" / f"{name}_why.jsonl", tmp_path, data_dir, UNSEEN / name)
-    results = json.loads((tmp_path / f"{name}_why.json").read_text(encoding="utf-8"))["results"]
+    summary, results = run_written_set(f"{name}_why", tmp_path, data_dir, UNSEEN / name)
     assert not [r["question"] for r in results if r["path"] == "draft"]
-    # An answer the question already holds ("…个体较大型" echoed) is shown as its sentence, never as the echo.
+    # A copy the question already holds ("显烈王大妃" for "…为何又被人称作“显烈王大妃”？") is shown as its sentence.
     echoes = [r["answer"] for r in results if not r["refused"] and restates(without_quote(r["answer"]), r["question"])]
     assert not echoes
     assert summary["by_kind"]["fact"]["correct"] >= right and len(summary["invented"]) <= answered
