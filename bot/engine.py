@@ -289,15 +289,14 @@ class Engine:
         When the whole draft fails but its first sentences passed and were shown, they are the answer.
         """
         reply = self._judge(msg, content, draft, draft.text.strip(), question, evidence)
-        reply.path = "draft"  # the log tells a drafted answer (or its decline) from an extracted one
         # The model's own "not mentioned" after a checked start takes that start back.
         declined = reply.decline_reason.startswith("model_declined")
         if reply.refused and not declined and release and release.shown.strip():
             kept = self._judge(msg, content, draft, release.shown.strip(), question, evidence)
             if not kept.refused:
                 kept.draft += f"\n---\n[kept the checked start; the rest failed: {reply.decline_reason}]"
-                kept.path = "draft"
-                return kept
+                reply = kept
+        reply.path = "draft"  # the log tells a drafted answer (or its decline) from an extracted one
         return reply
 
     def _judge(self, msg: Incoming, content: ContentSet, draft: _Draft, answer: str, question: str,

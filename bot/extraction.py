@@ -59,10 +59,15 @@ _LEADING_TAG = re.compile(r"^\s*[（(【\[][^）)】\]]{0,24}[）)】\]]\s*")
 _LAST_ASK = re.compile(r"^(.*[？?])[^？?]*$", re.DOTALL)
 
 
+def untagged(question: str) -> str:
+    """The question without a bracketed tag before it ("【用户3】", "（用户1）")."""
+    return _LEADING_TAG.sub("", question).strip()
+
+
 def core(question: str) -> str:
     """The question without what only frames it: a bracketed tag before it ("【用户3】"), and whatever follows
     its last question mark (a tag like "（用户1第2问）", "谢谢！"). Its numbers are then the question's own."""
-    text = _LEADING_TAG.sub("", question).strip()
+    text = untagged(question)
     asked = _LAST_ASK.match(text)
     return asked.group(1).strip() if asked and len(bare(asked.group(1))) >= 2 else text
 
@@ -87,7 +92,7 @@ def shown_answer(copied: str, sentence: str, question: str) -> str:
 
 def is_open(question: str) -> bool:
     """A question for the free draft (summaries, comparisons, opinions); else a fact to extract."""
-    return bool(_OPEN.search(_LEADING_TAG.sub("", question).strip()))  # a request may follow its "？"
+    return bool(_OPEN.search(untagged(question)))  # not `core`: a request may follow its "？"
 
 
 @dataclass
