@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from bot.config import Config, load_config
-from bot.decision import DEFAULT_SIGNALS
+from bot.decision import DEFAULT_SIGNALS, Weights
 from bot.errors import BotError, ConfigError, ContentError, ModelError
 
 Handler = Callable[[Config], Awaitable[int]]
@@ -215,6 +215,7 @@ def eval_cmd(ctx: click.Context, path: Path, report: Path | None, compare_checks
         cases = evaluation.load_cases(path, half or "")
         async with open_app(cfg) as app:
             results, summary = await _eval_run(app.core, cases, echo=True, concurrency=concurrency)
+            summary["pick"] = cfg.grounding.pick or Weights.load(cfg.grounding.weights_path(cfg)).pick
             if compare_checks:
                 g = cfg.grounding
                 g.evidence_check = g.support_check = g.retry_with_passages = False
@@ -372,10 +373,15 @@ def calibrate(reports: tuple[Path, ...], out: Path, signals: str, l2: float) -> 
     """Fit the answer-or-decline decision on `bot eval` reports of tuning sets (their extracted questions)."""
     from bot.decision import fit, training_rows
 
-    rows = training_rows([json.loads(p.read_text(encoding="utf-8")) for p in reports])
+    loaded = [json.loads(p.read_text(encoding="utf-8")) for p in reports]
+    picks = {r.get("summary", {}).get("pick", "numbered") for r in loaded}
+    if len(picks) > 1:
+        raise click.ClickException(f"the reports were run with grounding.pick {' and '.join(sorted(picks))}; "
+                                   "fix: fit on reports of one pick")
+    rows = training_rows(loaded)
     names = [s.strip() for s in signals.split(",") if s.strip()]
     try:
-        weights = fit(rows, names, l2=l2, fitted_on=[p.name for p in reports])
+        weights = fit(rows, names, l2=l2, fitted_on=[p.name for p in reports], pick=picks.pop())
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     out.write_text(weights.dumps(), encoding="utf-8")
@@ -384,4 +390,4 @@ def calibrate(reports: tuple[Path, ...], out: Path, signals: str, l2: float) -> 
     for name, value in sorted(weights.aucs.items(), key=lambda kv: -abs(kv[1] - 0.5)):
         coef = weights.coef[weights.signals.index(name)]
         click.echo(f"  {name:<16} AUC {value:.3f}  weight {coef:+.3f}")
-    click.echo(f"wrote {out}")
+    click.echo(f"wrote {out} (grounding.pick {weights.pick})")

@@ -91,18 +91,22 @@ class GroundingConfig:
     # answer when the calibrated score reaches answer_threshold (README, Grounding: the curve).
     extractive: bool = True
     candidates: int = 3  # best-matching sentences the model picks among
+    # How the answering sentence is picked: "numbered" (one prompt, a label per candidate or 0) or "judged"
+    # (each candidate alone, 是 or 否, side by side; the likeliest 是 copied from); "": as the weights were fitted.
+    pick: Literal["", "numbered", "judged"] = ""
     max_answer_tokens: int = 48  # longest copied answer
     answer_threshold: float = 0.7  # the operating point on the curve: the fitted probability of being right
     weights: str = ""  # the decision's fitted weights (`bot calibrate`); empty: bot/data/decision/<model>.json
 
     def weights_path(self, cfg: Config) -> Path:
-        """The weights file: the configured one (relative to the config file), else the model's shipped one,
-        else the default model's."""
-        from bot.decision import DEFAULT_WEIGHTS, shipped_weights
+        """The weights file: the configured one (relative to the config file), else the model's shipped one
+        for this pick, else the default model's."""
+        from bot.decision import DEFAULT_MODEL, DEFAULT_WEIGHTS, shipped_weights
 
         if self.weights:
             return cfg.path(self.weights)
-        return shipped_weights(cfg.model.name) or DEFAULT_WEIGHTS
+        return (shipped_weights(cfg.model.name, self.pick) or shipped_weights(DEFAULT_MODEL, self.pick)
+                or DEFAULT_WEIGHTS)
 
 
 @dataclass

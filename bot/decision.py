@@ -27,9 +27,10 @@ DEFAULT_WEIGHTS = WEIGHTS_DIR / f"{DEFAULT_MODEL}.json"
 DEFAULT_SIGNALS = ("margin", "top", "none", "gap", "mass", "copy_vs_none", "copy_mean")
 
 
-def shipped_weights(model: str) -> Path | None:
-    """The shipped weights fitted on this model's own signals, or None when none were fitted for it."""
-    path = WEIGHTS_DIR / f"{model}.json"
+def shipped_weights(model: str, pick: str = "") -> Path | None:
+    """The shipped weights fitted on this model's own signals (read the `pick` way, when given: the judged
+    pick's are <model>.judged.json), or None when none were fitted for it."""
+    path = WEIGHTS_DIR / (f"{model}.{pick}.json" if pick and pick != "numbered" else f"{model}.json")
     return path if path.is_file() else None
 
 
@@ -43,6 +44,7 @@ class Weights:
     coef: tuple[float, ...]
     intercept: float
     fitted_on: tuple[str, ...] = ()
+    pick: str = "numbered"  # how the signals were read (grounding.pick): they mean something else the other way
     aucs: dict[str, float] = field(default_factory=dict)  # each signal's alone, on the data it was fitted on
 
     def probability(self, values: dict[str, float]) -> float:
@@ -62,7 +64,8 @@ class Weights:
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
             weights = cls(tuple(raw["signals"]), tuple(raw["mean"]), tuple(raw["scale"]), tuple(raw["coef"]),
-                          float(raw["intercept"]), tuple(raw.get("fitted_on", ())), dict(raw.get("aucs", {})))
+                          float(raw["intercept"]), tuple(raw.get("fitted_on", ())), str(raw.get("pick", "numbered")),
+                          dict(raw.get("aucs", {})))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"grounding.weights: cannot read {path} ({exc}); fix: point it at a file written by "
                               "`bot calibrate`, or leave it empty for the shipped one.") from None
@@ -96,7 +99,7 @@ def _ranks(values: list[float]) -> list[float]:
 
 
 def fit(rows: Sequence[tuple[dict[str, float], bool]], signals: Sequence[str], *, l2: float = 1.0,
-        fitted_on: Sequence[str] = ()) -> Weights:
+        fitted_on: Sequence[str] = (), pick: str = "numbered") -> Weights:
     """Logistic regression (Newton's method, an L2 penalty) of `right` on the standardised signals."""
     x = np.array([[values.get(name, 0.0) for name in signals] for values, _ in rows], dtype=np.float64)
     y = np.array([1.0 if right else 0.0 for _, right in rows])
@@ -119,7 +122,7 @@ def fit(rows: Sequence[tuple[dict[str, float], bool]], signals: Sequence[str], *
                             [v for v, t in zip(x[:, i], y, strict=True) if not t]), 3)
             for i, name in enumerate(signals)}
     return Weights(tuple(signals), tuple(mean.round(6)), tuple(scale.round(6)), tuple(w[1:].round(6)),
-                   round(float(w[0]), 6), tuple(fitted_on), aucs)
+                   round(float(w[0]), 6), tuple(fitted_on), pick, aucs)
 
 
 def training_rows(reports: Sequence[dict[str, Any]]) -> list[tuple[dict[str, float], bool]]:

@@ -18,6 +18,7 @@ from bot.backends.base import Backend, Completion, ProgressFn
 from bot.citations import cite, markers, strip_markers
 from bot.config import Config
 from bot.decision import DEFAULT_MODEL, Weights, shipped_weights
+from bot.errors import ConfigError
 from bot.evidence import Evidence, is_injection, question_evidence
 from bot.extraction import Extractor, Found, is_open, shown_answer
 from bot.knowledge import ContentSet
@@ -71,10 +72,15 @@ class Engine:
     def __init__(self, cfg: Config, backend: Backend, prompts: Prompts) -> None:
         self.cfg, self.backend, self.prompts = cfg, backend, prompts
         self.build = PromptBuilder(cfg, prompts, backend.count_tokens)
-        if not cfg.grounding.weights and shipped_weights(cfg.model.name) is None:
+        g = cfg.grounding
+        if not g.weights and shipped_weights(cfg.model.name, g.pick) is None:
             log.warning("no decision weights fitted for model %s: using %s's; fit its own with bot calibrate "
                         "and set grounding.weights (README, Grounding)", cfg.model.name, DEFAULT_MODEL)
-        weights = Weights.load(cfg.grounding.weights_path(cfg))
+        weights = Weights.load(path := g.weights_path(cfg))
+        if g.pick and weights.pick != g.pick:
+            raise ConfigError(f"grounding.pick is {g.pick!r} but {path.name} was fitted on the {weights.pick} "
+                              "pick; fix: leave grounding.pick empty, or set grounding.weights to weights fitted "
+                              "on reports run that way (bot calibrate).")
         self.extractor = Extractor(cfg.grounding, backend, prompts, weights)
 
     @property

@@ -5,11 +5,13 @@ A small model asked to answer freely invents a neighbouring fact as readily as i
 policing the free draft with word lists misses paraphrases both ways. Asked instead *which of these
 numbered sentences answers the question, or 0*, it tells them apart well (README, Grounding: AUC per set);
 copying the answer under a constraint (bot/backends/constraint.py) puts only the content's own words in it,
-and the citation is the picked sentence by construction.
+and the citation is the picked sentence by construction. `grounding.pick: judged` asks about each candidate
+alone instead (是 or 否, the prompts side by side): measured, not the default (README, Grounding).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import re
@@ -17,7 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from bot.backends.base import Backend, Extraction, Picked
+from bot.backends.base import Backend, Extraction, Picked, part
 from bot.citations import strip_markers
 from bot.config import GroundingConfig
 from bot.decision import Weights
@@ -30,6 +32,7 @@ from bot.words import bare
 
 Messages = list[dict[str, str]]
 LABELS = "0123456789"  # one token each in the models' vocabularies; "0" is "none of them"
+JUDGE_LABELS = ("否", "是")  # a judged candidate: does it answer? 是 is then copied from
 LEAD = "：答案是“"  # forced after the label: the copy then starts at the answer, and ends at its ”
 FIRST_COPY_SIGNALS = ("copy_vs_none",)  # known once the copy's first token is read
 WHOLE_COPY_SIGNALS = ("copy_mean",)  # known once the copy ends
@@ -118,10 +121,12 @@ class Extractor:
 
     def __init__(self, cfg: GroundingConfig, backend: Backend, prompts: Prompts, weights: Weights) -> None:
         self.cfg, self.backend, self.prompts, self.weights = cfg, backend, prompts, weights
+        self.pick = cfg.pick or weights.pick  # the signals mean what the weights were fitted on
 
     def instructions(self) -> Messages:
         """The system message every pick prompt starts with (kept computed by the backend)."""
-        return [{"role": "system", "content": self.prompts.text("pick_system")}]
+        name = "judge_system" if self.pick == "judged" else "pick_system"
+        return [{"role": "system", "content": self.prompts.text(name)}]
 
     def messages(self, question: str, candidates: list[Sentence], context: str = "") -> Messages:
         """The pick prompt: the numbered candidates, the question (after the previous one, for a follow-up)."""
@@ -129,6 +134,12 @@ class Extractor:
                              for i, s in enumerate(candidates, 1))
         before = self.prompts.render("pick_context", question=context) + "\n" if context else ""
         text = self.prompts.render("pick", sentences=numbered, question=question, context=before)
+        return self.instructions() + [{"role": "user", "content": text}]
+
+    def judge_messages(self, question: str, sentence: Sentence, context: str = "") -> Messages:
+        """The judge prompt: one candidate and the question (after the previous one, for a follow-up)."""
+        before = self.prompts.render("pick_context", question=context) + "\n" if context else ""
+        text = self.prompts.render("judge", sentence=sentence.text, question=question, context=before)
         return self.instructions() + [{"role": "user", "content": text}]
 
     def candidates(self, question: str, content: ContentSet, evidence: Evidence) -> list[Sentence]:
@@ -144,6 +155,10 @@ class Extractor:
         candidates = self.candidates(question, content, evidence)
         question = core(question)
         if not candidates:
+            return
+        if self.pick == "judged":
+            async for item in self._judged(question, candidates, context, conversation, priority, threshold):
+                yield item
             return
         result = Extraction()
         labels = LABELS[: len(candidates) + 1]
@@ -174,6 +189,70 @@ class Extractor:
         values = signals(result)
         yield Found(candidates[result.chosen - 1], answer, self.weights.probability(values), values, candidates,
                     result, int((picked - started) * 1000), int((done - picked) * 1000) if answer else 0)
+
+    async def _judged(self, question: str, candidates: list[Sentence], context: str, conversation: str,
+                      priority: float, threshold: float) -> AsyncIterator[Queued | Found]:
+        """Each candidate judged alone, side by side (是 or 否, one forward pass each); the likeliest 是 is
+        copied from, decided as early as the weights' signals allow."""
+        started = time.perf_counter()
+        results = [Extraction() for _ in candidates]
+        streams = [self.backend.extract(
+            self.judge_messages(question, s, context), list(JUDGE_LABELS), ["", s.text], lead=LEAD,
+            none_word=NONE_WORD, conversation=part(conversation, i), result=r,
+            max_tokens=self.cfg.max_answer_tokens, priority=priority)
+            for i, (s, r) in enumerate(zip(candidates, results, strict=True))]
+        notes: asyncio.Queue[Queued | None] = asyncio.Queue()
+        judging = asyncio.gather(*(_until_picked(s, notes) for s in streams))
+        judging.add_done_callback(lambda _: notes.put_nowait(None))
+        copied = ""
+        try:
+            while (note := await notes.get()) is not None:
+                yield note
+            await judging
+            margins = [r.logprobs[1] - r.logprobs[0] for r in results]
+            best = max(range(len(candidates)), key=margins.__getitem__)
+            for i, other in enumerate(streams):
+                if i != best:
+                    await other.aclose()  # its copy is not needed: the request stops
+            picked, result = time.perf_counter(), results[best]
+            when = decision_point(self.weights.signals)
+            if when != "pick" or self.weights.probability(judged_signals(margins, result)) >= threshold:
+                async for item in streams[best]:
+                    if isinstance(item, str):
+                        copied += item
+                        if when == "first":
+                            when = "decided"
+                            if self.weights.probability(judged_signals(margins, result)) < threshold:
+                                break  # declined: the request stops here
+        finally:
+            judging.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await judging
+            for stream in streams:
+                await stream.aclose()
+        done = time.perf_counter()
+        answer, values = tidy(copied), judged_signals(margins, result)
+        result.chosen = best + 1
+        yield Found(candidates[best], answer, self.weights.probability(values), values, candidates, result,
+                    int((picked - started) * 1000), int((done - picked) * 1000) if answer else 0)
+
+
+async def _until_picked(stream: AsyncIterator[str | Queued | Picked], notes: asyncio.Queue[Queued | None]) -> None:
+    """Read a judged candidate's request until its labels are read, passing on its queue notes."""
+    async for item in stream:
+        if isinstance(item, Picked):
+            return
+        if isinstance(item, Queued):
+            notes.put_nowait(item)
+
+
+def judged_signals(margins: list[float], result: Extraction) -> dict[str, float]:
+    """The judged pick's signals, named as the numbered pick's: "none" is the best candidate's 否."""
+    ranked = sorted(margins, reverse=True)
+    values = signals(Extraction(logprobs=[result.logprobs[0], result.logprobs[1]],
+                                token_logprobs=result.token_logprobs, none_first=result.none_first))
+    values["gap"] = ranked[0] - ranked[1] if len(ranked) > 1 else 10.0
+    return values
 
 
 def decision_point(names: tuple[str, ...]) -> str:

@@ -52,17 +52,19 @@ def article_text() -> str:
 
 @pytest.fixture
 async def engine_for(tmp_path: Path) -> AsyncIterator:
-    """engine_for(backend, extractive=True) -> (core, store): a started core whose engine answers with
-    `backend` (extractive=False: the free-draft path for every question, as for open questions)."""
+    """engine_for(backend, extractive=True, pick="") -> (core, store): a started core whose engine answers with
+    `backend` (extractive=False: the free-draft path for every question, as for open questions; pick: the
+    grounding.pick to use, "" as the shipped weights were fitted)."""
     from tests.helpers import make_core
 
     opened = []
 
-    async def build(backend: object, *, extractive: bool = True) -> tuple[object, object]:
+    async def build(backend: object, *, extractive: bool = True, pick: str = "") -> tuple[object, object]:
         from tests.helpers import make_config
 
         cfg = make_config(tmp_path / f"e{len(opened)}")
         cfg.grounding.extractive = extractive  # off: every question takes the free draft and its checks
+        cfg.grounding.pick = pick
         core, store = await make_core(tmp_path / f"e{len(opened)}", backend, cfg=cfg)
         opened.append(store)
         return core, store

@@ -90,14 +90,17 @@ def grounding_strip(text: str) -> str:
 
 def copying(*answers: str, free: str = ""):
     """A script for the extractive path: a pick prompt is answered with the number of the candidate that
-    holds the first of `answers` it finds and that answer ("2：刘庆峰"), or "0" when none holds one; any
-    other prompt (a free draft, a translation) gets `free`."""
+    holds the first of `answers` it finds and that answer ("2：刘庆峰"), or "0" when none holds one; a judged
+    candidate with "是：刘庆峰" or "否"; any other prompt (a free draft, a translation) gets `free`."""
 
     def script(messages: list[dict[str, str]]) -> str:
         last = messages[-1]["content"]
         if not last.startswith("句子："):
             return free
         lines = re.findall(r"^(\d)\. (.*)$", last, re.MULTILINE)
+        if not lines:  # a judged candidate, alone: 是 and the answer it holds, or 否
+            sentence = last.removeprefix("句子：").split("\n", 1)[0]
+            return next((f"是：{a}" for a in answers if a in sentence), "否")
         for answer in answers:
             for n, text in lines:
                 if answer in text:

@@ -412,7 +412,13 @@ def test_calibrate_fits_weights_the_config_can_name(config: Path, backends: list
     r = bot(config, "calibrate", str(report), "--out", str(weights), "--signals", "margin,copy_vs_none")
     assert r.exit_code == 0, r.output
     assert "7 extracted questions (6 right if answered)" in r.output and "margin" in r.output
-    assert json.loads(weights.read_text(encoding="utf-8"))["signals"] == ["margin", "copy_vs_none"]
+    fitted = json.loads(weights.read_text(encoding="utf-8"))
+    assert fitted["signals"] == ["margin", "copy_vs_none"] and fitted["pick"] == "numbered"  # as the run read them
+    judged = json.loads(report.read_text(encoding="utf-8"))
+    judged["summary"]["pick"] = "judged"
+    (tmp_path / "j.json").write_text(json.dumps(judged), encoding="utf-8")
+    mixed = bot(config, "calibrate", str(report), str(tmp_path / "j.json"), "--out", str(tmp_path / "m.json"))
+    assert mixed.exit_code != 0 and "pick judged and numbered; fix:" in mixed.output
     config.write_text(config.read_text(encoding="utf-8") + f"grounding:\n  weights: {weights}\n", encoding="utf-8")
     assert bot(config, "ask", "科大讯飞董事长是谁？").exit_code == 0
     weights.write_text("{", encoding="utf-8")

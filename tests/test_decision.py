@@ -51,12 +51,14 @@ def test_weights_round_trip_through_their_file_and_errors_name_the_key(tmp_path:
 
 def test_each_model_is_decided_by_weights_fitted_on_its_own_signals(tmp_path: Path) -> None:
     shipped = sorted(WEIGHTS_DIR.glob("*.json"))
-    assert DEFAULT_WEIGHTS in shipped and len(shipped) >= 2  # the default model and the small one
+    assert DEFAULT_WEIGHTS in shipped and len(shipped) >= 3  # the default model (both picks) and the small one
     cfg = make_config(tmp_path)
     for path in shipped:
-        cfg.model.name = path.stem
+        cfg.model.name, _, cfg.grounding.pick = path.stem.partition(".judged")[0], "", \
+            "judged" if path.stem.endswith(".judged") else ""
         assert cfg.grounding.weights_path(cfg) == path
-        Weights.load(path)
+        assert Weights.load(path).pick == (cfg.grounding.pick or "numbered")  # read the way they were fitted
+    cfg.grounding.pick = ""
     cfg.model.name = "some-other-model"  # none fitted for it: the default model's, with a warning at start
     assert cfg.grounding.weights_path(cfg) == DEFAULT_WEIGHTS
     cfg.grounding.weights = "mine.json"  # configured: relative to the config file
@@ -81,3 +83,16 @@ def test_training_rows_take_extracted_chinese_questions_right_only_when_answerab
         {"path": "extract", "lang": "en", "kind": "fact", "signals": {"margin": 1.0}, "right_if_answered": True},
     ]}
     assert training_rows([report]) == [({"margin": 1.0}, True), ({"margin": 0.5}, False), ({"margin": 2.0}, False)]
+
+
+async def test_a_pick_the_weights_were_not_fitted_on_is_refused_at_start(tmp_path: Path) -> None:
+    from bot.engine import Engine
+    from bot.prompts import Prompts
+    from tests.fakes.backend import FakeBackend
+
+    cfg = make_config(tmp_path)
+    cfg.grounding.pick = "judged"
+    assert Engine(cfg, FakeBackend(), Prompts()).extractor.pick == "judged"  # its own shipped weights
+    cfg.grounding.weights = str(DEFAULT_WEIGHTS)  # fitted on the numbered pick
+    with pytest.raises(ConfigError, match="grounding.pick is 'judged'.*fix: "):
+        Engine(cfg, FakeBackend(), Prompts())

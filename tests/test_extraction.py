@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from bot.backends.base import PART, of_conversation
 from bot.extraction import core, decision_point, is_open, polar_sense, restates, shown_answer, tidy
 from bot.knowledge import load
 from bot.prompts import Prompts
@@ -195,3 +196,38 @@ async def test_a_copy_that_only_restates_the_question_shows_the_sentence_instead
     reply = await core_.ask(ask_msg("刘庆峰认为我们需要什么？", "re"))
     assert not reply.refused and reply.copied == "刘庆峰" and "刘庆峰" in reply.sentence
     assert reply.text == reply.sentence + "[1]"
+
+
+async def test_judged_each_candidate_is_asked_alone_and_the_one_judged_yes_is_copied_from(engine_for) -> None:
+    backend = FakeBackend(copying("AI助手"))
+    core, _ = await engine_for(backend, pick="judged")
+    reply = await core.ask(ask_msg("刘庆峰希望让每个人都有什么？"))
+    assert not reply.refused and reply.text.startswith("AI助手[1]") and reply.copied == "AI助手"
+    assert len(backend.calls) == core.engine.cfg.grounding.candidates  # one short prompt per candidate
+    judged = [call[1]["content"].removeprefix("句子：").split("\n", 1)[0] for call in backend.calls]
+    assert all(call[0]["content"] == Prompts().text("judge_system") for call in backend.calls)
+    assert len(set(judged)) == len(judged) and reply.sentence in judged and "AI助手" in reply.sentence
+    assert reply.signals["gap"] > 0  # the 是 of the sentence holding it over the runner-up's
+
+
+async def test_judged_no_candidate_judged_yes_declines_with_the_closest_sentence(engine_for) -> None:
+    core, _ = await engine_for(FakeBackend(copying("这句话不在文章里")), pick="judged")
+    reply = await core.ask(ask_msg("刘庆峰的年薪是多少？"))
+    assert reply.refused and reply.path == "extract" and reply.text.startswith("文章中没有直接说明")
+    assert reply.sentence and reply.sentence in reply.text and reply.decline_reason.startswith("pick: score")
+
+
+async def test_judged_parts_run_under_their_turns_conversation(engine_for) -> None:
+    backend = FakeBackend(copying("AI助手"), delay=0.01)
+    core, _ = await engine_for(backend, pick="judged")
+    keys: list[str] = []
+    extract = backend.extract
+
+    def spy(*args, **kw):
+        keys.append(kw["conversation"])
+        return extract(*args, **kw)
+
+    backend.extract = spy
+    await core.ask(ask_msg("刘庆峰希望让每个人都有什么？"))
+    assert len(set(keys)) == len(keys) == core.engine.cfg.grounding.candidates
+    assert all(of_conversation(k, keys[0].split(PART)[0]) for k in keys)

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.backends.base import Completion, Extraction, Picked
+from bot.backends.base import Completion, Extraction, Picked, part
 from bot.backends.openai import OpenAIBackend
 from bot.config import ModelConfig
 from bot.errors import AnswerStopped, BackendBusy, BackendError
@@ -117,16 +117,18 @@ async def test_slots_are_shared_earliest_turn_first_and_the_queue_is_bounded() -
     assert results[1][0] == Queued(1) and results[2][0] == Queued(1)
 
 
+async def slow_answer(request: httpx.Request) -> httpx.Response:
+    """A streamed answer of 50 pieces, 10 ms apart: long enough to be stopped while it runs."""
+    async def body():  # noqa: ANN202 - an async byte stream
+        for i in range(50):
+            yield f"data: {json.dumps({'choices': [{'delta': {'content': str(i)}}]})}\n\n".encode()
+            await asyncio.sleep(0.01)
+
+    return httpx.Response(200, content=body())
+
+
 async def test_reset_stops_a_running_answer() -> None:
-    async def slow(request: httpx.Request) -> httpx.Response:
-        async def body():  # noqa: ANN202 - an async byte stream
-            for i in range(50):
-                yield f"data: {json.dumps({'choices': [{'delta': {'content': str(i)}}]})}\n\n".encode()
-                await asyncio.sleep(0.01)
-
-        return httpx.Response(200, content=body())
-
-    b = backend(slow)
+    b = backend(slow_answer)
     got: list[str | Queued] = []
     with pytest.raises(AnswerStopped):
         async for piece in b.stream(MSGS, conversation="r"):
@@ -135,6 +137,21 @@ async def test_reset_stops_a_running_answer() -> None:
                 assert b.cancel("r") == 1
     assert len(got) < 10
     assert await collect(backend(lambda r: httpx.Response(200, content=sse("x"))), "r") == ["x"]
+
+
+async def test_a_turns_parts_run_side_by_side_and_reset_stops_them_all() -> None:
+    b = backend(slow_answer, parallel=4)
+    first: list[list[str | Queued]] = [[], []]
+
+    async def read(i: int) -> None:
+        async for piece in b.stream(MSGS, conversation=part("r", i)):
+            first[i].append(piece)
+            if i == 1 and len(first[1]) == 3:
+                assert b.cancel("r") == 2  # both parts, running side by side
+
+    results = await asyncio.gather(read(0), read(1), return_exceptions=True)
+    assert all(isinstance(r, AnswerStopped) for r in results)
+    assert not any(isinstance(p, Queued) for got in first for p in got)  # neither waited for the other
 
 
 def logprob_answer(content: str, steps: list[tuple[str, float, dict[str, float]]]) -> dict:

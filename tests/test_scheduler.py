@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from bot.backends.base import part
 from bot.backends.scheduler import Request, Scheduler
 from bot.errors import AnswerStopped, BackendBusy, BackendError
 
@@ -135,3 +136,14 @@ def test_time_limit_stops_a_running_answer() -> None:
     time.sleep(0.02)
     assert s.expired() == [r]
     assert isinstance(got[-1], AnswerStopped) and "answer_time_limit_s" in str(got[-1])
+
+
+def test_a_turns_parts_run_side_by_side_and_stop_with_its_conversation() -> None:
+    s = make(slots=3)
+    parts = [req(part("a", i), 1.0)[0] for i in range(2)]
+    other, _ = req("ab", 1.5)  # a conversation whose key starts like it is not one of its parts
+    for r in (*parts, other):
+        s.submit(r)
+    assert admit(s) == [*parts, other]  # one request per key: a turn's parts are not queued behind each other
+    assert s.cancel("a") == 2
+    assert s.expired() == parts

@@ -46,6 +46,19 @@ class Extraction:
     completion_tokens: int = 0
 
 
+PART = "\x1f"  # a turn's requests that run side by side are its conversation's parts
+
+
+def part(conversation: str, i: int) -> str:
+    """The key of a turn's i-th request run beside its others (one request per key is in flight)."""
+    return f"{conversation}{PART}{i}"
+
+
+def of_conversation(key: str, conversation: str) -> bool:
+    """Whether a request's key is the conversation's or one of its parts."""
+    return key == conversation or key.startswith(conversation + PART)
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A model that streams an answer for a list of chat messages."""

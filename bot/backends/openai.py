@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from bot.backends.base import Completion, Extraction, Picked, ProgressFn
+from bot.backends.base import Completion, Extraction, Picked, ProgressFn, of_conversation
 from bot.backends.constraint import closing, grammar
 from bot.config import ModelConfig
 from bot.errors import AnswerStopped, BackendBusy, BackendError
@@ -103,11 +103,12 @@ class OpenAIBackend:
     def cancel(self, conversation: str) -> int:
         """Stop the conversation's running request and drop its queued ones; how many there were."""
         hit = 0
-        if stop := self._running.get(conversation):
-            stop.set()
-            hit += 1
+        for key, stop in list(self._running.items()):
+            if of_conversation(key, conversation):
+                stop.set()
+                hit += 1
         for _, conv, fut in self._waiting:
-            if conv == conversation and not fut.done():
+            if of_conversation(conv, conversation) and not fut.done():
                 fut.set_exception(AnswerStopped("stopped before it started (/reset)"))
                 hit += 1
         return hit

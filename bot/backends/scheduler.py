@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.backends.base import Completion
+from bot.backends.base import Completion, of_conversation
 from bot.errors import AnswerStopped, BackendBusy, BackendError
 
 Sink = Callable[[Any], None]  # hands an item to the waiting coroutine (thread-safe)
@@ -81,7 +81,7 @@ class Scheduler:
     def cancel(self, conversation: str) -> int:
         """Stop the conversation's queued and running requests; how many there were."""
         with self.cond:
-            hit = [r for r in [*self.waiting, *self.running.values()] if r.conversation == conversation]
+            hit = [r for r in [*self.waiting, *self.running.values()] if of_conversation(r.conversation, conversation)]
             for r in hit:
                 r.cancel.set()
             self.cond.notify()

@@ -96,7 +96,7 @@ class FakeBackend:
         result.logprobs[best] = -0.1 if chosen else -3.0
         result.chosen, copied = best, copied if chosen else ""
         result.token_logprobs = [-0.2] * max(1, len(tokens_of(copied)))
-        result.none_first = -6.0 if chosen else -0.5
+        result.none_first = -10.0 if chosen else -0.5
         # Counted as the real backends count them (the prompt, the tokens generated).
         result.prompt_tokens, result.completion_tokens = used.prompt_tokens, used.completion_tokens
         yield Picked(tuple(result.logprobs), best)
