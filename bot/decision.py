@@ -23,6 +23,7 @@ from bot.errors import ConfigError
 WEIGHTS_DIR = Path(__file__).resolve().parent / "data" / "decision"
 DEFAULT_MODEL = "qwen2.5-coder-1.5b"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / f"{DEFAULT_MODEL}.json"
+PICKS = ("numbered", "judged")  # how a pick's signals are read (grounding.pick)
 # Every signal bot/extraction.py computes; `bot calibrate --signals` fits a subset.
 DEFAULT_SIGNALS = ("margin", "top", "none", "gap", "mass", "copy_vs_none", "copy_mean")
 
@@ -69,6 +70,9 @@ class Weights:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"grounding.weights: cannot read {path} ({exc}); fix: point it at a file written by "
                               "`bot calibrate`, or leave it empty for the shipped one.") from None
+        if weights.pick not in PICKS:
+            raise ConfigError(f"grounding.weights: {path} was fitted on the pick {weights.pick!r}; fix: write it "
+                              f"again with `bot calibrate` (picks: {', '.join(PICKS)}).")
         if not len(weights.signals) == len(weights.mean) == len(weights.scale) == len(weights.coef):
             raise ConfigError(f"grounding.weights: {path} lists {len(weights.signals)} signals but not as many "
                               "means, scales and weights; fix: write it again with `bot calibrate`.")

@@ -16,8 +16,9 @@ import contextlib
 import math
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from bot.backends.base import Backend, Extraction, Picked, part
 from bot.citations import strip_markers
@@ -202,39 +203,59 @@ class Extractor:
             max_tokens=self.cfg.max_answer_tokens, priority=priority)
             for i, (s, r) in enumerate(zip(candidates, results, strict=True))]
         notes: asyncio.Queue[Queued | None] = asyncio.Queue()
-        judging = asyncio.gather(*(_until_picked(s, notes) for s in streams))
-        judging.add_done_callback(lambda _: notes.put_nowait(None))
+        tasks = [asyncio.create_task(_until_picked(s, notes)) for s in streams]
+        watcher = asyncio.ensure_future(asyncio.wait(tasks))  # never raises: each task's error is read below
+        watcher.add_done_callback(lambda _: notes.put_nowait(None))
         copied = ""
         try:
             while (note := await notes.get()) is not None:
                 yield note
-            await judging
+            for task in tasks:
+                task.result()  # a part that failed fails the turn
             margins = [r.logprobs[1] - r.logprobs[0] for r in results]
             best = max(range(len(candidates)), key=margins.__getitem__)
             for i, other in enumerate(streams):
                 if i != best:
-                    await other.aclose()  # its copy is not needed: the request stops
+                    await other.aclose()  # its copy is not needed
             picked, result = time.perf_counter(), results[best]
-            when = decision_point(self.weights.signals)
-            if when != "pick" or self.weights.probability(judged_signals(margins, result)) >= threshold:
-                async for item in streams[best]:
-                    if isinstance(item, str):
-                        copied += item
-                        if when == "first":
-                            when = "decided"
-                            if self.weights.probability(judged_signals(margins, result)) < threshold:
-                                break  # declined: the request stops here
+            async for piece in self._copy(streams[best], margins, result, threshold):
+                copied += piece
         finally:
-            judging.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await judging
-            for stream in streams:
-                await stream.aclose()
+            await _closed(tasks, watcher, streams)
         done = time.perf_counter()
         answer, values = tidy(copied), judged_signals(margins, result)
-        result.chosen = best + 1
-        yield Found(candidates[best], answer, self.weights.probability(values), values, candidates, result,
+        summary = Extraction([result.logprobs[0], *(r.logprobs[1] for r in results)], best + 1, copied,
+                             result.token_logprobs, result.none_first, sum(r.prompt_tokens for r in results),
+                             result.completion_tokens)  # the log shows each candidate's 是 and the best's 否
+        yield Found(candidates[best], answer, self.weights.probability(values), values, candidates, summary,
                     int((picked - started) * 1000), int((done - picked) * 1000) if answer else 0)
+
+    async def _copy(self, stream: AsyncGenerator[str | Queued | Picked, None], margins: list[float], result: Extraction,
+                    threshold: float) -> AsyncIterator[str]:
+        """The best part's copy, stopped at the decision point when it declines."""
+        when = decision_point(self.weights.signals)
+        if when == "pick" and self.weights.probability(judged_signals(margins, result)) < threshold:
+            return
+        async for item in stream:
+            if isinstance(item, str):
+                yield item
+                if when == "first":
+                    when = "decided"
+                    if self.weights.probability(judged_signals(margins, result)) < threshold:
+                        return  # declined: the request stops here
+
+
+async def _closed(tasks: list[asyncio.Task[None]], watcher: asyncio.Future[Any],
+                  streams: list[AsyncGenerator[str | Queued | Picked, None]]) -> None:
+    """Stop a judged turn's parts whatever happened: every reader done before any request is closed (one
+    being read cannot be), and every request closed even when one failed."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    watcher.cancel()
+    for stream in streams:
+        with contextlib.suppress(Exception):
+            await stream.aclose()
 
 
 async def _until_picked(stream: AsyncIterator[str | Queued | Picked], notes: asyncio.Queue[Queued | None]) -> None:

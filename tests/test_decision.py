@@ -45,6 +45,9 @@ def test_weights_round_trip_through_their_file_and_errors_name_the_key(tmp_path:
     path.write_text(json.dumps({"signals": ["a", "b"], "mean": [0], "scale": [1], "coef": [1], "intercept": 0}))
     with pytest.raises(ConfigError, match="bot calibrate"):
         Weights.load(path)
+    path.write_text(json.dumps({**json.loads(w.dumps()), "pick": "judge"}))  # a pick no route reads
+    with pytest.raises(ConfigError, match="'judge'; fix: "):
+        Weights.load(path)
     with pytest.raises(ValueError, match="both"):
         fit([({"a": 1.0}, True), ({"a": 2.0}, True)], ["a"])
 

@@ -4,13 +4,16 @@ the operating point, and what the log keeps."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator, Sequence
 
-from bot.backends.base import PART, of_conversation
+from bot.backends.base import PART, Extraction, Picked, of_conversation
+from bot.errors import BackendBusy
 from bot.extraction import core, decision_point, is_open, polar_sense, restates, shown_answer, tidy
 from bot.knowledge import load
 from bot.prompts import Prompts
-from bot.types import Delta, Progress, Reply
+from bot.types import Delta, Progress, Queued, Reply
 from tests.fakes.backend import FakeBackend
 from tests.helpers import ROOT, ask_msg, bilingual, copying, stream, turns
 
@@ -223,11 +226,45 @@ async def test_judged_parts_run_under_their_turns_conversation(engine_for) -> No
     keys: list[str] = []
     extract = backend.extract
 
-    def spy(*args, **kw):
+    def spy(*args: object, **kw: str) -> AsyncIterator[str | Queued | Picked]:
         keys.append(kw["conversation"])
         return extract(*args, **kw)
 
     backend.extract = spy
-    await core.ask(ask_msg("刘庆峰希望让每个人都有什么？"))
+    msg = ask_msg("刘庆峰希望让每个人都有什么？")
+    await core.ask(msg)
     assert len(set(keys)) == len(keys) == core.engine.cfg.grounding.candidates
-    assert all(of_conversation(k, keys[0].split(PART)[0]) for k in keys)
+    assert all(of_conversation(k, msg.conversation_key) and k != msg.conversation_key for k in keys)
+
+
+class FailingPart(FakeBackend):
+    """Judged parts that read their labels and copy slowly, but for the second, which fails first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened: list[str] = []
+        self.closed: list[str] = []
+
+    async def extract(self, messages: list[dict[str, str]], labels: Sequence[str], sources: Sequence[str], *,
+                      conversation: str, result: Extraction, **kw: object) -> AsyncIterator[str | Picked]:
+        self.opened.append(conversation)
+        try:
+            if conversation.endswith(PART + "1"):
+                raise BackendBusy("3 requests queued (model.queue_limit)")
+            await asyncio.sleep(0.01)
+            result.logprobs = [-3.0, -0.1]
+            yield Picked((-3.0, -0.1), 1)
+            for piece in "AI助手":
+                await asyncio.sleep(0.05)
+                yield piece
+        finally:
+            self.closed.append(conversation)
+
+
+async def test_judged_a_part_that_fails_fails_the_turn_and_leaves_no_request_open(engine_for) -> None:
+    backend = FailingPart()
+    core, _ = await engine_for(backend, pick="judged")
+    reply = await core.ask(ask_msg("刘庆峰希望让每个人都有什么？"))
+    assert reply.error.startswith("BackendBusy") and not reply.copied  # said busy, nothing half-judged answered
+    assert len(backend.opened) == core.engine.cfg.grounding.candidates
+    assert sorted(backend.closed) == sorted(backend.opened)  # the parts still running were stopped

@@ -143,12 +143,13 @@ def test_unseen_content_on_the_default_model(tmp_path: Path, data_dir: Path, nam
 
 # The judged pick (grounding.pick: judged, with its own shipped weights; README, Grounding, "Measured and not
 # adopted"): each candidate asked alone, the three side by side. Measured on the unseen small held-out set,
-# its first run: 8/16 right, 16/16 shown, 0/10 out-of-scope answered (today's pick: 7, 12, 1).
+# its first run: 8/16 right, 16/16 shown, 0/10 out-of-scope answered (today's pick: 7, 12, 1); a second
+# run 1/10 answered (the parts' batches differ from run to run).
 def test_the_judged_pick_on_unseen_content(tmp_path: Path, data_dir: Path) -> None:
     summary, here = run_eval(DATA / "unseen" / "small_holdout.jsonl", tmp_path, data_dir, UNSEEN / "small",
                              grounding="pick: judged")
     assert summary["pick"] == "judged"
-    assert here["right"] >= 7 and here["shown"] >= 15 and here["answered_out_of_scope"] <= 1
+    assert here["right"] >= 7 and here["shown"] >= 15 and here["answered_out_of_scope"] <= 2
 
 
 def run_written_set(stem: str, tmp_path: Path, data_dir: Path, content: Path) -> tuple[dict, list[dict]]:

@@ -1,8 +1,8 @@
 """An OpenAI-compatible chat server as the backend (llama.cpp's llama-server, llama_cpp.server, vLLM).
 
 The server batches and caches prompts itself; this side streams `/chat/completions` over httpx, keeps at
-most `model.parallel` requests in flight (earlier turns first, one per conversation, a bounded queue), and
-stops a conversation's request on /reset. The grounding checks run on its output unchanged.
+most `model.parallel` requests in flight (earlier turns first, one per conversation or part of a turn, a
+bounded queue), and stops a conversation's requests on /reset. The grounding checks run on its output unchanged.
 """
 
 from __future__ import annotations

@@ -97,7 +97,8 @@ class Scheduler:
 
     def admit(self, shared: Callable[[list[int]], tuple[int, int] | None],
               free_seq: Callable[[], int]) -> list[Request]:
-        """Move waiting requests into free slots: earliest key first, one per conversation, if the KV has room.
+        """Move waiting requests into free slots: earliest key first, one per conversation key (a turn's parts
+        have their own), if the KV has room.
 
         `shared(prompt)` is (the prefix sequence to start from, how many prompt tokens it holds), or None
         when its prefix cannot be made ready now; `free_seq()` a free sequence id.
@@ -111,7 +112,7 @@ class Scheduler:
             if len(self.running) >= self.slots:
                 break
             if req.conversation in busy or req.cancel.is_set():
-                continue  # one answer in flight per conversation
+                continue  # one answer in flight per conversation (a turn's parts run side by side)
             # Outside the lock: making a prefix ready may read a file; the event loop must not wait on it.
             if (routed := shared(req.prompt)) is None:
                 continue
