@@ -16,7 +16,7 @@ import contextlib
 import math
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,10 +163,7 @@ class Extractor:
             return
         result = Extraction()
         labels = LABELS[: len(candidates) + 1]
-        # Decided as early as the weights' signals allow: on the pick, on the copy's first token, or at its
-        # end. A decline then stops the request: nothing more is copied.
-        when = decision_point(self.weights.signals)
-        started = picked = time.perf_counter()
+        started = time.perf_counter()
         copied = ""  # as read: a declined request is closed before the backend has filled `result.text`
         stream = self.backend.extract(
             self.messages(question, candidates, context), list(labels), ["", *(s.text for s in candidates)],
@@ -176,15 +173,11 @@ class Extractor:
             async for item in stream:
                 if isinstance(item, Queued):
                     yield item
-                    continue
-                if isinstance(item, Picked):
-                    picked = time.perf_counter()
-                else:
-                    copied += item
-                if (when == "pick" and isinstance(item, Picked)) or (when == "first" and isinstance(item, str)):
-                    when = "decided"
-                    if self.weights.probability(signals(result)) < threshold:
-                        break  # declined: the request stops here
+                elif isinstance(item, Picked):
+                    break
+            picked = time.perf_counter()
+            async for piece in self._copy(stream, lambda: signals(result), threshold):
+                copied += piece
         done = time.perf_counter()
         answer = tidy(copied)
         values = signals(result)
@@ -218,30 +211,33 @@ class Extractor:
                 if i != best:
                     await other.aclose()  # its copy is not needed
             picked, result = time.perf_counter(), results[best]
-            async for piece in self._copy(streams[best], margins, result, threshold):
+            async for piece in self._copy(streams[best], lambda: judged_signals(margins, result), threshold):
                 copied += piece
         finally:
             await _closed(tasks, watcher, streams)
         done = time.perf_counter()
         answer, values = tidy(copied), judged_signals(margins, result)
-        summary = Extraction([result.logprobs[0], *(r.logprobs[1] for r in results)], best + 1, copied,
-                             result.token_logprobs, result.none_first, sum(r.prompt_tokens for r in results),
-                             result.completion_tokens)  # the log shows each candidate's 是 and the best's 否
+        summary = Extraction(  # the log shows each candidate's 是 and the best's 否
+            logprobs=[result.logprobs[0], *(r.logprobs[1] for r in results)], chosen=best + 1, text=copied,
+            token_logprobs=result.token_logprobs, none_first=result.none_first,
+            prompt_tokens=sum(r.prompt_tokens for r in results), completion_tokens=result.completion_tokens)
         yield Found(candidates[best], answer, self.weights.probability(values), values, candidates, summary,
                     int((picked - started) * 1000), int((done - picked) * 1000) if answer else 0)
 
-    async def _copy(self, stream: AsyncGenerator[str | Queued | Picked, None], margins: list[float], result: Extraction,
+    async def _copy(self, stream: AsyncIterator[str | Queued | Picked], values: Callable[[], dict[str, float]],
                     threshold: float) -> AsyncIterator[str]:
-        """The best part's copy, stopped at the decision point when it declines."""
+        """The copy after the labels were read, stopped at the decision point when it declines."""
+        # Decided as early as the weights' signals allow: on the pick, on the copy's first token, or at its
+        # end. A decline then stops the request: nothing more is copied.
         when = decision_point(self.weights.signals)
-        if when == "pick" and self.weights.probability(judged_signals(margins, result)) < threshold:
+        if when == "pick" and self.weights.probability(values()) < threshold:
             return
         async for item in stream:
             if isinstance(item, str):
                 yield item
                 if when == "first":
                     when = "decided"
-                    if self.weights.probability(judged_signals(margins, result)) < threshold:
+                    if self.weights.probability(values()) < threshold:
                         return  # declined: the request stops here
 
 
