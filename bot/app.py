@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.backends.base import Backend, ProgressFn
+from bot.backends.models import resolve
 from bot.config import Config
-from bot.models import resolve
-from bot.store import LogStore
+from bot.log.store import LogStore
 from bot.types import ReloadReport
 
 if TYPE_CHECKING:
     # The text stack (jieba, pypinyin: about a second of imports) is imported by `_read_content`, in a thread
     # while the model loads, so a restart does not pay for the two one after the other.
-    from bot.core import Core, Turn
-    from bot.knowledge import ContentSet, Knowledge
+    from bot.content.knowledge import ContentSet, Knowledge
+    from bot.core.runtime import Core, Turn
 
 log = logging.getLogger(__name__)
 
@@ -127,18 +127,18 @@ async def open_app(cfg: Config, *, backend: Backend | None = None, progress: boo
 
 def _read_content(path: Path, max_mb: float) -> Knowledge:
     """Import the text stack and index the content (run in a thread beside the model load)."""
-    import bot.core  # noqa: F401 - its imports (jieba's dictionaries, pypinyin) are most of a restart's wait
-    from bot.knowledge import Knowledge
+    import bot.core.runtime  # noqa: F401 - its imports (jieba's dictionaries, pypinyin) are most of a restart's wait
+    from bot.content.knowledge import Knowledge
 
     return Knowledge(path, max_mb)
 
 
 def _build_core(cfg: Config, knowledge: Knowledge, backend: Backend, store: LogStore) -> Core:
     """The core over its engine and gate (modules already imported by `_read_content`)."""
-    from bot.core import Core
-    from bot.engine import Engine
-    from bot.gate import Gate, policies
-    from bot.prompts import Prompts
+    from bot.answering.engine import Engine
+    from bot.answering.prompts import Prompts
+    from bot.core.gate import Gate, policies
+    from bot.core.runtime import Core
 
     engine = Engine(cfg, backend, Prompts())
     gate = Gate(cfg.conversation.max_question_chars, policies(cfg))
@@ -167,7 +167,7 @@ def write_snapshot(cfg: Config, content: ContentSet) -> None:
 
 def check_reload(cfg: Config) -> tuple[ReloadReport, bool]:
     """Validate the content folder and diff it against the running bot's snapshot; signal the server."""
-    from bot.knowledge import ContentSet, diff, load
+    from bot.content.knowledge import ContentSet, diff, load
     from bot.types import Passage
 
     snap_path = cfg.data_path / "content.json"

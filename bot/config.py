@@ -65,7 +65,7 @@ class ConversationConfig:
     max_question_chars: int = 800
 
 
-# The named checks of bot/grounding.py; every decline reason starts with one of these names.
+# The named checks of bot/grounding/checks.py; every decline reason starts with one of these names.
 GROUNDING_RULES = (
     "injection", "no_key_term", "model_declined", "language", "coverage", "topic", "verbatim", "pick", "no_candidate",
 )
@@ -97,16 +97,6 @@ class GroundingConfig:
     max_answer_tokens: int = 48  # longest copied answer
     answer_threshold: float = 0.7  # the operating point on the curve: the fitted probability of being right
     weights: str = ""  # the decision's fitted weights (`bot calibrate`); empty: bot/data/decision/<model>.json
-
-    def weights_path(self, cfg: Config) -> Path:
-        """The weights file: the configured one (relative to the config file), else the model's shipped one
-        for this pick, else the default model's."""
-        from bot.decision import DEFAULT_MODEL, DEFAULT_WEIGHTS, shipped_weights
-
-        if self.weights:
-            return cfg.path(self.weights)
-        return (shipped_weights(cfg.model.name, self.pick) or shipped_weights(DEFAULT_MODEL, self.pick)
-                or DEFAULT_WEIGHTS)
 
 
 @dataclass

@@ -7,13 +7,13 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from bot.answering.engine import Engine
+from bot.answering.prompts import Prompts
 from bot.config import Config
-from bot.core import Core
-from bot.engine import Engine
-from bot.gate import Gate, policies
-from bot.knowledge import Knowledge
-from bot.prompts import Prompts
-from bot.store import LogStore
+from bot.content.knowledge import Knowledge
+from bot.core.gate import Gate, policies
+from bot.core.runtime import Core
+from bot.log.store import LogStore
 from bot.types import Event, Incoming
 
 ROOT = Path(__file__).resolve().parent.parent

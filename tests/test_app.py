@@ -19,9 +19,9 @@ import pytest
 from bot import app as app_module
 from bot.app import _resume_pending, check_reload, open_app, pid_path, serve, signal_server, write_snapshot
 from bot.config import Config
-from bot.core import Turn
+from bot.content.knowledge import load
+from bot.core.runtime import Turn
 from bot.errors import ModelError
-from bot.knowledge import load
 from bot.types import Incoming
 from tests import helpers
 from tests.fakes.backend import FakeBackend

@@ -1,4 +1,4 @@
-"""bot/backlog.py through the store, on real SQLite faults: a full database (max_page_count) and another
+"""bot/log/backlog.py through the store, on real SQLite faults: a full database (max_page_count) and another
 connection's write lock. Writes that can wait are kept in order and made on recovery; a new question's
 write raises StoreUnavailable instead."""
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.backlog import outage
 from bot.errors import StoreUnavailable
-from bot.store import LogStore
+from bot.log.backlog import outage
+from bot.log.store import LogStore
 from bot.types import Incoming, Reply
 from tests.test_store import rows
 

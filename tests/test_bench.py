@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot import bench
+from bot.measure import bench
 from tests.helpers import ROOT
 
 TABLE = """

@@ -9,7 +9,6 @@ message ids).
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import io
 import sqlite3
@@ -20,14 +19,14 @@ from typing import Any, Protocol
 
 import pytest
 
-from bot import texts
 from bot.channels.console import Console
 from bot.channels.telegram import TelegramChannel
 from bot.channels.wecom import WecomChannel
 from bot.config import TelegramConfig, WecomConfig
-from bot.core import Core
-from bot.gate import Gate, Policy
-from bot.store import LogStore
+from bot.core.gate import Gate, Policy
+from bot.core.runtime import Core
+from bot.log.store import LogStore
+from bot.text import phrases
 from tests.fakes.backend import FakeBackend
 from tests.fakes.telegram_server import FakeTelegram
 from tests.fakes.wecom_server import AES_KEY, AGENT_ID, CORP_ID, CORP_SECRET, TOKEN, CallbackClient, FakeWecomApi
@@ -92,7 +91,7 @@ class TelegramDriver:
     async def send(self, user: str, text: str, done: Done | None = None) -> str:
         mid = self.server.private(TELEGRAM_IDS[user], text, language_code="zh-hans")
         self.last = self.server.updates[-1]["message"]
-        thinking = texts.message("thinking", "zh")
+        thinking = phrases.message("thinking", "zh")
         await wait_until(lambda: (done or bool)(self.replies(mid)) and self.replies(mid) != thinking)
         return self.replies(mid)
 
@@ -194,7 +193,7 @@ def cited(text: str) -> bool:
 async def test_start_greets_and_says_what_the_bot_knows(drive: Drive) -> None:
     d = await drive()
     shown = await d.send("alice", "/start")
-    assert shown.startswith(texts.message("greeting", "zh")) and d.core.about("zh") in shown
+    assert shown.startswith(phrases.message("greeting", "zh")) and d.core.about("zh") in shown
     assert "/sources" in shown
 
 
@@ -207,7 +206,7 @@ async def test_help_shows_admin_commands_to_admins_only(drive: Drive) -> None:
 
 async def test_reset_forgets_the_conversation(drive: Drive) -> None:
     d = await drive()
-    assert await d.send("alice", "/reset") == texts.message("reset", "zh")
+    assert await d.send("alice", "/reset") == phrases.message("reset", "zh")
     with sqlite3.connect(d.store.path) as con:
         (key,) = con.execute("SELECT conversation FROM resets").fetchone()
     assert key == f"{d.name}:{d.uid('alice')}"
@@ -215,7 +214,7 @@ async def test_reset_forgets_the_conversation(drive: Drive) -> None:
 
 async def test_sources_before_and_after_an_answer(drive: Drive) -> None:
     d = await drive()
-    assert await d.send("alice", "/sources") == texts.message("no_sources", "zh")
+    assert await d.send("alice", "/sources") == phrases.message("no_sources", "zh")
     assert cited(await d.send("alice", QUESTION, cited))
     passage = next(p for p in d.core.content.passages if "科大讯飞董事长刘庆峰" in p.text)
     assert await d.send("alice", "/sources") == f"[1] {passage.section}\n{passage.text}"
@@ -225,7 +224,7 @@ async def test_reload_for_admins_only(drive: Drive) -> None:
     d = await drive()
     version = d.core.content.version
     assert await d.send("admin", "/reload") == f"Content unchanged (version {version}, 27 passages)."
-    assert await d.send("alice", "/reload") == texts.message("admin_only", "zh")
+    assert await d.send("alice", "/reload") == phrases.message("admin_only", "zh")
     assert events(d.store) == [(d.name, d.uid("alice"), "admin_denied", "/reload")]
     assert events(d.store, "reload") == [(d.name, d.uid("admin"), "reload",
                                           f"Content unchanged (version {version}, 27 passages).")]
@@ -235,13 +234,13 @@ async def test_stats_for_admins_only(drive: Drive) -> None:
     d = await drive()
     assert cited(await d.send("alice", QUESTION, cited))
     assert (await d.send("admin", "/stats 48")).startswith("Last 48 h: 1 turns from 1 users, 0 declined")
-    assert await d.send("bob", "/stats") == texts.message("admin_only", "zh")
+    assert await d.send("bob", "/stats") == phrases.message("admin_only", "zh")
     assert events(d.store) == [(d.name, d.uid("bob"), "admin_denied", "/stats")]
 
 
 async def test_unknown_command_and_ask(drive: Drive) -> None:
     d = await drive()
-    assert await d.send("alice", "/frobnicate now") == texts.message("unknown_command", "zh", command="/frobnicate")
+    assert await d.send("alice", "/frobnicate now") == phrases.message("unknown_command", "zh", command="/frobnicate")
     assert cited(await d.send("alice", "/ask " + QUESTION, cited))
     assert cited(await d.send("alice", "/ask" + QUESTION, cited))  # no space needed before a Chinese question
     assert logged_questions(d.store) == [(d.name, d.uid("alice"), QUESTION)] * 2
@@ -252,7 +251,7 @@ async def test_unknown_command_and_ask(drive: Drive) -> None:
 
 async def test_allow_list_admits_listed_users_and_admins(drive: Drive) -> None:
     d = await drive(allow=("alice",))
-    assert await d.send("bob", QUESTION) == texts.message("not_allowed", "zh")
+    assert await d.send("bob", QUESTION) == phrases.message("not_allowed", "zh")
     assert cited(await d.send("alice", QUESTION, cited))
     assert cited(await d.send("admin", QUESTION, cited))
     assert events(d.store) == [(d.name, d.uid("bob"), "not_allowed", "")]
@@ -261,13 +260,13 @@ async def test_allow_list_admits_listed_users_and_admins(drive: Drive) -> None:
 
 async def test_an_empty_question_is_not_asked(drive: Drive) -> None:
     d = await drive()
-    assert await d.send("alice", "/ask") == texts.message("empty", "zh")
+    assert await d.send("alice", "/ask") == phrases.message("empty", "zh")
     assert d.backend.calls == [] and logged_questions(d.store) == []
 
 
 async def test_a_too_long_question_is_not_asked(drive: Drive) -> None:
     d = await drive(max_chars=20)
-    assert await d.send("alice", "长" * 21) == texts.message("too_long", "zh", limit=20)
+    assert await d.send("alice", "长" * 21) == phrases.message("too_long", "zh", limit=20)
     assert d.backend.calls == [] and logged_questions(d.store) == []
     assert events(d.store) == [(d.name, d.uid("alice"), "too_long", "21")]
 
@@ -294,7 +293,7 @@ async def test_a_picture_gets_the_text_only_reply(drive: Drive) -> None:
         shown = d.replies(9999)
     else:
         shown = await d.send("alice", "", msg_type="image")
-    assert shown == texts.message("text_only", "zh")
+    assert shown == phrases.message("text_only", "zh")
     assert events(d.store) == [(d.name, d.uid("alice"), "non_text", "photo" if d.name == "telegram" else "image")]
 
 
@@ -318,11 +317,4 @@ async def test_a_message_delivered_twice_is_answered_once(drive: Drive) -> None:
 # ---- the shape -----------------------------------------------------------------------------------
 
 
-def test_adapters_import_neither_the_store_nor_grounding() -> None:
-    """Adapters translate; the rules, the log and the grounding decision are the core's."""
-    forbidden = {"bot.store", "bot.grounding", "bot.engine", "bot.knowledge", "bot.gate", "bot.commands"}
-    for path in (Path(__file__).resolve().parent.parent / "bot" / "channels").glob("*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-        imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
-        assert not imported & forbidden, (path.name, imported & forbidden)
+# The adapters' imports are checked with every other layer rule in tests/test_layers.py.

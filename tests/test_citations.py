@@ -1,11 +1,12 @@
-"""bot/citations.py: reading and stripping [n] markers, renumbering them while streaming, choosing citations."""
+"""bot/grounding/citations.py: [n] markers read, stripped and renumbered while streaming; citations chosen."""
 
 from __future__ import annotations
 
 import pytest
 
-from bot.citations import MarkerRenumber, cite, markers, strip_markers, without_quote
-from bot.knowledge import ContentSet, load
+from bot.content.knowledge import ContentSet, load
+from bot.grounding.citations import cite
+from bot.text.markers import MarkerRenumber, markers, strip_markers, without_quote
 from tests.helpers import ROOT
 
 

@@ -1,4 +1,4 @@
-"""bot/cli.py through click's CliRunner, with the model replaced by the canned-token FakeBackend."""
+"""bot/cli/main.py through click's CliRunner, with the model replaced by the canned-token FakeBackend."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bot import app as app_module
-from bot.cli import main
-from bot.knowledge import load
-from bot.prompts import Prompts
-from bot.store import EXPORT_COLUMNS
+from bot.answering.prompts import Prompts
+from bot.cli.main import main
+from bot.content.knowledge import load
+from bot.log.store import EXPORT_COLUMNS
 from tests.fakes.backend import FakeBackend
 from tests.helpers import copying
 
@@ -374,7 +374,7 @@ def near_miss_set(tmp_path: Path) -> Path:
 
 def test_eval_reads_near_miss_sets_and_runs_one_half_of_them(config: Path, backends: list[FakeBackend],
                                                              tmp_path: Path) -> None:
-    from bot.evaluation import half_of
+    from bot.measure.evaluation import half_of
 
     cases = near_miss_set(tmp_path)
     report = tmp_path / "r.json"

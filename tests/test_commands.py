@@ -1,9 +1,9 @@
-"""bot/commands.py: parsing and formatting, tested directly (tests/test_channels.py runs each command
+"""bot/core/commands.py: parsing and formatting, tested directly (tests/test_channels.py runs each command
 through every channel)."""
 
 from __future__ import annotations
 
-from bot.commands import format_sources, parse, stats_arguments
+from bot.core.commands import format_sources, parse, stats_arguments
 from bot.types import Citation
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from bot.answering.prompts import Prompts
 from bot.channels.console import Console
-from bot.core import Core
-from bot.knowledge import load
-from bot.prompts import Prompts
-from bot.store import LogStore
-from bot.texts import message
+from bot.content.knowledge import load
+from bot.core.runtime import Core
+from bot.log.store import LogStore
+from bot.text.phrases import message
 from tests.fakes.backend import FakeBackend
 from tests.helpers import bilingual, copying, make_config, make_core
 

@@ -1,4 +1,4 @@
-"""bot/core.py: turns logged before generation and finished whatever happens, history, /reset, /sources, reload.
+"""bot/core/runtime.py: turns logged before generation and finished whatever happens, history, /reset, /sources, reload.
 
 The real engine answers with the canned-token FakeBackend over the shipped article.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.content.knowledge import load
 from bot.errors import BotError
-from bot.knowledge import load
-from bot.store import LogStore
+from bot.log.store import LogStore
 from bot.types import Delta, Incoming, Reply
 from tests.fakes.backend import FakeBackend
 from tests.helpers import ROOT, ask_msg, copying, make_config, make_core, stream, turns

@@ -1,12 +1,12 @@
-"""bot/curve.py: the selective-answering curve from one eval run, with Wilson intervals, as JSON and PNG."""
+"""bot/measure/curve.py: the selective-answering curve from one eval run, with Wilson intervals, as JSON and PNG."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from bot.curve import curve, point, wilson, write
-from bot.evaluation import Result
+from bot.measure.curve import curve, point, wilson, write
+from bot.measure.evaluation import Result
 
 
 def result(kind: str, *, score: float | None = None, right: bool = False, shown: bool = False,

@@ -1,4 +1,4 @@
-"""bot/decision.py: the fitted answer-or-decline model, its file, and the rank statistic it reports."""
+"""bot/answering/decision.py: the fitted answer-or-decline model, its file, and the rank statistic it reports."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.decision import DEFAULT_WEIGHTS, WEIGHTS_DIR, Weights, auc, fit, training_rows
+from bot.answering.decision import DEFAULT_WEIGHTS, WEIGHTS_DIR, Weights, auc, fit, training_rows, weights_path
 from bot.errors import ConfigError
 from tests.helpers import make_config
 
@@ -59,13 +59,13 @@ def test_each_model_is_decided_by_weights_fitted_on_its_own_signals(tmp_path: Pa
     for path in shipped:
         cfg.model.name, _, cfg.grounding.pick = path.stem.partition(".judged")[0], "", \
             "judged" if path.stem.endswith(".judged") else ""
-        assert cfg.grounding.weights_path(cfg) == path
+        assert weights_path(cfg) == path
         assert Weights.load(path).pick == (cfg.grounding.pick or "numbered")  # read the way they were fitted
     cfg.grounding.pick = ""
     cfg.model.name = "some-other-model"  # none fitted for it: the default model's, with a warning at start
-    assert cfg.grounding.weights_path(cfg) == DEFAULT_WEIGHTS
+    assert weights_path(cfg) == DEFAULT_WEIGHTS
     cfg.grounding.weights = "mine.json"  # configured: relative to the config file
-    assert cfg.grounding.weights_path(cfg) == cfg.path("mine.json")
+    assert weights_path(cfg) == cfg.path("mine.json")
 
 
 def test_the_shipped_weights_load_and_rank_a_confident_pick_above_a_none() -> None:
@@ -89,8 +89,8 @@ def test_training_rows_take_extracted_chinese_questions_right_only_when_answerab
 
 
 async def test_a_pick_the_weights_were_not_fitted_on_is_refused_at_start(tmp_path: Path) -> None:
-    from bot.engine import Engine
-    from bot.prompts import Prompts
+    from bot.answering.engine import Engine
+    from bot.answering.prompts import Prompts
     from tests.fakes.backend import FakeBackend
 
     cfg = make_config(tmp_path)

@@ -1,13 +1,13 @@
-"""bot/engine.py with the canned-token FakeBackend over the shipped article."""
+"""bot/answering/engine.py with the canned-token FakeBackend over the shipped article."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from bot import texts
-from bot.knowledge import load
-from bot.prompts import Prompts
+from bot.answering.prompts import Prompts
+from bot.content.knowledge import load
+from bot.text import phrases
 from bot.types import Delta, Progress, Reply
 from tests.fakes.backend import FakeBackend, tokens_of
 from tests.helpers import ask_msg, bilingual, stream, turns
@@ -292,7 +292,7 @@ async def test_an_answer_cut_at_max_tokens_keeps_its_whole_sentences_and_says_so
     events = [e async for e in stream(core, ask_msg("科大讯飞董事长是谁？"))]
     reply = events[-1]
     assert isinstance(reply, Reply) and not reply.refused
-    note = texts.message("cut_short", "zh")
+    note = phrases.message("cut_short", "zh")
     assert reply.text == "科大讯飞董事长是刘庆峰。[1]" + note
     assert "".join(e.text for e in events if isinstance(e, Delta)) == reply.text  # streamed as shown
     (row,) = turns(store)

@@ -1,9 +1,9 @@
-"""bot/evaluation.py: span scoring the way reading-comprehension sets score, and the per-rule totals."""
+"""bot/measure/evaluation.py: span scoring the way reading-comprehension sets score, and the per-rule totals."""
 
 from __future__ import annotations
 
-from bot.evaluation import Case, Result, is_correct, summarise
-from bot.words import holds_span, longest_common_run
+from bot.measure.evaluation import Case, Result, is_correct, summarise
+from bot.text.words import holds_span, longest_common_run
 
 
 def test_a_span_counts_when_four_fifths_stand_unbroken_in_the_answer() -> None:

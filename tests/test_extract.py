@@ -1,4 +1,4 @@
-"""bot/extract.py: text and title out of .txt, .md, .html, .docx and .pdf, and how well web pages come out.
+"""bot/content/files.py: text and title out of .txt, .md, .html, .docx and .pdf, and how well web pages come out.
 
 The web-page measurement builds Chinese news pages from the shipped article's paragraphs, wrapped in the
 boilerplate of a real site (menu, related links, comments, an ad, the footer), and checks that every
@@ -17,8 +17,8 @@ import lxml.html
 import pytest
 from matplotlib.figure import Figure
 
+from bot.content.files import extract, html_text, page_name
 from bot.errors import ContentError
-from bot.extract import extract, html_text, page_name
 from tests.helpers import ROOT
 
 ARTICLE = [p.strip() for p in (ROOT / "content" / "article.txt").read_text(encoding="utf-8").split("\n")

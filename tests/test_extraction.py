@@ -1,4 +1,4 @@
-"""The extractive path (bot/extraction.py, Engine._extract) with the canned-token FakeBackend: routing,
+"""The extractive path (bot/answering/extraction.py, Engine._extract) with the canned-token FakeBackend: routing,
 the reply (short answer, the sentence quoted, its citation), declines that show the closest sentence,
 the operating point, and what the log keeps."""
 
@@ -8,11 +8,11 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 
+from bot.answering.extraction import core, decision_point, is_open, polar_sense, restates, shown_answer, tidy
+from bot.answering.prompts import Prompts
 from bot.backends.base import PART, Extraction, Picked, of_conversation
+from bot.content.knowledge import load
 from bot.errors import BackendBusy
-from bot.extraction import core, decision_point, is_open, polar_sense, restates, shown_answer, tidy
-from bot.knowledge import load
-from bot.prompts import Prompts
 from bot.types import Delta, Progress, Queued, Reply
 from tests.fakes.backend import FakeBackend
 from tests.helpers import ROOT, ask_msg, bilingual, copying, stream, turns

@@ -1,10 +1,10 @@
-"""bot/gate.py: the rules, tested directly (tests/test_channels.py runs each through every channel)."""
+"""bot/core/gate.py: the rules, tested directly (tests/test_channels.py runs each through every channel)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bot.gate import Gate, Policy, SlidingWindow
+from bot.core.gate import Gate, Policy, SlidingWindow
 from bot.types import Incoming
 
 # ---- the rate-limit window ----

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from bot import evidence, grounding
-from bot.knowledge import ContentSet, load
-from bot.prompts import Prompts
+from bot.answering.prompts import Prompts
+from bot.content.knowledge import ContentSet, load
+from bot.grounding import checks as grounding
+from bot.grounding import evidence
 from tests.helpers import ROOT
 
 

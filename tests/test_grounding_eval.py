@@ -167,8 +167,8 @@ YES_NO_SETS = [("small", 3, 1), ("large", 3, 1)]  # (set, right at least, near m
 @pytest.mark.parametrize(("name", "right", "answered"), YES_NO_SETS)
 def test_yes_no_questions_are_never_answered_by_a_bare_yes_or_no(tmp_path: Path, data_dir: Path, name: str,
                                                                  right: int, answered: int) -> None:
-    from bot.citations import without_quote
-    from bot.extraction import polar_sense
+    from bot.answering.extraction import polar_sense
+    from bot.text.markers import without_quote
 
     summary, results = run_written_set(f"{name}_yesno", tmp_path, data_dir, UNSEEN / name)
     bare = [r["answer"] for r in results if not r["refused"] and polar_sense(without_quote(r["answer"]))]
@@ -187,8 +187,8 @@ WHY_SETS = [("small", 4, 2), ("large", 2, 4)]  # (set, right at least, near miss
 @pytest.mark.parametrize(("name", "right", "answered"), WHY_SETS)
 def test_why_questions_are_extracted_and_their_near_misses_declined(tmp_path: Path, data_dir: Path, name: str,
                                                                     right: int, answered: int) -> None:
-    from bot.citations import without_quote
-    from bot.extraction import restates
+    from bot.answering.extraction import restates
+    from bot.text.markers import without_quote
 
     summary, results = run_written_set(f"{name}_why", tmp_path, data_dir, UNSEEN / name)
     assert not [r["question"] for r in results if r["path"] == "draft"]

@@ -1,4 +1,4 @@
-"""bot/knowledge.py: cleaning, passages and sections, stable ids, versions, retrieval, atomic reload."""
+"""bot/content/knowledge.py: cleaning, passages and sections, stable ids, versions, retrieval, atomic reload."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.content.knowledge import Bm25, ContentSet, Knowledge, clean, idf_weights, load, passage_id
 from bot.errors import ContentError
-from bot.knowledge import Bm25, ContentSet, Knowledge, clean, idf_weights, load, passage_id
 from bot.types import ReloadReport
 
 ROOT = Path(__file__).resolve().parent.parent

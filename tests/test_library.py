@@ -14,9 +14,9 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from bot import texts
-from bot.core import Core
-from bot.store import LogStore
+from bot.core.runtime import Core
+from bot.log.store import LogStore
+from bot.text import phrases
 from bot.types import Attachment, Incoming, Notice, Progress
 from tests.fakes.backend import FakeBackend
 from tests.helpers import ROOT, make_config, make_core
@@ -83,7 +83,7 @@ async def test_an_admins_document_is_previewed_then_added_on_confirm(bot: tuple[
     listing, _ = await run(core, admin("/content"))
     assert "讯飞简介.md：《科大讯飞简介》，2 个段落" in listing.text and "article.txt" in listing.text
     again, _ = await run(core, admin(command_of(preview, "Confirm")))
-    assert again.text == texts.message("proposal_gone", "zh")  # a confirmation works once
+    assert again.text == phrases.message("proposal_gone", "zh")  # a confirmation works once
 
 
 async def test_nothing_changes_for_a_non_admin_a_cancel_or_another_admins_confirm(
@@ -91,14 +91,14 @@ async def test_nothing_changes_for_a_non_admin_a_cancel_or_another_admins_confir
     core, _, folder = bot
     fetched: list[str] = []
     denied, _ = await run(core, admin(attachment=document("a.md", DOC.encode(), fetched), is_admin=False))
-    assert denied.text == texts.message("admin_files_only", "zh") and fetched == []  # not even downloaded
+    assert denied.text == phrases.message("admin_files_only", "zh") and fetched == []  # not even downloaded
     preview, _ = await run(core, admin(attachment=document("a.md", DOC.encode())))
     other, _ = await run(core, admin(command_of(preview, "Confirm"), user="other-admin"))
-    assert other.text == texts.message("proposal_gone", "zh")
+    assert other.text == phrases.message("proposal_gone", "zh")
     cancelled, _ = await run(core, admin(command_of(preview, "Cancel")))
-    assert cancelled.text == texts.message("cancelled", "zh")
+    assert cancelled.text == phrases.message("cancelled", "zh")
     late, _ = await run(core, admin(command_of(preview, "Confirm")))
-    assert late.text == texts.message("proposal_gone", "zh") and not (folder / "a.md").exists()
+    assert late.text == phrases.message("proposal_gone", "zh") and not (folder / "a.md").exists()
 
 
 @pytest.mark.parametrize(("name", "data", "reason"), [
@@ -147,7 +147,7 @@ async def test_remove_asks_first_and_keeps_the_last_document(bot: tuple[Core, Lo
     report, _ = await run(core, admin(command_of(asked, "Confirm")))
     assert "2 removed" in report.text and not (folder / "extra.md").exists()
     denied, _ = await run(core, admin("/remove article.txt", user="reader", is_admin=False))
-    assert denied.text == texts.message("admin_only", "zh")
+    assert denied.text == phrases.message("admin_only", "zh")
 
 
 @pytest.fixture
@@ -184,7 +184,7 @@ async def test_a_link_that_cannot_be_fetched_says_why(bot: tuple[Core, LogStore,
     notice, _ = await run(core, admin("/add http://127.0.0.1:9/page.html"))  # nothing listens on port 9
     assert notice.text.startswith("没有添加：") and "no internet" in notice.text and "as a file" in notice.text
     usage, _ = await run(core, admin("/add"))
-    assert usage.text == texts.message("add_usage", "zh")
+    assert usage.text == phrases.message("add_usage", "zh")
 
 
 async def test_the_console_sends_a_local_file_with_add(bot: tuple[Core, LogStore, Path], tmp_path: Path) -> None:
@@ -217,7 +217,7 @@ async def test_a_document_whose_download_fails_is_refused_plainly(bot: tuple[Cor
 
 
 def test_a_file_name_fits_any_file_system() -> None:
-    from bot.library import safe_name
+    from bot.content.library import safe_name
 
     assert safe_name("../../etc/passwd") == "passwd.md"
     assert safe_name("讯飞 简介.txt") == "讯飞_简介.txt"
@@ -225,6 +225,6 @@ def test_a_file_name_fits_any_file_system() -> None:
 
 
 def test_stats_hours_are_at_most_a_year() -> None:
-    from bot.commands import stats_arguments
+    from bot.core.commands import stats_arguments
 
     assert stats_arguments("1000000000 wecom") == (366 * 24, "wecom")

@@ -13,9 +13,9 @@ import pytest_asyncio
 
 from bot.backends.base import Completion, Extraction, Picked
 from bot.backends.llamacpp import LlamaCppBackend, LlamaSettings
+from bot.backends.models import resolve
 from bot.config import ModelConfig
 from bot.errors import AnswerStopped
-from bot.models import resolve
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.model

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.logweb import is_local
-from bot.store import LogStore
+from bot.log.store import LogStore
+from bot.log.web import is_local
 from bot.types import Citation, Incoming, Reply
 from tests.test_serve import free_port, port_open
 

@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 
 from bot.app import make_backend
-from bot.core import Core
+from bot.core.runtime import Core
 from bot.types import Incoming, Reply
 from tests.helpers import ROOT, make_config, make_core
 

@@ -1,4 +1,4 @@
-"""bot/models.py: the model file check and assembly from chunk wheels, with a tiny fake catalogue entry."""
+"""bot/backends/models.py: the model file check and assembly from chunk wheels, with a tiny fake catalogue entry."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bot import models
+from bot.backends import models
+from bot.backends.models import ModelSpec, assemble, resolve, sha256_file
 from bot.config import Config
 from bot.errors import ModelError
-from bot.models import ModelSpec, assemble, resolve, sha256_file
 
 PARTS = 11  # more than 9, so part10 and part11 must come after part9
 PACKAGE = "tiny-model-part{n}"

@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from bot.backends.base import Completion, Extraction, Picked, part
+from bot.backends.models import resolve
 from bot.backends.openai import OpenAIBackend
 from bot.config import ModelConfig
 from bot.errors import AnswerStopped, BackendBusy, BackendError
-from bot.models import resolve
 from bot.types import Incoming, Queued, Reply
 from tests.helpers import ROOT, make_config, make_core
 

@@ -1,13 +1,13 @@
-"""bot/prompting.py: the prefix (whole content or instructions only), the answer request, history trimming."""
+"""bot/answering/prompting.py: the prefix (whole content or instructions only), the answer request, history trimming."""
 
 from __future__ import annotations
 
 import pytest
 
+from bot.answering.prompting import PromptBuilder
+from bot.answering.prompts import Prompts
 from bot.config import Config
-from bot.knowledge import ContentSet, load
-from bot.prompting import PromptBuilder
-from bot.prompts import Prompts
+from bot.content.knowledge import ContentSet, load
 from bot.types import HistoryTurn
 from tests.fakes.backend import tokens_of
 from tests.helpers import ROOT

@@ -1,4 +1,4 @@
-"""bot/prompts.py: the templates, and the model-decline phrases checked against every fixed reply."""
+"""bot/answering/prompts.py: the templates, and the model-decline phrases checked against every fixed reply."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.answering.prompts import DEFAULT_DIR, Prompts
 from bot.errors import ConfigError
-from bot.prompts import DEFAULT_DIR, Prompts
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
-"""bot/release.py: a draft is shown one checked sentence at a time."""
+"""bot/answering/release.py: a draft is shown one checked sentence at a time."""
 
 from __future__ import annotations
 
-from bot.release import Release, whole_sentences
+from bot.answering.release import Release, whole_sentences
 
 
 def feed_all(release: Release, pieces: list[str]) -> list[str]:

@@ -1,9 +1,9 @@
-"""bot/retrieval.py: sentences of the content and the candidates the extractive path picks among."""
+"""bot/content/retrieval.py: sentences of the content and the candidates the extractive path picks among."""
 
 from __future__ import annotations
 
-from bot.knowledge import load
-from bot.retrieval import LONG_SENTENCE, SentenceIndex, split_sentences
+from bot.content.knowledge import load
+from bot.content.retrieval import LONG_SENTENCE, SentenceIndex, split_sentences
 from bot.types import Passage
 from tests.helpers import ROOT
 

@@ -1,4 +1,4 @@
-"""bot/store.py and bot/migrations.py: schema migrations, the turn log, history, dedupe, pending turns, stats."""
+"""bot/log/store.py and bot/log/migrations.py: migrations, the turn log, history, dedupe, pending turns, stats."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.migrations import MIGRATIONS
-from bot.store import EXPORT_COLUMNS, LogStore
+from bot.log.migrations import MIGRATIONS
+from bot.log.store import EXPORT_COLUMNS, LogStore
 from bot.types import Citation, Incoming, Passage, Reply
 
 LATEST = MIGRATIONS[-1][0]

@@ -19,14 +19,14 @@ from typing import Any
 import httpx
 import pytest
 
-from bot import texts
 from bot.channels.telegram import TelegramChannel, split_message, utf16_len
 from bot.config import TelegramConfig
-from bot.core import Core
+from bot.content.knowledge import Knowledge
+from bot.core.gate import Gate, Policy
+from bot.core.runtime import Core
 from bot.errors import BotError
-from bot.gate import Gate, Policy
-from bot.knowledge import Knowledge
-from bot.store import LogStore
+from bot.log.store import LogStore
+from bot.text import phrases
 from bot.types import Citation, Delta, Event, Incoming, Reply
 from tests.fakes.backend import FakeBackend
 from tests.fakes.telegram_server import ApiError, FakeTelegram, render_html
@@ -205,7 +205,7 @@ async def test_private_question_gets_streamed_cited_answer(server: FakeTelegram,
     final = f"{answer}{QUOTE}\n\n[1] {SECTION}"
     assert server.bot_texts(ALICE) == [final]
     placeholder = server.calls_of("sendMessage")
-    assert len(placeholder) == 1 and placeholder[0].params["text"] == texts.message("thinking", "zh")
+    assert len(placeholder) == 1 and placeholder[0].params["text"] == phrases.message("thinking", "zh")
     assert placeholder[0].params["reply_parameters"]["message_id"] == mid
     assert server.calls_of("sendChatAction")[0].params["action"] == "typing"
     assert server.calls_of("sendChatAction")[0].at < server.calls_of("editMessageText")[0].at
@@ -258,7 +258,7 @@ async def test_reload_by_admin_and_by_non_admin(server: FakeTelegram, real: tupl
         await server.wait_for(lambda: replies_to(server, ok) and replies_to(server, denied))
     version = core.content.version
     assert replies_to(server, ok) == [f"Content unchanged (version {version}, 27 passages)."]
-    assert replies_to(server, denied) == [texts.message("admin_only", "en")]
+    assert replies_to(server, denied) == [phrases.message("admin_only", "en")]
     assert rows(store, "SELECT channel, chat_id, user_id, detail FROM events WHERE kind='admin_denied'") == [
         ("telegram", str(ALICE), str(ALICE), "/reload")]
 
@@ -353,7 +353,7 @@ async def test_a_failed_first_draft_is_never_shown_and_the_recheck_is(
         await server.wait_for(lambda: answered(server, mid))
     shown = [c.params["text"] for c in server.calls_of("editMessageText")]
     assert not any("1999" in t or "清华" in t for t in shown), "the failed draft was shown"
-    assert texts.message("progress_rechecking", "zh") in shown
+    assert phrases.message("progress_rechecking", "zh") in shown
     assert replies_to(server, mid) == [f"科大讯飞董事长是刘庆峰。[1]{QUOTE}\n\n[1] {SECTION}"]
     assert len(backend.calls) == 2
 
@@ -370,9 +370,9 @@ async def test_queue_note_when_others_are_ahead(server: FakeTelegram, backend: F
         await server.wait_for(lambda: answered(server, first) and answered(server, second))
     edits = server.calls_of("editMessageText")
     bob_edits = [c.params["text"] for c in edits if c.params["chat_id"] == BOB]
-    assert bob_edits[0] == texts.message("queued", "zh", n=1)
+    assert bob_edits[0] == phrases.message("queued", "zh", n=1)
     alice_edits = [c.params["text"] for c in edits if c.params["chat_id"] == ALICE]
-    assert texts.message("queued", "zh", n=1) not in alice_edits
+    assert phrases.message("queued", "zh", n=1) not in alice_edits
 
 
 async def test_backend_failure_shows_apology(server: FakeTelegram, backend: FakeBackend,
@@ -421,8 +421,8 @@ async def test_rate_limit_too_long_and_allowlist(server: FakeTelegram, backend: 
         await server.wait_for(lambda: sum(answered(server, m) for m in asked) == 2)
     limited = [m for m in asked if not answered(server, m)]
     assert len(limited) == 1 and replies_to(server, limited[0])[0].startswith("提问太频繁了，请 ")
-    assert replies_to(server, too_long) == [texts.message("too_long", "zh", limit=20)]
-    assert replies_to(server, stranger) == [texts.message("not_allowed", "zh")]
+    assert replies_to(server, too_long) == [phrases.message("too_long", "zh", limit=20)]
+    assert replies_to(server, stranger) == [phrases.message("not_allowed", "zh")]
     assert len(rows(store, "SELECT id FROM turns")) == 2
 
 
@@ -448,10 +448,10 @@ async def test_user_commands(server: FakeTelegram, backend: FakeBackend,
     assert greeting.startswith("Hello!") and core.about("en") in greeting
     assert "/reload" in replies_to(server, admin_help)[0]
     assert "/reload" not in user_help_text and core.about("zh") in user_help_text
-    assert replies_to(server, unknown) == [texts.message("unknown_command", "en", command="/frobnicate")]
+    assert replies_to(server, unknown) == [phrases.message("unknown_command", "en", command="/frobnicate")]
     passage = next(p for p in core.content.passages if "科大讯飞董事长刘庆峰" in p.text)
     assert replies_to(server, sources) == [f"[1] {SECTION}\n{passage.text}"]
-    assert replies_to(server, reset) == [texts.message("reset", "en")]
+    assert replies_to(server, reset) == [phrases.message("reset", "en")]
     assert rows(store, "SELECT conversation FROM resets") == [(f"telegram:{ALICE}",)]
     assert replies_to(server, stats)[0].startswith("Last 48 h: 1 turns from 1 users")
 

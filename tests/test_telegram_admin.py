@@ -13,10 +13,10 @@ import docx
 import matplotlib.image
 import pytest
 
-from bot import texts
 from bot.channels.telegram import file_url
-from bot.core import Core
-from bot.store import LogStore
+from bot.core.runtime import Core
+from bot.log.store import LogStore
+from bot.text import phrases
 from tests.fakes.backend import FakeBackend
 from tests.fakes.telegram_server import FakeTelegram
 from tests.helpers import ROOT, make_core
@@ -84,7 +84,7 @@ async def test_a_web_link_is_previewed_and_cancel_changes_nothing(
         preview = last_bot_message(server, ADMIN)
         assert "讯飞星火发布会" in preview.text
         server.press(preview.message_id, ADMIN, "Cancel")
-        await server.wait_for(lambda: texts.message("cancelled", "zh") in server.bot_texts(ADMIN))
+        await server.wait_for(lambda: phrases.message("cancelled", "zh") in server.bot_texts(ADMIN))
     assert sorted(p.name for p in folder.iterdir()) == before
 
 
@@ -95,7 +95,7 @@ async def test_a_non_admins_file_is_not_downloaded_and_changes_nothing(
     async with running(server, core):
         server.user_sends_document(server.private_chat(ALICE), ALICE, "mine.md", b"# x\n\nsome text here, long enough")
         await server.wait_for(lambda: server.bot_texts(ALICE))
-    assert server.bot_texts(ALICE) == [texts.message("admin_files_only", "zh")]
+    assert server.bot_texts(ALICE) == [phrases.message("admin_files_only", "zh")]
     assert not server.calls_of("getFile") and core.content.version == version
     assert not (folder / "mine.md").exists()
 

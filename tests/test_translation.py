@@ -1,4 +1,4 @@
-"""bot/translation.py: English names mapped to the article's spelling, the answer glossary, faithful translations."""
+"""bot/grounding/translation.py: English names in the article's spelling, the glossary, faithful translations."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.knowledge import ContentSet, load
-from bot.translation import chinese_question, english_answer, english_names, faithful, glossary, map_english
+from bot.content.knowledge import ContentSet, load
+from bot.grounding.translation import chinese_question, english_answer, english_names, faithful, glossary, map_english
 from bot.types import Citation, Reply
 from tests.helpers import ROOT
 

@@ -1,4 +1,4 @@
-"""bot/usage.py: /stats's numbers per day from the log, and the chart that draws exactly those numbers."""
+"""bot/log/usage.py: /stats's numbers per day from the log, and the chart that draws exactly those numbers."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from bot.store import LogStore
+from bot.log.store import LogStore
+from bot.log.usage import chart, figure
 from bot.types import Incoming, Reply
-from bot.usage import chart, figure
 
 DAY = 86400
 

@@ -17,7 +17,7 @@ import pytest
 from bot.channels import wecom
 from bot.channels.wecom import WecomChannel, split_message
 from bot.config import WecomConfig
-from bot.gate import Gate, Policy
+from bot.core.gate import Gate, Policy
 from bot.types import Incoming
 from tests.fakes.backend import FakeBackend
 from tests.fakes.wecom_server import (

@@ -14,11 +14,11 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from bot import texts
 from bot.channels.wecom import WecomChannel
 from bot.config import WecomConfig
-from bot.core import Core
-from bot.gate import Gate, Policy
+from bot.core.gate import Gate, Policy
+from bot.core.runtime import Core
+from bot.text import phrases
 from tests.fakes.backend import FakeBackend
 from tests.fakes.wecom_server import AES_KEY, AGENT_ID, CORP_ID, CORP_SECRET, TOKEN, CallbackClient, FakeWecomApi
 from tests.helpers import ROOT, make_core
@@ -86,14 +86,14 @@ async def test_a_file_message_is_fetched_with_media_get_and_cancel_changes_nothi
     preview = (await admin.say(BOSS, admin.client.file_xml(BOSS, "media-1", "讯飞简介.md", len(DOC.encode()))))[-1]
     assert "《科大讯飞简介》" in preview and admin.api.requests_to("/cgi-bin/media/get")
     shown = await admin.say(BOSS, admin.client.text_xml(BOSS, command(preview, "Cancel")))
-    assert shown[-1] == texts.message("cancelled", "zh") and not (admin.folder / "讯飞简介.md").exists()
+    assert shown[-1] == phrases.message("cancelled", "zh") and not (admin.folder / "讯飞简介.md").exists()
 
 
 async def test_a_readers_link_or_file_changes_nothing(admin: Admin) -> None:
     admin.api.user_files["media-2"] = DOC.encode()
     await admin.say(READER, admin.client.link_xml(READER, "http://127.0.0.1:9/x.html"))
     shown = await admin.say(READER, admin.client.file_xml(READER, "media-2", "a.md", 100))
-    assert shown == [texts.message("text_only", "zh"), texts.message("admin_files_only", "zh")]
+    assert shown == [phrases.message("text_only", "zh"), phrases.message("admin_files_only", "zh")]
     assert not admin.api.requests_to("/cgi-bin/media/get")
 
 

@@ -1,8 +1,8 @@
-"""bot/words.py: word lists from bot/lexicon and the text normalisations the checks use."""
+"""bot/text/words.py: word lists from bot/text/lexicon and the text normalisations the checks use."""
 
 from __future__ import annotations
 
-from bot import words
+from bot.text import words
 
 
 def test_word_lists_come_from_the_lexicon_files() -> None:

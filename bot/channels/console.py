@@ -12,12 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from bot.citations import strip_markers
-from bot.texts import message
+from bot.text.markers import strip_markers
+from bot.text.phrases import message
 from bot.types import Attachment, Delta, Incoming, Notice, Progress, Queued, Reply
 
 if TYPE_CHECKING:
-    from bot.core import Core, Turn
+    from bot.core.runtime import Core, Turn
 
 QUIT = ("/quit", "/exit", "/q")
 

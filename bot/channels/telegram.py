@@ -30,15 +30,15 @@ from telegram.ext import (
     filters,
 )
 
-from bot import texts
 from bot.channels.common import fit_prefix, split_text, utf16_len
 from bot.channels.telegram_api import TelegramApi
 from bot.channels.telegram_live import LiveMessage
 from bot.config import TelegramConfig
+from bot.text import phrases
 from bot.types import Attachment, Choice, Delta, Incoming, Notice, Progress, Queued, Reply
 
 if TYPE_CHECKING:
-    from bot.core import Core, Turn
+    from bot.core.runtime import Core, Turn
 
 logger = logging.getLogger(__name__)
 Ctx = ContextTypes.DEFAULT_TYPE
@@ -66,7 +66,7 @@ def _preview(draft: str) -> str:
 def final_text(reply: Reply, lang: str) -> str:
     """What the user sees at the end: the answer (or a decline quoting the closest passage) with its sources."""
     shown = reply.text if reply.retracted else reply.text_with_sources()
-    return shown.strip() or texts.message("apology", lang)
+    return shown.strip() or phrases.message("apology", lang)
 
 
 class TelegramChannel:
@@ -95,7 +95,7 @@ class TelegramChannel:
         await self.app.initialize()
         await self.app.start()
         with suppress(TelegramError):
-            await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in texts.MENU.items()])
+            await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in phrases.MENU.items()])
         updater = self.app.updater
         assert updater is not None
         if self.cfg.mode == "webhook":
@@ -214,7 +214,7 @@ class TelegramChannel:
         try:
             async for event in turn.events():
                 if isinstance(event, Progress):
-                    shown = texts.message(f"progress_{event.step}", turn.lang)
+                    shown = phrases.message(f"progress_{event.step}", turn.lang)
                     shown += f" {event.fraction:.0%}" if event.fraction is not None else ""
                     if live is None:
                         sent = await self.api.send(chat_id, shown, reply_to)
@@ -246,7 +246,7 @@ class TelegramChannel:
         except asyncio.CancelledError:  # shutdown: the question stays pending and the restart answers it
             if (opened := self._open.pop(key, None)) is not None:
                 with suppress(Exception):
-                    await asyncio.wait_for(self.api.edit(*opened, texts.message("restarting", turn.lang)), 2.0)
+                    await asyncio.wait_for(self.api.edit(*opened, phrases.message("restarting", turn.lang)), 2.0)
             raise
         except Forbidden as exc:  # blocked by the user, or the bot left the group: nothing reaches them now
             self._open.pop(key, None)
@@ -262,7 +262,7 @@ class TelegramChannel:
     async def _stream(self, chat_id: int, reply_to: int | None, turn: Turn, key: object) -> None:
         """Placeholder at once, typing and progress while waiting, edits of checked text, then the final text."""
         lang = turn.lang
-        placeholder = await self.api.send(chat_id, texts.message("thinking", lang), reply_to)
+        placeholder = await self.api.send(chat_id, phrases.message("thinking", lang), reply_to)
         self._open[key] = (chat_id, placeholder.message_id)
         group = placeholder.chat.type != ChatType.PRIVATE
         interval = max(self.cfg.edit_interval_s, GROUP_EDIT_INTERVAL_S) if group else self.cfg.edit_interval_s
@@ -274,13 +274,13 @@ class TelegramChannel:
         try:
             async for event in turn.events():
                 if isinstance(event, Queued):
-                    live.show(texts.message("queued", lang, n=event.position))
+                    live.show(phrases.message("queued", lang, n=event.position))
                 elif isinstance(event, Delta):
                     draft += event.text
                     live.started.set()
                     live.show(_preview(draft))
                 elif isinstance(event, Progress) and not draft:
-                    live.show(texts.message(f"progress_{event.step}", lang))
+                    live.show(phrases.message(f"progress_{event.step}", lang))
                 elif isinstance(event, Reply):
                     reply = event
         finally:
@@ -333,7 +333,7 @@ class TelegramChannel:
         await self._apologize(update.effective_chat.id, lang, self._open.pop(update.update_id, None))
 
     async def _apologize(self, chat_id: int, lang: str, placeholder: tuple[int, int] | None) -> None:
-        text = texts.message("apology", lang)
+        text = phrases.message("apology", lang)
         try:
             if placeholder is not None:
                 await self._deliver(chat_id, placeholder[1], text, "")

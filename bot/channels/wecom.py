@@ -34,12 +34,12 @@ from bot.channels.wecom_crypto import (
     parse_xml,
 )
 from bot.errors import ConfigError
-from bot.texts import message
+from bot.text.phrases import message
 from bot.types import Attachment, Incoming, Notice, Reply
 
 if TYPE_CHECKING:
     from bot.config import WecomConfig
-    from bot.core import Core, Turn
+    from bot.core.runtime import Core, Turn
 
 log = logging.getLogger(__name__)
 

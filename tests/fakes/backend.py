@@ -6,11 +6,11 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from bot.answering.prompts import Prompts
 from bot.backends.base import Completion, Extraction, Picked, ProgressFn
 from bot.errors import BackendBusy
-from bot.prompts import Prompts
+from bot.text.words import HAN, bare, longest_common_run
 from bot.types import Queued
-from bot.words import HAN, bare, longest_common_run
 
 Script = Callable[[list[dict[str, str]]], str]
 

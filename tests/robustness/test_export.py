@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from bot.store import LogStore
+from bot.log.store import LogStore
 
 BOT = str(Path(sys.executable).parent / "bot")
 

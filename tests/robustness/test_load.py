@@ -15,8 +15,8 @@ from pathlib import Path
 
 from bot.channels.wecom import WecomChannel
 from bot.config import WecomConfig
+from bot.core.gate import Gate, Policy
 from bot.errors import BackendBusy
-from bot.gate import Gate, Policy
 from tests.fakes.backend import FakeBackend
 from tests.fakes.telegram_server import FakeTelegram
 from tests.fakes.wecom_server import AES_KEY, AGENT_ID, CORP_ID, CORP_SECRET, TOKEN, CallbackClient, FakeWecomApi

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot import texts
+from bot.text import phrases
 from tests.fakes.telegram_server import FakeTelegram
 from tests.test_serve import ANSWER_TIMEOUT_S, READY_TIMEOUT_S, Serve, shown_final
 
@@ -50,7 +50,7 @@ async def test_sigterm_with_a_full_queue_exits_fast_and_the_restart_answers_the_
         left = [r for r in rows if r["status"] == "pending"]
         assert left, "the queue was empty when the signal came: the test proves nothing"
         assert exit_s < EXIT_LIMIT_S, f"bot serve took {exit_s:.1f} s to exit with {len(left)} questions queued"
-        waiting = texts.message("restarting", "zh")
+        waiting = phrases.message("restarting", "zh")
         told = [m for m in fake.messages.values() if m.from_bot and m.text == waiting]
         assert len(told) == len(left)  # each one's placeholder says the answer follows the restart
 

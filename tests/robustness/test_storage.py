@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from bot import texts
-from bot.store import LogStore
+from bot.log.store import LogStore
+from bot.text import phrases
 from tests.fakes.backend import FakeBackend
 from tests.fakes.telegram_server import FakeTelegram
 from tests.helpers import make_core
@@ -77,7 +77,7 @@ async def test_a_failing_log_database_while_serving_loses_nothing(tmp_path: Path
                 assert turn_rows(store) == [(str(ALICE), "pending", None)]  # not written yet: kept
                 refused = server.private(BOB, QUESTION, language_code="zh")
                 await server.wait_for(lambda: replies_to(server, refused))
-                assert replies_to(server, refused) == [texts.message("log_unavailable", "zh")]
+                assert replies_to(server, refused) == [phrases.message("log_unavailable", "zh")]
                 assert store.writes.kept >= 3  # the answer, its delivery, the refusal's event
             await server.wait_for(lambda: store.writes.kept == 0, timeout=10)
             assert turn_rows(store) == [(str(ALICE), "answered", "delivered")]

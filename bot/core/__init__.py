@@ -1,0 +1,1 @@
+"""The core: intake, turns, commands and the gate; it knows no messenger."""

@@ -1,0 +1,212 @@
+"""The command table: /start /help /reset /sources /reload /stats, the same texts and admin rule on every channel.
+
+`/ask QUESTION` is not in the table: the core treats it as the question itself (how a group asks).
+Channel-only commands (the terminal's /quit) stay in their adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from bot.errors import ContentError
+from bot.text import phrases
+from bot.types import Citation, Incoming, Notice
+
+if TYPE_CHECKING:
+    from bot.backends.base import ProgressFn
+    from bot.content.knowledge import ContentSet
+    from bot.content.library import Library
+    from bot.log.usage import Usage
+    from bot.types import ReloadReport, Stats
+
+log = logging.getLogger(__name__)
+ASK = "/ask"
+# Telegram's rule for command names: Latin letters, digits and underscores; the rest is the argument,
+# so "/ask什么是X" asks "什么是X" and "/5G是什么" is a question, not a command.
+_COMMAND = re.compile(r"^(/[A-Za-z][A-Za-z0-9_]*)(.*)$", re.DOTALL)
+
+
+# What a long command reports while it runs: (step, fraction done or None); safe to call from any thread.
+Report = Callable[[str, "float | None"], None]
+URL_ONLY = re.compile(r"https?://\S+")
+
+
+class Services(Protocol):
+    """What a command may use of the core (the core is one; commands see none of its turn machinery)."""
+
+    library: Library
+
+    @property
+    def content(self) -> ContentSet: ...
+
+    def about(self, lang: str) -> str: ...
+
+    async def reset(self, conversation: str) -> None: ...
+
+    async def sources(self, conversation: str) -> list[Citation]: ...
+
+    async def stats(self, since_hours: float = 24.0, channel: str | None = None) -> Stats: ...
+
+    async def usage(self, since_hours: float = 24.0, channel: str | None = None) -> Usage: ...
+
+    async def reload(self, by: Incoming | None = None, progress: ProgressFn | None = None) -> ReloadReport: ...
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command: whether only admins may run it, and what it replies."""
+
+    name: str
+    admin: bool
+    # (core, message, arguments, language, progress) -> the reply
+    run: Callable[[Services, Incoming, str, str, Report], Awaitable[str | Notice]]
+
+
+def parse(text: str) -> tuple[str, str] | None:
+    """('/name', 'arguments') when the text is a command, else None; the name is lower-cased."""
+    m = _COMMAND.match(text.strip())
+    return (m.group(1).lower(), m.group(2).strip()) if m else None
+
+
+def format_sources(citations: Iterable[Citation]) -> str:
+    """One block per cited passage: `[n] section` and its text ("" when there are none)."""
+    return "\n\n".join(f"[{c.n}] {c.section}\n{c.text}" for c in citations)
+
+
+def stats_arguments(args: str) -> tuple[float, str | None]:
+    """`/stats [HOURS] [CHANNEL]`, in either order: (hours, default 24; channel, default all)."""
+    hours, channel = 24.0, None
+    for word in args.split():
+        if re.fullmatch(r"\d+(\.\d+)?", word):
+            hours = min(float(word), 366 * 24)  # at most a year: one bar a day
+        else:
+            channel = word.lower()
+    return hours, channel
+
+
+def help_text(core: Services, msg: Incoming, lang: str) -> str:
+    """The /help text: what the bot knows, the commands, the admin commands for admins, the channel's hint."""
+    return phrases.help_text(lang, core.about(lang), admin=msg.is_admin, extra=phrases.channel_hint(msg.channel, lang))
+
+
+async def _start(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    return phrases.message("greeting", lang) + " " + help_text(core, msg, lang)
+
+
+async def _help(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    return help_text(core, msg, lang)
+
+
+async def _reset(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    await core.reset(msg.conversation_key)
+    return phrases.message("reset", lang)
+
+
+async def _sources(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    return format_sources(await core.sources(msg.conversation_key)) or phrases.message("no_sources", lang)
+
+
+async def _reload(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    return (await core.reload(msg, lambda done, total: progress("reading_content", done / max(total, 1)))).summary()
+
+
+async def _stats(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    """The numbers as text under a chart of the same numbers (drawn in a thread: about a second)."""
+    from bot.log.usage import chart
+
+    hours, channel = stats_arguments(args)
+    stats, usage = await core.stats(hours, channel), await core.usage(hours, channel)
+    lines = [stats.summary()]
+    if usage.by_channel:
+        lines.append(", ".join(f"{name}: {sum(counts)}" for name, counts in sorted(usage.by_channel.items())))
+    lines += [f"[{k}] {section} ({n}×)" for k, (_, section, n) in enumerate(usage.cited, 1)]
+    title = f"Last {hours:g} h" + (f", {channel}" if channel else "") + f": {stats.turns} questions"
+    return Notice("\n".join(lines), image=await asyncio.to_thread(chart, usage, title))
+
+
+async def _add(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    """A document the admin sent, or the web page at `args`: its preview with Confirm and Cancel."""
+    try:
+        if msg.attachment is not None:
+            if (msg.attachment.size or 0) > core.library.max_bytes:  # not even downloaded
+                raise ContentError(f"{msg.attachment.name} is {msg.attachment.size / 1e6:.1f} MB, over "
+                                   f"content.max_mb ({core.library.max_bytes / 1e6:g} MB).")
+            progress("extracting", None)
+            data = await msg.attachment.fetch()
+            return await core.library.propose_add(msg.attachment.name, data, msg.conversation_key, core.content, lang)
+        if not URL_ONLY.fullmatch(args):
+            return phrases.message("add_usage", lang)
+        from bot.content.files import fetch, page_name
+
+        progress("fetching", None)
+        page = await fetch(args, core.library.max_bytes)
+        progress("extracting", None)
+        return await core.library.propose_add(page_name(args), page, msg.conversation_key, core.content, lang)
+    except ContentError as exc:
+        return phrases.message("content_not_added", lang, reason=str(exc))
+    except Exception as exc:  # the messenger's download failed, or a parser broke: still a plain answer
+        log.warning("add: %s failed", msg.attachment.name if msg.attachment else args, exc_info=True)
+        reason = f"it could not be downloaded or read ({type(exc).__name__})"
+        return phrases.message("content_not_added", lang, reason=reason)
+
+
+async def _content(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    docs = core.library.documents(core.content)
+    lines = [phrases.message("document_line", lang, name=d.name, title=d.title, passages=d.passages) for d in docs]
+    return "\n".join([phrases.message("documents", lang, n=len(docs)), *lines])
+
+
+async def _remove(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    if not args:
+        return phrases.message("remove_usage", lang)
+    try:
+        return core.library.propose_remove(args, msg.conversation_key, core.content, lang)
+    except ContentError as exc:
+        return str(exc)
+
+
+async def _confirm(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    """Apply the admin's proposal and reload; a reload that fails puts the folder back."""
+    proposal = core.library.take(args, msg.conversation_key)
+    if proposal is None:
+        return phrases.message("proposal_gone", lang)
+
+    async def change() -> str:
+        async with core.library.lock:  # one change at a time: apply, reload and undo never interleave
+            try:
+                undo = core.library.apply(proposal)
+            except OSError as exc:
+                return phrases.message("content_unchanged", lang, reason=str(exc))
+            report = await core.reload(msg, lambda done, total: progress("reading_content", done / max(total, 1)))
+            if not report.ok:
+                undo()
+                return phrases.message("content_unchanged", lang, reason=report.error or "")
+            return report.summary()
+
+    # Shielded: a shutdown or a vanished channel must not leave a written but unconfirmed file behind.
+    return await asyncio.shield(change())
+
+
+async def _cancel(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    core.library.take(args, msg.conversation_key)
+    return phrases.message("cancelled", lang)
+
+
+COMMANDS: dict[str, Command] = {c.name: c for c in (
+    Command("/start", False, _start),
+    Command("/help", False, _help),
+    Command("/reset", False, _reset),
+    Command("/sources", False, _sources),
+    Command("/reload", True, _reload),
+    Command("/stats", True, _stats),
+    Command("/add", True, _add),
+    Command("/content", True, _content),
+    Command("/remove", True, _remove),
+    Command("/confirm", True, _confirm),
+    Command("/cancel", True, _cancel),
+)}

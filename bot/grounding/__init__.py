@@ -1,0 +1,1 @@
+"""Grounding: the question's evidence, the support checks, citations and translation."""

@@ -1,1 +1,0 @@
-"""Word lists the checks read (bot.words.lexicon)."""

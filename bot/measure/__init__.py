@@ -1,0 +1,1 @@
+"""Measuring: the grounding eval, its curve, the speed bench."""

@@ -1,0 +1,1 @@
+"""Word lists the checks read (bot.text.words.lexicon)."""

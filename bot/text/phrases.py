@@ -1,0 +1,187 @@
+"""Fixed texts users see (help, limits, errors), in Chinese and English. Model prompts live in prompts/."""
+
+from __future__ import annotations
+
+import re
+
+from bot.text.words import HAN
+
+_CJK = re.compile(f"[{HAN}]")
+
+
+def language(text: str) -> str:
+    """'zh' when the text has Chinese characters, else 'en'."""
+    return "zh" if _CJK.search(text) else "en"
+
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "too_long": {
+        "zh": "问题太长了（最多 {limit} 个字符），请缩短后再问。",
+        "en": "That question is too long (at most {limit} characters); please shorten it.",
+    },
+    "empty": {"zh": "请输入一个关于文章的问题。", "en": "Please type a question about the article."},
+    "rate_limited": {
+        "zh": "提问太频繁了，请 {seconds} 秒后再试。",
+        "en": "You are asking too fast; please try again in {seconds} s.",
+    },
+    "not_allowed": {
+        "zh": "抱歉，此机器人未向你开放。",
+        "en": "Sorry, this bot is not open to you.",
+    },
+    "admin_only": {
+        "zh": "抱歉，这个命令只对管理员开放。",
+        "en": "Sorry, that command is for administrators only.",
+    },
+    "text_only": {"zh": "目前只能回答文字消息。", "en": "I can only answer text messages."},
+    "apology": {
+        "zh": "抱歉，处理你的问题时出错了，请稍后再试。",
+        "en": "Sorry, something went wrong while answering. Please try again later.",
+    },
+    "log_unavailable": {
+        "zh": "暂时无法记录问题（日志数据库不可写），因此暂不回答；请几分钟后再试。",
+        "en": "I cannot keep a record of questions right now (the log database takes no writes), so I am not "
+              "answering; please try again in a few minutes.",
+    },
+    # Under an answer whose draft reached model.max_tokens: its unfinished last sentence was dropped.
+    "cut_short": {
+        "zh": "\n（回答较长，只保留了完整的前几句。）",
+        "en": "\n(A long answer: only its complete first sentences are kept.)",
+    },
+    "reset": {"zh": "好的，已清空对话记录。", "en": "Done: the conversation has been reset."},
+    "no_sources": {
+        "zh": "上一个回答没有引用任何段落。",
+        "en": "The last answer did not cite any passage.",
+    },
+    "queued": {
+        "zh": "前面还有 {n} 个问题在排队，请稍候……",
+        "en": "You are number {n} in the queue; please wait…",
+    },
+    "thinking": {"zh": "正在思考……", "en": "Thinking…"},
+    "restarting": {"zh": "机器人正在重启，稍后会回答你的问题。",
+                   "en": "The bot is restarting; your answer follows shortly."},
+    # The cited sentence under a Chinese answer, in the content's own words (grounding.quote_source);
+    # English answers get none.
+    "source_quote": {"zh": "\n原文[{n}]：「{sentence}」"},
+    # What a hidden step is doing (bot.types.Progress): nothing unchecked is shown meanwhile.
+    "progress_translating_question": {"zh": "正在理解问题……", "en": "Reading your question…"},
+    "progress_answering": {"zh": "正在查找原文……", "en": "Looking for the answer in the text…"},
+    "progress_rechecking": {"zh": "正在重新核对原文……", "en": "Checking the source passages again…"},
+    "progress_translating_answer": {"zh": "正在翻译回答……", "en": "Checked; writing it in English…"},
+    "progress_extracting": {"zh": "正在读取文档……", "en": "Reading the document…"},
+    "progress_fetching": {"zh": "正在下载网页……", "en": "Downloading the page…"},
+    "progress_reading_content": {"zh": "模型正在阅读新内容……", "en": "The model is reading the new content…"},
+    "unknown_command": {
+        "zh": "未知命令 {command}。发送 /help 查看可用命令。",
+        "en": "Unknown command {command}. Send /help for the list.",
+    },
+    "greeting": {"zh": "你好！", "en": "Hello!"},
+    # Content from the chat (admins): a document or a web link, a preview, then Confirm or Cancel.
+    "preview": {
+        "zh": "预览：《{title}》\n文件：{name}（{chars} 个字符，{passages} 个段落）\n{change}\n"
+              "确认后重新加载内容；新内容就绪前，旧内容照常回答。",
+        "en": "Preview: “{title}”\nFile: {name} ({chars} characters, {passages} passages)\n{change}\n"
+              "On confirm the content is reloaded; the old content answers until the new one is ready.",
+    },
+    "preview_adds": {"zh": "这是新文档。", "en": "This adds a new document."},
+    "preview_replaces": {"zh": "将替换现有的 {name}（{old} 个段落）。", "en": "This replaces {name} ({old} passages)."},
+    "preview_remove": {
+        "zh": "将删除文档 {name}：《{title}》（{passages} 个段落），然后重新加载内容。",
+        "en": "This removes {name}: “{title}” ({passages} passages), then reloads the content.",
+    },
+    "confirm": {"zh": "确认 / Confirm", "en": "Confirm / 确认"},
+    "cancel": {"zh": "取消 / Cancel", "en": "Cancel / 取消"},
+    "reply_with": {"zh": "{label}：回复 {command}", "en": "{label}: reply {command}"},
+    "cancelled": {"zh": "已取消，内容没有改变。", "en": "Cancelled; the content is unchanged."},
+    "proposal_gone": {
+        "zh": "这个确认已失效（超过 10 分钟、已处理过，或不是你发起的），内容没有改变。",
+        "en": "That confirmation is no longer valid (over 10 minutes old, already answered, or not yours); "
+              "the content is unchanged.",
+    },
+    "no_such_document": {
+        "zh": "没有名为 {name} 的文档。现有文档：{names}",
+        "en": "There is no document named {name}. The documents: {names}",
+    },
+    "last_document": {
+        "zh": "{name} 是唯一的文档，删除后将无内容可答；请先添加新文档。",
+        "en": "{name} is the only document; without it there is nothing to answer from. Add another first.",
+    },
+    "content_not_added": {"zh": "没有添加：{reason}", "en": "Nothing was added: {reason}"},
+    "content_unchanged": {"zh": "内容没有改变：{reason}", "en": "The content is unchanged: {reason}"},
+    "admin_files_only": {
+        "zh": "只有管理员可以发送文件来添加内容；有问题请直接用文字提问。",
+        "en": "Only admins can add content by sending files; please ask your question as text.",
+    },
+    "documents": {"zh": "内容中的文档（{n} 个）：", "en": "Documents in the content ({n}):"},
+    "document_line": {"zh": "• {name}：《{title}》，{passages} 个段落",
+                      "en": "• {name}: “{title}”, {passages} passages"},
+    "remove_usage": {"zh": "用法：/remove 文件名（见 /content）", "en": "Usage: /remove NAME (see /content)"},
+    "add_usage": {
+        "zh": "发送文件（.txt .md .html .docx .pdf）或 /add 网址 来添加内容。",
+        "en": "Send a file (.txt .md .html .docx .pdf) or /add URL to add content.",
+    },
+    "group_hint": {
+        "zh": "在群里：@我、回复我的消息，或用 /ask 问题 来提问。\n",
+        "en": "In groups: mention me, reply to one of my messages, or use /ask <question>.\n",
+    },
+}
+
+# The command menu a messenger shows next to the input field (Telegram's setMyCommands): command -> description.
+MENU: dict[str, str] = {
+    "ask": "Ask a question about the article",
+    "help": "What I know and how to ask",
+    "reset": "Forget this conversation",
+    "sources": "The passages behind the last answer",
+}
+
+
+def message(key: str, lang: str, **kwargs: object) -> str:
+    """A fixed message in the user's language."""
+    return MESSAGES[key][lang if lang in ("zh", "en") else "en"].format(**kwargs)
+
+
+_HELP = {
+    "zh": (
+        "我只根据下面这篇文章回答问题，并注明出处；文章没有提到的内容我会直说。\n"
+        "{about}\n\n"
+        "命令：\n"
+        "/help  显示本帮助\n"
+        "/reset  清空对话记录\n"
+        "/sources  显示上一个回答引用的原文段落\n"
+    ),
+    "en": (
+        "I answer questions only from the article below and cite the passages I used; "
+        "when the article does not say, I tell you so.\n"
+        "{about}\n\n"
+        "Commands:\n"
+        "/help  show this help\n"
+        "/reset  forget this conversation\n"
+        "/sources  show the passages behind the last answer\n"
+    ),
+}
+_ADMIN_HELP = {
+    "zh": "管理员命令：\n/reload  重新加载内容并报告变化\n/stats  统计（轮次、用户、拒答、延迟）\n"
+    "/content  列出内容中的文档\n/add 网址  添加网页（或直接发送文件）\n/remove 文件名  删除文档\n",
+    "en": "Admin commands:\n/reload  reload the content and report what changed\n"
+    "/stats  turns, users, declines and latency\n/content  list the documents in the content\n"
+    "/add URL  add a web page (or just send a file)\n/remove NAME  remove a document\n",
+}
+
+
+# Lines of /help that only one channel needs: how to leave the terminal, how to ask in a group.
+_CHANNEL_HINTS: dict[str, dict[str, str]] = {
+    "cli": {"zh": "/quit  退出\n", "en": "/quit  leave\n"},
+    "telegram": MESSAGES["group_hint"],
+}
+
+
+def channel_hint(channel: str, lang: str) -> str:
+    """The channel's own /help lines ("" for none)."""
+    hints = _CHANNEL_HINTS.get(channel, {})
+    return hints.get(lang if lang in ("zh", "en") else "en", "")
+
+
+def help_text(lang: str, about: str, *, admin: bool = False, extra: str = "") -> str:
+    """The /help text; `extra` adds channel-specific lines (e.g. the CLI's /quit)."""
+    lang = lang if lang in _HELP else "en"
+    text = _HELP[lang].format(about=about) + extra
+    return text + ("\n" + _ADMIN_HELP[lang] if admin else "")
