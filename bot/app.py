@@ -135,14 +135,9 @@ def _read_content(path: Path, max_mb: float) -> Knowledge:
 
 def _build_core(cfg: Config, knowledge: Knowledge, backend: Backend, store: LogStore) -> Core:
     """The core over its engine and gate (modules already imported by `_read_content`)."""
-    from bot.answering.engine import Engine
-    from bot.answering.prompts import Prompts
-    from bot.core.gate import Gate, policies
-    from bot.core.runtime import Core
+    from bot.core.runtime import wire
 
-    engine = Engine(cfg, backend, Prompts())
-    gate = Gate(cfg.conversation.max_question_chars, policies(cfg))
-    return Core(knowledge, engine, store, gate, history_turns=cfg.conversation.history_turns)
+    return wire(cfg, knowledge, backend, store)
 
 
 async def _timed(into: dict[str, Any], key: str, work: Any) -> Any:
@@ -286,7 +281,7 @@ async def _housekeeping(app: App, every_s: float = 3600.0) -> None:
     while True:
         try:
             key = redaction_key(app.cfg) if log_cfg.redact_after_days else b""
-            done = await app.core.prune(log_cfg.retention_days, log_cfg.redact_after_days, key)
+            done = await app.core.services.prune(log_cfg.retention_days, log_cfg.redact_after_days, key)
             if any(done.values()):
                 log.info("log housekeeping: %s", ", ".join(f"{n} {kind}" for kind, n in done.items() if n))
         except Exception:

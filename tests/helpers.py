@@ -7,12 +7,9 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from bot.answering.engine import Engine
-from bot.answering.prompts import Prompts
 from bot.config import Config
 from bot.content.knowledge import Knowledge
-from bot.core.gate import Gate, policies
-from bot.core.runtime import Core
+from bot.core.runtime import Core, wire
 from bot.log.store import LogStore
 from bot.types import Event, Incoming
 
@@ -37,9 +34,7 @@ async def make_core(tmp_path: Path, backend: object, content_dir: Path | None = 
     """A started Core over the article (or content_dir) with `backend`; the caller closes the store."""
     cfg = cfg or make_config(tmp_path, content_dir)
     store = await LogStore.open(cfg.database_path)
-    engine = Engine(cfg, backend, Prompts())  # type: ignore[arg-type]
-    core = Core(Knowledge(cfg.content_path), engine, store, Gate(cfg.conversation.max_question_chars, policies(cfg)),
-                history_turns=cfg.conversation.history_turns)
+    core = wire(cfg, Knowledge(cfg.content_path), backend, store)  # type: ignore[arg-type]
     await core.start()
     return core, store
 

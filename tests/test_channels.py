@@ -193,14 +193,14 @@ def cited(text: str) -> bool:
 async def test_start_greets_and_says_what_the_bot_knows(drive: Drive) -> None:
     d = await drive()
     shown = await d.send("alice", "/start")
-    assert shown.startswith(phrases.message("greeting", "zh")) and d.core.about("zh") in shown
+    assert shown.startswith(phrases.message("greeting", "zh")) and d.core.services.about("zh") in shown
     assert "/sources" in shown
 
 
 async def test_help_shows_admin_commands_to_admins_only(drive: Drive) -> None:
     d = await drive()
     user, admin = await d.send("alice", "/help"), await d.send("admin", "/help")
-    assert d.core.about("zh") in user and "/reset" in user and "/reload" not in user
+    assert d.core.services.about("zh") in user and "/reset" in user and "/reload" not in user
     assert "/reload" in admin and "/stats" in admin
 
 

@@ -57,11 +57,11 @@ async def test_follow_ups_see_history_until_reset(engine_for) -> None:
     assert [m["role"] for m in backend.calls[n + 1]] == ["system", "user", "assistant", "user"]
     assert backend.calls[n + 1][1]["content"] == "刘庆峰建议构建什么样的创新体系？"
 
-    await core.reset("conv")
+    await core.services.reset("conv")
     n = len(backend.calls)
     await core.ask(ask_msg("刘庆峰建议构建什么样的创新体系？", "conv"))
     assert "上一个问题" not in backend.calls[n][-1]["content"]
-    await core.reset("conv")
+    await core.services.reset("conv")
     await core.ask(ask_msg("概括一下刘庆峰的建议", "conv"))
     assert [m["role"] for m in backend.calls[n + 1]] == ["system", "user"]
 
@@ -86,9 +86,9 @@ async def test_history_is_limited_by_turns(tmp_path: Path) -> None:
 
 async def test_sources_returns_the_last_answers_passages_in_full(engine_for) -> None:
     core, _ = await engine_for(FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]"))
-    assert await core.sources("cli:chat") == []
+    assert await core.services.sources("cli:chat") == []
     await core.ask(ask_msg("科大讯飞董事长是谁？"))
-    cites = await core.sources("cli:chat")
+    cites = await core.services.sources("cli:chat")
     assert [(c.n, c.id) for c in cites] == [(1, LIU_ID)]
     assert "在别人的院子里建大楼" in cites[0].text
 
@@ -171,7 +171,7 @@ async def test_a_repeat_of_an_undelivered_message_sends_the_logged_answer_withou
     assert turn is not None
     first = await turn.reply()
     assert await core.receive(wecom_msg("科大讯飞董事长是谁？", "m1")) is None  # the channel is still on it
-    await core.delivered(turn, "WecomApiError: giving up after retries")
+    await turn.delivered("WecomApiError: giving up after retries")
     calls = len(backend.calls)
 
     again = await core.receive(wecom_msg("科大讯飞董事长是谁？", "m1"))
@@ -180,7 +180,7 @@ async def test_a_repeat_of_an_undelivered_message_sends_the_logged_answer_withou
     assert isinstance(second, Reply) and isinstance(first, Reply)
     assert (second.text, second.citations) == (first.text, first.citations)
     assert len(backend.calls) == calls  # not generated again
-    await core.delivered(again)
+    await again.delivered()
     assert await core.receive(wecom_msg("科大讯飞董事长是谁？", "m1")) is None  # delivered: a plain duplicate
     row = turns(store)[0]
     assert (row["status"], row["delivery"], len(turns(store))) == ("answered", "delivered", 1)
@@ -209,7 +209,7 @@ async def test_pending_lists_unanswered_and_undelivered_turns_once(engine_for) -
     assert unsent is not None and shown is not None
     await unsent.reply()
     await shown.reply()
-    await core.delivered(shown)
+    await shown.delivered()
     [left] = await core.pending(["wecom"])
     assert left.turn_id == unsent.turn_id and left.answered
     # Being resumed: WeCom's repeat of the same message meanwhile is a duplicate.
@@ -220,7 +220,7 @@ async def test_a_final_failure_is_not_resumed(engine_for) -> None:
     core, store = await engine_for(FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]"))
     turn = await core.receive(wecom_msg("科大讯飞董事长是谁？", "m5"))
     assert turn is not None
-    await core.delivered(turn, "WecomApiError: user not reachable", final=True)
+    await turn.delivered("WecomApiError: user not reachable", final=True)
     assert await core.pending(["wecom"]) == []
     assert await core.receive(wecom_msg("科大讯飞董事长是谁？", "m5")) is None
 

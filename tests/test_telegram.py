@@ -23,7 +23,7 @@ from bot.channels.telegram import TelegramChannel, split_message, utf16_len
 from bot.config import TelegramConfig
 from bot.content.knowledge import Knowledge
 from bot.core.gate import Gate, Policy
-from bot.core.runtime import Core
+from bot.core.runtime import Core, wire
 from bot.errors import BotError
 from bot.log.store import LogStore
 from bot.text import phrases
@@ -445,9 +445,9 @@ async def test_user_commands(server: FakeTelegram, backend: FakeBackend,
         stats = server.private(ADMIN, "/stats 48")
         await server.wait_for(lambda: replies_to(server, reset) and replies_to(server, stats))
     greeting, user_help_text = replies_to(server, start)[0], replies_to(server, user_help)[0]
-    assert greeting.startswith("Hello!") and core.about("en") in greeting
+    assert greeting.startswith("Hello!") and core.services.about("en") in greeting
     assert "/reload" in replies_to(server, admin_help)[0]
-    assert "/reload" not in user_help_text and core.about("zh") in user_help_text
+    assert "/reload" not in user_help_text and core.services.about("zh") in user_help_text
     assert replies_to(server, unknown) == [phrases.message("unknown_command", "en", command="/frobnicate")]
     passage = next(p for p in core.content.passages if "科大讯飞董事长刘庆峰" in p.text)
     assert replies_to(server, sources) == [f"[1] {SECTION}\n{passage.text}"]
@@ -546,6 +546,12 @@ class ScriptedEngine:
     def failed(self, content: object, text: str, error: str, started: float) -> Reply:
         return Reply(text, refused=False, error=error)
 
+    async def retain(self, content: object) -> None:
+        pass
+
+    def cancel(self, conversation: str) -> int:
+        return 0
+
 
 Scripted = Callable[[ScriptedEngine], Awaitable[Core]]
 
@@ -559,7 +565,7 @@ async def scripted(tmp_path: Path) -> AsyncIterator[Scripted]:
         cfg = make_config(tmp_path / f"s{len(stores)}")
         store = await LogStore.open(cfg.database_path)
         stores.append(store)
-        core = Core(Knowledge(cfg.content_path), engine, store, Gate(800))  # type: ignore[arg-type]
+        core = wire(cfg, Knowledge(cfg.content_path), FakeBackend(), store, engine=engine)
         await core.start()
         return core
 

@@ -60,7 +60,7 @@ class Console:
     async def run(self) -> int:
         """Loop until /quit or end of input."""
         self._setup_readline()
-        self.say(self.core.about("zh") + "  输入 /help 查看命令。 Type /help for commands.")
+        self.say(self.core.services.about("zh") + "  输入 /help 查看命令。 Type /help for commands.")
         try:
             while True:
                 try:
@@ -102,7 +102,7 @@ class Console:
             self.out.flush()
         assert reply is not None
         self._finish(streamed, reply)
-        await self.core.delivered(turn)
+        await turn.delivered()
         return reply
 
     def incoming(self, text: str) -> Incoming:

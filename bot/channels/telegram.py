@@ -251,13 +251,13 @@ class TelegramChannel:
         except Forbidden as exc:  # blocked by the user, or the bot left the group: nothing reaches them now
             self._open.pop(key, None)
             logger.warning("telegram: chat %s refuses the bot's messages (%s); answer not delivered", chat_id, exc)
-            await self.core.delivered(turn, exc.message, final=True)
+            await turn.delivered(exc.message, final=True)
             return
         except Exception as exc:
             with suppress(Exception):  # kept waiting: a restart sends it again
-                await self.core.delivered(turn, f"{type(exc).__name__}: {exc}")
+                await turn.delivered(f"{type(exc).__name__}: {exc}")
             raise
-        await self.core.delivered(turn)
+        await turn.delivered()
 
     async def _stream(self, chat_id: int, reply_to: int | None, turn: Turn, key: object) -> None:
         """Placeholder at once, typing and progress while waiting, edits of checked text, then the final text."""

@@ -260,7 +260,7 @@ class WecomChannel:
         except Exception as exc:
             log.exception("wecom: answering MsgId %s failed", msg.message_id)
             with contextlib.suppress(Exception):  # kept waiting (a restart or WeCom's repeat sends it) unless refused
-                await self.core.delivered(turn, f"{type(exc).__name__}: {exc}",
+                await turn.delivered(f"{type(exc).__name__}: {exc}",
                                           final=isinstance(exc, WecomApiError) and exc.permanent)
             if not turn.is_question:  # a question's failure is logged by `delivered`; a command's gets an apology
                 with contextlib.suppress(Exception):
@@ -268,7 +268,7 @@ class WecomChannel:
                 with contextlib.suppress(Exception):
                     await self._send(msg.user_id, message("apology", turn.lang))
             return
-        await self.core.delivered(turn)
+        await turn.delivered()
 
     async def _send(self, user: str, text: str) -> None:
         """Send a reply, split into parts of at most 2048 bytes."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import os
@@ -194,15 +195,19 @@ def eval_cmd(ctx: click.Context, path: Path, report: Path | None, compare_checks
             evaluation.naive(cfg.grounding)
         cases = evaluation.load_cases(path, half or "")
         async with open_app(cfg) as app:
-            results, summary = await _eval_run(app.core, cases, echo=True, concurrency=concurrency)
-            summary["pick"] = cfg.grounding.pick or Weights.load(weights_path(cfg)).pick
-            if compare_checks:
-                g = cfg.grounding
-                g.evidence_check = g.support_check = g.retry_with_passages = False
-                off_results, off = await _eval_run(app.core, cases, echo=False, concurrency=concurrency)
-                summary["checks_off"] = {k: off[k] for k in ("correct", "by_kind", "avg_total_ms", "avg_ttft_ms")}
-                if off["avg_total_ms"]:
-                    summary["latency_ratio_on_off"] = round(summary["avg_total_ms"] / off["avg_total_ms"], 2)
+            results, summary = await _eval_run(app.core, cases, app.backend.model_name, echo=True,
+                                               concurrency=concurrency)
+        summary["pick"] = cfg.grounding.pick or Weights.load(weights_path(cfg)).pick
+        if compare_checks:  # a second app over a copy of the config: a running one's config never changes
+            off_cfg = copy.deepcopy(cfg)
+            g = off_cfg.grounding
+            g.evidence_check = g.support_check = g.retry_with_passages = False
+            async with open_app(off_cfg) as app:
+                _, off = await _eval_run(app.core, cases, app.backend.model_name, echo=False,
+                                         concurrency=concurrency)
+            summary["checks_off"] = {k: off[k] for k in ("correct", "by_kind", "avg_total_ms", "avg_ttft_ms")}
+            if off["avg_total_ms"]:
+                summary["latency_ratio_on_off"] = round(summary["avg_total_ms"] / off["avg_total_ms"], 2)
         for line in evaluation.summary_lines(summary):
             click.echo(line)
         if compare_checks:
@@ -224,7 +229,7 @@ def eval_cmd(ctx: click.Context, path: Path, report: Path | None, compare_checks
     _run(ctx, handler)
 
 
-async def _eval_run(core: Any, cases: list[Any], *, echo: bool,
+async def _eval_run(core: Any, cases: list[Any], model: str, *, echo: bool,
                     concurrency: int = 1) -> tuple[list[Any], dict[str, Any]]:
     """Run the cases, `concurrency` conversations at once (a follow-up waits for its conversation's earlier
     questions); results keep the file's order."""
@@ -246,7 +251,7 @@ async def _eval_run(core: Any, cases: list[Any], *, echo: bool,
                         click.echo(line)
 
     await asyncio.gather(*(conversation(ix) for ix in groups.values()))
-    return results, evaluation.summarise(results, core.engine.model_name)
+    return results, evaluation.summarise(results, model)
 
 
 @main.command()

@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from bot.errors import ContentError
 from bot.text import phrases
-from bot.types import Citation, Incoming, Notice
+from bot.types import Citation, Event, Incoming, Notice, Progress
 
 if TYPE_CHECKING:
     from bot.backends.base import ProgressFn
@@ -210,3 +210,30 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("/confirm", True, _confirm),
     Command("/cancel", True, _cancel),
 )}
+
+
+async def run(command: Command, services: Services, msg: Incoming, args: str, lang: str) -> AsyncIterator[Event]:
+    """A command's Progress events while it runs (a reload takes a while), then its Notice."""
+    loop, queue = asyncio.get_running_loop(), asyncio.Queue[Progress]()
+
+    def report(step: str, fraction: float | None) -> None:  # called from the model's thread too
+        loop.call_soon_threadsafe(queue.put_nowait, Progress(step, fraction))
+
+    task = asyncio.ensure_future(command.run(services, msg, args, lang, report))
+    getter: asyncio.Future[Progress] | None = None
+    try:
+        while not task.done():
+            getter = asyncio.ensure_future(queue.get())
+            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+            else:
+                getter.cancel()
+    finally:
+        if getter is not None and not getter.done():
+            getter.cancel()
+        if not task.done():  # the reader went away (shutdown); a confirmed change runs on, shielded
+            task.cancel()
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    result = task.result()
+    yield result if isinstance(result, Notice) else Notice(result)

@@ -237,6 +237,10 @@ class LogStore:
             lambda db: db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", (channel, key, time.time())))
         return cur.rowcount == 1
 
+    def writing(self, turn_id: int) -> bool:
+        """Whether a write about this turn still waits in the backlog (its answer or delivery not logged yet)."""
+        return self.writes.holds(turn_id)
+
     async def seen(self, channel: str, key: str) -> bool:
         """Whether `key` was claimed for `channel` (a message received before)."""
         async with self.db.execute("SELECT 1 FROM seen WHERE channel=? AND key=?", (channel, key)) as cur:

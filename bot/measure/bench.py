@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.answering.prompting import PromptBuilder
+from bot.answering.prompts import Prompts
 from bot.backends.base import Completion
 from bot.backends.llamacpp import LlamaCppBackend, LlamaSettings
 
@@ -195,7 +197,7 @@ async def run(app: Any, *, levels: list[int], questions: list[str], ntg: int, co
     backend = app.backend
     if not isinstance(backend, LlamaCppBackend):
         raise TypeError("bot bench measures the embedded backend; set model.backend: embedded")
-    content, build = app.core.content, app.core.engine.build
+    content, build = app.core.content, PromptBuilder(app.cfg, Prompts(), backend.count_tokens)
     prefix = build.prefixes(content)[0]
     asks = [build.answer(content, [], q, []) for q in questions]
     p = backend.settings.params

@@ -1,0 +1,133 @@
+"""A message in: whether it is for the bot, whether it was seen before, the gate, the command table, and a
+question logged before anything is generated. What comes out is a `Turn` (or nothing)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from bot.core import commands
+from bot.core.gate import Gate, Refusal
+from bot.core.turns import Turn, Turns
+from bot.errors import StoreUnavailable
+from bot.log.store import LogStore
+from bot.text import phrases
+from bot.types import Incoming
+
+log = logging.getLogger(__name__)
+
+
+class Intake:
+    """Dedupe, gate and command dispatch, once for every channel."""
+
+    def __init__(self, gate: Gate, store: LogStore, turns: Turns) -> None:
+        self.gate, self.store, self.turns = gate, store, turns
+        self._langs: dict[str, str] = {}  # conversation -> language of its last question
+
+    async def receive(self, msg: Incoming) -> Turn | None:
+        """Decide what to do with a message; None when it is not for the bot or was received before.
+
+        A question is logged before this returns: if the process dies from here on, a restart answers it.
+        """
+        command = self._command_of(msg)
+        if not msg.addressed or (msg.group and command and command[0] not in commands.COMMANDS
+                                 and command[0] != commands.ASK):
+            return None  # a group message for someone else (or a command for another bot)
+        key = f"{msg.chat_id}:{msg.message_id}" if msg.message_id else ""
+        if key and await self.store.seen(msg.channel, key):
+            return await self._again(msg)
+        if command and command[0] == commands.ASK:
+            msg, command = dataclasses.replace(msg, text=command[1]), None
+        lang = self._language(msg, question=command is None)
+        if (turn := await self._decide(msg, lang, command)) is not None:
+            return turn if await self._claim(msg, key) else await self._again(msg)
+        return await self._question(dataclasses.replace(msg, text=msg.text.strip()), lang, key)
+
+    async def first_seen(self, scope: str, key: str) -> bool:
+        """True the first time `key` is seen in `scope` (persisted): a channel's replay protection (while the
+        log takes no writes, every key counts as new: the message dedupe and the signature still hold)."""
+        try:
+            return await self.store.claim(scope, key)
+        except StoreUnavailable:
+            return True
+
+    async def note(self, msg: Incoming, kind: str, detail: str = "") -> None:
+        """Log an event about a message that is not a turn (refused, denied, undeliverable)."""
+        await self.store.log_event(msg.channel, msg.chat_id, msg.user_id, kind, detail)
+
+    @staticmethod
+    def _command_of(msg: Incoming) -> tuple[str, str] | None:
+        """The command a message is: typed; a document (content to add); an admin's bare web link."""
+        if msg.kind == "document" and msg.attachment is not None:
+            return "/add", ""
+        if msg.kind != "text":
+            return None
+        if msg.is_admin and commands.URL_ONLY.fullmatch(msg.text.strip()):
+            return "/add", msg.text.strip()
+        return commands.parse(msg.text)
+
+    async def _decide(self, msg: Incoming, lang: str, command: tuple[str, str] | None) -> Turn | None:
+        """The turn of a message the model does not answer (refused, a command); None for a question."""
+        if refusal := self.gate.admit(msg):
+            return await self._refuse(msg, lang, refusal)
+        if command:
+            return await self._command(msg, lang, *command)
+        if refusal := self.gate.question(msg):
+            return await self._refuse(msg, lang, refusal)
+        return None
+
+    async def _claim(self, msg: Incoming, key: str) -> bool:
+        """Mark a message handled (False: a repeat got there first); while the log takes no writes a
+        command still runs, unmarked."""
+        try:
+            return not key or await self.store.claim(msg.channel, key)
+        except StoreUnavailable:
+            return True
+
+    async def _question(self, msg: Incoming, lang: str, key: str) -> Turn | None:
+        """Log the question (and mark its message handled) before anything is generated; a question the
+        log cannot take is refused plainly rather than answered unrecorded."""
+        try:
+            turn_id = await self.store.start_turn(msg, key)
+        except StoreUnavailable as exc:
+            log.error("%s: question from %s not answered: %s", msg.channel, msg.user_id, exc)
+            await self.note(msg, "unlogged", str(exc)[:200])  # kept, and written once the log recovers
+            return self.turns.notice(msg, lang, phrases.message("log_unavailable", lang))
+        if turn_id is None:  # a repeat of the message was logged in between
+            return await self._again(msg)
+        return self.turns.question(msg, lang, turn_id)
+
+    async def _again(self, msg: Incoming) -> Turn | None:
+        """A message received before: answered again only when its answer never reached the user and no
+        part of this process is still on it (WeCom repeats a callback; Telegram re-sends after a crash)."""
+        prior = await self.store.by_message(msg.channel, msg.chat_id, msg.message_id or "")
+        if prior is None or self.turns.busy(prior.turn_id) or not (prior.status == "pending"
+                                                                   or prior.delivery == "waiting"):
+            log.info("%s: message %s received again; already handled", msg.channel, msg.message_id)
+            return None
+        log.info("%s: message %s received again; its turn %s is not delivered, so it is answered", msg.channel,
+                 msg.message_id, prior.turn_id)
+        return self.turns.resume(prior)
+
+    def _language(self, msg: Incoming, *, question: bool) -> str:
+        """A question's own language; for anything else the user's, or that of their last question."""
+        key = msg.conversation_key
+        if question and msg.text.strip():
+            self._langs[key] = phrases.language(msg.text)
+            return self._langs[key]
+        return msg.lang or self._langs.get(key, "zh")
+
+    async def _refuse(self, msg: Incoming, lang: str, refusal: Refusal) -> Turn:
+        await self.note(msg, refusal.event, refusal.detail)
+        return self.turns.notice(msg, lang, phrases.message(refusal.message, lang, **refusal.values))
+
+    async def _command(self, msg: Incoming, lang: str, name: str, args: str) -> Turn:
+        command = commands.COMMANDS.get(name)
+        if command is None:
+            return self.turns.notice(msg, lang, phrases.message("unknown_command", lang, command=name))
+        if command.admin and not msg.is_admin:
+            log.warning("%s: non-admin %s tried %s", msg.channel, msg.user_id, name)
+            await self.note(msg, "admin_denied", name)
+            denied = "admin_files_only" if msg.attachment is not None else "admin_only"
+            return self.turns.notice(msg, lang, phrases.message(denied, lang))
+        return self.turns.command(msg, lang, command, args)

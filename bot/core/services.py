@@ -1,0 +1,87 @@
+"""What a command (and the app) may ask of the core besides a message: the content served and its reload,
+a conversation's reset and sources, the admins' library, the log's numbers and its housekeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from bot.backends.base import ProgressFn
+from bot.content.knowledge import ContentSet, Knowledge
+from bot.content.library import Library
+from bot.core.answerer import Answerer
+from bot.log.store import LogStore
+from bot.log.usage import Usage
+from bot.types import Citation, Incoming, ReloadReport, Stats
+
+log = logging.getLogger(__name__)
+
+
+class Services:
+    """The content and its reload, the library, and the log's read-outs (commands.Services is its shape)."""
+
+    def __init__(self, knowledge: Knowledge, engine: Answerer, store: LogStore) -> None:
+        self.knowledge, self.engine, self.store = knowledge, engine, store
+        self.library = Library(knowledge.directory, knowledge.max_mb)  # admins' changes to the content folder
+        self._reload_lock = asyncio.Lock()
+
+    @property
+    def content(self) -> ContentSet:
+        """The content served now."""
+        return self.knowledge.current
+
+    async def adopt(self, content: ContentSet, progress: ProgressFn | None = None) -> None:
+        """Record the content's passages and have the model read it (or restore its saved state)."""
+        await self.store.record_passages(content.passages, content.version)
+        await self.engine.prepare(content, progress)
+
+    def about(self, lang: str) -> str:
+        """What the bot knows about, for /start and /help."""
+        c = self.content
+        if lang == "zh":
+            return f"内容：《{c.title}》（{len(c.passages)} 个段落，版本 {c.version}）。"
+        return f"Content: “{c.title}” ({len(c.passages)} passages, version {c.version})."
+
+    async def reset(self, conversation: str) -> None:
+        """Stop the conversation's queued or running answer and forget its history for follow-ups."""
+        if stopped := self.engine.cancel(conversation):
+            log.info("reset: stopped %d model requests of %s", stopped, conversation)
+        await self.store.reset(conversation)
+
+    async def sources(self, conversation: str) -> list[Citation]:
+        """The passages cited by the conversation's last answer."""
+        return await self.store.last_citations(conversation)
+
+    async def stats(self, since_hours: float = 24.0, channel: str | None = None) -> Stats:
+        """Turn statistics for the period."""
+        return await self.store.stats(since_hours, channel)
+
+    async def usage(self, since_hours: float = 24.0, channel: str | None = None) -> Usage:
+        """Per-day questions, outcomes and answer times, and the most-cited passages (for /stats's chart)."""
+        return await self.store.usage(since_hours, channel)
+
+    async def prune(self, retention_days: float, redact_after_days: float = 0.0, key: bytes = b"") -> dict[str, int]:
+        """Log housekeeping: rows past the retention deleted, old ids and texts redacted (see LogStore.prune)."""
+        return await self.store.prune(retention_days, redact_after_days, key)
+
+    async def reload(self, by: Incoming | None = None, progress: ProgressFn | None = None) -> ReloadReport:
+        """Load the content again; a new version is served only after the model has read it, and a broken
+        folder keeps the old one serving."""
+        async with self._reload_lock:
+            old = self.content
+            report, new = await asyncio.to_thread(self.knowledge.prepare)
+            if new is not None and new.version != old.version:
+                try:
+                    await self.adopt(new, progress)
+                except Exception as exc:
+                    log.exception("could not prepare content version %s", new.version)
+                    report = ReloadReport(False, old.version, old.version, passages=len(old.passages),
+                                          error=f"the new content could not be prepared: {exc}")
+                    new = None
+            if new is not None:
+                self.knowledge.current = new
+                if new.version != old.version:
+                    await self.engine.retain(new)
+            who = by or Incoming("signal", "", "", "")
+            await self.store.log_event(who.channel, who.chat_id, who.user_id, "reload", report.summary())
+            return report
