@@ -18,7 +18,7 @@ from bot import app as app_module
 from bot.answering.prompts import Prompts
 from bot.cli.main import main
 from bot.content.knowledge import load
-from bot.log.store import EXPORT_COLUMNS
+from bot.log.export import EXPORT_COLUMNS
 from tests.fakes.backend import FakeBackend
 from tests.helpers import copying
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.log.export import EXPORT_COLUMNS
 from bot.log.migrations import MIGRATIONS
-from bot.log.store import EXPORT_COLUMNS, LogStore
+from bot.log.store import LogStore
 from bot.types import Citation, Incoming, Passage, Reply
 
 LATEST = MIGRATIONS[-1][0]

@@ -29,7 +29,8 @@ def logs(ctx: click.Context, limit: int, channel: str | None, export: str | None
         return
 
     async def handler(cfg: Config) -> int:
-        from bot.log.store import EXPORT_TABLES, LogStore
+        from bot.log.export import EXPORT_TABLES
+        from bot.log.store import LogStore
 
         store = await LogStore.open(cfg.database_path)
         try:

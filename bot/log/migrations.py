@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import aiosqlite
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
         1,
@@ -105,3 +109,27 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
 ]
+
+
+async def apply(db: aiosqlite.Connection) -> list[int]:
+    """Apply the migrations not yet recorded in `schema_migrations`; return their numbers."""
+    await db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)"
+    )
+    async with db.execute("SELECT version FROM schema_migrations") as cur:
+        done = {row[0] for row in await cur.fetchall()}
+    applied = []
+    for number, name, sql in MIGRATIONS:
+        if number in done:
+            continue
+        await db.executescript(f"BEGIN;\n{sql}\nINSERT INTO schema_migrations VALUES "
+                               f"({number}, '{name}', {time.time()});\nCOMMIT;")
+        applied.append(number)
+    return applied
+
+
+async def version(db: aiosqlite.Connection) -> int:
+    """The highest applied migration."""
+    async with db.execute("SELECT max(version) FROM schema_migrations") as cur:
+        row = await cur.fetchone()
+    return int(row[0] or 0)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import sqlite3
 import time
@@ -14,28 +12,10 @@ from typing import Any
 import aiosqlite
 
 from bot.errors import ConfigError
+from bot.log import export, migrations, retention
 from bot.log.backlog import Backlog
-from bot.log.migrations import MIGRATIONS
 from bot.log.usage import Usage, read_stats, read_usage
 from bot.types import Citation, HistoryTurn, Incoming, Passage, PendingTurn, Reply, Stats
-
-EXPORT_COLUMNS = [
-    "id", "channel", "chat_id", "user_id", "conversation", "question", "status", "answer", "refused",
-    "retracted", "decline_reason", "citations", "ttft_ms", "total_ms", "prompt_tokens", "completion_tokens",
-    "model", "content_version", "error", "created_at", "answered_at", "delivery", "delivered_at", "delivery_error",
-]
-
-
-SEEN_KEEP_S = 2 * 86400  # dedupe keys outlive any repeat: Telegram keeps an update 24 h, WeCom retries for minutes
-REDACTED = "[redacted]"
-EXPORT_TABLES = ("turns", "events", "passages", "resets", "seen")  # everything `bot logs --export` writes
-
-
-def _exported(table: str) -> str:
-    """`table`, checked to be one of the log's exported tables (it is put into SQL text)."""
-    if table not in EXPORT_TABLES:
-        raise ValueError(f"no table {table!r} to export; one of {', '.join(EXPORT_TABLES)}")
-    return table
 
 
 def _pending(r: aiosqlite.Row) -> PendingTurn:
@@ -87,26 +67,12 @@ class LogStore:
         return store
 
     async def migrate(self) -> list[int]:
-        """Apply the migrations not yet recorded in `schema_migrations`; return their numbers."""
-        await self.db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)"
-        )
-        async with self.db.execute("SELECT version FROM schema_migrations") as cur:
-            done = {row[0] for row in await cur.fetchall()}
-        applied = []
-        for version, name, sql in MIGRATIONS:
-            if version in done:
-                continue
-            await self.db.executescript(f"BEGIN;\n{sql}\nINSERT INTO schema_migrations VALUES "
-                                        f"({version}, '{name}', {time.time()});\nCOMMIT;")
-            applied.append(version)
-        return applied
+        """Apply the migrations not yet applied (migrations.apply); their numbers."""
+        return await migrations.apply(self.db)
 
     async def schema_version(self) -> int:
         """The highest applied migration."""
-        async with self.db.execute("SELECT max(version) FROM schema_migrations") as cur:
-            row = await cur.fetchone()
-        return int(row[0] or 0)
+        return await migrations.version(self.db)
 
     async def close(self) -> None:
         """Make the kept writes if the database takes them again, and close the connection."""
@@ -285,70 +251,16 @@ class LogStore:
 
     async def recent(self, limit: int, channel: str | None = None) -> list[dict[str, Any]]:
         """The newest turns as dicts (newest last), for `bot logs`."""
-        sql = f"SELECT {', '.join(EXPORT_COLUMNS)} FROM turns"
-        args: list[Any] = []
-        if channel:
-            sql += " WHERE channel = ?"
-            args.append(channel)
-        sql += " ORDER BY id DESC LIMIT ?"
-        args.append(limit)
-        async with self.db.execute(sql, args) as cur:
-            rows = await cur.fetchall()
-        return [dict(r) for r in reversed(rows)]
+        return await export.recent(self.db, limit, channel)
 
     async def columns(self, table: str) -> list[str]:
         """A log table's column names, in schema order."""
-        async with self.db.execute(f"PRAGMA table_info({_exported(table)})") as cur:
-            return [r[1] for r in await cur.fetchall()]
+        return await export.columns(self.db, table)
 
-    async def export(self, table: str, channel: str | None = None) -> AsyncIterator[dict[str, Any]]:
-        """Every row of one log table (of one channel, for the tables that have one), in insertion order,
-        read in chunks: memory stays flat on a big log."""
-        where, args = "", ()
-        if channel is not None and table == "resets":
-            where, args = "WHERE conversation LIKE ? || ':%'", (channel,)
-        elif channel is not None and table != "passages":
-            where, args = "WHERE channel=?", (channel,)
-        async with self.db.execute(f"SELECT * FROM {_exported(table)} {where} ORDER BY rowid", args) as cur:
-            async for row in cur:
-                yield dict(row)
+    def export(self, table: str, channel: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Every row of one log table (of one channel, for the tables that have one), read in chunks."""
+        return export.rows(self.db, table, channel)
 
     async def prune(self, retention_days: float, redact_after_days: float = 0.0, key: bytes = b"") -> dict[str, int]:
-        """Delete turns, events and resets past the retention (0: none), dedupe keys past their use, and
-        replace user ids and texts past `redact_after_days` (ids by a keyed hash, so one user's turns still
-        group together). Counts of rows touched, per kind."""
-        now, done = time.time(), {}
-        seen_keep = min(SEEN_KEEP_S, retention_days * 86400) if retention_days else SEEN_KEEP_S
-
-        async def delete(db: aiosqlite.Connection) -> None:
-            done["seen"] = (await db.execute("DELETE FROM seen WHERE at < ?", (now - seen_keep,))).rowcount
-            if retention_days:
-                cutoff = now - retention_days * 86400
-                for table, column in (("turns", "created_at"), ("events", "at"), ("resets", "at")):
-                    done[table] = (await db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))).rowcount
-            if redact_after_days:
-                done["redacted"] = await self._redact(now - redact_after_days * 86400, key)
-
-        await self.writes.now(delete)
-        return done
-
-    async def _redact(self, before: float, key: bytes) -> int:
-        """Replace ids and texts of turns and events older than `before` (not committed)."""
-        def pseudo(value: str) -> str:
-            return "r:" + hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
-
-        sql = "SELECT id, chat_id, user_id, conversation FROM turns WHERE created_at < ? AND question != ?"
-        async with self.db.execute(sql, (before, REDACTED)) as cur:
-            rows = await cur.fetchall()
-        await self.db.executemany(
-            "UPDATE turns SET chat_id=?, user_id=?, conversation=?, question=?, answer=CASE WHEN answer IS NULL "
-            "THEN NULL ELSE ? END, draft=NULL, delivery_error=NULL WHERE id=?",
-            [(pseudo(r["chat_id"]), pseudo(r["user_id"]), pseudo(r["conversation"]), REDACTED, REDACTED, r["id"])
-             for r in rows])
-        async with self.db.execute("SELECT id, chat_id, user_id FROM events WHERE at < ? AND user_id NOT LIKE 'r:%'",
-                                   (before,)) as cur:
-            events = await cur.fetchall()
-        await self.db.executemany("UPDATE events SET chat_id=?, user_id=?, detail='' WHERE id=?",
-                                  [(pseudo(e["chat_id"]), pseudo(e["user_id"]), e["id"]) for e in events])
-        await self.db.execute("DELETE FROM resets WHERE at < ?", (before,))  # keys hold user ids
-        return len(rows)
+        """Rows past the retention deleted, old ids and texts redacted (retention.prune); counts per kind."""
+        return await retention.prune(self.db, self.writes, retention_days, redact_after_days, key)
