@@ -14,10 +14,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import os
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +26,10 @@ from bot.backends import kvstate
 from bot.backends.base import Completion, Extraction, Picked, ProgressFn
 from bot.backends.constraint import Copying, Pieces, closing, log_softmax
 from bot.backends.llamalib import Batch, formatter, load, piece, quiet_stderr, sampler
+from bot.backends.owner import Owner
 from bot.backends.prefixes import Prefixes, PrefixOps
 from bot.backends.scheduler import Request, Scheduler
+from bot.backends.tokenizer import Tokenizer
 from bot.config import ModelConfig
 from bot.errors import BackendError
 from bot.types import Queued
@@ -50,6 +50,16 @@ class LlamaSettings:
     model_sha256: str
     params: ModelConfig = field(default_factory=ModelConfig)
     cache_dir: Path | None = None
+
+    def cache_path(self, tokens: list[int]) -> Path | None:
+        """Where a prefix of `tokens` is saved (its file names the model, context layout and llama.cpp)."""
+        if self.cache_dir is None:
+            return None
+        import llama_cpp
+
+        p = self.params
+        identity = (self.model_sha256, str(p.n_ctx), llama_cpp.__version__, f"fa={p.flash_attn}")
+        return kvstate.cache_path(self.cache_dir, identity, tokens)
 
 
 @dataclass
@@ -84,7 +94,7 @@ class LlamaCppBackend:
         self._pieces = concurrent.futures.ThreadPoolExecutor(1).submit(
             Pieces, self._n_vocab, lambda t: piece(self._vocab, t))
         self._mem = self._ctx.memory
-        self._formatter = formatter(self._model)
+        self.tokenizer = Tokenizer(self._model, formatter(self._model))
         self._batch = Batch(p.n_batch)
         ops = PrefixOps(self._restore, self._evaluate, self._save, self._drop)
         self.prefixes = Prefixes(list(range(p.prefix_slots)), ops, min(p.n_batch, PREFIX_CHUNK),
@@ -93,34 +103,32 @@ class LlamaCppBackend:
         self._answer_seqs = range(p.prefix_slots + PINNED, p.prefix_slots + PINNED + p.parallel)
         self.sched = Scheduler(slots=p.parallel, n_ctx=p.n_ctx, n_batch=p.n_batch, queue_limit=p.queue_limit,
                                prefix_cells=lambda: self.prefixes.cells())
-        self._jobs: list[Iterator[Any]] = []  # owner work done a chunk per step (computing a prefix)
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="llama-owner", daemon=True)
-        self._thread.start()
+        self.owner = Owner(self.sched.cond, lambda: bool(self.sched.running or self.sched.waiting), self._step,
+                           self._failed)
 
     # ---- public interface -------------------------------------------------------------------------
 
     async def warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None = None, *,
                    pin: bool = False) -> None:
         """Evaluate (or restore from disk) a token prefix that requests start with; a pinned one stays."""
-        await self._on_owner(lambda: self._warm(prefix, progress, pin))
+        await self.owner.run(lambda: self._warm(prefix, progress, pin))
 
     async def retain(self, prefixes: list[list[dict[str, str]]]) -> None:
         """Free the KV sequences of every other prefix (their files stay for a later restore)."""
-        keep = [self._prefix_tokens(p) for p in prefixes]
+        keep = [self.tokenizer.prefix(p) for p in prefixes]
 
         def drop_others() -> Iterator[None]:
             self.prefixes.retain(keep)
             yield
 
-        await self._on_owner(drop_others)
+        await self.owner.run(drop_others)
 
     async def stream(self, messages: list[dict[str, str]], *, conversation: str, max_tokens: int | None = None,
                      completion: Completion | None = None, priority: float | None = None,
                      ignore_eos: bool = False) -> AsyncIterator[str | Queued]:
         """Queue the request and yield its text pieces as the running batch decodes them."""
         p = self.settings.params
-        prompt = await asyncio.to_thread(self.prompt_tokens, messages)
+        prompt = await asyncio.to_thread(self.tokenizer.prompt, messages)
         req = Request(prompt, max_tokens or p.max_tokens, conversation, lambda _: None,
                       time_limit_s=p.answer_time_limit_s, completion=completion, ignore_eos=ignore_eos)
         async for item in self._requested(req, priority):
@@ -130,10 +138,11 @@ class LlamaCppBackend:
                       lead: str, none_word: str, conversation: str, result: Extraction, max_tokens: int = 48,
                       priority: float | None = None) -> AsyncIterator[str | Queued | Picked]:
         """Read the labels' probabilities from the logits, then copy out of the chosen source (base.Backend)."""
-        prompt = await asyncio.to_thread(self.prompt_tokens, messages)
+        prompt = await asyncio.to_thread(self.tokenizer.prompt, messages)
         pieces = await asyncio.wrap_future(self._pieces)
-        copying = Copying([self._single(x) for x in labels], [x.encode("utf-8") for x in sources],
-                          self._tokens(lead), self._single(none_word), self._end_token(), pieces, result,
+        t = self.tokenizer
+        copying = Copying([t.single(x) for x in labels], [x.encode("utf-8") for x in sources],
+                          t.tokens(lead), t.single(none_word), t.end(), pieces, result,
                           max_tokens, closing(lead).encode("utf-8"))
         req = Request(prompt, max_tokens + len(copying.lead) + 1, conversation, lambda _: None,
                       time_limit_s=self.settings.params.answer_time_limit_s, copying=copying)
@@ -165,84 +174,27 @@ class LlamaCppBackend:
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` in this model's vocabulary (the vocabulary is read-only: safe off the owner)."""
-        return len(self._model.tokenize(text.encode("utf-8"), add_bos=False, special=False))
-
-    def _tokens(self, text: str) -> list[int]:
-        return list(self._model.tokenize(text.encode("utf-8"), add_bos=False, special=False))
-
-    def _single(self, text: str) -> int:
-        """The one token `text` is (a label, the none word); a longer one cannot be scored in one pass."""
-        tokens = self._tokens(text)
-        if len(tokens) != 1:
-            raise BackendError(f"{text!r} is {len(tokens)} tokens for this model; an extraction label must be one")
-        return tokens[0]
-
-    def _end_token(self) -> int:
-        eot = self._llama.llama_vocab_eot(self._vocab)
-        return int(eot if eot >= 0 else self._llama.llama_vocab_eos(self._vocab))
-
-    def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
-        """The chat template applied to `messages`, ready for the assistant's answer, as tokens."""
-        text = self._formatter(messages=messages).prompt
-        return self._model.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+        return len(self.tokenizer.tokens(text))
 
     async def close(self) -> None:
         """Stop the owner thread after the current step, end every stream still open, free the model."""
-        with self.sched.cond:
-            self._stopping = True
-            self.sched.cond.notify()
-        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 30)
-        if self._thread.is_alive():  # still evaluating: freeing the model under it would crash the process
+        stopped = BackendError("the model is shutting down")
+        if not await self.owner.stop(stopped):
             log.warning("the model thread is still busy; leaving the model to process exit")
             return
-        stopped = BackendError("the model is shutting down")
         for req in [*self.sched.waiting, *self.sched.running.values()]:
             req.sink(stopped)
-        for job in self._jobs:
-            with contextlib.suppress(Exception):
-                job.throw(stopped)  # its waiter learns of it
         with contextlib.suppress(Exception), quiet_stderr():  # llama.cpp logs its buffers as it frees them
             self._ctx.close()
             self._model.close()
 
     # ---- owner thread -----------------------------------------------------------------------------
 
-    async def _on_owner(self, fn: Callable[[], Iterator[Any]]) -> None:
-        """Run the generator `fn()` on the owner thread, one step between two decode steps, and wait for it."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def job() -> Iterator[None]:
-            try:
-                for _ in fn():
-                    yield
-                loop.call_soon_threadsafe(done.set_result, None)
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-                loop.call_soon_threadsafe(done.set_exception, exc)
-
-        with self.sched.cond:
-            self._jobs.append(job())
-            self.sched.cond.notify()
-        await done
-
-    def _run(self) -> None:
-        while True:
-            with self.sched.cond:
-                while not (self._stopping or self._jobs or self.sched.running or self.sched.waiting):
-                    self.sched.cond.wait()
-                if self._stopping:
-                    return
-                job = self._jobs[0] if self._jobs else None
-            if job is not None and next(job, StopIteration) is StopIteration:
-                with self.sched.cond:
-                    self._jobs.remove(job)
-            try:
-                self._step()
-            except Exception as exc:  # noqa: BLE001 - every running answer learns of it; the thread lives on
-                log.exception("decoding failed")
-                for req in list(self.sched.running.values()):
-                    req.sink(exc)
-                    self._end(req)
+    def _failed(self, exc: Exception) -> None:
+        """A decode step raised: every running answer learns of it (the owner thread lives on)."""
+        for req in list(self.sched.running.values()):
+            req.sink(exc)
+            self._end(req)
 
     def _step(self) -> None:
         started = time.perf_counter()
@@ -322,7 +274,7 @@ class LlamaCppBackend:
         routed = self.prefixes.route(prompt)
         with self.sched.cond:
             for entry in self.prefixes.later:  # evicted without a file: read again between steps
-                self._jobs.append(self._recompute(entry))
+                self.owner.add(self._recompute(entry))
         self.prefixes.later.clear()
         return routed
 
@@ -347,9 +299,9 @@ class LlamaCppBackend:
 
     def _warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None, pin: bool) -> Iterator[None]:
         started = time.perf_counter()
-        tokens = self._prefix_tokens(prefix)
+        tokens = self.tokenizer.prefix(prefix)
         sources = ["resident"]
-        for step in self.prefixes.warm(tokens, None if pin else self._cache_path(tokens), progress, pin=pin):
+        for step in self.prefixes.warm(tokens, None if pin else self.settings.cache_path(tokens), progress, pin=pin):
             sources.append(step)
             yield
         source = sources[-1]
@@ -374,16 +326,3 @@ class LlamaCppBackend:
         if (rc := self._llama.llama_decode(self._ctx.ctx, self._batch.batch)) != 0:
             raise BackendError(f"llama_decode returned {rc} while reading the prefix; raise model.n_ctx")
         self.counters.prefix_tokens_evaluated += len(chunk)
-
-    def _prefix_tokens(self, prefix: list[dict[str, str]]) -> list[int]:
-        """The tokens every request starts with: the common part of two renderings of the chat template."""
-        a = self.prompt_tokens(prefix + [{"role": "user", "content": "A"}])
-        b = self.prompt_tokens(prefix + [{"role": "user", "content": "B"}])
-        return list(os.path.commonprefix([a, b]))
-
-    def _cache_path(self, tokens: list[int]) -> Path | None:
-        s, p = self.settings, self.settings.params
-        if s.cache_dir is None:
-            return None
-        identity = (s.model_sha256, str(p.n_ctx), self._llama.__version__, f"fa={p.flash_attn}")
-        return kvstate.cache_path(s.cache_dir, identity, tokens)
