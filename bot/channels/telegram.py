@@ -18,7 +18,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from telegram import BotCommand, Message, Update
-from telegram.constants import ChatAction, ChatType, MessageEntityType
+from telegram.constants import ChatAction, ChatType
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -33,9 +33,10 @@ from telegram.ext import (
 from bot.channels.common import fit_prefix, split_text, utf16_len
 from bot.channels.telegram_api import TelegramApi
 from bot.channels.telegram_live import LiveMessage
+from bot.channels.telegram_updates import incoming
 from bot.config import TelegramConfig
 from bot.text import phrases
-from bot.types import Attachment, Choice, Delta, Incoming, Notice, Progress, Queued, Reply
+from bot.types import Choice, Delta, Incoming, Notice, Progress, Queued, Reply
 
 if TYPE_CHECKING:
     from bot.core.runtime import Core, Turn
@@ -130,56 +131,8 @@ class TelegramChannel:
     # -- translating updates --
 
     def incoming(self, update: Update) -> Incoming | None:
-        """The neutral message for an update: who, where, whether it is meant for the bot."""
-        msg, user, chat = update.effective_message, update.effective_user, update.effective_chat
-        if msg is None or user is None or chat is None:
-            return None
-        private = chat.type == ChatType.PRIVATE
-        text, addressed = self._text(msg, private)
-        if update.callback_query is not None:  # a button under the bot's notice: it sends its command
-            text, addressed = update.callback_query.data or "", True
-        return Incoming(self.name, str(chat.id), str(user.id), text,
-                        None if update.callback_query else str(msg.message_id), group=not private,
-                        addressed=addressed, is_admin=str(user.id) in self.cfg.admins,
-                        lang="zh" if (user.language_code or "").lower().startswith("zh") else "en",
-                        kind="text" if msg.text is not None or update.callback_query else _kind(msg),
-                        attachment=self._attachment(msg))
-
-    def _attachment(self, msg: Message) -> Attachment | None:
-        """A document's name and size, and how to download it (getFile, then the file URL)."""
-        doc = msg.document
-        if doc is None:
-            return None
-
-        async def fetch() -> bytes:
-            file = await self.app.bot.get_file(doc.file_id)
-            return bytes(await file.download_as_bytearray())
-
-        return Attachment(doc.file_name or "document", doc.file_size, fetch)
-
-    def _text(self, msg: Message, private: bool) -> tuple[str, bool]:
-        """(text, addressed): a command loses its @botname; a group message counts only when it is a
-        command, a mention of the bot or a reply to one of its messages."""
-        if msg.text is None:
-            return "", private
-        bot = self.app.bot
-        commands = msg.parse_entities([MessageEntityType.BOT_COMMAND])
-        command = next((v for e, v in commands.items() if e.offset == 0), "")
-        if command:
-            name, _, target = command.partition("@")
-            rest = msg.text[len(command):].strip()
-            return f"{name} {rest}".strip(), not target or target.lower() == (bot.username or "").lower()
-        if private:
-            return msg.text, True
-        replied = msg.reply_to_message
-        to_bot = bool(replied and replied.from_user and replied.from_user.id == bot.id)
-        text = msg.text
-        kinds = [MessageEntityType.MENTION, MessageEntityType.TEXT_MENTION]
-        for entity, value in msg.parse_entities(kinds).items():
-            if value.lower() == f"@{bot.username}".lower() or (entity.user and entity.user.id == bot.id):
-                to_bot = True
-                text = text.replace(value, " ")
-        return " ".join(text.split()), to_bot
+        """The neutral message for an update (telegram_updates.incoming)."""
+        return incoming(update, self.app.bot, self.cfg.admins)
 
     async def _on_message(self, update: Update, context: Ctx) -> None:
         incoming = self.incoming(update)
@@ -341,14 +294,6 @@ class TelegramChannel:
                 await self.api.send(chat_id, text)
         except TelegramError:
             logger.exception("telegram: could not send the apology to chat %s", chat_id)
-
-
-def _kind(msg: Message) -> str:
-    """The name of a non-text message's kind (photo, voice, sticker …) for the log."""
-    for kind in ("photo", "voice", "audio", "video", "document", "sticker", "animation", "location", "contact"):
-        if getattr(msg, kind, None):
-            return kind
-    return "other"
 
 
 def file_url(base_url: str) -> str:
