@@ -11,20 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from bot.text import sentences
 from bot.text.markers import MarkerRenumber
 
-# A sentence ends at 。！？!? or a line break, with the citation markers that follow it.
-# A line break ends a sentence unless it follows a colon or comma ("原因有以下几点：\n" announces a list).
-_SENTENCE_END = re.compile(r"(?:[。！？!?]|(?<![：:，,、；;\s])\n)(?:\s*[\[【]\d{1,3}[\]】])*")
+# Sentences end as sentences.STREAM_END says (a cut-off draft: WHOLE_END); a marker still arriving is held.
 _PARTIAL = re.compile(r"\s*[\[【]\d{0,3}$")
-# Where a cut-off draft may end, in either language: also an English full stop before a space or the end
-# ("opens at 9 [1]. It closes" ends after "[1].", "3.5" does not end after "3.").
-_WHOLE_END = re.compile(r"(?:[。！？!?]|\.(?=\s|$)|(?<![：:，,、；;\s])\n)(?:\s*[\[【]\d{1,3}[\]】])*")
 
 
 def whole_sentences(text: str) -> str:
     """`text` up to its last sentence end and the markers after it: what stands when the rest was cut off."""
-    ends = [m.end() for m in _WHOLE_END.finditer(text)]
+    ends = [m.end() for m in sentences.WHOLE_END.finditer(text)]
     return text[: ends[-1]] if ends else ""
 
 
@@ -46,7 +42,7 @@ class Release:
     def feed(self, piece: str) -> str:
         """Take one streamed piece; return the text to show now (empty until a sentence passes)."""
         self.raw += piece
-        ends = [m.end() for m in _SENTENCE_END.finditer(self.raw, self.upto)]
+        ends = [m.end() for m in sentences.STREAM_END.finditer(self.raw, self.upto)]
         # A marker may still follow a sentence end, maybe split over pieces ("[", "3"): wait for it.
         complete = [e for e in ends if self._judged < e < len(self.raw) and not _PARTIAL.match(self.raw, e)]
         return self._show_upto(complete[-1]) if complete else ""

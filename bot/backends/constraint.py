@@ -7,15 +7,13 @@ grammar (`grammar`), which llama.cpp's server and llama-cpp-python's accept.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from bot.backends.base import Extraction, Picked
-
-CLAUSE_END = re.compile("[，,；;。！？!?]")
+from bot.text import sentences
 
 
 class Pieces:
@@ -84,7 +82,7 @@ def grammar(labels: Sequence[str], sources: Sequence[str], lead: str) -> str:
     lines, alts = [], []
     for j, (label, source) in enumerate(zip(labels, sources, strict=True)):
         starts: list[str] = []
-        for c, clause in enumerate(s for s in CLAUSE_END.split(source) if s.strip()):
+        for c, clause in enumerate(s for s in sentences.COPY_CLAUSE_END.split(source) if s.strip()):
             for i, ch in enumerate(clause):
                 rest = f" s{j}c{c}x{i + 1}?" if i + 1 < len(clause) else ""
                 lines.append(f"s{j}c{c}x{i} ::= {_literal(ch)}{rest}")
@@ -139,7 +137,8 @@ class Copying:
         best = options[int(np.argmax(logprobs[options]))]
         r.token_logprobs.append(float(logprobs[best]))
         # An answer is a phrase: it ends where the source's clause ends (the whole sentence is quoted under it).
-        if best in self.ends or (self.answer and CLAUSE_END.search(self.pieces.of[best].decode("utf-8", "ignore"))):
+        ends_clause = sentences.COPY_CLAUSE_END.search(self.pieces.of[best].decode("utf-8", "ignore"))
+        if best in self.ends or (self.answer and ends_clause):
             return Step([])
         self.answer += self.pieces.of[best]
         done = len(r.token_logprobs) >= self.max_tokens

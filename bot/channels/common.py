@@ -10,13 +10,10 @@ import re
 import unicodedata
 from collections.abc import Callable
 
+from bot.text import sentences
+
 Measure = Callable[[str], int]
 
-# A sentence end: a run of stops with the closing quotes, brackets and citation markers after it ("。”[2]").
-# An ASCII full stop counts only before whitespace or the end, so "3.14" and "v2.0" are not cut.
-_CLOSERS = "”’」』）)\"'"
-_TAIL = rf"[{_CLOSERS}]*(?:\[\d+\])*"
-_SENTENCE_END = re.compile(rf"(?:[。！？；!?;]|\.(?={_TAIL}(?:\s|$)))+{_TAIL}")
 # A word or clause break: before whitespace, after a Chinese comma or enumeration comma, after an ASCII comma
 # not inside a number.
 _WORD_BREAK = re.compile(r"(?=\s)|(?<=[，、])|(?<=,)(?!\d)")
@@ -68,8 +65,8 @@ def split_text(text: str, limit: int, measure: Measure = len) -> list[str]:
 def _boundary(text: str, end: int) -> int:
     """Where to cut a text of which `text[:end]` fits: the best boundary in reach past a third of `end`."""
     floor = end // 3
-    candidates = (text.rfind("\n\n", 0, end + 2), text.rfind("\n", 0, end + 1), _last_end(_SENTENCE_END, text, end),
-                  _last_end(_WORD_BREAK, text, end))
+    candidates = (text.rfind("\n\n", 0, end + 2), text.rfind("\n", 0, end + 1),
+                  _last_end(sentences.MESSAGE_SPLIT, text, end), _last_end(_WORD_BREAK, text, end))
     return next((cut for cut in candidates if cut > floor), _hard_cut(text, end))
 
 

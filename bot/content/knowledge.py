@@ -17,6 +17,7 @@ from pypinyin import lazy_pinyin
 
 from bot.content.retrieval import Bm25, SentenceIndex, idf_weights
 from bot.errors import ContentError
+from bot.text import sentences
 from bot.text.words import HAN_RUN, content_bigrams, latin_names, numbers, posseg, terms
 from bot.types import Passage, ReloadReport
 
@@ -40,7 +41,6 @@ _LINE_JUNK = [
 ]
 # Everything after these lines is the site's footer, not the document.
 _FOOTER_START = re.compile(r"^(©\s*版权声明|相关文章|相关阅读|推荐阅读)\s*$")
-_SENTENCE_END = re.compile(r"(?<=[。！？!?；;])|(?<=[.](?=\s))")
 _HEADING_END = re.compile(r"[。！？!?；;，,：:”\"]$")
 
 
@@ -114,7 +114,7 @@ def _split_long(text: str) -> list[str]:
     if len(text) <= MAX_PASSAGE_CHARS:
         return [text]
     chunks, cur = [], ""
-    for sentence in (s for s in _SENTENCE_END.split(text) if s):
+    for sentence in (s for s in sentences.PASSAGE_BREAK.split(text) if s):
         if cur and len(cur) + len(sentence) > MAX_PASSAGE_CHARS:
             chunks.append(cur)
             cur = ""

@@ -8,20 +8,16 @@ what the extractive path picks from and copies out of (bot/answering/extraction.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from bot.text import sentences
 from bot.text.words import bare, terms
 from bot.types import Passage
 
-# A sentence ends at 。！？!? (with the closing quotes after it), at a line break, or at an English full
-# stop before a space; a sentence past LONG_SENTENCE characters is cut at ；; and then at ，, so that a
-# candidate stays short enough to read in a few dozen tokens.
-_SENTENCE = re.compile(r"[^。！？!?\n]+?(?:[。！？!?]+[”’」』）)]*|\.(?=\s)|$)", re.MULTILINE)
-_CLAUSE = re.compile(r"[^；;]+(?:[；;]|$)")
-_COMMA = re.compile(r"[^，,]+(?:[，,]|$)")
+# A candidate sentence ends as sentences.CANDIDATE says; one past LONG_SENTENCE characters is cut at ；; and
+# then at ，, so that a candidate stays short enough to read in a few dozen tokens.
 LONG_SENTENCE = 160
 # A sentence this short ("周鸿祎如此解释。", "赵晓光说。") says who said the one before it: they are one candidate.
 SHORT_SENTENCE = 8
@@ -73,7 +69,7 @@ def split_sentences(text: str) -> list[str]:
     """A passage's sentences; a very short one joined to the one before it (an attribution after a quote),
     a very long one cut into its clauses (at ；, then at ，)."""
     out: list[str] = []
-    for m in _SENTENCE.finditer(text):
+    for m in sentences.CANDIDATE.finditer(text):
         sentence = m.group(0).strip()
         if len(bare(sentence)) < 2:
             continue
@@ -87,9 +83,9 @@ def split_sentences(text: str) -> list[str]:
 def _short(sentence: str) -> list[str]:
     if len(sentence) <= LONG_SENTENCE:
         return [sentence]
-    parts = [c.strip() for c in _CLAUSE.findall(sentence) if c.strip()]
+    parts = [c.strip() for c in sentences.CANDIDATE_CLAUSE.findall(sentence) if c.strip()]
     if len(parts) == 1:
-        parts = [c.strip() for c in _COMMA.findall(sentence) if c.strip()]
+        parts = [c.strip() for c in sentences.CANDIDATE_COMMA.findall(sentence) if c.strip()]
     # Clauses are joined back up to the limit: a candidate is as long as it may be, no longer.
     joined: list[str] = []
     for part in parts:

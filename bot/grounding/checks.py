@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from bot.content.knowledge import ContentSet
 from bot.grounding.translation import map_english
+from bot.text import sentences
 from bot.text.markers import strip_markers
 from bot.text.words import (
     FRAME_NOUNS,
@@ -213,9 +214,6 @@ def support(answer: str, question: str, content: ContentSet, cited: list[Passage
     return Support(True, score, useful, [c for c in chk.claims if c not in joined])
 
 
-_SENTENCE = re.compile(r"[^。！？!?\n]+[。！？!?]?")
-_CLAUSE = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]?")
-_COMMA_CLAUSE = re.compile(r"[^，,]+[，,]?")
 _LONGEST_QUOTE = 160  # characters; a longer sentence is quoted by its clause
 
 
@@ -223,8 +221,8 @@ def _parts(sentence: str) -> list[str]:
     """The sentence, or its clauses (at ；, then at ，) where it runs past _LONGEST_QUOTE characters."""
     if len(sentence) <= _LONGEST_QUOTE:
         return [sentence]
-    clauses = _CLAUSE.findall(sentence)
-    return [c for clause in clauses for c in (_COMMA_CLAUSE.findall(clause) if len(clause) > _LONGEST_QUOTE
+    clauses = sentences.CHECKED_CLAUSE.findall(sentence)
+    return [c for clause in clauses for c in (sentences.CHECKED_COMMA.findall(clause) if len(clause) > _LONGEST_QUOTE
                                                else [clause])]
 
 
@@ -237,7 +235,7 @@ def source_sentence(answer: str, question: str, content: ContentSet, texts: list
     topic, idf = _topic(question, content)
     scored: list[tuple[float, float, int, str]] = []
     for i, text in enumerate(texts):
-        for m in _SENTENCE.finditer(text):
+        for m in sentences.CHECKED_SENTENCE.finditer(text):
             sentence = m.group(0).strip().lstrip("”’」』）)】，,、；; ")  # the quote closing the last one
             parts = _parts(sentence)
             for part in map(str.strip, parts):
