@@ -175,12 +175,18 @@ class ReloadReport:
     passages: int = 0
     error: str | None = None
 
-    def summary(self) -> str:
-        """One line for a person."""
+    def summary(self, lang: str = "en") -> str:
+        """One line for a person, in Chinese or English (the log keeps the English one)."""
+        zh = lang == "zh"
         if not self.ok:
-            return f"Reload failed, still serving {self.previous_version}: {self.error}"
+            return (f"重新加载失败，仍在使用版本 {self.previous_version}：{self.error}" if zh
+                    else f"Reload failed, still serving {self.previous_version}: {self.error}")
         if self.version == self.previous_version:
-            return f"Content unchanged (version {self.version}, {self.passages} passages)."
+            return (f"内容没有变化（版本 {self.version}，{self.passages} 个段落）。" if zh
+                    else f"Content unchanged (version {self.version}, {self.passages} passages).")
+        if zh:
+            return (f"内容已重新加载：版本 {self.previous_version} → {self.version}；新增 {self.added}，删除 "
+                    f"{self.removed}，修改 {self.changed}（共 {self.passages} 个段落）。")
         return (
             f"Content reloaded: version {self.previous_version} -> {self.version}; "
             f"{self.added} added, {self.removed} removed, {self.changed} changed ({self.passages} passages)."
@@ -201,12 +207,19 @@ class Stats:
     total_p95_ms: int | None
     since_hours: float
 
-    def summary(self) -> str:
-        """A few lines for a person."""
+    def summary(self, lang: str = "en") -> str:
+        """A few lines for a person, in Chinese or English."""
 
         def ms(v: int | None) -> str:
             return "-" if v is None else f"{v} ms"
 
+        if lang == "zh":
+            return (
+                f"最近 {self.since_hours:g} 小时：{self.users} 位用户共 {self.turns} 轮，拒答 {self.refusals}，"
+                f"出错 {self.errors}。\n"
+                f"首字 p50 {ms(self.ttft_p50_ms)}，p95 {ms(self.ttft_p95_ms)}；"
+                f"完整回答 p50 {ms(self.total_p50_ms)}，p95 {ms(self.total_p95_ms)}。"
+            )
         return (
             f"Last {self.since_hours:g} h: {self.turns} turns from {self.users} users, "
             f"{self.refusals} declined, {self.errors} errors.\n"

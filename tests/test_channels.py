@@ -223,17 +223,17 @@ async def test_sources_before_and_after_an_answer(drive: Drive) -> None:
 async def test_reload_for_admins_only(drive: Drive) -> None:
     d = await drive()
     version = d.core.content.version
-    assert await d.send("admin", "/reload") == f"Content unchanged (version {version}, 27 passages)."
+    assert await d.send("admin", "/reload") == f"内容没有变化（版本 {version}，27 个段落）。"
     assert await d.send("alice", "/reload") == phrases.message("admin_only", "zh")
     assert events(d.store) == [(d.name, d.uid("alice"), "admin_denied", "/reload")]
-    assert events(d.store, "reload") == [(d.name, d.uid("admin"), "reload",
+    assert events(d.store, "reload") == [(d.name, d.uid("admin"), "reload",  # the log keeps it in English
                                           f"Content unchanged (version {version}, 27 passages).")]
 
 
 async def test_stats_for_admins_only(drive: Drive) -> None:
     d = await drive()
     assert cited(await d.send("alice", QUESTION, cited))
-    assert (await d.send("admin", "/stats 48")).startswith("Last 48 h: 1 turns from 1 users, 0 declined")
+    assert (await d.send("admin", "/stats 48")).startswith("最近 48 小时：1 位用户共 1 轮，拒答 0")
     assert await d.send("bob", "/stats") == phrases.message("admin_only", "zh")
     assert events(d.store) == [(d.name, d.uid("bob"), "admin_denied", "/stats")]
 

@@ -130,8 +130,8 @@ async def test_end_of_input_ends_the_session(setup) -> None:
 async def test_stats_reload_and_unknown_commands(setup) -> None:
     engine, _, _ = setup
     _, out, _ = await run(engine, ["科大讯飞董事长是谁？", "/stats", "/reload", "/frobnicate"])
-    assert "1 turns from 1 users" in out
-    assert "Content unchanged" in out
+    assert "1 位用户共 1 轮" in out
+    assert "内容没有变化" in out
     assert message("unknown_command", "zh", command="/frobnicate") in out
 
 

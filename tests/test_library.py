@@ -77,7 +77,7 @@ async def test_an_admins_document_is_previewed_then_added_on_confirm(bot: tuple[
     assert core.content.version == version and not (folder / "讯飞简介.md").exists()  # nothing yet
 
     report, steps = await run(core, admin(command_of(preview, "Confirm")))
-    assert "2 added" in report.text and core.content.version != version
+    assert "新增 2" in report.text and core.content.version != version
     assert (folder / "讯飞简介.md").read_text(encoding="utf-8") == DOC
     assert any(s.step == "reading_content" and s.fraction is not None for s in steps)
     listing, _ = await run(core, admin("/content"))
@@ -145,7 +145,7 @@ async def test_remove_asks_first_and_keeps_the_last_document(bot: tuple[Core, Lo
     asked, _ = await run(core, admin("/remove extra.md"))
     assert "将删除文档 extra.md" in asked.text and (folder / "extra.md").exists()
     report, _ = await run(core, admin(command_of(asked, "Confirm")))
-    assert "2 removed" in report.text and not (folder / "extra.md").exists()
+    assert "删除 2" in report.text and not (folder / "extra.md").exists()
     denied, _ = await run(core, admin("/remove article.txt", user="reader", is_admin=False))
     assert denied.text == phrases.message("admin_only", "zh")
 
@@ -200,7 +200,7 @@ async def test_the_console_sends_a_local_file_with_add(bot: tuple[Core, LogStore
     console.out.close()
     assert (folder / "notes.md").exists()
     shown = (tmp_path / "out.txt").read_text(encoding="utf-8")
-    assert "[确认 / Confirm: /confirm" in shown and "2 added" in shown
+    assert "[确认 / Confirm: /confirm" in shown and "新增 2" in shown
     await asyncio.sleep(0)
 
 

@@ -257,7 +257,7 @@ async def test_reload_by_admin_and_by_non_admin(server: FakeTelegram, real: tupl
         denied = server.private(ALICE, "/reload")
         await server.wait_for(lambda: replies_to(server, ok) and replies_to(server, denied))
     version = core.content.version
-    assert replies_to(server, ok) == [f"Content unchanged (version {version}, 27 passages)."]
+    assert replies_to(server, ok) == [f"Content unchanged (version {version}, 27 passages)."]  # an English user
     assert replies_to(server, denied) == [phrases.message("admin_only", "en")]
     assert rows(store, "SELECT channel, chat_id, user_id, detail FROM events WHERE kind='admin_denied'") == [
         ("telegram", str(ALICE), str(ALICE), "/reload")]

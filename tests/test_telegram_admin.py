@@ -66,12 +66,12 @@ async def test_an_admin_uploads_a_word_file_previews_it_and_confirms(
         assert server.calls_of("getFile") and core.content.version == version  # downloaded, not yet added
 
         query = server.press(preview.message_id, ADMIN, "Confirm")
-        await server.wait_for(lambda: any("added" in t for t in server.bot_texts(ADMIN)), timeout=20)
+        await server.wait_for(lambda: any("新增" in t for t in server.bot_texts(ADMIN)), timeout=20)
     assert query in server.answered_queries and preview.buttons == []  # pressed once: buttons gone
     assert core.content.version != version and NEW_FACT in (folder / "讯飞简介.docx.md").read_text(encoding="utf-8")
     progress = [c for c in server.calls_of("sendMessage") if "模型正在阅读新内容" in str(c.params.get("text"))]
     assert progress, [c.params.get("text") for c in server.calls_of("sendMessage")]
-    assert "1 added, 0 removed" in last_bot_message(server, ADMIN).text
+    assert "新增 1，删除 0" in last_bot_message(server, ADMIN).text
 
 
 async def test_a_web_link_is_previewed_and_cancel_changes_nothing(
@@ -120,5 +120,5 @@ async def test_stats_is_a_photo_of_the_chart_with_the_numbers_as_its_caption(
     (photo,) = server.photos(ADMIN)
     image = matplotlib.image.imread(io.BytesIO(photo.photo or b""), format="png")
     assert image.shape[:2] == (750, 1100)
-    assert photo.text.startswith("Last 24 h: 1 turns from 1 users, 0 declined, 0 errors.")
+    assert photo.text.startswith("最近 24 小时：1 位用户共 1 轮，拒答 0，出错 0。")
     assert "telegram: 1" in photo.text and "[1] 全国人大代表刘庆峰" in photo.text and "(1×)" in photo.text

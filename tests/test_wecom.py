@@ -469,8 +469,8 @@ async def test_admin_reload_and_stats(make_bot: MakeBot) -> None:
     await bot.client.post(bot.client.text_xml("boss", "/stats"))
     await bot.api.wait_sent(3)  # the chart as an image, then its numbers
     reload_text, stats_text = texts_to(bot.api, "boss")
-    assert reload_text == f"Content unchanged (version {bot.core.content.version}, 27 passages)."
-    assert stats_text.startswith("Last 24 h: 0 turns from 0 users, 0 declined, 0 errors.")
+    assert reload_text == f"内容没有变化（版本 {bot.core.content.version}，27 个段落）。"
+    assert stats_text.startswith("最近 24 小时：0 位用户共 0 轮，拒答 0，出错 0。")
 
 
 async def test_non_admin_reload_denied_and_logged(make_bot: MakeBot) -> None:

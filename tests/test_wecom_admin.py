@@ -77,7 +77,7 @@ async def test_an_admins_shared_link_is_previewed_and_confirmed_by_reply(admin: 
     preview = (await admin.say(BOSS, admin.client.link_xml(BOSS, f"{web}/news/xinghuo.html")))[-1]
     assert "讯飞星火发布会" in preview and "确认 / Confirm：回复 /confirm " in preview, preview
     shown = await admin.say(BOSS, admin.client.text_xml(BOSS, command(preview, "Confirm")))
-    assert "added" in shown[-1] and admin.core.content.version != version
+    assert "新增" in shown[-1] and admin.core.content.version != version
     assert "七大能力" in (admin.folder / "xinghuo.html.md").read_text(encoding="utf-8")
 
 
@@ -99,7 +99,7 @@ async def test_a_readers_link_or_file_changes_nothing(admin: Admin) -> None:
 
 async def test_stats_arrives_as_an_image_then_its_numbers(admin: Admin) -> None:
     shown = await admin.say(BOSS, admin.client.text_xml(BOSS, "/stats"))
-    assert shown[-1].startswith("Last 24 h: 0 turns")
+    assert shown[-1].startswith("最近 24 小时：0 位用户共 0 轮")
     (png,) = admin.api.images_to(BOSS)
     assert matplotlib.image.imread(io.BytesIO(png), format="png").shape[:2] == (750, 1100)
     kinds = [m["msgtype"] for m in admin.api.sent if m["touser"] == BOSS]

@@ -35,6 +35,7 @@ from bot.channels.telegram_api import TelegramApi
 from bot.channels.telegram_live import LiveMessage
 from bot.channels.telegram_updates import incoming
 from bot.config import TelegramConfig
+from bot.core.commands import menu
 from bot.text import phrases
 from bot.types import Choice, Delta, Incoming, Notice, Progress, Queued, Reply
 
@@ -96,7 +97,7 @@ class TelegramChannel:
         await self.app.initialize()
         await self.app.start()
         with suppress(TelegramError):
-            await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in phrases.MENU.items()])
+            await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in menu().items()])
         updater = self.app.updater
         assert updater is not None
         if self.cfg.mode == "webhook":

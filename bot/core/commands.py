@@ -65,6 +65,14 @@ class Command:
     admin: bool
     # (core, message, arguments, language, progress) -> the reply
     run: Callable[[Services, Incoming, str, str, Report], Awaitable[str | Notice]]
+    help: tuple[str, str] = ("", "")  # its /help line in Chinese and English ("": not listed)
+    args: tuple[str, str] = ("", "")  # what follows it, as /help names it
+    menu: str = ""  # its description in a messenger's command menu ("": not in the menu)
+
+    def help_line(self, lang: str) -> str:
+        """`/name ARG  what it does` in the user's language."""
+        i = 0 if lang == "zh" else 1
+        return f"{self.name}{' ' + self.args[i] if self.args[i] else ''}  {self.help[i]}\n"
 
 
 def parse(text: str) -> tuple[str, str] | None:
@@ -90,8 +98,15 @@ def stats_arguments(args: str) -> tuple[float, str | None]:
 
 
 def help_text(core: Services, msg: Incoming, lang: str) -> str:
-    """The /help text: what the bot knows, the commands, the admin commands for admins, the channel's hint."""
-    return phrases.help_text(lang, core.about(lang), admin=msg.is_admin, extra=phrases.channel_hint(msg.channel, lang))
+    """The /help text, its command lines drawn from the command table (the admin's for an admin)."""
+    lines = "".join(c.help_line(lang) for c in COMMANDS.values() if c.help[0] and not c.admin)
+    admin = "".join(c.help_line(lang) for c in COMMANDS.values() if c.help[0] and c.admin) if msg.is_admin else ""
+    return phrases.help_text(lang, core.about(lang), lines, admin, phrases.channel_hint(msg.channel, lang))
+
+
+def menu() -> dict[str, str]:
+    """A messenger's command menu (Telegram's setMyCommands): name without the slash -> description."""
+    return {"ask": ASK_MENU} | {c.name[1:]: c.menu for c in COMMANDS.values() if c.menu}
 
 
 async def _start(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
@@ -112,7 +127,7 @@ async def _sources(core: Services, msg: Incoming, args: str, lang: str, progress
 
 
 async def _reload(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
-    return (await core.reload(msg, lambda done, total: progress("reading_content", done / max(total, 1)))).summary()
+    return (await core.reload(msg, lambda done, total: progress("reading_content", done / max(total, 1)))).summary(lang)
 
 
 async def _stats(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
@@ -121,7 +136,7 @@ async def _stats(core: Services, msg: Incoming, args: str, lang: str, progress: 
 
     hours, channel = stats_arguments(args)
     stats, usage = await core.stats(hours, channel), await core.usage(hours, channel)
-    lines = [stats.summary()]
+    lines = [stats.summary(lang)]
     if usage.by_channel:
         lines.append(", ".join(f"{name}: {sum(counts)}" for name, counts in sorted(usage.by_channel.items())))
     lines += [f"[{k}] {section} ({n}×)" for k, (_, section, n) in enumerate(usage.cited, 1)]
@@ -186,7 +201,7 @@ async def _confirm(core: Services, msg: Incoming, args: str, lang: str, progress
             if not report.ok:
                 undo()
                 return phrases.message("content_unchanged", lang, reason=report.error or "")
-            return report.summary()
+            return report.summary(lang)
 
     # Shielded: a shutdown or a vanished channel must not leave a written but unconfirmed file behind.
     return await asyncio.shield(change())
@@ -197,16 +212,19 @@ async def _cancel(core: Services, msg: Incoming, args: str, lang: str, progress:
     return phrases.message("cancelled", lang)
 
 
+ASK_MENU = "Ask a question about the article"  # /ask is a question, not a command of the table
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("/start", False, _start),
-    Command("/help", False, _help),
-    Command("/reset", False, _reset),
-    Command("/sources", False, _sources),
-    Command("/reload", True, _reload),
-    Command("/stats", True, _stats),
-    Command("/add", True, _add),
-    Command("/content", True, _content),
-    Command("/remove", True, _remove),
+    Command("/help", False, _help, ("显示本帮助", "show this help"), menu="What I know and how to ask"),
+    Command("/reset", False, _reset, ("清空对话记录", "forget this conversation"), menu="Forget this conversation"),
+    Command("/sources", False, _sources, ("显示上一个回答引用的原文段落", "show the passages behind the last answer"),
+            menu="The passages behind the last answer"),
+    Command("/reload", True, _reload, ("重新加载内容并报告变化", "reload the content and report what changed")),
+    Command("/stats", True, _stats, ("统计（轮次、用户、拒答、延迟）", "turns, users, declines and latency")),
+    Command("/content", True, _content, ("列出内容中的文档", "list the documents in the content")),
+    Command("/add", True, _add, ("添加网页（或直接发送文件）", "add a web page (or just send a file)"),
+            ("网址", "URL")),
+    Command("/remove", True, _remove, ("删除文档", "remove a document"), ("文件名", "NAME")),
     Command("/confirm", True, _confirm),
     Command("/cancel", True, _cancel),
 )}

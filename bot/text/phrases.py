@@ -125,46 +125,17 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
 }
 
-# The command menu a messenger shows next to the input field (Telegram's setMyCommands): command -> description.
-MENU: dict[str, str] = {
-    "ask": "Ask a question about the article",
-    "help": "What I know and how to ask",
-    "reset": "Forget this conversation",
-    "sources": "The passages behind the last answer",
-}
-
-
 def message(key: str, lang: str, **kwargs: object) -> str:
     """A fixed message in the user's language."""
     return MESSAGES[key][lang if lang in ("zh", "en") else "en"].format(**kwargs)
 
 
 _HELP = {
-    "zh": (
-        "我只根据下面这篇文章回答问题，并注明出处；文章没有提到的内容我会直说。\n"
-        "{about}\n\n"
-        "命令：\n"
-        "/help  显示本帮助\n"
-        "/reset  清空对话记录\n"
-        "/sources  显示上一个回答引用的原文段落\n"
-    ),
-    "en": (
-        "I answer questions only from the article below and cite the passages I used; "
-        "when the article does not say, I tell you so.\n"
-        "{about}\n\n"
-        "Commands:\n"
-        "/help  show this help\n"
-        "/reset  forget this conversation\n"
-        "/sources  show the passages behind the last answer\n"
-    ),
+    "zh": "我只根据下面这篇文章回答问题，并注明出处；文章没有提到的内容我会直说。\n{about}\n\n命令：\n",
+    "en": "I answer questions only from the article below and cite the passages I used; when the article does "
+    "not say, I tell you so.\n{about}\n\nCommands:\n",
 }
-_ADMIN_HELP = {
-    "zh": "管理员命令：\n/reload  重新加载内容并报告变化\n/stats  统计（轮次、用户、拒答、延迟）\n"
-    "/content  列出内容中的文档\n/add 网址  添加网页（或直接发送文件）\n/remove 文件名  删除文档\n",
-    "en": "Admin commands:\n/reload  reload the content and report what changed\n"
-    "/stats  turns, users, declines and latency\n/content  list the documents in the content\n"
-    "/add URL  add a web page (or just send a file)\n/remove NAME  remove a document\n",
-}
+_ADMIN_HELP = {"zh": "管理员命令：\n", "en": "Admin commands:\n"}
 
 
 # Lines of /help that only one channel needs: how to leave the terminal, how to ask in a group.
@@ -180,8 +151,9 @@ def channel_hint(channel: str, lang: str) -> str:
     return hints.get(lang if lang in ("zh", "en") else "en", "")
 
 
-def help_text(lang: str, about: str, *, admin: bool = False, extra: str = "") -> str:
-    """The /help text; `extra` adds channel-specific lines (e.g. the CLI's /quit)."""
+def help_text(lang: str, about: str, commands: str, admin_commands: str = "", extra: str = "") -> str:
+    """The /help text: what the bot knows (`about`), the command lines (drawn from the command table),
+    `extra` lines of one channel (the terminal's /quit), and the admin's command lines when given."""
     lang = lang if lang in _HELP else "en"
-    text = _HELP[lang].format(about=about) + extra
-    return text + ("\n" + _ADMIN_HELP[lang] if admin else "")
+    text = _HELP[lang].format(about=about) + commands + extra
+    return text + ("\n" + _ADMIN_HELP[lang] + admin_commands if admin_commands else "")
