@@ -111,12 +111,16 @@ class Reply:
     copied: str = ""  # the extraction's short answer (before any translation)
     sentence: str = ""  # the sentence it was copied out of, or the closest one quoted in a decline
 
+    def sources(self) -> str:
+        """One line per citation, `[n] section` ("" for none)."""
+        return "\n".join(f"[{c.n}] {c.section}" for c in self.citations)
+
     def text_with_sources(self) -> str:
-        """The answer followed by one line per citation: `[n] section`."""
-        if not self.citations:
+        """What every channel shows at the end: the answer with its sources under it; a retracted draft's
+        decline shows none (they were the withdrawn draft's)."""
+        if not self.citations or self.retracted:
             return self.text
-        lines = [f"[{c.n}] {c.section}" for c in self.citations]
-        return self.text.rstrip() + "\n\n" + "\n".join(lines)
+        return self.text.rstrip() + "\n\n" + self.sources()
 
 
 @dataclass(frozen=True)

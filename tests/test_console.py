@@ -62,7 +62,7 @@ async def test_a_question_streams_and_prints_its_citations(setup) -> None:
     i = next(i for i, ln in enumerate(lines) if ln.startswith("bot> "))
     assert lines[i].endswith(" 刘庆峰[1]")  # the answer copied out of the sentence, after the progress note
     assert lines[i + 1].startswith("原文[1]：「") and "科大讯飞董事长刘庆峰" in lines[i + 1]
-    assert f"  [1] {LIU.section}" in out
+    assert f"\n[1] {LIU.section}" in out
     assert LIU.order + 1 != 1 and f"[{LIU.order + 1}]" not in out  # the model's number is not shown
     assert len(backend.calls) == 1
     con = sqlite3.connect(store.path)

@@ -145,5 +145,5 @@ class Console:
             self.say("bot> " + reply.text)
         else:
             self.say()
-        for c in reply.citations:
-            self.say(f"  [{c.n}] {c.section}")
+        if sources := reply.sources():
+            self.say(sources)

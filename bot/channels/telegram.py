@@ -65,12 +65,6 @@ def _preview(draft: str) -> str:
     return draft[: fit_prefix(draft, MAX_CHARS - 2, utf16_len)] + " …"
 
 
-def final_text(reply: Reply, lang: str) -> str:
-    """What the user sees at the end: the answer (or a decline quoting the closest passage) with its sources."""
-    shown = reply.text if reply.retracted else reply.text_with_sources()
-    return shown.strip() or phrases.message("apology", lang)
-
-
 class TelegramChannel:
     """Runs the bot on Telegram: polling or webhook, one message handler, streaming answers."""
 
@@ -242,7 +236,7 @@ class TelegramChannel:
             await live.close()
         if reply is None:
             raise RuntimeError("the core's events ended without a Reply")
-        await self._deliver(chat_id, message_id, final_text(reply, lang), live.shown)
+        await self._deliver(chat_id, message_id, phrases.final_text(reply, lang), live.shown)
         self._open.pop(key, None)
 
     async def _typing(self, chat_id: int, started: asyncio.Event) -> None:

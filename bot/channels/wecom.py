@@ -34,7 +34,7 @@ from bot.channels.wecom_crypto import (
     parse_xml,
 )
 from bot.errors import ConfigError
-from bot.text.phrases import message
+from bot.text.phrases import final_text, message
 from bot.types import Attachment, Incoming, Notice, Reply
 
 if TYPE_CHECKING:
@@ -247,7 +247,7 @@ class WecomChannel:
         msg = turn.incoming
         try:
             final = await turn.reply()
-            text = final.text_with_sources() if isinstance(final, Reply) else final.text
+            text = final_text(final, turn.lang) if isinstance(final, Reply) else final.text
             if isinstance(final, Notice) and final.image is not None:
                 try:  # the picture is extra: its numbers follow as text in any case
                     await self.api.send_image(msg.user_id, final.image)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from bot.text.words import HAN
+from bot.types import Reply
 
 _CJK = re.compile(f"[{HAN}]")
 
@@ -157,3 +158,8 @@ def help_text(lang: str, about: str, commands: str, admin_commands: str = "", ex
     lang = lang if lang in _HELP else "en"
     text = _HELP[lang].format(about=about) + commands + extra
     return text + ("\n" + _ADMIN_HELP[lang] + admin_commands if admin_commands else "")
+
+
+def final_text(reply: Reply, lang: str) -> str:
+    """The reply as a messenger shows it at the end (Reply.text_with_sources), an apology if it is empty."""
+    return reply.text_with_sources().strip() or message("apology", lang)
