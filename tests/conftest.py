@@ -2,47 +2,22 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests import netguard
+
 ROOT = Path(__file__).resolve().parent.parent
-_real_connect = socket.socket.connect
-_real_connect_ex = socket.socket.connect_ex
-
-
-def _check_address(address: object) -> None:
-    if isinstance(address, str | bytes):  # unix socket path
-        return
-    host = address[0] if isinstance(address, tuple) else address
-    if host in ("localhost", ""):
-        return
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError as exc:
-        raise AssertionError(f"test tried to connect to non-loopback host {host!r}") from exc
-    if not ip.is_loopback:
-        raise AssertionError(f"test tried to connect to non-loopback address {host!r}")
-
-
-def _guarded_connect(self: socket.socket, address: object) -> None:
-    _check_address(address)
-    return _real_connect(self, address)
-
-
-def _guarded_connect_ex(self: socket.socket, address: object) -> int:
-    _check_address(address)
-    return _real_connect_ex(self, address)
 
 
 @pytest.fixture(autouse=True)
 def network_guard(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail any test that opens a connection to a non-loopback address."""
-    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+    monkeypatch.setattr(socket.socket, "connect", netguard.guarded(netguard.REAL_CONNECT, AssertionError))
+    monkeypatch.setattr(socket.socket, "connect_ex", netguard.guarded(netguard.REAL_CONNECT_EX, AssertionError))
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ restored from disk by the second. They need the models in models/ (`make setup`)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,44 +50,15 @@ ANSWER_TIMEOUT_S = 180.0  # a draft, maybe a retry with passages, on 2 shared co
 EXIT_TIMEOUT_S = 60.0
 SEND = "/cgi-bin/message/send"
 
-# Installed in the subprocess through PYTHONPATH: the conftest's loopback-only rule, for `bot serve` too.
-# A violation is refused (OSError, as a network failure would be) and written to $BOT_TEST_NET_LOG.
-NET_GUARD = '''
-import ipaddress, os, socket
-
-_log = os.environ.get("BOT_TEST_NET_LOG", "")
-_connect, _connect_ex = socket.socket.connect, socket.socket.connect_ex
-
-
-def _check(address):
-    if isinstance(address, (str, bytes)):
-        return
-    host = address[0] if isinstance(address, tuple) else address
-    if host in ("localhost", ""):
-        return
-    try:
-        ok = ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        ok = False
-    if not ok:
-        if _log:
-            with open(_log, "a", encoding="utf-8") as f:
-                f.write(f"{address!r}\\n")
-        raise OSError(f"bot serve under test tried to connect to non-loopback {address!r}")
-
-
-def connect(self, address):
-    _check(address)
-    return _connect(self, address)
-
-
-def connect_ex(self, address):
-    _check(address)
-    return _connect_ex(self, address)
-
-
-socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
-'''
+# Installed in the subprocess through PYTHONPATH: the conftest's loopback-only rule (tests/netguard.py), for
+# `bot serve` too. A violation is refused (OSError, as a network failure would be) and written to $BOT_TEST_NET_LOG.
+NET_GUARD = f"""
+import importlib.util, os
+spec = importlib.util.spec_from_file_location("netguard", {str(ROOT / "tests" / "netguard.py")!r})
+guard = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(guard)
+guard.install(OSError, os.environ.get("BOT_TEST_NET_LOG", ""))
+"""
 
 _INHERITED_SETTINGS = ("BOT_MODEL", "BOT_DATABASE", "BOT_CONFIG", "TELEGRAM_", "WECOM_", "PYTHONPATH")
 
@@ -215,6 +187,21 @@ class Serve:
             conn.close()
 
 
+@contextlib.contextmanager
+def watched(current: Callable[[], Serve], report: Callable[[], str] = lambda: "") -> Iterator[None]:
+    """Around a test's `bot serve` process (`current()` is the one running now: a restart replaces it): on any
+    failure its stderr's tail and `report()` (what the fake messenger saw) are printed; it is killed at the
+    end whatever happened."""
+    try:
+        yield
+    except BaseException:
+        serve = current()
+        print(f"\n---- bot serve --channel {serve.channel} stderr (tail) ----\n{serve.stderr_tail()}\n{report()}")
+        raise
+    finally:
+        current().kill()
+
+
 def shown_final(row: dict[str, Any]) -> str:
     """What a user should see for a logged answered turn: the answer, then `[n] section` per citation."""
     cites = json.loads(row["citations"] or "[]")
@@ -250,66 +237,63 @@ async def test_serve_telegram_answers_a_private_question_grounded_and_cited(
     user = 424242
     t0 = time.monotonic()
     try:
-        serve.start()
-        await serve.wait_until(lambda: fake.calls_of("getUpdates"), READY_TIMEOUT_S, "getUpdates (polling)")
-        ready = time.monotonic() - t0
-        assert fake.calls_of("getMe"), [c.method for c in fake.calls]
+        calls = lambda: f"---- fake Bot API calls: {[(c.method, c.status) for c in fake.calls]}"  # noqa: E731
+        with watched(lambda: serve, calls):
+            serve.start()
+            await serve.wait_until(lambda: fake.calls_of("getUpdates"), READY_TIMEOUT_S, "getUpdates (polling)")
+            ready = time.monotonic() - t0
+            assert fake.calls_of("getMe"), [c.method for c in fake.calls]
 
-        asked = time.monotonic()
-        mid = fake.private(user, QUESTION, language_code="zh")
+            asked = time.monotonic()
+            mid = fake.private(user, QUESTION, language_code="zh")
 
-        def reply_texts() -> list[str]:
-            return [m.text for m in fake.bot_messages(user) if m.reply_to == mid]
+            def reply_texts() -> list[str]:
+                return [m.text for m in fake.bot_messages(user) if m.reply_to == mid]
 
-        def answered() -> dict[str, Any] | None:
-            rows = [r for r in serve.turns("telegram") if r["status"] == "answered"]
-            return rows[-1] if rows else None
+            def answered() -> dict[str, Any] | None:
+                rows = [r for r in serve.turns("telegram") if r["status"] == "answered"]
+                return rows[-1] if rows else None
 
-        def final_shown() -> bool:
-            row = answered()
-            return row is not None and reply_texts() == [shown_final(row)]
+            def final_shown() -> bool:
+                row = answered()
+                return row is not None and reply_texts() == [shown_final(row)]
 
-        await serve.wait_until(final_shown, ANSWER_TIMEOUT_S, "the final cited answer in the chat")
-        answer_s = time.monotonic() - asked
-        (shown,) = reply_texts()
-        assert "刘庆峰" in shown, shown
-        answer, _, sources = shown.partition("\n\n[1] ")
-        assert sources, f"no '[1] section' line: {shown!r}"
-        assert "[1]" in answer and "刘庆峰" in answer, shown
+            await serve.wait_until(final_shown, ANSWER_TIMEOUT_S, "the final cited answer in the chat")
+            answer_s = time.monotonic() - asked
+            (shown,) = reply_texts()
+            assert "刘庆峰" in shown, shown
+            answer, _, sources = shown.partition("\n\n[1] ")
+            assert sources, f"no '[1] section' line: {shown!r}"
+            assert "[1]" in answer and "刘庆峰" in answer, shown
 
-        # A placeholder at once, then streamed edits of that same message.
-        (placeholder,) = fake.bot_messages(user)
-        methods = [c.method for c in fake.calls if c.method in ("sendMessage", "editMessageText")]
-        assert methods[0] == "sendMessage" and methods.count("sendMessage") == 1, methods
-        edits = fake.calls_of("editMessageText")
-        assert len(edits) >= 1 and placeholder.edits == len(edits), (len(edits), placeholder.edits)
-        assert all(int(c.params["message_id"]) == placeholder.message_id for c in edits)
-        first_send = fake.calls_of("sendMessage")[0]
-        assert first_send.params.get("parse_mode") == "HTML"
-        assert QUESTION not in str(first_send.params["text"]) and "刘庆峰" not in str(first_send.params["text"])
-        bad = [(c.method, c.status, c.error) for c in fake.calls if c.status != 200]
-        assert not bad, bad
+            # A placeholder at once, then streamed edits of that same message.
+            (placeholder,) = fake.bot_messages(user)
+            methods = [c.method for c in fake.calls if c.method in ("sendMessage", "editMessageText")]
+            assert methods[0] == "sendMessage" and methods.count("sendMessage") == 1, methods
+            edits = fake.calls_of("editMessageText")
+            assert len(edits) >= 1 and placeholder.edits == len(edits), (len(edits), placeholder.edits)
+            assert all(int(c.params["message_id"]) == placeholder.message_id for c in edits)
+            first_send = fake.calls_of("sendMessage")[0]
+            assert first_send.params.get("parse_mode") == "HTML"
+            assert QUESTION not in str(first_send.params["text"]) and "刘庆峰" not in str(first_send.params["text"])
+            bad = [(c.method, c.status, c.error) for c in fake.calls if c.status != 200]
+            assert not bad, bad
 
-        code = await serve.terminate()
-        assert code == 0, f"exit code {code}"
-        assert serve.non_loopback() == []
+            code = await serve.terminate()
+            assert code == 0, f"exit code {code}"
+            assert serve.non_loopback() == []
 
-        (row,) = serve.turns("telegram")
-        assert row["chat_id"] == str(user) and row["user_id"] == str(user)
-        assert row["message_id"] == str(mid) and row["question"] == QUESTION
-        assert row["status"] == "answered" and not row["refused"] and not row["retracted"]
-        assert row["model"] == SMALL
-        cites = json.loads(row["citations"])
-        assert cites and cites[0]["n"] == 1 and sources.startswith(cites[0]["section"])
-        assert any("刘庆峰" in t for t in serve.cited_texts(row)), cites
-        print(f"\ntelegram: ready in {ready:.1f} s, answered in {answer_s:.1f} s, {len(edits)} edits; "
-              f"final: {shown!r}")
-    except BaseException:
-        print(f"\n---- bot serve --channel telegram stderr (tail) ----\n{serve.stderr_tail()}\n"
-              f"---- fake Bot API calls: {[(c.method, c.status) for c in fake.calls]}")
-        raise
+            (row,) = serve.turns("telegram")
+            assert row["chat_id"] == str(user) and row["user_id"] == str(user)
+            assert row["message_id"] == str(mid) and row["question"] == QUESTION
+            assert row["status"] == "answered" and not row["refused"] and not row["retracted"]
+            assert row["model"] == SMALL
+            cites = json.loads(row["citations"])
+            assert cites and cites[0]["n"] == 1 and sources.startswith(cites[0]["section"])
+            assert any("刘庆峰" in t for t in serve.cited_texts(row)), cites
+            print(f"\ntelegram: ready in {ready:.1f} s, answered in {answer_s:.1f} s, {len(edits)} edits; "
+                  f"final: {shown!r}")
     finally:
-        serve.kill()
         await fake.stop()
 
 
@@ -334,64 +318,61 @@ async def test_serve_wecom_acknowledges_at_once_then_sends_a_cited_answer_once(
         return api.texts_to(who)
 
     try:
-        serve.start()
-        deadline = t0 + READY_TIMEOUT_S
-        while not await port_open(port):
-            serve.check_alive()
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the callback port {port} did not open within {READY_TIMEOUT_S:.0f} s")
-            await asyncio.sleep(0.2)
-        ready = time.monotonic() - t0
+        calls = lambda: f"---- fake WeCom API: {[(r.method, r.path) for r in api.requests]}"  # noqa: E731
+        with watched(lambda: serve, calls):
+            serve.start()
+            deadline = t0 + READY_TIMEOUT_S
+            while not await port_open(port):
+                serve.check_alive()
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the callback port {port} did not open within {READY_TIMEOUT_S:.0f} s")
+                await asyncio.sleep(0.2)
+            ready = time.monotonic() - t0
 
-        msg_id = client.next_msg_id()
-        inner = client.text_xml(user, QUESTION, msg_id)
-        sent_at = time.monotonic()
-        resp, _, _ = await client.post(inner)
-        acked = time.monotonic()
-        assert resp.status_code == 200 and resp.text in ("", "success"), (resp.status_code, resp.text)
-        assert acked - sent_at < 1.0, f"HTTP 200 took {acked - sent_at:.2f} s"
-        assert api.requests_to(SEND) == []  # acknowledged before the answer exists
+            msg_id = client.next_msg_id()
+            inner = client.text_xml(user, QUESTION, msg_id)
+            sent_at = time.monotonic()
+            resp, _, _ = await client.post(inner)
+            acked = time.monotonic()
+            assert resp.status_code == 200 and resp.text in ("", "success"), (resp.status_code, resp.text)
+            assert acked - sent_at < 1.0, f"HTTP 200 took {acked - sent_at:.2f} s"
+            assert api.requests_to(SEND) == []  # acknowledged before the answer exists
 
-        retry, _, _ = await client.post(inner)  # WeCom's retry while the answer is being made
-        assert retry.status_code == 200
+            retry, _, _ = await client.post(inner)  # WeCom's retry while the answer is being made
+            assert retry.status_code == 200
 
-        await serve.wait_until(lambda: texts_to(user), ANSWER_TIMEOUT_S, "message/send to the asker")
-        answer_s = time.monotonic() - sent_at
-        first_send = next(r for r in api.requests_to(SEND) if r.body and r.body.get("touser") == user)
-        assert first_send.at > acked
-        (payload,) = [m for m in api.sent if m["touser"] == user]
-        assert payload["agentid"] == int(AGENT_ID) and payload["msgtype"] == "text"
-        content = payload["text"]["content"]
-        assert "刘庆峰" in content and "[1]" in content, content
-        answer, _, sources = content.partition("\n\n[1] ")
-        assert sources and "[1]" in answer and "刘庆峰" in answer, content
+            await serve.wait_until(lambda: texts_to(user), ANSWER_TIMEOUT_S, "message/send to the asker")
+            answer_s = time.monotonic() - sent_at
+            first_send = next(r for r in api.requests_to(SEND) if r.body and r.body.get("touser") == user)
+            assert first_send.at > acked
+            (payload,) = [m for m in api.sent if m["touser"] == user]
+            assert payload["agentid"] == int(AGENT_ID) and payload["msgtype"] == "text"
+            content = payload["text"]["content"]
+            assert "刘庆峰" in content and "[1]" in content, content
+            answer, _, sources = content.partition("\n\n[1] ")
+            assert sources and "[1]" in answer and "刘庆峰" in answer, content
 
-        late, _, _ = await client.post(inner)  # a retry after the answer went out
-        assert late.status_code == 200
-        # A sentinel from someone else, answered in order, gives the retries every chance to show up.
-        sentinel, _, _ = await client.post(client.text_xml("sentinel", "/help"))
-        assert sentinel.status_code == 200
-        await serve.wait_until(lambda: texts_to("sentinel"), 60, "the sentinel's /help reply")
-        await asyncio.sleep(1.0)
-        assert texts_to(user) == [content], texts_to(user)
+            late, _, _ = await client.post(inner)  # a retry after the answer went out
+            assert late.status_code == 200
+            # A sentinel from someone else, answered in order, gives the retries every chance to show up.
+            sentinel, _, _ = await client.post(client.text_xml("sentinel", "/help"))
+            assert sentinel.status_code == 200
+            await serve.wait_until(lambda: texts_to("sentinel"), 60, "the sentinel's /help reply")
+            await asyncio.sleep(1.0)
+            assert texts_to(user) == [content], texts_to(user)
 
-        code = await serve.terminate()
-        assert code == 0, f"exit code {code}"
-        assert serve.non_loopback() == []
+            code = await serve.terminate()
+            assert code == 0, f"exit code {code}"
+            assert serve.non_loopback() == []
 
-        (row,) = serve.turns("wecom")
-        assert row["chat_id"] == user and row["user_id"] == user and row["message_id"] == msg_id
-        assert row["question"] == QUESTION and row["status"] == "answered" and not row["refused"]
-        assert row["model"] == SMALL
-        assert shown_final(row) == content
-        cites = json.loads(row["citations"])
-        assert cites and any("刘庆峰" in t for t in serve.cited_texts(row)), cites
-        print(f"\nwecom: ready in {ready:.1f} s, 200 in {(acked - sent_at) * 1000:.0f} ms, "
-              f"answered in {answer_s:.1f} s; sent: {content!r}")
-    except BaseException:
-        print(f"\n---- bot serve --channel wecom stderr (tail) ----\n{serve.stderr_tail()}\n"
-              f"---- fake WeCom API: {[(r.method, r.path) for r in api.requests]}")
-        raise
+            (row,) = serve.turns("wecom")
+            assert row["chat_id"] == user and row["user_id"] == user and row["message_id"] == msg_id
+            assert row["question"] == QUESTION and row["status"] == "answered" and not row["refused"]
+            assert row["model"] == SMALL
+            assert shown_final(row) == content
+            cites = json.loads(row["citations"])
+            assert cites and any("刘庆峰" in t for t in serve.cited_texts(row)), cites
+            print(f"\nwecom: ready in {ready:.1f} s, 200 in {(acked - sent_at) * 1000:.0f} ms, "
+                  f"answered in {answer_s:.1f} s; sent: {content!r}")
     finally:
-        serve.kill()
         await api.stop()

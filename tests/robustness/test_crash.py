@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakes.telegram_server import FakeTelegram
 from tests.fakes.wecom_server import AES_KEY, AGENT_ID, CORP_ID, CORP_SECRET, TOKEN, CallbackClient, FakeWecomApi
-from tests.test_serve import ANSWER_TIMEOUT_S, READY_TIMEOUT_S, SEND, Serve, free_port, port_open, shown_final
+from tests.test_serve import ANSWER_TIMEOUT_S, READY_TIMEOUT_S, SEND, Serve, free_port, port_open, shown_final, watched
 
 pytestmark = pytest.mark.model
 
@@ -35,34 +35,31 @@ async def test_sigkill_mid_answer_through_telegram(tmp_path: Path, serve_data: P
     database = tmp_path / "bot.sqlite3"
     serve = process(tmp_path, "first", serve_data, "telegram", env, database)
     try:
-        serve.start()
-        await serve.wait_until(lambda: fake.calls_of("getUpdates"), READY_TIMEOUT_S, "getUpdates (polling)")
-        asked = {fake.private(9100 + i, q, language_code="zh"): 9100 + i for i, q in enumerate(QUESTIONS)}
-        await serve.wait_until(lambda: len(serve.turns("telegram")) == len(asked), 60, "every question logged")
-        await serve.wait_until(lambda: fake.calls_of("editMessageText"), ANSWER_TIMEOUT_S, "an answer streaming")
-        serve.kill()  # SIGKILL: no drain, no flush, no goodbye
-        unanswered = [r for r in serve.turns("telegram") if r["delivery"] != "delivered"]
-        assert unanswered, "every answer was out before the kill: the test proves nothing"
+        with watched(lambda: serve):
+            serve.start()
+            await serve.wait_until(lambda: fake.calls_of("getUpdates"), READY_TIMEOUT_S, "getUpdates (polling)")
+            asked = {fake.private(9100 + i, q, language_code="zh"): 9100 + i for i, q in enumerate(QUESTIONS)}
+            await serve.wait_until(lambda: len(serve.turns("telegram")) == len(asked), 60, "every question logged")
+            await serve.wait_until(lambda: fake.calls_of("editMessageText"), ANSWER_TIMEOUT_S, "an answer streaming")
+            serve.kill()  # SIGKILL: no drain, no flush, no goodbye
+            unanswered = [r for r in serve.turns("telegram") if r["delivery"] != "delivered"]
+            assert unanswered, "every answer was out before the kill: the test proves nothing"
 
-        serve = process(tmp_path, "second", serve_data, "telegram", env, database)
-        serve.start()
-        await serve.wait_until(lambda: all_delivered(serve, len(asked)), ANSWER_TIMEOUT_S * 2,
-                               "every question answered after the restart")
-        await asyncio.sleep(1.0)  # a duplicate would show up now
-        assert await serve.terminate() == 0
-        for row in serve.turns("telegram"):
-            mid, user = int(row["message_id"]), int(row["user_id"])
-            assert asked[mid] == user and row["status"] == "answered"
-            finals = [m.text for m in fake.bot_messages(user) if m.text == shown_final(row)]
-            assert len(finals) == 1, [m.text for m in fake.bot_messages(user)]
-        assert serve.non_loopback() == []
-        print(f"\ntelegram: SIGKILL with {len(unanswered)} of {len(asked)} answers not out; all answered once "
-              "after the restart")
-    except BaseException:
-        print(f"\n---- bot serve stderr (tail) ----\n{serve.stderr_tail()}")
-        raise
+            serve = process(tmp_path, "second", serve_data, "telegram", env, database)
+            serve.start()
+            await serve.wait_until(lambda: all_delivered(serve, len(asked)), ANSWER_TIMEOUT_S * 2,
+                                   "every question answered after the restart")
+            await asyncio.sleep(1.0)  # a duplicate would show up now
+            assert await serve.terminate() == 0
+            for row in serve.turns("telegram"):
+                mid, user = int(row["message_id"]), int(row["user_id"])
+                assert asked[mid] == user and row["status"] == "answered"
+                finals = [m.text for m in fake.bot_messages(user) if m.text == shown_final(row)]
+                assert len(finals) == 1, [m.text for m in fake.bot_messages(user)]
+            assert serve.non_loopback() == []
+            print(f"\ntelegram: SIGKILL with {len(unanswered)} of {len(asked)} answers not out; all answered once "
+                  "after the restart")
     finally:
-        serve.kill()
         await fake.stop()
 
 
@@ -92,36 +89,33 @@ async def test_sigkill_mid_answer_through_wecom(tmp_path: Path, serve_data: Path
 
     serve = process(tmp_path, "first", serve_data, "wecom", env, database)
     try:
-        serve.start()
-        await _wecom_ready(serve, port)
-        for inner in callbacks:
-            assert (await client.post(inner))[0].status_code == 200
-        await serve.wait_until(lambda: len(serve.turns("wecom")) == len(users), 60, "every question logged")
-        serve.kill()
-        unanswered = [r for r in serve.turns("wecom") if r["delivery"] != "delivered"]
-        assert unanswered, "every answer was out before the kill: the test proves nothing"
+        with watched(lambda: serve):
+            serve.start()
+            await _wecom_ready(serve, port)
+            for inner in callbacks:
+                assert (await client.post(inner))[0].status_code == 200
+            await serve.wait_until(lambda: len(serve.turns("wecom")) == len(users), 60, "every question logged")
+            serve.kill()
+            unanswered = [r for r in serve.turns("wecom") if r["delivery"] != "delivered"]
+            assert unanswered, "every answer was out before the kill: the test proves nothing"
 
-        serve = process(tmp_path, "second", serve_data, "wecom", env, database)
-        serve.start()
-        await _wecom_ready(serve, port)
-        for inner in callbacks:  # WeCom retries each callback it saw no reply to
-            assert (await client.post(inner))[0].status_code == 200
-        await serve.wait_until(lambda: all_delivered(serve, len(users)), ANSWER_TIMEOUT_S * 2,
-                               "every question answered after the restart")
-        for inner in callbacks:  # and a late retry after the answers went out
-            assert (await client.post(inner))[0].status_code == 200
-        await asyncio.sleep(1.0)
-        assert await serve.terminate() == 0
-        for row in serve.turns("wecom"):
-            assert row["status"] == "answered"
-            assert texts_to(row["user_id"]) == [shown_final(row)], texts_to(row["user_id"])
-        assert len(api.requests_to(SEND)) >= len(users)
-        assert serve.non_loopback() == []
-        print(f"\nwecom: SIGKILL with {len(unanswered)} of {len(users)} answers not out; all answered once after "
-              "the restart, the callback retries ignored")
-    except BaseException:
-        print(f"\n---- bot serve stderr (tail) ----\n{serve.stderr_tail()}")
-        raise
+            serve = process(tmp_path, "second", serve_data, "wecom", env, database)
+            serve.start()
+            await _wecom_ready(serve, port)
+            for inner in callbacks:  # WeCom retries each callback it saw no reply to
+                assert (await client.post(inner))[0].status_code == 200
+            await serve.wait_until(lambda: all_delivered(serve, len(users)), ANSWER_TIMEOUT_S * 2,
+                                   "every question answered after the restart")
+            for inner in callbacks:  # and a late retry after the answers went out
+                assert (await client.post(inner))[0].status_code == 200
+            await asyncio.sleep(1.0)
+            assert await serve.terminate() == 0
+            for row in serve.turns("wecom"):
+                assert row["status"] == "answered"
+                assert texts_to(row["user_id"]) == [shown_final(row)], texts_to(row["user_id"])
+            assert len(api.requests_to(SEND)) >= len(users)
+            assert serve.non_loopback() == []
+            print(f"\nwecom: SIGKILL with {len(unanswered)} of {len(users)} answers not out; all answered once after "
+                  "the restart, the callback retries ignored")
     finally:
-        serve.kill()
         await api.stop()

@@ -66,7 +66,7 @@ async def test_bot_content_reload_signals_a_live_bot_serve_which_serves_the_new_
     """`bot content reload` (SIGHUP to the pid file's process) against a real `bot serve`: the old content
     answers until the new one is read, then questions are answered from the new version."""
     from tests.fakes.telegram_server import FakeTelegram
-    from tests.test_serve import ANSWER_TIMEOUT_S, BOT, READY_TIMEOUT_S, Serve
+    from tests.test_serve import ANSWER_TIMEOUT_S, BOT, READY_TIMEOUT_S, Serve, watched
 
     folder = tmp_path / "content"
     shutil.copytree(ROOT / "content", folder)
@@ -79,28 +79,25 @@ async def test_bot_content_reload_signals_a_live_bot_serve_which_serves_the_new_
         return [r["content_version"] for r in serve.turns("telegram") if r["delivery"] == "delivered"]
 
     try:
-        serve.start()
-        await serve.wait_until(lambda: fake.calls_of("getUpdates"), READY_TIMEOUT_S, "getUpdates (polling)")
-        fake.private(7001, "科大讯飞董事长是谁？", language_code="zh")
-        await serve.wait_until(lambda: len(delivered_versions()) == 1, ANSWER_TIMEOUT_S, "the first answer")
-        (folder / "extra.md").write_text("# 补充\n\n科大讯飞总部位于安徽合肥。\n", encoding="utf-8")
-        proc = await asyncio.create_subprocess_exec(BOT, "content", "reload", env=serve.env,
-                                                    cwd=serve.config_path.parent, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT)
-        out, _ = await proc.communicate()
-        assert proc.returncode == 0 and "Signalled the running server" in out.decode(), out.decode()
-        await serve.wait_until(lambda: serve.events("reload"), READY_TIMEOUT_S, "the reload event")
-        (event,) = serve.events("reload")
-        assert "1 added" in event, event
-        fake.private(7002, "科大讯飞总部位于哪里？", language_code="zh")
-        await serve.wait_until(lambda: len(delivered_versions()) == 2, ANSWER_TIMEOUT_S, "the answer after reload")
-        first, second = delivered_versions()
-        assert first != second  # the second question was answered from the new version
-        assert await serve.terminate() == 0
-        print(f"\nSIGHUP reload in a live bot serve: {event}")
-    except BaseException:
-        print(f"\n---- bot serve stderr (tail) ----\n{serve.stderr_tail()}")
-        raise
+        with watched(lambda: serve):
+            serve.start()
+            await serve.wait_until(lambda: fake.calls_of("getUpdates"), READY_TIMEOUT_S, "getUpdates (polling)")
+            fake.private(7001, "科大讯飞董事长是谁？", language_code="zh")
+            await serve.wait_until(lambda: len(delivered_versions()) == 1, ANSWER_TIMEOUT_S, "the first answer")
+            (folder / "extra.md").write_text("# 补充\n\n科大讯飞总部位于安徽合肥。\n", encoding="utf-8")
+            proc = await asyncio.create_subprocess_exec(BOT, "content", "reload", env=serve.env,
+                                                        cwd=serve.config_path.parent, stdout=asyncio.subprocess.PIPE,
+                                                        stderr=asyncio.subprocess.STDOUT)
+            out, _ = await proc.communicate()
+            assert proc.returncode == 0 and "Signalled the running server" in out.decode(), out.decode()
+            await serve.wait_until(lambda: serve.events("reload"), READY_TIMEOUT_S, "the reload event")
+            (event,) = serve.events("reload")
+            assert "1 added" in event, event
+            fake.private(7002, "科大讯飞总部位于哪里？", language_code="zh")
+            await serve.wait_until(lambda: len(delivered_versions()) == 2, ANSWER_TIMEOUT_S, "the answer after reload")
+            first, second = delivered_versions()
+            assert first != second  # the second question was answered from the new version
+            assert await serve.terminate() == 0
+            print(f"\nSIGHUP reload in a live bot serve: {event}")
     finally:
-        serve.kill()
         await fake.stop()

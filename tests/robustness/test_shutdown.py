@@ -11,7 +11,7 @@ import pytest
 
 from bot.text import phrases
 from tests.fakes.telegram_server import FakeTelegram
-from tests.test_serve import ANSWER_TIMEOUT_S, READY_TIMEOUT_S, Serve, shown_final
+from tests.test_serve import ANSWER_TIMEOUT_S, READY_TIMEOUT_S, Serve, shown_final, watched
 
 pytestmark = pytest.mark.model
 
@@ -33,48 +33,45 @@ async def test_sigterm_with_a_full_queue_exits_fast_and_the_restart_answers_the_
     database = tmp_path / "bot.sqlite3"
     serve = process(tmp_path, "first", serve_data, env, database)
     try:
-        serve.start()
-        await serve.wait_until(lambda: fake.calls_of("getUpdates"), READY_TIMEOUT_S, "getUpdates (polling)")
-        asked = {fake.private(9000 + i, QUESTIONS[i % len(QUESTIONS)], language_code="zh"): 9000 + i
-                 for i in range(USERS)}
-        await serve.wait_until(lambda: len(serve.turns("telegram")) == USERS, 60, "every question logged")
-        await serve.wait_until(lambda: fake.calls_of("editMessageText"), ANSWER_TIMEOUT_S, "the first answer")
+        with watched(lambda: serve):
+            serve.start()
+            await serve.wait_until(lambda: fake.calls_of("getUpdates"), READY_TIMEOUT_S, "getUpdates (polling)")
+            asked = {fake.private(9000 + i, QUESTIONS[i % len(QUESTIONS)], language_code="zh"): 9000 + i
+                     for i in range(USERS)}
+            await serve.wait_until(lambda: len(serve.turns("telegram")) == USERS, 60, "every question logged")
+            await serve.wait_until(lambda: fake.calls_of("editMessageText"), ANSWER_TIMEOUT_S, "the first answer")
 
-        signalled = time.monotonic()
-        assert await serve.terminate() == 0
-        exit_s = time.monotonic() - signalled
-        rows = serve.turns("telegram")
-        assert len(rows) == USERS  # every question is in the log
-        states = {(r["status"], r["delivery"]) for r in rows}
-        assert states <= {("answered", "delivered"), ("pending", None)}, states
-        left = [r for r in rows if r["status"] == "pending"]
-        assert left, "the queue was empty when the signal came: the test proves nothing"
-        assert exit_s < EXIT_LIMIT_S, f"bot serve took {exit_s:.1f} s to exit with {len(left)} questions queued"
-        waiting = phrases.message("restarting", "zh")
-        told = [m for m in fake.messages.values() if m.from_bot and m.text == waiting]
-        assert len(told) == len(left)  # each one's placeholder says the answer follows the restart
+            signalled = time.monotonic()
+            assert await serve.terminate() == 0
+            exit_s = time.monotonic() - signalled
+            rows = serve.turns("telegram")
+            assert len(rows) == USERS  # every question is in the log
+            states = {(r["status"], r["delivery"]) for r in rows}
+            assert states <= {("answered", "delivered"), ("pending", None)}, states
+            left = [r for r in rows if r["status"] == "pending"]
+            assert left, "the queue was empty when the signal came: the test proves nothing"
+            assert exit_s < EXIT_LIMIT_S, f"bot serve took {exit_s:.1f} s to exit with {len(left)} questions queued"
+            waiting = phrases.message("restarting", "zh")
+            told = [m for m in fake.messages.values() if m.from_bot and m.text == waiting]
+            assert len(told) == len(left)  # each one's placeholder says the answer follows the restart
 
-        serve = process(tmp_path, "second", serve_data, env, database)
-        serve.start()
+            serve = process(tmp_path, "second", serve_data, env, database)
+            serve.start()
 
-        def all_delivered() -> bool:
-            return all(r["delivery"] == "delivered" for r in serve.turns("telegram"))
+            def all_delivered() -> bool:
+                return all(r["delivery"] == "delivered" for r in serve.turns("telegram"))
 
-        await serve.wait_until(all_delivered, ANSWER_TIMEOUT_S * 2, "every pending question answered after restart")
-        assert await serve.terminate() == 0
-        rows = serve.turns("telegram")
-        assert len(rows) == USERS and {r["status"] for r in rows} == {"answered"}
-        for row in rows:  # each question's answer is in its chat exactly once
-            mid, user = int(row["message_id"]), int(row["user_id"])
-            assert asked[mid] == user
-            finals = [m.text for m in fake.bot_messages(user) if m.reply_to == mid and m.text == shown_final(row)]
-            assert len(finals) == 1, [m.text for m in fake.bot_messages(user)]
-        assert serve.non_loopback() == []
-        print(f"\nSIGTERM with {len(left)} of {USERS} questions unanswered: exit in {exit_s:.1f} s; "
-              f"all answered once after the restart")
-    except BaseException:
-        print(f"\n---- bot serve stderr (tail) ----\n{serve.stderr_tail()}")
-        raise
+            await serve.wait_until(all_delivered, ANSWER_TIMEOUT_S * 2, "every pending question answered after restart")
+            assert await serve.terminate() == 0
+            rows = serve.turns("telegram")
+            assert len(rows) == USERS and {r["status"] for r in rows} == {"answered"}
+            for row in rows:  # each question's answer is in its chat exactly once
+                mid, user = int(row["message_id"]), int(row["user_id"])
+                assert asked[mid] == user
+                finals = [m.text for m in fake.bot_messages(user) if m.reply_to == mid and m.text == shown_final(row)]
+                assert len(finals) == 1, [m.text for m in fake.bot_messages(user)]
+            assert serve.non_loopback() == []
+            print(f"\nSIGTERM with {len(left)} of {USERS} questions unanswered: exit in {exit_s:.1f} s; "
+                  f"all answered once after the restart")
     finally:
-        serve.kill()
         await fake.stop()
