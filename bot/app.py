@@ -115,8 +115,7 @@ async def open_app(cfg: Config, *, backend: Backend | None = None, progress: boo
                 await _timed(startup, "prefix_s", core.start(update))
             finally:
                 close_bar()
-            counters = getattr(backend, "counters", None)
-            startup["prefix_source"] = counters.timings.get("prefix_source") if counters else None
+            startup["prefix_source"] = backend.timings.get("prefix_source")
             write_snapshot(cfg, knowledge.current)
             yield App(cfg, store, knowledge, backend, core, startup)
         finally:

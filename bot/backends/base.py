@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from bot.types import Queued
 
@@ -64,6 +64,7 @@ class Backend(Protocol):
     """A model that streams an answer for a list of chat messages."""
 
     model_name: str
+    timings: dict[str, Any]  # what its start took and where the prefix came from (empty when it does not say)
 
     async def warm(self, prefix: list[dict[str, str]], progress: ProgressFn | None = None, *,
                    pin: bool = False) -> None:

@@ -85,6 +85,7 @@ class LlamaCppBackend:
         self.model_name = settings.model_name
         p = settings.params
         self.counters = Counters()
+        self.timings = self.counters.timings  # load_s, prefix_s, prefix_source (Backend.timings)
         started = time.perf_counter()
         self._model, self._ctx = load(settings.model_path, p)
         self.counters.timings["load_s"] = time.perf_counter() - started

@@ -39,6 +39,7 @@ class OpenAIBackend:
     def __init__(self, params: ModelConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.params = params
         self.model_name = params.name
+        self.timings: dict[str, Any] = {}  # the server loads the model and keeps its prefixes
         headers = {"Authorization": f"Bearer {params.api_key}"} if params.api_key else {}
         self._client = httpx.AsyncClient(base_url=params.base_url.rstrip("/"), headers=headers, transport=transport,
                                          timeout=httpx.Timeout(10.0, read=params.answer_time_limit_s or None))

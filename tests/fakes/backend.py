@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 from bot.answering.prompts import Prompts
 from bot.backends.base import Completion, Extraction, Picked, ProgressFn
@@ -27,6 +28,7 @@ class FakeBackend:
                  fail_after: int | None = None, queue_limit: int | None = None,
                  max_tokens: int | None = None) -> None:
         self.model_name = model_name
+        self.timings: dict[str, Any] = {}
         self.max_tokens = max_tokens  # like model.max_tokens: a longer answer stops there, marked cut
         self.queue_limit = queue_limit  # like model.queue_limit: more waiting than this is BackendBusy
         self.answer = answer
