@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.content.knowledge import load
+from bot.core.gate import Gate, Policy
 from bot.errors import BotError
 from bot.log.store import LogStore
 from bot.types import Delta, Incoming, Reply
@@ -188,6 +189,34 @@ async def test_a_repeat_of_an_undelivered_message_sends_the_logged_answer_withou
     assert events == ["undelivered"]
 
 
+async def test_a_message_is_received_in_one_store_call(engine_for, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dedupe key, claim and question in one transaction; a repeat learns of its turn in that same call; a
+    repeat is not counted against the user's rate limit."""
+    core, store = await engine_for(FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]"))
+    core.gate = Gate(800, {"wecom": Policy(frozenset(), frozenset(), 2)})  # two questions a minute
+    called: list[str] = []
+    for name in ("receive", "seen", "claim", "start_turn", "by_message"):
+        real = getattr(store, name)
+
+        def spy(*args: object, _real=real, _name=name, **kw: object) -> object:
+            called.append(_name)
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(store, name, spy)
+    turn = await core.receive(wecom_msg("科大讯飞董事长是谁？", "m7"))
+    assert turn is not None and turn.is_question and called == ["receive"]
+    called.clear()
+    assert await core.receive(wecom_msg("科大讯飞董事长是谁？", "m7")) is None  # still being answered
+    assert called == ["receive"]
+    called.clear()
+    help_turn = await core.receive(wecom_msg("/help", "m8"))
+    assert help_turn is not None and not help_turn.is_question and called == ["receive"]
+    second = await core.receive(wecom_msg("刘庆峰是谁？", "m9"))  # the repeat did not use up the limit
+    assert second is not None and second.is_question
+    third = await core.receive(wecom_msg("赵晓光是谁？", "m10"))
+    assert third is not None and not third.is_question  # the limit holds
+
+
 async def test_a_repeat_of_a_message_whose_answer_was_cut_off_by_a_crash_is_answered(tmp_path: Path) -> None:
     backend = FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]")
     core, store = await make_core(tmp_path, backend)
@@ -234,7 +263,7 @@ async def test_bot_ask_counts_as_delivered(engine_for) -> None:
 async def test_drain_lets_a_quick_answer_finish_and_leaves_slow_ones_pending(engine_for) -> None:
     core, store = await engine_for(FakeBackend(f"科大讯飞董事长是刘庆峰。[{LIU_N}]", delay=0.5))
     slow = [asyncio.create_task(core.ask(ask_msg("科大讯飞董事长是谁？", conversation=f"c{i}"))) for i in range(3)]
-    while len(turns(store)) < 3:
+    while core.turns.answering < 3:  # each question logged and its answer under way
         await asyncio.sleep(0.01)
     started = asyncio.get_running_loop().time()
     assert await core.drain(0.2) == 3

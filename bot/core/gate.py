@@ -73,6 +73,11 @@ class SlidingWindow:
         hits.append(now)
         return 0.0
 
+    def forget(self, key: str) -> None:
+        """Take back the last event recorded for `key` (it was a repeat of one counted before)."""
+        if hits := self._hits.get(key):
+            hits.pop()
+
     def seed(self, key: str, ages_s: list[float]) -> None:
         """Record events that happened `ages_s` seconds ago (a restart reads them from the log)."""
         now = self.clock()
@@ -114,6 +119,11 @@ class Gate:
         if msg.kind != "text" and msg.attachment is None:  # a document is content an admin may add
             return Refusal("text_only", detail=msg.kind)
         return None
+
+    def forget(self, msg: Incoming) -> None:
+        """Take back the rate limit's count of a question that was a repeat of one received before."""
+        if window := self._windows.get(msg.channel):
+            window.forget(msg.user_id)
 
     def question(self, msg: Incoming) -> Refusal | None:
         """A question: not empty, not too long, not too fast for this user."""

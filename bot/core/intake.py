@@ -12,7 +12,7 @@ from bot.core.turns import Turn, Turns
 from bot.errors import StoreUnavailable
 from bot.log.store import LogStore
 from bot.text import phrases
-from bot.types import Incoming
+from bot.types import Incoming, PendingTurn
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +27,32 @@ class Intake:
     async def receive(self, msg: Incoming) -> Turn | None:
         """Decide what to do with a message; None when it is not for the bot or was received before.
 
-        A question is logged before this returns: if the process dies from here on, a restart answers it.
+        The gate and the command table decide first (nothing is logged yet); then one store call claims
+        the message and, for a question, logs it before anything is generated: if the process dies from
+        here on, a restart answers it.
         """
         command = self._command_of(msg)
         if not msg.addressed or (msg.group and command and command[0] not in commands.COMMANDS
                                  and command[0] != commands.ASK):
             return None  # a group message for someone else (or a command for another bot)
         key = f"{msg.chat_id}:{msg.message_id}" if msg.message_id else ""
-        if key and await self.store.seen(msg.channel, key):
-            return await self._again(msg)
         if command and command[0] == commands.ASK:
             msg, command = dataclasses.replace(msg, text=command[1]), None
         lang = self._language(msg, question=command is None)
-        if (turn := await self._decide(msg, lang, command)) is not None:
-            return turn if await self._claim(msg, key) else await self._again(msg)
-        return await self._question(dataclasses.replace(msg, text=msg.text.strip()), lang, key)
+        turn, event = self._decide(msg, lang, command)
+        if turn is None:
+            msg = dataclasses.replace(msg, text=msg.text.strip())
+        try:
+            got = await self.store.receive(msg, key, question=turn is None)
+        except StoreUnavailable as exc:
+            return await self._unlogged(msg, lang, key, turn, event, exc)
+        if got.repeat:
+            if turn is None:
+                self.gate.forget(msg)  # counted as a question just now, but asked before
+            return self._again(msg, got.prior)
+        if event is not None:
+            await self.note(msg, *event)
+        return turn or self.turns.question(msg, lang, got.turn_id or 0)
 
     async def first_seen(self, scope: str, key: str) -> bool:
         """True the first time `key` is seen in `scope` (persisted): a channel's replay protection (while the
@@ -66,41 +77,36 @@ class Intake:
             return "/add", msg.text.strip()
         return commands.parse(msg.text)
 
-    async def _decide(self, msg: Incoming, lang: str, command: tuple[str, str] | None) -> Turn | None:
-        """The turn of a message the model does not answer (refused, a command); None for a question."""
+    def _decide(self, msg: Incoming, lang: str,
+                command: tuple[str, str] | None) -> tuple[Turn | None, tuple[str, str] | None]:
+        """The turn of a message the model does not answer (refused, a command), or None for a question;
+        and the event to log about it once the message is known to be new."""
         if refusal := self.gate.admit(msg):
-            return await self._refuse(msg, lang, refusal)
+            return self._refuse(msg, lang, refusal)
         if command:
-            return await self._command(msg, lang, *command)
+            return self._command(msg, lang, *command)
         if refusal := self.gate.question(msg):
-            return await self._refuse(msg, lang, refusal)
-        return None
+            return self._refuse(msg, lang, refusal)
+        return None, None
 
-    async def _claim(self, msg: Incoming, key: str) -> bool:
-        """Mark a message handled (False: a repeat got there first); while the log takes no writes a
-        command still runs, unmarked."""
-        try:
-            return not key or await self.store.claim(msg.channel, key)
-        except StoreUnavailable:
-            return True
+    async def _unlogged(self, msg: Incoming, lang: str, key: str, turn: Turn | None,
+                        event: tuple[str, str] | None, exc: StoreUnavailable) -> Turn | None:
+        """The log takes no writes: a repeat (read) is still dropped and a command still runs, unmarked; a
+        question is refused plainly rather than answered unrecorded."""
+        if key and await self.store.seen(msg.channel, key):
+            prior = await self.store.by_message(msg.channel, msg.chat_id, msg.message_id or "")
+            return self._again(msg, prior)
+        if event is not None:
+            await self.note(msg, *event)  # kept, and written once the log recovers
+        if turn is not None:
+            return turn
+        log.error("%s: question from %s not answered: %s", msg.channel, msg.user_id, exc)
+        await self.note(msg, "unlogged", str(exc)[:200])
+        return self.turns.notice(msg, lang, phrases.message("log_unavailable", lang))
 
-    async def _question(self, msg: Incoming, lang: str, key: str) -> Turn | None:
-        """Log the question (and mark its message handled) before anything is generated; a question the
-        log cannot take is refused plainly rather than answered unrecorded."""
-        try:
-            turn_id = await self.store.start_turn(msg, key)
-        except StoreUnavailable as exc:
-            log.error("%s: question from %s not answered: %s", msg.channel, msg.user_id, exc)
-            await self.note(msg, "unlogged", str(exc)[:200])  # kept, and written once the log recovers
-            return self.turns.notice(msg, lang, phrases.message("log_unavailable", lang))
-        if turn_id is None:  # a repeat of the message was logged in between
-            return await self._again(msg)
-        return self.turns.question(msg, lang, turn_id)
-
-    async def _again(self, msg: Incoming) -> Turn | None:
+    def _again(self, msg: Incoming, prior: PendingTurn | None) -> Turn | None:
         """A message received before: answered again only when its answer never reached the user and no
         part of this process is still on it (WeCom repeats a callback; Telegram re-sends after a crash)."""
-        prior = await self.store.by_message(msg.channel, msg.chat_id, msg.message_id or "")
         if prior is None or self.turns.busy(prior.turn_id) or not (prior.status == "pending"
                                                                    or prior.delivery == "waiting"):
             log.info("%s: message %s received again; already handled", msg.channel, msg.message_id)
@@ -117,17 +123,16 @@ class Intake:
             return self._langs[key]
         return msg.lang or self._langs.get(key, "zh")
 
-    async def _refuse(self, msg: Incoming, lang: str, refusal: Refusal) -> Turn:
-        await self.note(msg, refusal.event, refusal.detail)
-        return self.turns.notice(msg, lang, phrases.message(refusal.message, lang, **refusal.values))
+    def _refuse(self, msg: Incoming, lang: str, refusal: Refusal) -> tuple[Turn, tuple[str, str]]:
+        text = phrases.message(refusal.message, lang, **refusal.values)
+        return self.turns.notice(msg, lang, text), (refusal.event, refusal.detail)
 
-    async def _command(self, msg: Incoming, lang: str, name: str, args: str) -> Turn:
+    def _command(self, msg: Incoming, lang: str, name: str, args: str) -> tuple[Turn, tuple[str, str] | None]:
         command = commands.COMMANDS.get(name)
         if command is None:
-            return self.turns.notice(msg, lang, phrases.message("unknown_command", lang, command=name))
+            return self.turns.notice(msg, lang, phrases.message("unknown_command", lang, command=name)), None
         if command.admin and not msg.is_admin:
             log.warning("%s: non-admin %s tried %s", msg.channel, msg.user_id, name)
-            await self.note(msg, "admin_denied", name)
             denied = "admin_files_only" if msg.attachment is not None else "admin_only"
-            return self.turns.notice(msg, lang, phrases.message(denied, lang))
-        return self.turns.command(msg, lang, command, args)
+            return self.turns.notice(msg, lang, phrases.message(denied, lang)), ("admin_denied", name)
+        return self.turns.command(msg, lang, command, args), None

@@ -88,6 +88,11 @@ class Turns:
         """A turn that runs a command."""
         return Turn(self, msg, lang, command=command, args=args)
 
+    @property
+    def answering(self) -> int:
+        """How many answers are being made now (queued for the model or running)."""
+        return len(self._answering)
+
     def busy(self, turn_id: int) -> bool:
         """Whether some part of this process is still on the turn (answering, delivering, or logging it)."""
         return turn_id in self._active or self.store.writing(turn_id)

@@ -6,6 +6,7 @@ import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,16 @@ from bot.log import export, migrations, retention
 from bot.log.backlog import Backlog
 from bot.log.usage import Usage, read_stats, read_usage
 from bot.types import Citation, HistoryTurn, Incoming, Passage, PendingTurn, Reply, Stats
+
+
+@dataclass(frozen=True)
+class Received:
+    """What the log made of a message: a repeat (with the turn logged for it, if any), or taken (a question's
+    new turn id; None for a command or a refusal)."""
+
+    repeat: bool = False
+    prior: PendingTurn | None = None
+    turn_id: int | None = None
 
 
 def _pending(r: aiosqlite.Row) -> PendingTurn:
@@ -81,24 +92,31 @@ class LogStore:
         finally:
             await self.db.close()  # its worker thread would keep the process alive
 
-    async def start_turn(self, msg: Incoming, claim: str = "") -> int | None:
-        """Record the user's message before anything is generated, and its dedupe key `claim` in the same
-        transaction (a crash cannot leave the message seen but unlogged); the turn id, or None when the key
-        was claimed already. Raises StoreUnavailable when the database takes no writes."""
+    async def receive(self, msg: Incoming, key: str = "", *, question: bool = True) -> Received:
+        """Take a message in one transaction: its dedupe `key` claimed and, for a question, its turn recorded
+        before anything is generated (a crash cannot leave it seen but unlogged); a repeat finds the turn
+        logged for it instead. Raises StoreUnavailable when the database takes no writes."""
         now = time.time()
 
-        async def insert(db: aiosqlite.Connection) -> int | None:
-            if claim:
-                cur = await db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", (msg.channel, claim, now))
+        async def take(db: aiosqlite.Connection) -> Received:
+            if key:
+                cur = await db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", (msg.channel, key, now))
                 if cur.rowcount != 1:
-                    return None
+                    return Received(repeat=True, prior=await self._of_message(msg.channel, msg.chat_id,
+                                                                              msg.message_id or ""))
+            if not question:
+                return Received()
             cur = await db.execute(
                 "INSERT INTO turns (channel, chat_id, user_id, conversation, message_id, question, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (msg.channel, msg.chat_id, msg.user_id, msg.conversation_key, msg.message_id, msg.text, now))
-            return int(cur.lastrowid or 0)
+            return Received(turn_id=int(cur.lastrowid or 0))
 
-        return await self.writes.now(insert)
+        return await self.writes.now(take)
+
+    async def start_turn(self, msg: Incoming, claim: str = "") -> int | None:
+        """Record a question (receive): its turn id, or None when `claim` was claimed already."""
+        return (await self.receive(msg, claim)).turn_id
 
     async def finish_turn(self, turn_id: int, reply: Reply) -> None:
         """Record the answer, what it was answered from, timings and any error."""
@@ -132,6 +150,9 @@ class LogStore:
 
     async def by_message(self, channel: str, chat_id: str, message_id: str) -> PendingTurn | None:
         """The turn logged for a messenger message, if any (a re-delivered message finds its turn here)."""
+        return await self._of_message(channel, chat_id, message_id)
+
+    async def _of_message(self, channel: str, chat_id: str, message_id: str) -> PendingTurn | None:
         sql = "SELECT * FROM turns WHERE channel=? AND chat_id=? AND message_id=? ORDER BY id DESC LIMIT 1"
         async with self.db.execute(sql, (channel, chat_id, message_id)) as cur:
             row = await cur.fetchone()
