@@ -6,9 +6,9 @@ stable prefix (system prompt with the content), which backends keep computed bet
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from bot.types import Queued
 
@@ -44,6 +44,26 @@ class Extraction:
     none_first: float = 0.0  # log-probability of `none_word` at the copy's first token
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+
+# The one queue rule both backends keep (the embedded one on its owner thread, the OpenAI-compatible one on
+# the event loop): the earliest turn first (its key: the turn's start, then arrival), one request in flight
+# per conversation key, and a turn's parts under keys of their own so that they run side by side.
+T = TypeVar("T")
+
+
+def in_turn(waiting: Iterable[T], key: Callable[[T], tuple[float, int]], conversation: Callable[[T], str],
+            busy: Container[str]) -> Iterator[T]:
+    """The waiting requests that may start, earliest first, skipping one whose conversation key has a request
+    in flight (`busy`, read as each is offered: the caller adds the ones it starts)."""
+    for item in sorted(waiting, key=key):
+        if conversation(item) not in busy:
+            yield item
+
+
+def ahead(waiting_keys: Iterable[tuple[float, int]], key: tuple[float, int], running: int) -> int:
+    """A queued request's place: the waiting ones before it and the running ones."""
+    return sum(1 for k in waiting_keys if k < key) + running
 
 
 PART = "\x1f"  # a turn's requests that run side by side are its conversation's parts

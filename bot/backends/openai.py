@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from bot.backends.base import Completion, Extraction, Picked, ProgressFn, of_conversation
+from bot.backends.base import Completion, Extraction, Picked, ProgressFn, ahead, in_turn, of_conversation
 from bot.backends.constraint import closing, grammar
 from bot.config import ModelConfig
 from bot.errors import AnswerStopped, BackendBusy, BackendError
@@ -90,7 +90,7 @@ class OpenAIBackend:
             if self._full(conversation) or self._waiting:
                 if len(self._waiting) >= self.params.queue_limit:
                     raise BackendBusy(f"{len(self._waiting)} requests queued (model.queue_limit)")
-                yield Queued(sum(1 for k, _, _ in self._waiting if k < key) + len(self._running))
+                yield Queued(ahead((k for k, _, _ in self._waiting), key, len(self._running)))
                 await self._wait_turn(key, conversation)  # woken with its slot held for it
             else:
                 self._running[conversation] = _Slot(key)
@@ -141,16 +141,13 @@ class OpenAIBackend:
 
     def _wake(self) -> None:
         """Start the earliest waiting requests whose conversations have nothing in flight, while slots last."""
-        for entry in sorted(self._waiting):
+        for entry in in_turn(list(self._waiting), lambda e: e[0], lambda e: e[1], self._running.keys()):
             key, conv, fut = entry
             if len(self._running) >= self.params.parallel:
-                return
-            if fut.done():
-                self._waiting.remove(entry)  # stopped by /reset while waiting
-                continue
-            if conv in self._running:
-                continue
+                break
             self._waiting.remove(entry)
+            if fut.done():
+                continue  # stopped by /reset while waiting
             self._running[conv] = _Slot(key)  # held for it until its stream ends
             fut.set_result(None)
         heapq.heapify(self._waiting)

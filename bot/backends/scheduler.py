@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.backends.base import Completion, of_conversation
+from bot.backends.base import Completion, ahead, in_turn, of_conversation
 from bot.errors import AnswerStopped, BackendBusy, BackendError
 
 Sink = Callable[[Any], None]  # hands an item to the waiting coroutine (thread-safe)
@@ -76,7 +76,7 @@ class Scheduler:
             busy = {r.conversation for r in self.running.values()}
             if len(self.running) < self.slots and req.conversation not in busy and len(self.waiting) == 1:
                 return 0
-            return sum(1 for r in self.waiting if r.key < req.key) + len(self.running)
+            return ahead((r.key for r in self.waiting), req.key, len(self.running))
 
     def cancel(self, conversation: str) -> int:
         """Stop the conversation's queued and running requests; how many there were."""
@@ -106,13 +106,13 @@ class Scheduler:
         joined: list[Request] = []
         with self.cond:
             self.waiting = [r for r in self.waiting if not self._dropped_waiting(r)]
-            candidates = sorted(self.waiting, key=lambda r: r.key)
+            candidates = list(self.waiting)
         busy = {r.conversation for r in self.running.values()}  # `running` changes on this thread only
-        for req in candidates:
+        for req in in_turn(candidates, lambda r: r.key, lambda r: r.conversation, busy):
             if len(self.running) >= self.slots:
                 break
-            if req.conversation in busy or req.cancel.is_set():
-                continue  # one answer in flight per conversation (a turn's parts run side by side)
+            if req.cancel.is_set():
+                continue
             # Outside the lock: making a prefix ready may read a file; the event loop must not wait on it.
             if (routed := shared(req.prompt)) is None:
                 continue
