@@ -104,3 +104,26 @@ def test_no_import_loop() -> None:
     for name in sorted(graph):
         if name not in state:
             visit(name, [name])
+
+
+# How big a piece may grow before it is split by job (the core's parts and the engine stay smaller).
+MAX_MODULE_LINES, MAX_CLASS_LINES, MAX_FUNCTION_LINES = 400, 250, 60
+SMALLER = {"bot.core": 200, "bot.answering.engine": 200}
+
+
+def test_modules_classes_and_functions_stay_small() -> None:
+    too_big = []
+    for name, path in MODULES.items():
+        source = path.read_text(encoding="utf-8")
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            too_big.append(f"{name}: {len(source.splitlines())} lines")
+        limit = next((v for k, v in SMALLER.items() if name == k or name.startswith(k + ".")), MAX_CLASS_LINES)
+        for node in ast.walk(ast.parse(source)):
+            if not isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            lines = (node.end_lineno or node.lineno) - node.lineno + 1
+            if isinstance(node, ast.ClassDef) and lines > limit:
+                too_big.append(f"{name}.{node.name}: {lines} lines (at most {limit})")
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and lines > MAX_FUNCTION_LINES:
+                too_big.append(f"{name}.{node.name}(): {lines} lines")
+    assert not too_big, too_big

@@ -63,7 +63,7 @@ class Command:
 
     name: str
     admin: bool
-    # (core, message, arguments, language, progress) -> the reply
+    # (services, message, arguments, language, progress) -> the reply
     run: Callable[[Services, Incoming, str, str, Report], Awaitable[str | Notice]]
     help: tuple[str, str] = ("", "")  # its /help line in Chinese and English ("": not listed)
     args: tuple[str, str] = ("", "")  # what follows it, as /help names it
@@ -97,11 +97,11 @@ def stats_arguments(args: str) -> tuple[float, str | None]:
     return hours, channel
 
 
-def help_text(core: Services, msg: Incoming, lang: str) -> str:
+def help_text(services: Services, msg: Incoming, lang: str) -> str:
     """The /help text, its command lines drawn from the command table (the admin's for an admin)."""
     lines = "".join(c.help_line(lang) for c in COMMANDS.values() if c.help[0] and not c.admin)
     admin = "".join(c.help_line(lang) for c in COMMANDS.values() if c.help[0] and c.admin) if msg.is_admin else ""
-    return phrases.help_text(lang, core.about(lang), lines, admin, phrases.channel_hint(msg.channel, lang))
+    return phrases.help_text(lang, services.about(lang), lines, admin, phrases.channel_hint(msg.channel, lang))
 
 
 def menu() -> dict[str, str]:
@@ -109,33 +109,38 @@ def menu() -> dict[str, str]:
     return {"ask": ASK_MENU} | {c.name[1:]: c.menu for c in COMMANDS.values() if c.menu}
 
 
-async def _start(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
-    return phrases.message("greeting", lang) + " " + help_text(core, msg, lang)
+async def _start(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    return phrases.message("greeting", lang) + " " + help_text(services, msg, lang)
 
 
-async def _help(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
-    return help_text(core, msg, lang)
+async def _help(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    return help_text(services, msg, lang)
 
 
-async def _reset(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
-    await core.reset(msg.conversation_key)
+async def _reset(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    await services.reset(msg.conversation_key)
     return phrases.message("reset", lang)
 
 
-async def _sources(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
-    return format_sources(await core.sources(msg.conversation_key)) or phrases.message("no_sources", lang)
+async def _sources(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    return format_sources(await services.sources(msg.conversation_key)) or phrases.message("no_sources", lang)
 
 
-async def _reload(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
-    return (await core.reload(msg, lambda done, total: progress("reading_content", done / max(total, 1)))).summary(lang)
+def _reading(progress: Report) -> ProgressFn:
+    """A reload's progress (passages read of all) as the command's progress."""
+    return lambda done, total: progress("reading_content", done / max(total, 1))
 
 
-async def _stats(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+async def _reload(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    return (await services.reload(msg, _reading(progress))).summary(lang)
+
+
+async def _stats(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
     """The numbers as text under a chart of the same numbers (drawn in a thread: about a second)."""
     from bot.log.usage import chart
 
     hours, channel = stats_arguments(args)
-    stats, usage = await core.stats(hours, channel), await core.usage(hours, channel)
+    stats, usage = await services.stats(hours, channel), await services.usage(hours, channel)
     lines = [stats.summary(lang)]
     if usage.by_channel:
         lines.append(", ".join(f"{name}: {sum(counts)}" for name, counts in sorted(usage.by_channel.items())))
@@ -144,24 +149,25 @@ async def _stats(core: Services, msg: Incoming, args: str, lang: str, progress: 
     return Notice("\n".join(lines), image=await asyncio.to_thread(chart, usage, title))
 
 
-async def _add(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+async def _add(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
     """A document the admin sent, or the web page at `args`: its preview with Confirm and Cancel."""
     try:
         if msg.attachment is not None:
-            if (msg.attachment.size or 0) > core.library.max_bytes:  # not even downloaded
+            if (msg.attachment.size or 0) > services.library.max_bytes:  # not even downloaded
                 raise ContentError(f"{msg.attachment.name} is {msg.attachment.size / 1e6:.1f} MB, over "
-                                   f"content.max_mb ({core.library.max_bytes / 1e6:g} MB).")
+                                   f"content.max_mb ({services.library.max_bytes / 1e6:g} MB).")
             progress("extracting", None)
             data = await msg.attachment.fetch()
-            return await core.library.propose_add(msg.attachment.name, data, msg.conversation_key, core.content, lang)
+            return await services.library.propose_add(msg.attachment.name, data, msg.conversation_key,
+                                                      services.content, lang)
         if not URL_ONLY.fullmatch(args):
             return phrases.message("add_usage", lang)
         from bot.content.files import fetch, page_name
 
         progress("fetching", None)
-        page = await fetch(args, core.library.max_bytes)
+        page = await fetch(args, services.library.max_bytes)
         progress("extracting", None)
-        return await core.library.propose_add(page_name(args), page, msg.conversation_key, core.content, lang)
+        return await services.library.propose_add(page_name(args), page, msg.conversation_key, services.content, lang)
     except ContentError as exc:
         return phrases.message("content_not_added", lang, reason=str(exc))
     except Exception as exc:  # the messenger's download failed, or a parser broke: still a plain answer
@@ -170,34 +176,34 @@ async def _add(core: Services, msg: Incoming, args: str, lang: str, progress: Re
         return phrases.message("content_not_added", lang, reason=reason)
 
 
-async def _content(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
-    docs = core.library.documents(core.content)
+async def _content(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    docs = services.library.documents(services.content)
     lines = [phrases.message("document_line", lang, name=d.name, title=d.title, passages=d.passages) for d in docs]
     return "\n".join([phrases.message("documents", lang, n=len(docs)), *lines])
 
 
-async def _remove(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+async def _remove(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
     if not args:
         return phrases.message("remove_usage", lang)
     try:
-        return core.library.propose_remove(args, msg.conversation_key, core.content, lang)
+        return services.library.propose_remove(args, msg.conversation_key, services.content, lang)
     except ContentError as exc:
         return str(exc)
 
 
-async def _confirm(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+async def _confirm(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
     """Apply the admin's proposal and reload; a reload that fails puts the folder back."""
-    proposal = core.library.take(args, msg.conversation_key)
+    proposal = services.library.take(args, msg.conversation_key)
     if proposal is None:
         return phrases.message("proposal_gone", lang)
 
     async def change() -> str:
-        async with core.library.lock:  # one change at a time: apply, reload and undo never interleave
+        async with services.library.lock:  # one change at a time: apply, reload and undo never interleave
             try:
-                undo = core.library.apply(proposal)
+                undo = services.library.apply(proposal)
             except OSError as exc:
                 return phrases.message("content_unchanged", lang, reason=str(exc))
-            report = await core.reload(msg, lambda done, total: progress("reading_content", done / max(total, 1)))
+            report = await services.reload(msg, _reading(progress))
             if not report.ok:
                 undo()
                 return phrases.message("content_unchanged", lang, reason=report.error or "")
@@ -207,8 +213,8 @@ async def _confirm(core: Services, msg: Incoming, args: str, lang: str, progress
     return await asyncio.shield(change())
 
 
-async def _cancel(core: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
-    core.library.take(args, msg.conversation_key)
+async def _cancel(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    services.library.take(args, msg.conversation_key)
     return phrases.message("cancelled", lang)
 
 

@@ -29,6 +29,14 @@ class Received:
     turn_id: int | None = None
 
 
+async def _of_message(db: aiosqlite.Connection, channel: str, chat_id: str, message_id: str) -> PendingTurn | None:
+    """The newest turn logged for a messenger message."""
+    sql = "SELECT * FROM turns WHERE channel=? AND chat_id=? AND message_id=? ORDER BY id DESC LIMIT 1"
+    async with db.execute(sql, (channel, chat_id, message_id)) as cur:
+        row = await cur.fetchone()
+    return _pending(row) if row else None
+
+
 def _pending(r: aiosqlite.Row) -> PendingTurn:
     return PendingTurn(r["id"], r["channel"], r["chat_id"], r["user_id"], r["question"], r["created_at"],
                        r["message_id"], r["conversation"], status=r["status"], delivery=r["delivery"])
@@ -102,8 +110,8 @@ class LogStore:
             if key:
                 cur = await db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", (msg.channel, key, now))
                 if cur.rowcount != 1:
-                    return Received(repeat=True, prior=await self._of_message(msg.channel, msg.chat_id,
-                                                                              msg.message_id or ""))
+                    prior = await _of_message(db, msg.channel, msg.chat_id, msg.message_id or "")
+                    return Received(repeat=True, prior=prior)
             if not question:
                 return Received()
             cur = await db.execute(
@@ -150,13 +158,7 @@ class LogStore:
 
     async def by_message(self, channel: str, chat_id: str, message_id: str) -> PendingTurn | None:
         """The turn logged for a messenger message, if any (a re-delivered message finds its turn here)."""
-        return await self._of_message(channel, chat_id, message_id)
-
-    async def _of_message(self, channel: str, chat_id: str, message_id: str) -> PendingTurn | None:
-        sql = "SELECT * FROM turns WHERE channel=? AND chat_id=? AND message_id=? ORDER BY id DESC LIMIT 1"
-        async with self.db.execute(sql, (channel, chat_id, message_id)) as cur:
-            row = await cur.fetchone()
-        return _pending(row) if row else None
+        return await _of_message(self.db, channel, chat_id, message_id)
 
     async def stored_reply(self, turn_id: int) -> Reply:
         """The logged answer of a turn, as the engine made it (to deliver it again without the model)."""
