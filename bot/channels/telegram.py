@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -188,10 +188,13 @@ class TelegramChannel:
     # -- rendering the core's events --
 
     async def _answer(self, chat_id: int, reply_to: int | None, turn: Turn, key: object) -> None:
-        """Stream the turn's answer and tell the core whether it reached the user."""
+        """Stream the turn's answer and tell the turn, once, whether it reached the user."""
+        error: str | None = None
+        final = cancelled = False
         try:
             await self._stream(chat_id, reply_to, turn, key)
         except asyncio.CancelledError:  # shutdown: the question stays pending and the restart answers it
+            cancelled = True
             if (opened := self._open.pop(key, None)) is not None:
                 with suppress(Exception):
                     await asyncio.wait_for(self.api.edit(*opened, phrases.message("restarting", turn.lang)), 2.0)
@@ -199,13 +202,14 @@ class TelegramChannel:
         except Forbidden as exc:  # blocked by the user, or the bot left the group: nothing reaches them now
             self._open.pop(key, None)
             logger.warning("telegram: chat %s refuses the bot's messages (%s); answer not delivered", chat_id, exc)
-            await turn.delivered(exc.message, final=True)
-            return
+            error, final = exc.message, True
         except Exception as exc:
-            with suppress(Exception):  # kept waiting: a restart sends it again
-                await turn.delivered(f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"  # kept waiting: a restart sends it again
             raise
-        await turn.delivered()
+        finally:
+            if not cancelled:
+                with suppress(Exception) if error else nullcontext():
+                    await turn.delivered(error, final=final)
 
     async def _stream(self, chat_id: int, reply_to: int | None, turn: Turn, key: object) -> None:
         """Placeholder at once, typing and progress while waiting, edits of checked text, then the final text."""

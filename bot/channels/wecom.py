@@ -244,7 +244,7 @@ class WecomChannel:
 
     async def _render(self, turn: Turn) -> None:
         """WeCom is not streamed: the checked answer with its sources (or the core's notice) as text."""
-        msg = turn.incoming
+        msg, error, permanent = turn.incoming, None, False
         try:
             final = await turn.reply()
             text = final_text(final, turn.lang) if isinstance(final, Reply) else final.text
@@ -259,16 +259,15 @@ class WecomChannel:
             await self._send(msg.user_id, text or message("apology", turn.lang))
         except Exception as exc:
             log.exception("wecom: answering MsgId %s failed", msg.message_id)
-            with contextlib.suppress(Exception):  # kept waiting (a restart or WeCom's repeat sends it) unless refused
-                await turn.delivered(f"{type(exc).__name__}: {exc}",
-                                          final=isinstance(exc, WecomApiError) and exc.permanent)
+            # Kept waiting (a restart or WeCom's repeat sends it) unless WeCom refused it for good.
+            error, permanent = f"{type(exc).__name__}: {exc}", isinstance(exc, WecomApiError) and exc.permanent
             if not turn.is_question:  # a question's failure is logged by `delivered`; a command's gets an apology
                 with contextlib.suppress(Exception):
                     await self.core.note(msg, "reply_failed", type(exc).__name__)
                 with contextlib.suppress(Exception):
                     await self._send(msg.user_id, message("apology", turn.lang))
-            return
-        await turn.delivered()
+        with contextlib.suppress(Exception) if error else contextlib.nullcontext():
+            await turn.delivered(error, final=permanent)
 
     async def _send(self, user: str, text: str) -> None:
         """Send a reply, split into parts of at most 2048 bytes."""
