@@ -37,14 +37,14 @@ class Translator:
                           question: str) -> AsyncIterator[Event]:
         """The checked Chinese answer in English, shown once it is checked faithful; [n] markers at the end."""
         source = strip_markers(reply.text)
-        messages = self.build.to_english(content, source, translation.glossary(source, question, content))
+        terms = translation.glossary(source, question, content)
+        messages = self.build.to_english(content, source, translation.glossary_line(terms))
         draft.restart()
         async for event in self.drafter.generate(messages, msg.conversation_key, draft):
             yield event
         marks = "".join(f"[{c.n}]" for c in reply.citations)
-        if english := translation.english_answer(draft.text, reply, content):
-            reply.text = english.rstrip(".") + marks + "."
-        else:  # a failed translation still leaves a checked answer to show
-            reply.text = source + marks
+        english = translation.english_answer(draft.text, reply, content, terms, question)
+        # A translation that fails its check is not shown: the reply is built by code from the checked answer.
+        reply.text = (english or translation.fallback(source, question, terms)).rstrip(".") + marks + "."
         yield draft.shown(reply.text)
         reply.draft = draft.logged

@@ -43,6 +43,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "I cannot keep a record of questions right now (the log database takes no writes), so I am not "
               "answering; please try again in a few minutes.",
     },
+    # An English reply whose translation failed its check: the checked Chinese answer, its names glossed.
+    "in_content_words": {"en": "In the content's own words: {text}{names}."},
     # Under an answer whose draft reached model.max_tokens: its unfinished last sentence was dropped.
     "cut_short": {
         "zh": "\n（回答较长，只保留了完整的前几句。）",

@@ -145,8 +145,8 @@ def latin_names(text: str, *, every_word: bool = False) -> set[str]:
 
 
 # Equivalent spellings of a unit (厘米, 公分, cm) share a group number.
-_UNIT_GROUP = {u.lower(): i for i, group in enumerate(lexicon_lines("units")) for u in group}
-_MEASURE = re.compile(r"(\d+(?:\.\d+)?)\s*(" + "|".join(sorted(map(re.escape, _UNIT_GROUP), key=len, reverse=True))
+UNIT_GROUP = {u.lower(): i for i, group in enumerate(lexicon_lines("units")) for u in group}
+MEASURE = re.compile(r"(\d+(?:\.\d+)?)\s*(" + "|".join(sorted(map(re.escape, UNIT_GROUP), key=len, reverse=True))
                       + r")(?![A-Za-z])", re.IGNORECASE)
 
 
@@ -154,7 +154,7 @@ _MEASURE = re.compile(r"(\d+(?:\.\d+)?)\s*(" + "|".join(sorted(map(re.escape, _U
 def _measures(text: str) -> frozenset[tuple[str, int]]:
     """(number, unit group) of every measure in `text`; cached, since `text` is the content's joined text
     and every sentence check of every answer reads it."""
-    return frozenset((m.group(1), _UNIT_GROUP[m.group(2).lower()]) for m in _MEASURE.finditer(text))
+    return frozenset((m.group(1), UNIT_GROUP[m.group(2).lower()]) for m in MEASURE.finditer(text))
 
 
 def restated_units(answer: str, text: str) -> str:
@@ -163,9 +163,9 @@ def restated_units(answer: str, text: str) -> str:
     stated = _measures(text)
 
     def blank(m: re.Match[str]) -> str:
-        return m.group(1) + "，" if (m.group(1), _UNIT_GROUP[m.group(2).lower()]) in stated else m.group(0)
+        return m.group(1) + "，" if (m.group(1), UNIT_GROUP[m.group(2).lower()]) in stated else m.group(0)
 
-    return _MEASURE.sub(blank, answer)
+    return MEASURE.sub(blank, answer)
 
 
 _COUNTERS = frozenset(lexicon("counters"))
@@ -174,7 +174,7 @@ _COUNTED = re.compile(rf"(?<![\d.])(\d+(?:\.\d+)?)([{HAN}])")
 
 def _unit_group(spelled: str) -> int | None:
     """The unit group of a two-character unit (周岁), else of its first character (岁), else None."""
-    return _UNIT_GROUP.get(spelled.lower(), _UNIT_GROUP.get(spelled[:1].lower()))
+    return UNIT_GROUP.get(spelled.lower(), UNIT_GROUP.get(spelled[:1].lower()))
 
 
 def unit_mismatches(answer: str, text: str) -> list[str]:
