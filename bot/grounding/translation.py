@@ -155,7 +155,8 @@ def faithful(english: str, reply: Reply, content: ContentSet, terms: dict[str, s
     than the answer."""
     answer = strip_markers(reply.text)
     source = answer + "".join(c.section + c.text for c in reply.citations)
-    spellings = [*terms.values(), *content.alias_names.values(), *content.aliases]
+    # Every aliases.yaml spelling, lower-cased (the match ignores case), its first ones included.
+    spellings = [*terms.values(), *content.aliases]
     if unknown_names(english, spellings, content.whole + "\n" + question):
         return False
     if missing_names(english, answer, terms, content):

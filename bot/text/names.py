@@ -59,9 +59,14 @@ def pinyin_like(word: str) -> bool:
     return bool(w) and ok[len(w)]
 
 
+def _whole(phrase: str) -> str:
+    """A pattern for `phrase` as whole words: no letter just before or after it."""
+    return rf"(?<![A-Za-z]){re.escape(phrase)}(?![A-Za-z])"
+
+
 def whole_word(phrase: str, text: str) -> bool:
     """`phrase` stands in `text` as whole words, case aside ('Li' is not in 'National Library')."""
-    return re.search(rf"(?<![A-Za-z]){re.escape(phrase)}(?![A-Za-z])", text, re.IGNORECASE) is not None
+    return re.search(_whole(phrase), text, re.IGNORECASE) is not None
 
 
 def unknown_names(english: str, spellings: list[str], known: str) -> list[str]:
@@ -74,7 +79,7 @@ def unknown_names(english: str, spellings: list[str], known: str) -> list[str]:
     """
     text = english
     for phrase in sorted({s for s in spellings if s.strip()}, key=len, reverse=True):
-        text = re.sub(rf"(?<![A-Za-z]){re.escape(phrase)}(?![A-Za-z])", " ~ ", text, flags=re.IGNORECASE)
+        text = re.sub(_whole(phrase), " ~ ", text, flags=re.IGNORECASE)
     out = []
     for m in _WORD.finditer(text):
         word = m.group(0).strip("'-")
