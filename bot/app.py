@@ -210,6 +210,11 @@ def build_channels(app: App, only: str | None) -> list[Channel]:
         from bot.channels.wecom import WecomChannel
 
         channels.append(WecomChannel(cfg.wecom, app.core))
+    bot = cfg.wecom_bot
+    if only in (None, "wecom_bot") and (bot.bot_id or bot.secret or bot.token or bot.aes_key):
+        from bot.channels.wecom_bot import WecomBotChannel
+
+        channels.append(WecomBotChannel(bot, app.core))
     return channels
 
 
@@ -218,8 +223,9 @@ async def serve(app: App, only: str | None = None) -> int:
     channels = build_channels(app, only)
     if not channels:
         want = only or "any channel"
-        print(f"bot serve: no credentials for {want}; fix: set TELEGRAM_BOT_TOKEN, or WECOM_CORP_ID, "
-              "WECOM_AGENT_ID, WECOM_CORP_SECRET, WECOM_TOKEN and WECOM_AES_KEY.", file=sys.stderr)
+        print(f"bot serve: no credentials for {want}; fix: set TELEGRAM_BOT_TOKEN; or WECOM_CORP_ID, "
+              "WECOM_AGENT_ID, WECOM_CORP_SECRET, WECOM_TOKEN and WECOM_AES_KEY (a WeCom app); or WECOM_BOT_ID and "
+              "WECOM_BOT_SECRET (a WeCom AI bot).", file=sys.stderr)
         return 2
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

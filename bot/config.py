@@ -137,6 +137,35 @@ class WecomConfig:
 
 
 @dataclass
+class WecomBotConfig:
+    """The WeCom AI bot (智能机器人): a long connection when WECOM_BOT_ID/SECRET are set, callbacks when
+    WECOM_BOT_TOKEN/AES_KEY are."""
+
+    gateway_url: str = "wss://openws.work.weixin.qq.com"  # a private WeCom names its own in the admin console
+    listen: str = "127.0.0.1:8082"  # the callback transport's HTTP server (behind the organisation's proxy)
+    path: str = "/wecom/aibot"
+    admins: list[str] = field(default_factory=list)
+    allow_users: list[str] = field(default_factory=list)
+    allow_chats: list[str] = field(default_factory=list)
+    rate_limit_per_minute: int = 6
+    # The names group members mention the bot by ("@知识助手"); empty: any leading @mention counts.
+    names: list[str] = field(default_factory=list)
+    welcome: str = ""  # said when a user opens the private chat (enter_chat); empty: the /help text
+    stream_interval_s: float = 0.5  # at most one stream frame per interval (each waits for its ack)
+    stream_deadline_s: float = 330.0  # WeCom stops taking a stream 6 min after it began: finish before
+    heartbeat_s: float = 30.0
+    ack_timeout_s: float = 5.0  # a frame unacknowledged this long counts as a lost connection
+    reconnect_max_s: float = 30.0  # the reconnect backoff's cap (from 1 s, doubling, with jitter)
+    offline_wait_s: float = 120.0  # how long an answer waits for a lost connection to come back
+    replay_window_s: int = 300
+    # From the environment only.
+    bot_id: str = ""
+    secret: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
+    aes_key: str = field(default="", repr=False)
+
+
+@dataclass
 class LogConfig:
     retention_days: float = 0.0  # turns and events older than this are deleted (0: kept for ever)
     redact_after_days: float = 0.0  # user ids and message texts older than this are replaced (0: never)
@@ -155,6 +184,7 @@ class Config:
     telegram: TelegramConfig = field(default_factory=TelegramConfig)
     log: LogConfig = field(default_factory=LogConfig)
     wecom: WecomConfig = field(default_factory=WecomConfig)
+    wecom_bot: WecomBotConfig = field(default_factory=WecomBotConfig)
     # The folder relative paths are resolved against (the config file's folder).
     base_dir: str = field(default=".", repr=False)
 
@@ -186,6 +216,9 @@ _ENV_OVERRIDES = [
     ("WECOM_LISTEN", "wecom.listen"),
     ("WECOM_CORP_ID", "wecom.corp_id"),
     ("WECOM_AGENT_ID", "wecom.agent_id"),
+    ("WECOM_BOT_ID", "wecom_bot.bot_id"),
+    ("WECOM_BOT_GATEWAY_URL", "wecom_bot.gateway_url"),
+    ("WECOM_BOT_LISTEN", "wecom_bot.listen"),
 ]
 # Secrets: environment only, a value in the file is an error.
 _SECRETS = [
@@ -194,6 +227,9 @@ _SECRETS = [
     ("WECOM_CORP_SECRET", "wecom.corp_secret"),
     ("WECOM_TOKEN", "wecom.token"),
     ("WECOM_AES_KEY", "wecom.aes_key"),
+    ("WECOM_BOT_SECRET", "wecom_bot.secret"),
+    ("WECOM_BOT_TOKEN", "wecom_bot.token"),
+    ("WECOM_BOT_AES_KEY", "wecom_bot.aes_key"),
     ("BOT_OPENAI_API_KEY", "model.api_key"),
 ]
 
@@ -298,6 +334,11 @@ def _check(cfg: Config, src: str) -> None:
         "grounding.max_answer_tokens": cfg.grounding.max_answer_tokens,
         "telegram.api_timeout_s": cfg.telegram.api_timeout_s,
         "wecom.api_timeout_s": cfg.wecom.api_timeout_s,
+        "wecom_bot.stream_interval_s": cfg.wecom_bot.stream_interval_s,
+        "wecom_bot.stream_deadline_s": cfg.wecom_bot.stream_deadline_s,
+        "wecom_bot.heartbeat_s": cfg.wecom_bot.heartbeat_s,
+        "wecom_bot.ack_timeout_s": cfg.wecom_bot.ack_timeout_s,
+        "wecom_bot.reconnect_max_s": cfg.wecom_bot.reconnect_max_s,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -319,7 +360,8 @@ def _check(cfg: Config, src: str) -> None:
                           f"{cfg.grounding.candidates}.")
     if not 0.0 <= cfg.model.temperature <= 2.0:
         raise ConfigError(f"{src}: 'model.temperature' must be between 0 and 2, got {cfg.model.temperature}.")
-    for key, value in (("wecom.listen", cfg.wecom.listen), ("telegram.webhook_listen", cfg.telegram.webhook_listen)):
+    for key, value in (("wecom.listen", cfg.wecom.listen), ("telegram.webhook_listen", cfg.telegram.webhook_listen),
+                       ("wecom_bot.listen", cfg.wecom_bot.listen)):
         host, _, port = value.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"{src}: '{key}' must be host:port, e.g. 127.0.0.1:8081, got {value!r}.")
@@ -329,6 +371,9 @@ def _check(cfg: Config, src: str) -> None:
     if cfg.model.backend == "openai" and not cfg.model.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{src}: model.backend is 'openai' but model.base_url is {cfg.model.base_url!r}; fix: set "
                           "the server's URL with its /v1, e.g. http://127.0.0.1:8080/v1, or $BOT_OPENAI_BASE_URL.")
+    if not cfg.wecom_bot.gateway_url.startswith(("wss://", "ws://")):
+        raise ConfigError(f"{src}: 'wecom_bot.gateway_url' must be a WebSocket URL (wss://...), got "
+                          f"{cfg.wecom_bot.gateway_url!r}; fix: copy it from the bot's API settings, or leave it out.")
     if cfg.telegram.mode == "webhook":
         _check_webhook_url(cfg.telegram.webhook_url, src)
 

@@ -76,7 +76,8 @@ class Serve:
     """`bot serve --channel NAME` in a subprocess, stderr to a file, with a network guard of its own."""
 
     def __init__(self, tmp_path: Path, data_dir: Path, channel: str, extra_env: dict[str, str], *,
-                 database: Path | None = None, content: Path | None = None) -> None:
+                 database: Path | None = None, content: Path | None = None,
+                 settings: dict[str, Any] | None = None) -> None:
         self.channel = channel
         self.database = database or tmp_path / "bot.sqlite3"
         self.stderr_path = tmp_path / "serve.stderr"
@@ -87,6 +88,7 @@ class Serve:
             "model": {"name": SMALL, "dir": str(ROOT / "models")},
             "content": {"dir": str(content or ROOT / "content")},
             "telegram": {"edit_interval_s": 0.3},
+            **(settings or {}),
         }
         self.config_path = tmp_path / "config.yaml"
         self.config_path.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")  # JSON is YAML
@@ -107,6 +109,15 @@ class Serve:
         self.proc = subprocess.Popen([BOT, "serve", "--channel", self.channel], env=self.env,
                                      cwd=self.config_path.parent, stdin=subprocess.DEVNULL,
                                      stdout=self._stderr, stderr=self._stderr)
+
+    async def wait_port(self, port: int) -> None:
+        """Until the process listens on `port` (model load and prefix first)."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not await port_open(port):
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"port {port} did not open within {READY_TIMEOUT_S:.0f} s")
+            await asyncio.sleep(0.2)
 
     def check_alive(self) -> None:
         assert self.proc is not None
@@ -321,12 +332,7 @@ async def test_serve_wecom_acknowledges_at_once_then_sends_a_cited_answer_once(
         calls = lambda: f"---- fake WeCom API: {[(r.method, r.path) for r in api.requests]}"  # noqa: E731
         with watched(lambda: serve, calls):
             serve.start()
-            deadline = t0 + READY_TIMEOUT_S
-            while not await port_open(port):
-                serve.check_alive()
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"the callback port {port} did not open within {READY_TIMEOUT_S:.0f} s")
-                await asyncio.sleep(0.2)
+            await serve.wait_port(port)
             ready = time.monotonic() - t0
 
             msg_id = client.next_msg_id()

@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import re
-import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +29,10 @@ from bot.channels.wecom_crypto import (
     SignatureError,
     WecomCrypto,
     XmlError,
+    callback_query,
     parse_xml,
+    replay_key,
+    skew_s,
 )
 from bot.errors import ConfigError
 from bot.text.phrases import final_text, message
@@ -61,9 +62,7 @@ class _CallbackHandler(tornado.web.RequestHandler):
         self.channel = channel
 
     def _query(self) -> dict[str, str]:
-        names = ("msg_signature", "timestamp", "nonce", "echostr")
-        # Base64 never has spaces: a '+' decoded as ' ' from an unencoded query is put back.
-        return {n: self.get_query_argument(n, "").replace(" ", "+") for n in names}
+        return callback_query(self.get_query_argument)  # type: ignore[arg-type]
 
     def _finish(self, status: int, body: str) -> None:
         self.set_status(status)
@@ -193,15 +192,10 @@ class WecomChannel:
 
     async def _fresh(self, q: dict[str, str], peer: str) -> bool:
         """Timestamp within the replay window and (timestamp, nonce, signature) never seen before."""
-        try:
-            skew = abs(time.time() - int(q["timestamp"]))
-        except ValueError:
-            skew = math.inf
-        if skew > self.cfg.replay_window_s:
+        if (skew := skew_s(q["timestamp"])) > self.cfg.replay_window_s:
             log.warning("wecom: callback from %s has a stale timestamp (%.0f s off); rejected", peer, skew)
             return False
-        key = f"{q['timestamp']}:{q['nonce']}:{q['msg_signature'].lower()}"
-        if not await self.core.first_seen("wecom-replay", key):
+        if not await self.core.first_seen("wecom-replay", replay_key(q)):
             log.warning("wecom: replayed callback from %s (same timestamp, nonce, signature); rejected", peer)
             return False
         return True

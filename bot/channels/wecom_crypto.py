@@ -11,8 +11,11 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import os
 import struct
+import time
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from defusedxml import ElementTree
@@ -158,3 +161,33 @@ class WecomCrypto:
         """(Encrypt, msg_signature) for a passive reply or a test callback."""
         encrypt = self.encrypt(plaintext, random_prefix)
         return encrypt, self.sign(timestamp, nonce, encrypt)
+
+
+def decrypt_media(data: bytes, key: bytes) -> bytes:
+    """A media file WeCom serves encrypted: AES-256-CBC under `key`, IV = key[:16], PKCS#7 to 32 bytes."""
+    if len(key) != 32 or not data or len(data) % 16:
+        raise DecryptError("the file is not AES-256-CBC ciphertext for this key")
+    dec = Cipher(algorithms.AES(key), modes.CBC(key[:16])).decryptor()
+    return pkcs7_unpad(dec.update(data) + dec.finalize())
+
+
+CALLBACK_QUERY = ("msg_signature", "timestamp", "nonce", "echostr")
+
+
+def callback_query(argument: Callable[[str, str], str]) -> dict[str, str]:
+    """A callback's query parameters, read with `argument(name, default)` (tornado's get_query_argument);
+    base64 never has spaces, so a '+' decoded as ' ' from an unencoded query is put back."""
+    return {n: argument(n, "").replace(" ", "+") for n in CALLBACK_QUERY}
+
+
+def skew_s(timestamp: str) -> float:
+    """How far a callback's timestamp is from now, in seconds (infinite when it is not a number)."""
+    try:
+        return abs(time.time() - int(timestamp))
+    except ValueError:
+        return math.inf
+
+
+def replay_key(q: dict[str, str]) -> str:
+    """What makes a callback unique: a second one with the same key is a replay."""
+    return f"{q['timestamp']}:{q['nonce']}:{q['msg_signature'].lower()}"

@@ -109,7 +109,8 @@ def _emit_reply(question: str, reply: Any, as_json: bool, startup: dict[str, Any
 
 
 @main.command()
-@click.option("--channel", type=click.Choice(["telegram", "wecom"]), help="Start only this channel.")
+@click.option("--channel", type=click.Choice(["telegram", "wecom", "wecom_bot"]),
+              help="Start only this channel.")
 @click.pass_context
 def serve(ctx: click.Context, channel: str | None) -> None:
     """Run the messenger channels whose credentials are set (SIGHUP reloads the content)."""

@@ -35,7 +35,7 @@ class Policy:
 
 def policies(cfg: Config) -> dict[str, Policy]:
     """Every messenger channel's policy; a channel without one (the local CLI) is open and unlimited."""
-    return {"telegram": Policy.of(cfg.telegram), "wecom": Policy.of(cfg.wecom)}
+    return {"telegram": Policy.of(cfg.telegram), "wecom": Policy.of(cfg.wecom), "wecom_bot": Policy.of(cfg.wecom_bot)}
 
 
 @dataclass(frozen=True)

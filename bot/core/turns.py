@@ -57,11 +57,11 @@ class Turn:
         assert isinstance(last, Reply | Notice)
         return last
 
-    async def delivered(self, error: str | None = None, *, final: bool = False) -> None:
-        """The channel's word on what it rendered: shown (no error), failed for now (a restart or the
-        messenger's repeat of the message sends it again), or failed for good (`final`: the user blocked
-        the bot). Only a question's delivery is logged."""
-        await self.turns.delivered(self, error, final=final)
+    async def delivered(self, error: str | None = None, *, final: bool = False, via: str = "") -> None:
+        """The channel's word on what it rendered: shown (no error; `via` how, for a channel with several
+        ways), failed for now (a restart or the messenger's repeat of the message sends it again), or failed
+        for good (`final`: the user blocked the bot). Only a question's delivery is logged."""
+        await self.turns.delivered(self, error, final=final, via=via)
 
 
 class Turns:
@@ -130,13 +130,13 @@ class Turns:
                 await asyncio.shield(self.store.finish_turn(turn.turn_id or 0, reply))
         yield reply
 
-    async def delivered(self, turn: Turn, error: str | None = None, *, final: bool = False) -> None:
+    async def delivered(self, turn: Turn, error: str | None = None, *, final: bool = False, via: str = "") -> None:
         """Log a question's delivery (see Turn.delivered); a failed one is noted as an event too."""
         if turn.turn_id is None:
             return
         # Written (and shielded from a shutdown's cancel) before the turn stops counting as in progress:
         # a repeat of the message read in between must see it delivered, not answer it again.
-        await asyncio.shield(self.store.delivered(turn.turn_id, error, final=final))
+        await asyncio.shield(self.store.delivered(turn.turn_id, error, final=final, via=via))
         self._active.discard(turn.turn_id)
         if error is not None:
             msg = turn.incoming

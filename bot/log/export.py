@@ -11,6 +11,7 @@ EXPORT_COLUMNS = [
     "id", "channel", "chat_id", "user_id", "conversation", "question", "status", "answer", "refused",
     "retracted", "decline_reason", "citations", "ttft_ms", "total_ms", "prompt_tokens", "completion_tokens",
     "model", "content_version", "error", "created_at", "answered_at", "delivery", "delivered_at", "delivery_error",
+    "delivered_via",
 ]
 EXPORT_TABLES = ("turns", "events", "passages", "resets", "seen")  # everything `bot logs --export` writes
 

@@ -108,6 +108,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE turns ADD COLUMN signals TEXT;
         """,
     ),
+    (
+        6,
+        "how each answer reached its reader",
+        # delivered_via: NULL where the channel has one way (a Telegram message, a WeCom app message); the WeCom
+        # AI bot's 'stream' (the reply bubble), 'message' (a new message: the stream could not be updated any
+        # more) or 'response_url' (WeCom stopped polling the stream).
+        """
+        ALTER TABLE turns ADD COLUMN delivered_via TEXT;
+        """,
+    ),
 ]
 
 

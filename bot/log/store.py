@@ -142,11 +142,12 @@ class LogStore:
             turn_id,
         )
 
-    async def delivered(self, turn_id: int, error: str | None = None, *, final: bool = False) -> None:
-        """The messenger confirmed the answer (no error); or it failed: kept waiting for a re-send, or
-        `final` (the user blocked the bot, the answer is too old) given up."""
+    async def delivered(self, turn_id: int, error: str | None = None, *, final: bool = False, via: str = "") -> None:
+        """The messenger confirmed the answer (no error; `via` how, where a channel has several ways); or it
+        failed: kept waiting for a re-send, or `final` (the user blocked the bot, the answer is too old) given up."""
         if error is None:
-            sql, args = "UPDATE turns SET delivery='delivered', delivered_at=? WHERE id=?", (time.time(), turn_id)
+            sql, args = ("UPDATE turns SET delivery='delivered', delivered_at=?, delivered_via=? WHERE id=?",
+                         (time.time(), via or None, turn_id))
         elif final:  # an unanswered question is given up too: no restart answers it
             sql, args = ("UPDATE turns SET delivery='failed', delivery_error=?, status=CASE status WHEN 'pending' "
                          "THEN 'abandoned' ELSE status END WHERE id=? AND coalesce(delivery, '') != 'delivered'",

@@ -60,6 +60,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "You are number {n} in the queue; please wait…",
     },
     "thinking": {"zh": "正在思考……", "en": "Thinking…"},
+    # A stream WeCom no longer takes (its 6-minute limit): the answer follows as a message of its own.
+    "continued": {"zh": "（回答较慢，将以新消息发送。）",
+                  "en": "(This is taking a while; the answer follows in a new message.)"},
     "restarting": {"zh": "机器人正在重启，稍后会回答你的问题。",
                    "en": "The bot is restarting; your answer follows shortly."},
     # The cited sentence under a Chinese answer, in the content's own words (grounding.quote_source);
@@ -145,6 +148,7 @@ _ADMIN_HELP = {"zh": "管理员命令：\n", "en": "Admin commands:\n"}
 _CHANNEL_HINTS: dict[str, dict[str, str]] = {
     "cli": {"zh": "/quit  退出\n", "en": "/quit  leave\n"},
     "telegram": MESSAGES["group_hint"],
+    "wecom_bot": {"zh": "在群里：@我 再提问。\n", "en": "In groups: mention me (@) with your question.\n"},
 }
 
 
