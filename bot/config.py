@@ -138,8 +138,7 @@ class WecomConfig:
 
 @dataclass
 class WecomBotConfig:
-    """The WeCom AI bot (智能机器人): a long connection when WECOM_BOT_ID/SECRET are set, callbacks when
-    WECOM_BOT_TOKEN/AES_KEY are."""
+    """The WeCom AI bot: a long connection (WECOM_BOT_ID/SECRET) or callbacks (WECOM_BOT_TOKEN/AES_KEY)."""
 
     gateway_url: str = "wss://openws.work.weixin.qq.com"  # a private WeCom names its own in the admin console
     listen: str = "127.0.0.1:8082"  # the callback transport's HTTP server (behind the organisation's proxy)
@@ -318,35 +317,26 @@ def _coerce(tp: Any, value: Any, key: str, src: str) -> Any:
     return value
 
 
+_POSITIVE = (  # keys whose value must be greater than 0
+    "model.threads", "model.n_ctx", "model.n_batch", "model.max_tokens", "model.queue_limit", "model.parallel",
+    "model.prefix_slots", "content.max_prefix_tokens", "content.retrieve_top_k", "content.max_mb",
+    "conversation.max_question_chars", "grounding.max_answer_tokens", "telegram.api_timeout_s",
+    "wecom.api_timeout_s", "wecom_bot.stream_interval_s", "wecom_bot.stream_deadline_s", "wecom_bot.heartbeat_s",
+    "wecom_bot.ack_timeout_s", "wecom_bot.reconnect_max_s", "wecom_bot.offline_wait_s", "wecom_bot.replay_window_s",
+)
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    section, _, name = dotted.rpartition(".")
+    return getattr(getattr(cfg, section) if section else cfg, name)
+
+
 def _check(cfg: Config, src: str) -> None:
-    positive = {
-        "model.threads": cfg.model.threads,
-        "model.n_ctx": cfg.model.n_ctx,
-        "model.n_batch": cfg.model.n_batch,
-        "model.max_tokens": cfg.model.max_tokens,
-        "model.queue_limit": cfg.model.queue_limit,
-        "model.parallel": cfg.model.parallel,
-        "model.prefix_slots": cfg.model.prefix_slots,
-        "content.max_prefix_tokens": cfg.content.max_prefix_tokens,
-        "content.retrieve_top_k": cfg.content.retrieve_top_k,
-        "content.max_mb": cfg.content.max_mb,
-        "conversation.max_question_chars": cfg.conversation.max_question_chars,
-        "grounding.max_answer_tokens": cfg.grounding.max_answer_tokens,
-        "telegram.api_timeout_s": cfg.telegram.api_timeout_s,
-        "wecom.api_timeout_s": cfg.wecom.api_timeout_s,
-        "wecom_bot.stream_interval_s": cfg.wecom_bot.stream_interval_s,
-        "wecom_bot.stream_deadline_s": cfg.wecom_bot.stream_deadline_s,
-        "wecom_bot.heartbeat_s": cfg.wecom_bot.heartbeat_s,
-        "wecom_bot.ack_timeout_s": cfg.wecom_bot.ack_timeout_s,
-        "wecom_bot.reconnect_max_s": cfg.wecom_bot.reconnect_max_s,
-    }
-    for key, value in positive.items():
-        if value <= 0:
+    for key in _POSITIVE:
+        if (value := _get(cfg, key)) <= 0:
             raise ConfigError(f"{src}: '{key}' must be greater than 0, got {value}.")
-    non_negative = {"log.retention_days": cfg.log.retention_days, "log.redact_after_days": cfg.log.redact_after_days,
-                    "shutdown_grace_s": cfg.shutdown_grace_s}
-    for key, value in non_negative.items():
-        if value < 0:
+    for key in ("log.retention_days", "log.redact_after_days", "shutdown_grace_s"):
+        if (value := _get(cfg, key)) < 0:
             raise ConfigError(f"{src}: '{key}' must be 0 or more, got {value}.")
         if key.startswith("log.") and 0 < value < 1:  # a shorter one would touch turns still being answered
             raise ConfigError(f"{src}: '{key}' must be 0 (off) or at least 1 day, got {value}.")
@@ -371,11 +361,21 @@ def _check(cfg: Config, src: str) -> None:
     if cfg.model.backend == "openai" and not cfg.model.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{src}: model.backend is 'openai' but model.base_url is {cfg.model.base_url!r}; fix: set "
                           "the server's URL with its /v1, e.g. http://127.0.0.1:8080/v1, or $BOT_OPENAI_BASE_URL.")
-    if not cfg.wecom_bot.gateway_url.startswith(("wss://", "ws://")):
-        raise ConfigError(f"{src}: 'wecom_bot.gateway_url' must be a WebSocket URL (wss://...), got "
-                          f"{cfg.wecom_bot.gateway_url!r}; fix: copy it from the bot's API settings, or leave it out.")
+    _check_wecom_bot(cfg.wecom_bot, src)
     if cfg.telegram.mode == "webhook":
         _check_webhook_url(cfg.telegram.webhook_url, src)
+
+
+def _check_wecom_bot(bot: WecomBotConfig, src: str) -> None:
+    """The AI bot's gateway, callback path and stream timing (WeCom takes a stream for 6 minutes)."""
+    if not bot.gateway_url.startswith(("wss://", "ws://")):
+        raise ConfigError(f"{src}: 'wecom_bot.gateway_url' must be a WebSocket URL (wss://...), got "
+                          f"{bot.gateway_url!r}; fix: copy it from the bot's API settings, or leave it out.")
+    if not bot.path.startswith("/"):
+        raise ConfigError(f"{src}: 'wecom_bot.path' must start with '/', got {bot.path!r}.")
+    if not bot.stream_interval_s < bot.stream_deadline_s < 360:
+        raise ConfigError(f"{src}: 'wecom_bot.stream_deadline_s' must be under WeCom's 360 s and above "
+                          f"stream_interval_s, got {bot.stream_deadline_s:g}; fix: leave it at 330.")
 
 
 TELEGRAM_WEBHOOK_PORTS = (443, 80, 88, 8443)  # the only ports setWebhook accepts (Bot API docs)

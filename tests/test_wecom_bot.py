@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from bot.channels.wecom_bot import WecomBotChannel
+from bot.channels.wecom_bot_stream import WsExchange
 from bot.config import WecomBotConfig
 from bot.core.gate import Gate, Policy
 from bot.core.runtime import Core
 from bot.errors import ConfigError
 from bot.text import phrases
-from bot.types import Incoming
+from bot.types import Incoming, Notice
 from tests.fakes.backend import FakeBackend
 from tests.fakes.wecom_bot_gateway import BOT_ID, BOT_SECRET, FakeGateway
 from tests.helpers import make_core, turns
@@ -122,30 +123,31 @@ async def test_aibot_shows_hidden_progress_while_no_sentence_is_ready(make_bot: 
     assert any(s.split(" ")[0] in progress for s in shown), shown
 
 
-async def test_aibot_answer_past_the_stream_limit_continues_in_a_new_message(make_bot: MakeBot) -> None:
+async def test_aibot_answer_past_the_stream_limit_continues_in_new_messages(make_bot: MakeBot) -> None:
     bot = await make_bot()
     long_text = "。".join(f"第{i}段内容" * 60 for i in range(40))  # well over 20480 bytes
-    bot.channel._cards.clear()
 
-    class LongTurn:
+    class LongTurn:  # a turn whose reply is this long text
         incoming, lang, is_question, turn_id = None, "zh", False, None
         delivered_with: tuple[Any, ...] = ()
 
         async def events(self) -> AsyncIterator[Any]:
-            from bot.types import Notice
             yield Notice(long_text)
 
         async def delivered(self, error: str | None = None, *, final: bool = False, via: str = "") -> None:
             LongTurn.delivered_with = (error, via)
 
-    req = bot.gw.message("zhangsan", "占位")  # a live callback to answer into
-    await bot.finished(req)
-    bubble = bot.channel.transport.resumed("zhangsan", "n-long")  # type: ignore[attr-defined]
+    req = bot.gw.message("zhangsan", "@someone else", chat_id="grp1")  # not for the bot: its req_id unused
+    await asyncio.sleep(0.2)
+    conn = bot.channel.transport
+    bubble = WsExchange(conn, req, conn.generation, "grp1", req).bubble("n-long")  # type: ignore[arg-type, attr-defined]
     await bot.channel._render(LongTurn(), bubble)  # type: ignore[arg-type]
-    pushed = [p["markdown"]["content"] for p in bot.gw.pushes("zhangsan")]
-    assert len(pushed) >= 2 and all(len(p.encode()) <= 20480 for p in pushed), [len(p.encode()) for p in pushed]
-    assert "".join(pushed).replace("\n", "") == long_text.replace("\n", "")
-    assert LongTurn.delivered_with == (None, "message")
+    (final,) = [s for s in bot.gw.streams(req) if s["finish"]]
+    pushed = [p["markdown"]["content"] for p in bot.gw.pushes("grp1")]
+    sizes = [len(t.encode()) for t in [final["content"], *pushed]]
+    assert len(pushed) >= 1 and max(sizes) <= 20480, sizes
+    assert "".join([final["content"], *pushed]).replace("\n", "") == long_text.replace("\n", "")
+    assert LongTurn.delivered_with == (None, "stream") and not bot.gw.errors
 
 
 # ---- groups, duplicates, reconnects ----
@@ -179,10 +181,9 @@ async def test_aibot_message_redelivered_after_a_reconnect_is_answered_once(make
 
 async def test_aibot_connection_lost_mid_answer_delivers_the_answer_once_as_a_new_message(
         make_bot: MakeBot) -> None:
-    bot = await make_bot(delay=0.15)
+    bot = await make_bot(delay=0.05)
     req = bot.gw.message("zhangsan", QUESTION)
-    await bot.gw.wait_for(lambda: bot.gw.streams(req), 5, "the first stream frame")
-    await bot.gw.drop()
+    bot.gw.drop_on[req] = 2  # the connection dies under the second frame
     await bot.gw.wait_subscribed(2)
     await bot.gw.wait_for(lambda: bot.gw.pushes("zhangsan"), 20, "the answer as a new message")
     bot.gw.redeliver(bot.gw.msgid_of(req))  # WeCom's redelivery after the reconnect changes nothing
@@ -238,6 +239,19 @@ async def test_aibot_question_left_by_a_restart_is_answered_as_a_new_message(mak
     assert turn is not None  # logged, never answered: the process died here
     (pending,) = await bot.core.pending(["wecom_bot"])
     await bot.channel.resume(pending)
+    await bot.gw.wait_for(lambda: bot.gw.pushes("zhangsan"), 10, "the answer as a new message")
+    await bot.settled()
     (pushed,) = bot.gw.pushes("zhangsan")
     assert "刘庆峰" in pushed["markdown"]["content"] and "[1]" in pushed["markdown"]["content"]
     assert delivery(bot.store)[-1] == ("m-crash", "delivered", "message")
+
+
+async def test_aibot_unacknowledged_frame_counts_as_a_lost_connection(make_bot: MakeBot) -> None:
+    bot = await make_bot(delay=0.02, ack_timeout_s=0.5)
+    req = bot.gw.message("zhangsan", QUESTION)
+    bot.gw.unacked.add(req)  # the gateway takes the frames but never answers them
+    await bot.gw.wait_subscribed(2)  # the bot gave up on the connection and made a new one
+    await bot.gw.wait_for(lambda: bot.gw.pushes("zhangsan"), 10, "the answer as a new message")
+    await bot.settled()
+    assert len(bot.gw.pushes("zhangsan")) == 1 and "刘庆峰" in bot.gw.pushes("zhangsan")[0]["markdown"]["content"]
+    assert delivery(bot.store) == [(bot.gw.msgid_of(req), "delivered", "message")]

@@ -23,7 +23,7 @@ from bot.text import phrases
 from tests.fakes.backend import FakeBackend
 from tests.fakes.wecom_bot_gateway import BOT_ID, BOT_SECRET, FakeGateway
 from tests.helpers import ROOT, make_core
-from tests.test_library import DOC
+from tests.test_library import DOC, web  # noqa: F401 - the loopback web page fixture
 
 BOSS, READER = "boss", "reader"
 
@@ -83,14 +83,10 @@ async def test_aibot_admin_document_preview_has_card_buttons_and_confirm_updates
     assert not admin.gw.errors, admin.gw.errors
 
 
-async def test_aibot_a_readers_document_or_confirm_changes_nothing(admin: Admin) -> None:
+async def test_aibot_a_readers_document_changes_nothing_and_is_not_downloaded(admin: Admin) -> None:
     shown = await admin.stream_of(admin.gw.file(READER, "a.md", DOC.encode()))
     assert shown == phrases.message("admin_files_only", "zh")
-    press = admin.gw.click(READER, "c0123", "/confirm abc")
-    await admin.gw.wait_for(lambda: len(admin.gw.pushes(READER)) >= 1, 10, "the refusal")
-    assert admin.gw.pushes(READER)[0]["markdown"]["content"] == phrases.message("admin_only", "zh")
-    assert admin.gw.downloads == [] and admin.gw.replies(press)
-    assert not (admin.folder / "a.md").exists()
+    assert admin.gw.downloads == [] and not (admin.folder / "a.md").exists()
 
 
 async def test_aibot_stats_arrives_as_an_image_after_its_numbers(admin: Admin) -> None:
@@ -109,3 +105,24 @@ async def test_aibot_entering_the_chat_gets_the_welcome_within_its_deadline(admi
     assert "/help" in welcome.body["text"]["content"]
     await asyncio.sleep(0.1)
     assert not admin.gw.errors
+
+
+async def test_aibot_group_card_a_readers_press_changes_nothing_the_admins_press_confirms(
+        admin: Admin, web: str) -> None:  # noqa: F811
+    version = admin.core.content.version
+    preview = await admin.stream_of(admin.gw.message(BOSS, f"@bot {web}/news/xinghuo.html", chat_id="grp"))
+    assert "讯飞星火发布会" in preview, preview
+    (card_msg,) = await admin.pushed("grp", 1)
+    card = card_msg["template_card"]
+    confirm = next(b["key"] for b in card["button_list"] if b["text"] == phrases.message("confirm", "zh"))
+    reader_press = admin.gw.click(READER, card["task_id"], confirm, chat_id="grp")
+    await admin.gw.wait_for(lambda: len(admin.gw.pushes("grp")) >= 2, 10, "the reader's refusal")
+    (update,) = admin.gw.replies(reader_press)
+    assert update.body["userids"] == [READER]  # only the reader's own card changes
+    assert admin.gw.pushes("grp")[1]["markdown"]["content"] == phrases.message("admin_only", "zh")
+    assert admin.core.content.version == version
+    boss_press = admin.gw.click(BOSS, card["task_id"], confirm, chat_id="grp")
+    await admin.gw.wait_for(lambda: len(admin.gw.pushes("grp")) >= 3, 10, "the admin's confirmation")
+    assert admin.gw.replies(boss_press)[0].body["userids"] == [BOSS]
+    assert "新增" in admin.gw.pushes("grp")[2]["markdown"]["content"]
+    assert admin.core.content.version != version and not admin.gw.errors

@@ -130,3 +130,17 @@ async def test_aibot_callback_enter_chat_is_welcomed_in_the_reply(make_bot: Make
     _, reply = await bot.wecom.event("zhangsan", "enter_chat")
     assert reply == {"msgtype": "text", "text": {"content": "欢迎使用知识助手"}}
     assert bot.wecom.violations == []
+
+
+async def test_aibot_callback_answer_after_the_deadline_goes_once_by_response_url(make_bot: MakeBot) -> None:
+    bot = await make_bot(delay=0.08, stream_deadline_s=0.3)  # WeCom still polls; the answer comes too late
+    _, reply = await bot.wecom.message("zhangsan", QUESTION)
+    assert reply is not None
+    closing = await bot.wecom.wait_finished(reply["stream"]["id"])
+    await bot.channel.stop()
+    assert phrases.message("continued", "zh") in closing["content"] and "刘庆峰" not in closing["content"]
+    assert all("刘庆峰" not in s["content"] for s in bot.wecom.snapshots(reply["stream"]["id"]))
+    (sent,) = bot.wecom.responses
+    assert "刘庆峰" in sent["markdown"]["content"]
+    (row,) = turns(bot.store)
+    assert (row["delivery"], row["delivered_via"]) == ("delivered", "response_url")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import re
 import secrets
@@ -92,7 +93,9 @@ class WecomBotChannel:
 
     async def resume(self, turn: Turn) -> None:
         """A question a restart found unanswered: its answer as a new message (its old stream is gone)."""
-        await self._render(turn, self.transport.resumed(turn.incoming.chat_id, self.stream_id(turn)))
+        # In the background: a callback bubble waits for WeCom's next refresh, which must not hold up the rest.
+        self.spawn(self._render(turn, self.transport.resumed(turn.incoming.chat_id, self.stream_id(turn),
+                                                              turn.created_at)))
 
     async def first_seen(self, scope: str, key: str) -> bool:
         """A transport's replay protection, kept in the log."""
@@ -102,7 +105,12 @@ class WecomBotChannel:
         """Run `coro` in the background, kept until done (stop waits for it)."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("wecom_bot: handling a callback failed", exc_info=exc)
 
     @staticmethod
     def stream_id(turn: Turn | None) -> str:
@@ -137,12 +145,12 @@ class WecomBotChannel:
 
     def _mentioned(self, text: str) -> bool:
         if self.cfg.names:
-            return any(f"@{n}" in text for n in self.cfg.names)
+            return any(f"@{n.lstrip('@')}" in text for n in self.cfg.names)
         return bool(_LEADING_MENTION.match(text))
 
     def _strip_mention(self, text: str) -> str:
         for n in self.cfg.names:
-            text = text.replace(f"@{n}", " ")
+            text = text.replace(f"@{n.lstrip('@')}", " ")
         return text if self.cfg.names else _LEADING_MENTION.sub("", text, count=1)
 
     async def on_message(self, body: dict[str, Any], exchange: Exchange, fetch_key: bytes | None = None) -> bool:
@@ -182,9 +190,13 @@ class WecomBotChannel:
         task_id, key = str(event.get("task_id", "")), str(event.get("event_key", ""))
         if key.startswith("done:"):
             return
-        label = self._cards.pop(task_id, {}).get(key, key)
-        await exchange.respond({"response_type": "update_template_card", "template_card": pressed(task_id, label)})
-        msg = self.incoming({**body, "msgtype": "text", "text": {"content": key}})
+        label = self._cards.get(task_id, {}).get(key, key)
+        presser = str((body.get("from") or {}).get("userid", ""))
+        # Only the presser's card changes: in a group a reader's press (refused by the core) leaves the
+        # admin's buttons in place.
+        await exchange.respond({"response_type": "update_template_card", "userids": [presser],
+                                "template_card": pressed(task_id, label)})
+        msg = dataclasses.replace(self.incoming({**body, "msgtype": "text", "text": {"content": key}}), addressed=True)
         turn = await self.core.receive(msg)
         if turn is not None:
             self._answer(turn, exchange.bubble(self.stream_id(turn)))
@@ -204,6 +216,8 @@ class WecomBotChannel:
             for part in parts[1:]:
                 await bubble.follow(part)
         except asyncio.CancelledError:  # shutdown: the question stays pending for the restart
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(bubble.interrupted(phrases.message("restarting", lang)), 2.0)
             raise
         except Undelivered as exc:
             log.warning("wecom_bot: reply to %s not delivered: %s", turn.incoming.chat_id, exc)
@@ -211,6 +225,8 @@ class WecomBotChannel:
         except Exception as exc:
             log.exception("wecom_bot: answering message %s failed", turn.incoming.message_id)
             error = f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):  # kept waiting for a re-send; the user is told now
+                await asyncio.wait_for(bubble.finish(phrases.message("apology", lang)), 10.0)
         with contextlib.suppress(Exception) if error else contextlib.nullcontext():
             await turn.delivered(error, final=final, via=via)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -36,6 +37,7 @@ from bot.channels.wecom_crypto import (
     skew_s,
 )
 from bot.errors import ConfigError
+from bot.text import phrases
 
 if TYPE_CHECKING:
     from bot.config import WecomBotConfig
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 _TURN_PREFIX = re.compile(r"^(t\d+-)")
 KEEP_S = 600.0  # a finished stream is still answered (a repeated refresh) this long
+RESUME_GRACE_S = 15.0  # after a start, refreshes of unknown streams wait this long for their resumed turns
 
 
 class _Handler(tornado.web.RequestHandler):
@@ -83,6 +86,7 @@ class CallbackServer:
         self.bubbles: dict[str, PolledBubble] = {}  # stream id (and a resumed turn's "t<id>-") -> bubble
         self.by_message: dict[str, str] = {}  # msgid -> stream id: WeCom repeats a callback it got no reply to
         self._server: tornado.httpserver.HTTPServer | None = None
+        self.started = time.monotonic()
 
     async def start(self) -> None:
         """Listen on `listen` (port 0: any free one, see .port)."""
@@ -101,9 +105,10 @@ class CallbackServer:
             await self._server.close_all_connections()
             self._server = None
 
-    def resumed(self, chat_id: str, stream_id: str) -> PolledBubble:
-        """A restart's bubble for a pending turn: WeCom may still poll the old stream (same turn id)."""
-        bubble = PolledBubble(self, stream_id, "", time.monotonic())
+    def resumed(self, chat_id: str, stream_id: str, asked_at: float) -> PolledBubble:
+        """A restart's bubble for a pending turn: WeCom may still poll the old stream (same turn id) for 6
+        minutes from the question; after that there is no way left to reach the chat."""
+        bubble = PolledBubble(self, stream_id, "", time.monotonic() - max(0.0, time.time() - asked_at))
         if m := _TURN_PREFIX.match(stream_id):
             self.bubbles[m.group(1)] = bubble
         return bubble
@@ -177,24 +182,31 @@ class CallbackServer:
         bubble = self.bubbles.get(stream_id) or (self.bubbles.get(m.group(1)) if m else None)
         if bubble is not None:
             return bubble.snapshot(stream_id)
-        if m:  # ours, from before a restart, not resumed yet: keep WeCom polling
+        # Ours from before a restart: the restart resumes its turn within moments (keep WeCom polling until
+        # then); after that nothing will answer it, so the bubble says so rather than spin for 6 minutes.
+        if time.monotonic() - self.started < RESUME_GRACE_S:
             return {"msgtype": "stream", "stream": {"id": stream_id, "finish": False, "content": "…"}}
-        return None
+        return {"msgtype": "stream", "stream": {"id": stream_id, "finish": True,
+                                                "content": phrases.message("lost_in_restart", "zh")}}
 
     def _forget_old(self) -> None:
         now = time.monotonic()
         for key, bubble in list(self.bubbles.items()):
-            if bubble.done_at is not None and now - bubble.done_at > KEEP_S:
+            if now - (bubble.done_at or bubble.began + self.cfg.stream_deadline_s) > KEEP_S:
                 del self.bubbles[key]
                 self.by_message = {m: s for m, s in self.by_message.items() if s != bubble.stream_id}
 
     async def respond_url(self, url: str, body: dict[str, Any]) -> None:
         """POST a reply to a callback's response_url (each takes one, within an hour)."""
         if not url:
-            raise Undelivered("WeCom stopped polling and the callback had no response_url")
+            raise Undelivered("WeCom stopped polling and the callback had no response_url left")
         try:
             async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
-                resp = await client.post(url, json=body)
+                try:
+                    resp = await client.post(url, json=body)
+                except httpx.TransportError:  # never reached WeCom: the one use is not spent, try once more
+                    await asyncio.sleep(1.0)
+                    resp = await client.post(url, json=body)
             result = resp.json()
         except (httpx.HTTPError, ValueError) as exc:
             raise Undelivered(f"response_url failed: {exc}") from None
@@ -232,13 +244,14 @@ class CbExchange:
 
 class PolledBubble:
     """A stream WeCom polls: the snapshot the next refresh takes; `finish` waits for a refresh to take the
-    finished one, or sends it by response_url when none comes before WeCom's 6 minutes are up."""
+    finished one. Past `stream_deadline_s` (WeCom stops at 6 minutes) a refresh gets the bubble closed with
+    a pointer instead, and the answer goes by response_url: one of the two, never both."""
 
     def __init__(self, server: CallbackServer, stream_id: str, response_url: str, began: float, *,
                  polled: bool = True) -> None:
         self.server, self.stream_id, self.response_url = server, stream_id, response_url
         self.began, self.polled = began, polled
-        self.content, self.finished = "", False
+        self.content, self.finished, self.moved = "", False, False
         self.image: bytes | None = None
         self.card: dict[str, Any] | None = None
         self.taken = asyncio.Event()
@@ -249,8 +262,17 @@ class PolledBubble:
         if text.strip() and not self.finished:
             self.content = text
 
+    def _late(self) -> bool:
+        return time.monotonic() - self.began > self.server.cfg.stream_deadline_s
+
     def snapshot(self, stream_id: str) -> dict[str, Any]:
         """The reply to a refresh of this stream (taking a finished one counts as delivered)."""
+        if not self.taken.is_set() and (self.moved or self._late()):
+            self.moved = True
+            note = phrases.message("continued", phrases.language(self.content))
+            shown = self.content if not self.finished else ""
+            return {"msgtype": "stream", "stream": {"id": stream_id, "finish": True,
+                                                    "content": f"{shown}\n\n{note}".strip()}}
         stream: dict[str, Any] = {"id": stream_id, "finish": self.finished, "content": fit_bytes(self.content or "…")}
         if not self.finished:
             return {"msgtype": "stream", "stream": stream}
@@ -265,20 +287,28 @@ class PolledBubble:
         return {"msgtype": "stream", "stream": stream}
 
     async def finish(self, text: str, image: bytes | None = None, card: dict[str, Any] | None = None) -> str:
-        """Finished: taken by the next refresh, or sent by response_url when WeCom polls no more."""
+        """Finished: taken by a refresh before the deadline, else sent by response_url."""
         self.content, self.image, self.card, self.finished = text, image, card, True
-        if self.polled:
-            wait = self.began + self.server.cfg.stream_deadline_s - time.monotonic()
-            try:
-                await asyncio.wait_for(self.taken.wait(), max(wait, 0.0))
+        try:
+            if self.polled and not self._late():
+                wait = self.began + self.server.cfg.stream_deadline_s - time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.taken.wait(), max(wait, 0.0))
+            if self.taken.is_set():
                 return "stream"
-            except TimeoutError:
-                log.warning("wecom_bot: stream %s was not polled in time; sending by response_url", self.stream_id)
-        url, self.response_url = self.response_url, ""
-        await self.server.respond_url(url, markdown(text))
-        return "response_url"
+            self.moved = True  # from now on a refresh closes the bubble with a pointer, never the answer
+            if image is not None or card is not None:
+                log.warning("wecom_bot: stream %s went by response_url, which takes text only: its picture or "
+                            "buttons were dropped", self.stream_id)
+            await self.follow(text)
+            return "response_url"
+        finally:
+            self.done_at = self.done_at or time.monotonic()
 
     async def follow(self, text: str) -> None:
-        """A part past the stream's limit: by response_url (one is all a callback gets)."""
+        """A message past the stream: by response_url (one is all a callback gets)."""
         url, self.response_url = self.response_url, ""
         await self.server.respond_url(url, markdown(fit_bytes(text)))
+
+    async def interrupted(self, text: str) -> None:
+        """Shutdown mid-answer: nothing to do; the restarted process answers WeCom's next refresh."""

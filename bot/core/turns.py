@@ -26,10 +26,11 @@ class Turn:
 
     def __init__(self, turns: Turns, msg: Incoming, lang: str, *, turn_id: int | None = None,
                  notice: str | None = None, command: commands.Command | None = None, args: str = "",
-                 answered: bool = False) -> None:
+                 answered: bool = False, created_at: float = 0.0) -> None:
         self.turns, self.incoming, self.lang = turns, msg, lang
         self.turn_id, self._notice, self._command, self._args = turn_id, notice, command, args
         self.answered = answered  # the answer is logged but was not delivered: send it again, do not generate
+        self.created_at = created_at or time.time()  # when the user asked (a resumed turn: before the restart)
 
     @property
     def is_question(self) -> bool:
@@ -75,10 +76,11 @@ class Turns:
         self._answering: dict[int, asyncio.Task[object]] = {}  # turn id -> the task consuming its answer
         self.closing = False  # set by `drain`: questions are still logged, but left for the restart
 
-    def question(self, msg: Incoming, lang: str, turn_id: int, *, answered: bool = False) -> Turn:
+    def question(self, msg: Incoming, lang: str, turn_id: int, *, answered: bool = False,
+                 created_at: float = 0.0) -> Turn:
         """The turn of a logged question (`answered`: its answer is logged, only its delivery is owed)."""
         self._active.add(turn_id)
-        return Turn(self, msg, lang, turn_id=turn_id, answered=answered)
+        return Turn(self, msg, lang, turn_id=turn_id, answered=answered, created_at=created_at)
 
     def notice(self, msg: Incoming, lang: str, text: str) -> Turn:
         """A turn that only shows a fixed reply."""
@@ -167,4 +169,4 @@ class Turns:
         """The turn of a question logged before (by this process or the one before it)."""
         group = t.conversation == conversation_key(t.channel, t.chat_id, t.user_id, True)
         msg = Incoming(t.channel, t.chat_id, t.user_id, t.text, t.message_id, group=group, conversation=t.conversation)
-        return self.question(msg, phrases.language(t.text), t.turn_id, answered=t.answered)
+        return self.question(msg, phrases.language(t.text), t.turn_id, answered=t.answered, created_at=t.created_at)

@@ -63,6 +63,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     # A stream WeCom no longer takes (its 6-minute limit): the answer follows as a message of its own.
     "continued": {"zh": "（回答较慢，将以新消息发送。）",
                   "en": "(This is taking a while; the answer follows in a new message.)"},
+    "lost_in_restart": {"zh": "机器人刚刚重启，这个回答没能接上，请重新提问。",
+                        "en": "The bot restarted and this answer was lost; please ask again."},
     "restarting": {"zh": "机器人正在重启，稍后会回答你的问题。",
                    "en": "The bot is restarting; your answer follows shortly."},
     # The cited sentence under a Chinese answer, in the content's own words (grounding.quote_source);

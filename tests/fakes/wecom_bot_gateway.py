@@ -143,6 +143,10 @@ class FakeGateway(Replies):
         self.sent: list[dict[str, Any]] = []  # callback frames the fake sent, with "conn" added
         self.disconnects: list[tuple[int, str]] = []  # (conn, why): drop, kick, replaced, heartbeat, client, stop
         self.downloads: list[str] = []  # file ids fetched from /files/
+        # Network faults on cue: req_id -> the n-th frame of it on which the connection dies unanswered; req_ids
+        # whose frames are taken but never acknowledged (a stalled gateway).
+        self.drop_on: dict[str, int] = {}
+        self.unacked: set[str] = set()
         self.port = 0
         self._files: dict[str, tuple[bytes, float]] = {}
         self._bodies: dict[str, dict[str, Any]] = {}  # msgid -> message callback body
@@ -336,6 +340,11 @@ class FakeGateway(Replies):
 
     def _on_frame(self, sock: Socket, raw: str | bytes) -> None:
         cmd, req_id, body, problem = parse_frame(raw)
+        if self.drop_on.get(req_id) == 1 + sum(f.req_id == req_id for f in self.frames):
+            del self.drop_on[req_id]
+            self._note_close(sock, "drop")
+            sock.abort()  # lost with the connection: neither taken nor answered
+            return
         result: dict[str, Any] | None = None
         try:
             if problem:
@@ -351,7 +360,7 @@ class FakeGateway(Replies):
         answer: dict[str, Any] = {"headers": {"req_id": req_id}, "errcode": code, "errmsg": msg}
         if result is not None:
             answer["body"] = result
-        if sock.alive:
+        if sock.alive and req_id not in self.unacked:
             sock.send(answer)
 
     def _dispatch(self, sock: Socket, cmd: str, req_id: str, body: dict[str, Any]) -> dict[str, Any] | None:
