@@ -78,7 +78,7 @@ class LongConnection:
             self._ws.close()
         if self._runner is not None:
             self._runner.cancel()
-            await asyncio.gather(self._runner, return_exceptions=True)
+            await asyncio.wait({self._runner}, timeout=self.cfg.ack_timeout_s)
 
     async def _run(self) -> None:
         attempt = 0
@@ -103,7 +103,9 @@ class LongConnection:
             log.warning("wecom_bot: cannot reach %s: %s", self.cfg.gateway_url, exc)
             return 0.0
         try:
-            if not await self._subscribe(ws):
+            # `_stopping` is checked again after each wait: Python 3.11's wait_for can swallow a cancellation
+            # that meets the result it was waiting for (the subscribe ack), and the loop must still end.
+            if self._stopping or not await self._subscribe(ws) or self._stopping:
                 return 0.0
             began = time.monotonic()
             await self._serve(ws)
