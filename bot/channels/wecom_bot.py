@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 _LEADING_MENTION = re.compile(r"^\s*@\S+\s*")
 
+
 def card(text: str, choices: tuple[Choice, ...], task_id: str) -> dict[str, Any]:
     """A button card for a notice's choices; each button's key is the command it sends."""
     title = text.strip().splitlines()[0] if text.strip() else "…"

@@ -103,8 +103,7 @@ class LongConnection:
             log.warning("wecom_bot: cannot reach %s: %s", self.cfg.gateway_url, exc)
             return 0.0
         try:
-            # `_stopping` is checked again after each wait: Python 3.11's wait_for can swallow a cancellation
-            # that meets the result it was waiting for (the subscribe ack), and the loop must still end.
+            # Checked after each wait: 3.11's wait_for can swallow a cancel that meets the subscribe ack.
             if self._stopping or not await self._subscribe(ws) or self._stopping:
                 return 0.0
             began = time.monotonic()
@@ -213,8 +212,7 @@ class LongConnection:
 
     async def request(self, cmd: str, body: dict[str, Any] | None, req_id: str = "",
                       generation: int | None = None) -> dict[str, Any]:
-        """Send one frame and wait for its ack; frames of one req_id go one at a time. An ack that does not
-        come in `ack_timeout_s` counts as a lost connection: it is closed, and so reconnected."""
+        """One frame and its ack (one req_id's frames in turn); no ack in `ack_timeout_s`: reconnect."""
         if generation is not None and generation != self.generation:
             raise ConnectionLost("the callback's connection is gone")
         req_id = req_id or _req_id(cmd)
@@ -257,7 +255,7 @@ class LongConnection:
 
     async def push(self, chat_id: str, body: dict[str, Any]) -> None:
         """A new message to a chat (aibot_send_msg) once the connection is up."""
-        await self._reliably(lambda: self.request("aibot_send_msg", {"chatid": chat_id, **body}), "aibot_send_msg")
+        await self._reliably(lambda: self.request("aibot_send_msg", {"chatid": chat_id, **body}), "a new message")
 
     async def push_image(self, chat_id: str, png: bytes) -> None:
         """A picture as a new message: uploaded in chunks, then sent by its media id."""
@@ -270,8 +268,8 @@ class LongConnection:
         await self._reliably(send, "the picture")
 
     async def _reliably(self, work: Callable[[], Awaitable[object]], what: str) -> None:
-        """`work` once the connection is up, again on a new one when the connection drops under it, for up to
-        `offline_wait_s` (a drop after WeCom took it but before its ack could send it twice: rarer than a loss)."""
+        """`work` once online, again on the next connection if this one drops, for up to `offline_wait_s`."""
+        # A drop after WeCom took the frame but before its ack sends it twice: rarer than a loss.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.offline_wait_s
         while True:
