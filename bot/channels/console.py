@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from bot.text.markers import strip_markers
-from bot.text.phrases import message
+from bot.text.phrases import message, progress
 from bot.types import Attachment, Delta, Incoming, Notice, Progress, Queued, Reply
 
 if TYPE_CHECKING:
@@ -120,8 +120,7 @@ class Console:
         notice, line = Notice(""), ""
         async for event in turn.events():
             if isinstance(event, Progress):
-                done = f" {event.fraction:.0%}" if event.fraction is not None else ""
-                line = "(" + message(f"progress_{event.step}", turn.lang) + done + ")"
+                line = "(" + progress(event, turn.lang) + ")"
                 self.out.write("\r" + line)
                 self.out.flush()
             elif isinstance(event, Notice):

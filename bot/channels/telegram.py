@@ -162,8 +162,7 @@ class TelegramChannel:
         try:
             async for event in turn.events():
                 if isinstance(event, Progress):
-                    shown = phrases.message(f"progress_{event.step}", turn.lang)
-                    shown += f" {event.fraction:.0%}" if event.fraction is not None else ""
+                    shown = phrases.progress(event, turn.lang)
                     if live is None:
                         sent = await self.api.send(chat_id, shown, reply_to)
                         progress_id = sent.message_id

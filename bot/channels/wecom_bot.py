@@ -19,6 +19,8 @@ import secrets
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from bot.channels.common import split_text, utf8_len
 from bot.channels.wecom_bot_callback import CallbackServer
 from bot.channels.wecom_bot_reply import MAX_BYTES, Bubble, Exchange, Transport, Undelivered, fit_bytes
@@ -134,7 +136,7 @@ class WecomBotChannel:
             text = " ".join(str((i.get("text") or {}).get("content", "")) for i in items if i.get("msgtype") == "text")
             kind = "text" if text.strip() else kind
         elif kind == "file" and (f := body.get("file") or {}).get("url"):
-            key = secrets_key(f.get("aeskey")) or fetch_key
+            key = _file_key(f.get("aeskey")) or fetch_key
             attachment = Attachment(str(f.get("filename") or "document"), None, partial(_download, f["url"], key))
             kind = "document"
         addressed = not group or self._mentioned(text)
@@ -184,7 +186,8 @@ class WecomBotChannel:
         if not text and (turn := await self.core.receive(msg)) is not None:
             final = await turn.reply()
             text = final.text if isinstance(final, Notice) else final.text_with_sources()
-        await exchange.respond({"msgtype": "text", "text": {"content": fit_bytes(text or "你好！")}})
+        text = text or phrases.message("greeting", "zh")
+        await exchange.respond({"msgtype": "text", "text": {"content": fit_bytes(text)}})
 
     async def _press(self, body: dict[str, Any], event: dict[str, Any], exchange: Exchange) -> None:
         """A button: the card updated at once (WeCom waits 5 s), then its command run like a typed one."""
@@ -241,8 +244,7 @@ class WecomBotChannel:
                 draft += event.text
                 bubble.show(fit_bytes(draft))
             elif isinstance(event, Progress) and not draft:
-                shown = phrases.message(f"progress_{event.step}", lang)
-                bubble.show(shown + (f" {event.fraction:.0%}" if event.fraction is not None else ""))
+                bubble.show(phrases.progress(event, lang))
             elif isinstance(event, Reply):
                 return phrases.final_text(event, lang), None, ()
             elif isinstance(event, Notice):
@@ -250,7 +252,7 @@ class WecomBotChannel:
         raise RuntimeError("the core's events ended without a Reply or Notice")
 
 
-def secrets_key(aeskey: object) -> bytes | None:
+def _file_key(aeskey: object) -> bytes | None:
     """A media file's own AES key (base64 in the callback), or None."""
     if not isinstance(aeskey, str) or not aeskey:
         return None
@@ -259,8 +261,6 @@ def secrets_key(aeskey: object) -> bytes | None:
 
 async def _download(url: str, key: bytes | None) -> bytes:
     """A file WeCom links to (valid 5 minutes), decrypted with its key."""
-    import httpx
-
     async with httpx.AsyncClient(timeout=30.0, trust_env=False) as client:
         resp = await client.get(url)
         resp.raise_for_status()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from bot.text.words import HAN
-from bot.types import Reply
+from bot.types import Progress, Reply
 
 _CJK = re.compile(f"[{HAN}]")
 
@@ -152,6 +152,12 @@ _CHANNEL_HINTS: dict[str, dict[str, str]] = {
     "telegram": MESSAGES["group_hint"],
     "wecom_bot": {"zh": "在群里：@我 再提问。\n", "en": "In groups: mention me (@) with your question.\n"},
 }
+
+
+def progress(event: Progress, lang: str) -> str:
+    """A hidden step as users see it, with how far along it is when known ("模型正在阅读新内容…… 40%")."""
+    shown = message(f"progress_{event.step}", lang)
+    return shown + (f" {event.fraction:.0%}" if event.fraction is not None else "")
 
 
 def channel_hint(channel: str, lang: str) -> str:
