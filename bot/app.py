@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from bot.backends.base import Backend, ProgressFn
 from bot.backends.models import resolve
 from bot.config import Config
+from bot.errors import StoreUnavailable
 from bot.log.store import LogStore
 from bot.types import ReloadReport
 
@@ -94,7 +95,8 @@ def progress_bar(enabled: bool) -> tuple[ProgressFn | None, Any]:
 @contextlib.asynccontextmanager
 async def open_app(cfg: Config, *, backend: Backend | None = None, progress: bool = True) -> AsyncIterator[App]:
     """Build the app, compute or restore the content prefix, and tear everything down afterwards."""
-    store = await LogStore.open(cfg.database_path)
+    store = await LogStore.open(cfg.log_database)
+    store.leases.lease_s = cfg.log.lease_s
     try:
         startup: dict[str, Any] = {}
         # The model loads while the content is read and indexed: the two take similar time on a restart.
@@ -251,8 +253,10 @@ async def serve(app: App, only: str | None = None) -> int:
             log.info("channel %s started", ch.name)
         resuming = asyncio.create_task(_resume_pending(pending, started))
         housekeeping = asyncio.create_task(_housekeeping(app))
+        watching = asyncio.create_task(_watch_leases(app, started))
         await stop.wait()
         housekeeping.cancel()
+        watching.cancel()
     finally:
         # Answers in progress (resumed ones too) get a few seconds; the rest stay pending for the restart.
         if left := await app.core.drain(app.cfg.shutdown_grace_s):
@@ -292,6 +296,30 @@ async def _housekeeping(app: App, every_s: float = 3600.0) -> None:
         except Exception:
             log.exception("log housekeeping failed; retried in an hour")
         await asyncio.sleep(every_s)
+
+
+async def _watch_leases(app: App, channels: list[Channel]) -> None:
+    """Every third of `log.lease_s` while serving: renew this instance's leases, and answer the turns no live
+    instance is on (another one sharing the log died; a delivery here failed and is tried again)."""
+    names = [ch.name for ch in channels]
+    resuming: set[asyncio.Task[None]] = set()
+    try:
+        while True:
+            await asyncio.sleep(app.cfg.log.lease_s / 3)
+            try:
+                orphans = await app.core.orphans(names)
+            except StoreUnavailable:
+                continue  # the log is down: the leases lapse, and whoever looks once it is back takes the turns
+            except Exception:
+                log.exception("could not look for turns left by another instance")
+                continue
+            if orphans:
+                task = asyncio.create_task(_resume_pending(orphans, channels))
+                resuming.add(task)
+                task.add_done_callback(resuming.discard)
+    finally:
+        for task in resuming:
+            task.cancel()
 
 
 async def _reload(app: App) -> None:

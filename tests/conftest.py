@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -53,3 +53,22 @@ async def engine_for(tmp_path: Path) -> AsyncIterator:
 def serve_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir shared by the tests that run `bot serve`: the first computes the prefix, the rest restore it."""
     return tmp_path_factory.mktemp("serve-data")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """A PostgreSQL server on loopback for the whole run (tests/postgres.py), started on first use."""
+    from tests.postgres import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def log_target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where a test's log lives, once on each engine: a new SQLite file, or a new PostgreSQL database
+    (the test's id then says `postgres`)."""
+    if request.param == "sqlite":
+        return tmp_path / "db" / "bot.sqlite3"
+    return request.getfixturevalue("postgres_server").new_database()

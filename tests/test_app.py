@@ -255,7 +255,7 @@ async def test_resume_pending_only_touches_started_channels(cfg: Config) -> None
         telegram = FakeChannel("telegram")
         await _resume_pending(await core.pending(["telegram"]), [telegram])
         assert telegram.resumed == []
-        rows = dict(await (await store.db.execute("SELECT id, status FROM turns")).fetchall())
+        rows = {r["id"]: r["status"] for r in await store.db.fetchall("SELECT id, status FROM turns")}
         assert rows == {t: "pending", old: "pending"}
     finally:
         await store.close()
@@ -311,8 +311,8 @@ async def test_serving_prunes_and_redacts_the_log_as_configured(cfg: Config) -> 
         await store.db.commit()
         task = asyncio.create_task(_housekeeping(app, every_s=3600))
         for _ in range(200):
-            async with store.db.execute("SELECT id, question, user_id FROM turns ORDER BY id") as cur:
-                rows = [tuple(r) for r in await cur.fetchall()]
+            rows = [tuple(r.values()) for r in
+                    await store.db.fetchall("SELECT id, question, user_id FROM turns ORDER BY id")]
             if len(rows) == 2 and rows[0][1] == "[redacted]":
                 break
             await asyncio.sleep(0.01)

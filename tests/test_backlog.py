@@ -12,10 +12,8 @@ from pathlib import Path
 import pytest
 
 from bot.errors import StoreUnavailable
-from bot.log.backlog import outage
 from bot.log.store import LogStore
 from bot.types import Incoming, Reply
-from tests.test_store import rows
 
 LONG = "刘庆峰认为应当加快推进认知智能大模型建设。" * 400  # ~25 KB: the row needs new pages
 
@@ -28,16 +26,26 @@ async def store(tmp_path: Path) -> AsyncIterator[LogStore]:
     await s.close()
 
 
+def rows(path: Path | None, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+    """Read through a second, plain sqlite3 connection: what another process would see."""
+    assert path is not None
+    con = sqlite3.connect(path)
+    con.row_factory = sqlite3.Row
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
 def question(n: int = 1) -> Incoming:
     return Incoming("telegram", "42", "7", f"问题{n}", message_id=str(n))
 
 
 async def fill(store: LogStore) -> None:
     """The database may not grow by a page: as a full disk, for every write that needs room."""
-    async with store.db.execute("PRAGMA page_count") as cur:
-        row = await cur.fetchone()
+    row = await store.db.fetchone("PRAGMA page_count")
     assert row is not None
-    await store.db.execute(f"PRAGMA max_page_count={row[0]}")
+    await store.db.execute(f"PRAGMA max_page_count={row['page_count']}")
 
 
 async def recovered(store: LogStore, timeout: float = 5.0) -> None:
@@ -134,7 +142,8 @@ async def test_close_with_writes_still_kept_does_not_raise(tmp_path: Path, caplo
     assert row[0] == "pending"  # so the restart answers it again
 
 
-def test_outage_tells_a_full_or_locked_database_from_a_wrong_statement() -> None:
+def test_outage_tells_a_full_or_locked_database_from_a_wrong_statement(store: LogStore) -> None:
+    outage = store.db.outage
     assert outage(sqlite3.OperationalError("database or disk is full"))
     assert outage(sqlite3.OperationalError("database is locked"))
     assert outage(sqlite3.OperationalError("attempt to write a readonly database"))

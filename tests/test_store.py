@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.log.database import open_database
 from bot.log.export import EXPORT_COLUMNS
 from bot.log.migrations import MIGRATIONS
 from bot.log.store import LogStore
@@ -19,20 +21,20 @@ LATEST = MIGRATIONS[-1][0]
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[LogStore]:
-    s = await LogStore.open(tmp_path / "db" / "bot.sqlite3")
+async def store(log_target: Path | str) -> AsyncIterator[LogStore]:
+    """A log on each engine: a SQLite file, a PostgreSQL database (the same tests, the same expectations)."""
+    s = await LogStore.open(log_target)
     yield s
     await s.close()
 
 
-def rows(path: Path, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-    """Read through a second, plain sqlite3 connection: what another process would see."""
-    con = sqlite3.connect(path)
-    con.row_factory = sqlite3.Row
+async def rows(target: Path | str, sql: str, args: tuple = ()) -> list[dict]:
+    """Read through a second connection: what another process (or instance) would see."""
+    db = await open_database(target)
     try:
-        return con.execute(sql, args).fetchall()
+        return await db.fetchall(sql, args)
     finally:
-        con.close()
+        await db.close()
 
 
 def msg(text: str = "科大讯飞董事长是谁？", *, channel: str = "cli", chat: str = "c1", user: str = "u1",
@@ -54,50 +56,63 @@ def test_migrations_are_numbered_in_order() -> None:
     assert numbers == list(range(1, len(MIGRATIONS) + 1))
 
 
-async def test_a_fresh_database_records_every_migration(tmp_path: Path) -> None:
-    path = tmp_path / "new" / "bot.sqlite3"
-    s = await LogStore.open(path)
+async def test_a_fresh_database_records_every_migration(log_target: Path | str) -> None:
+    s = await LogStore.open(log_target)
     try:
         assert await s.schema_version() == LATEST
         assert await s.migrate() == []
+        tables = set(await s.db.columns("turns"))
     finally:
         await s.close()
-    got = rows(path, "SELECT version, name, applied_at FROM schema_migrations ORDER BY version")
+    got = await rows(log_target, "SELECT version, name, applied_at FROM schema_migrations ORDER BY version")
     assert [r["version"] for r in got] == [m[0] for m in MIGRATIONS]
     assert [r["name"] for r in got] == [m[1] for m in MIGRATIONS]
-    assert all(r["applied_at"] > 0 for r in got)
-    tables = {r[0] for r in rows(path, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"turns", "events", "seen", "passages", "resets", "schema_migrations"} <= tables
+    assert all(r["applied_at"] == pytest.approx(time.time(), abs=60) for r in got)  # a full-precision time
+    assert {"delivered_via", "signals", "question"} <= tables
+    for table in ("events", "seen", "passages", "resets"):
+        assert await rows(log_target, f"SELECT * FROM {table}") == []
 
 
-async def test_reopening_applies_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "bot.sqlite3"
-    await (await LogStore.open(path)).close()
-    before = rows(path, "SELECT version, applied_at FROM schema_migrations ORDER BY version")
-    s = await LogStore.open(path)
+async def test_reopening_applies_nothing(log_target: Path | str) -> None:
+    await (await LogStore.open(log_target)).close()
+    before = await rows(log_target, "SELECT version, applied_at FROM schema_migrations ORDER BY version")
+    s = await LogStore.open(log_target)
     try:
         assert await s.migrate() == []
     finally:
         await s.close()
-    after = rows(path, "SELECT version, applied_at FROM schema_migrations ORDER BY version")
-    assert [tuple(r) for r in after] == [tuple(r) for r in before]
+    assert await rows(log_target, "SELECT version, applied_at FROM schema_migrations ORDER BY version") == before
 
 
-async def test_a_version_1_database_is_upgraded_with_its_data_kept(tmp_path: Path) -> None:
-    path = tmp_path / "old.sqlite3"
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)")
+async def test_instances_starting_together_migrate_once(log_target: Path | str) -> None:
+    opened = await asyncio.gather(*(LogStore.open(log_target) for _ in range(3)), return_exceptions=True)
+    try:
+        assert [type(s) for s in opened] == [LogStore] * 3, opened
+        versions = await rows(log_target, "SELECT version FROM schema_migrations ORDER BY version")
+        assert [r["version"] for r in versions] == [m[0] for m in MIGRATIONS]
+    finally:
+        for s in opened:
+            if isinstance(s, LogStore):
+                await s.close()
+
+
+async def test_a_version_1_database_is_upgraded_with_its_data_kept(log_target: Path | str) -> None:
+    if isinstance(log_target, Path):
+        log_target.parent.mkdir(parents=True)
+    db = await open_database(log_target)
     version, name, sql = MIGRATIONS[0]
-    con.executescript(sql)
-    con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time()))
-    con.execute("INSERT INTO turns (channel, chat_id, user_id, conversation, question, status, answer, refused, "
-                "created_at) VALUES ('telegram', '42', '7', 'telegram:42', '老问题？', 'answered', '老回答。', 0, ?)",
-                (time.time(),))
-    con.execute("INSERT INTO seen VALUES ('wecom', 'msg-1', ?)", (time.time(),))
-    con.commit()
-    con.close()
+    try:
+        await db.script("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL);\n"
+                        f"{sql}\nINSERT INTO schema_migrations VALUES ({version}, '{name}', {time.time()});")
+        async with db.transaction():
+            await db.execute("INSERT INTO turns (channel, chat_id, user_id, conversation, question, status, answer, "
+                             "refused, created_at) VALUES ('telegram', '42', '7', 'telegram:42', '老问题？', "
+                             "'answered', '老回答。', 0, ?)", (time.time(),))
+            await db.execute("INSERT INTO seen VALUES ('wecom', 'msg-1', ?)", (time.time(),))
+    finally:
+        await db.close()
 
-    s = await LogStore.open(path)
+    s = await LogStore.open(log_target)
     try:
         assert await s.schema_version() == LATEST
         # The old data is there and usable through the new schema.
@@ -110,16 +125,25 @@ async def test_a_version_1_database_is_upgraded_with_its_data_kept(tmp_path: Pat
         await s.record_passages([Passage("p1", "节", "正文", "a.txt", 0)], "v1")
         await s.reset("telegram:42")
         assert await s.history("telegram:42", 5) == []
+        # The identity of a migrated table goes on after the old rows (PostgreSQL: no clash with id 1).
+        assert await s.start_turn(msg("新问题")) == 2
     finally:
         await s.close()
-    assert [r[0] for r in rows(path, "SELECT version FROM schema_migrations ORDER BY version")] == \
-        [m[0] for m in MIGRATIONS]
+    got = await rows(log_target, "SELECT version FROM schema_migrations ORDER BY version")
+    assert [r["version"] for r in got] == [m[0] for m in MIGRATIONS]
 
 
-async def test_wal_mode_is_on(store: LogStore) -> None:
-    async with store.db.execute("PRAGMA journal_mode") as cur:
-        assert (await cur.fetchone())[0].lower() == "wal"
-    assert rows(store.path, "PRAGMA journal_mode")[0][0].lower() == "wal"
+async def test_wal_mode_is_on(tmp_path: Path) -> None:
+    s = await LogStore.open(tmp_path / "bot.sqlite3")
+    try:
+        assert (await s.db.fetchone("PRAGMA journal_mode"))["journal_mode"].lower() == "wal"
+    finally:
+        await s.close()
+    con = sqlite3.connect(tmp_path / "bot.sqlite3")
+    try:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+    finally:
+        con.close()
 
 
 # ---- turns ---------------------------------------------------------------------------------------
@@ -127,7 +151,7 @@ async def test_wal_mode_is_on(store: LogStore) -> None:
 
 async def test_start_turn_writes_the_question_before_the_answer(store: LogStore) -> None:
     turn = await store.start_turn(msg(channel="telegram", chat="42", user="7", message_id="m9"))
-    got = rows(store.path, "SELECT * FROM turns WHERE id=?", (turn,))
+    got = await rows(store.db.target, "SELECT * FROM turns WHERE id=?", (turn,))
     assert len(got) == 1
     r = got[0]
     assert r["question"] == "科大讯飞董事长是谁？"
@@ -146,7 +170,7 @@ async def test_finish_turn_records_the_answer_and_its_metadata(store: LogStore) 
                   ttft_ms=120, total_ms=900, prompt_tokens=50, completion_tokens=12, model="fake-model",
                   content_version="v123", draft="科大讯飞董事长是刘庆峰。[2]")
     await store.finish_turn(turn, reply)
-    r = rows(store.path, "SELECT * FROM turns WHERE id=?", (turn,))[0]
+    r = (await rows(store.db.target, "SELECT * FROM turns WHERE id=?", (turn,)))[0]
     assert r["status"] == "answered"
     assert r["answer"] == "科大讯飞董事长是刘庆峰。[1][2]"
     assert r["refused"] == 0 and r["retracted"] == 0
@@ -165,7 +189,7 @@ async def test_finish_turn_records_refusals_retractions_and_errors(store: LogSto
                                       decline_reason="unsupported answer"))
     t2 = await store.start_turn(msg("问题"))
     await store.finish_turn(t2, Reply("抱歉", refused=False, error="RuntimeError: boom"))
-    r1, r2 = rows(store.path, "SELECT * FROM turns ORDER BY id")
+    r1, r2 = await rows(store.db.target, "SELECT * FROM turns ORDER BY id")
     assert (r1["status"], r1["refused"], r1["retracted"], r1["draft"]) == ("answered", 1, 1, "杭州。")
     assert r1["decline_reason"] == "unsupported answer"
     assert json.loads(r1["citations"]) == []
@@ -210,15 +234,15 @@ async def test_last_citations_come_with_passage_text(store: LogStore) -> None:
                                                                 (2, "p1", "节一", "第一段全文。")]
     # Recording the same passages again (a reload) keeps the first record.
     await store.record_passages([Passage("p1", "节一", "第一段全文。", "a.txt", 0)], "v2")
-    assert rows(store.path, "SELECT content_version FROM passages WHERE id='p1'")[0][0] == "v1"
+    got = await rows(store.db.target, "SELECT content_version FROM passages WHERE id='p1'")
+    assert got == [{"content_version": "v1"}]
 
 
 # ---- dedupe, pending turns -----------------------------------------------------------------------
 
 
-async def test_claim_is_true_once_then_false_also_after_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "bot.sqlite3"
-    s = await LogStore.open(path)
+async def test_claim_is_true_once_then_false_also_after_reopening(log_target: Path | str) -> None:
+    s = await LogStore.open(log_target)
     try:
         assert await s.claim("wecom", "msg-1") is True
         assert await s.claim("wecom", "msg-1") is False
@@ -226,7 +250,7 @@ async def test_claim_is_true_once_then_false_also_after_reopening(tmp_path: Path
         assert await s.claim("wecom", "msg-2") is True
     finally:
         await s.close()
-    s = await LogStore.open(path)
+    s = await LogStore.open(log_target)
     try:
         assert await s.claim("wecom", "msg-1") is False
         assert await s.claim("wecom", "msg-2") is False
@@ -251,7 +275,7 @@ async def test_pending_turns_returns_young_ones_and_abandons_old_ones(store: Log
     assert (p.channel, p.chat_id, p.user_id, p.text, p.message_id, p.conversation) == (
         "telegram", "42", "7", "年轻的问题", "m1", "telegram:42")
 
-    status = {r["id"]: r["status"] for r in rows(store.path, "SELECT id, status FROM turns")}
+    status = {r["id"]: r["status"] for r in await rows(store.db.target, "SELECT id, status FROM turns")}
     assert status == {young: "pending", old: "abandoned", wecom_young: "pending", cli_old: "pending",
                       done: "answered"}
     # Only the channels asked about are touched.
@@ -270,7 +294,7 @@ async def test_an_answer_waits_for_delivery_and_young_undelivered_ones_come_back
     pending = await store.pending_turns(600, ["telegram"])
     assert [(p.turn_id, p.answered, p.delivery) for p in pending] == [(unsent, True, "waiting")]
     state = {r["id"]: (r["delivery"], r["delivery_error"], r["delivered_at"] is not None)
-             for r in rows(store.path, "SELECT * FROM turns")}
+             for r in await rows(store.db.target, "SELECT * FROM turns")}
     assert state == {shown: ("delivered", None, True), unsent: ("waiting", "NetworkError: connection refused", False),
                      stale: ("failed", "too old to re-send", False)}
     again = await store.by_message("telegram", "42", "m9")
@@ -284,7 +308,7 @@ async def test_a_final_failure_gives_up_the_turn_and_a_delivered_one_stays_deliv
     await store.delivered(blocked, "Forbidden: bot was blocked by the user", final=True)
     await store.delivered(shown)
     await store.delivered(shown, "late error", final=True)  # a confirmed delivery is not undone
-    state = {r["id"]: (r["status"], r["delivery"]) for r in rows(store.path, "SELECT * FROM turns")}
+    state = {r["id"]: (r["status"], r["delivery"]) for r in await rows(store.db.target, "SELECT * FROM turns")}
     assert state == {blocked: ("abandoned", "failed"), shown: ("answered", "delivered")}
     assert await store.pending_turns(600, ["telegram"]) == []
 
@@ -321,12 +345,12 @@ async def test_prune_deletes_past_the_retention_and_dedupe_keys_past_their_use(s
     await store.db.commit()
 
     assert await store.prune(0) == {"seen": 1}  # no retention: turns kept, stale dedupe keys still go
-    assert [r["id"] for r in rows(store.path, "SELECT id FROM turns")] == [old, new]
+    assert [r["id"] for r in await rows(store.db.target, "SELECT id FROM turns ORDER BY id")] == [old, new]
     done = await store.prune(30)
     assert done == {"seen": 0, "turns": 1, "events": 1, "resets": 0}
-    assert [r["id"] for r in rows(store.path, "SELECT id FROM turns")] == [new]
-    assert [r["kind"] for r in rows(store.path, "SELECT kind FROM events")] == ["rate_limited"]
-    assert [r["key"] for r in rows(store.path, "SELECT key FROM seen")] == ["42:new"]
+    assert [r["id"] for r in await rows(store.db.target, "SELECT id FROM turns ORDER BY id")] == [new]
+    assert [r["kind"] for r in await rows(store.db.target, "SELECT kind FROM events")] == ["rate_limited"]
+    assert [r["key"] for r in await rows(store.db.target, "SELECT key FROM seen")] == ["42:new"]
 
 
 async def test_redaction_replaces_old_texts_and_ids_with_stable_pseudonyms(store: LogStore) -> None:
@@ -339,13 +363,13 @@ async def test_redaction_replaces_old_texts_and_ids_with_stable_pseudonyms(store
     await age(store, 10, a, b)
     done = await store.prune(0, redact_after_days=7, key=b"k")
     assert done["redacted"] == 2
-    got = {r["id"]: dict(r) for r in rows(store.path, "SELECT * FROM turns")}
+    got = {r["id"]: dict(r) for r in await rows(store.db.target, "SELECT * FROM turns")}
     assert got[c]["question"] == "今天的问题" and got[c]["user_id"] == "7"
     for tid in (a, b):
         assert (got[tid]["question"], got[tid]["answer"], got[tid]["draft"]) == ("[redacted]", "[redacted]", None)
         assert got[tid]["user_id"].startswith("r:") and got[tid]["user_id"] != "7"
     assert got[a]["user_id"] == got[b]["user_id"] and got[a]["conversation"] == got[b]["conversation"]
-    assert got[a]["delivery_error"] is None and rows(store.path, "SELECT * FROM resets") == []
+    assert got[a]["delivery_error"] is None and await rows(store.db.target, "SELECT * FROM resets") == []
     assert (await store.prune(0, redact_after_days=7, key=b"k"))["redacted"] == 0  # done once
 
 
@@ -390,5 +414,5 @@ async def test_recent_is_newest_last_with_every_export_column(store: LogStore) -
 
 async def test_log_event(store: LogStore) -> None:
     await store.log_event("telegram", "42", "7", "denied", "/reload")
-    r = rows(store.path, "SELECT channel, chat_id, user_id, kind, detail FROM events")
-    assert [tuple(x) for x in r] == [("telegram", "42", "7", "denied", "/reload")]
+    r = await rows(store.db.target, "SELECT channel, chat_id, user_id, kind, detail FROM events")
+    assert [tuple(x.values()) for x in r] == [("telegram", "42", "7", "denied", "/reload")]

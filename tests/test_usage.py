@@ -19,8 +19,9 @@ DAY = 86400
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[LogStore]:
-    s = await LogStore.open(tmp_path / "bot.sqlite3")
+async def store(log_target: Path | str) -> AsyncIterator[LogStore]:
+    """The same numbers from either engine (SQLite, PostgreSQL)."""
+    s = await LogStore.open(log_target)
     yield s
     await s.close()
 

@@ -103,9 +103,8 @@ async def make_bot(tmp_path: Path, api: FakeWecomApi) -> AsyncIterator[MakeBot]:
 
 async def logged_turns(store: Any) -> list[dict[str, Any]]:
     """Every turn in the log, oldest first (read from the store's SQLite table)."""
-    async with store.db.execute("SELECT channel, chat_id, user_id, message_id, question, status, answer "
-                                "FROM turns ORDER BY id") as cur:
-        return [dict(r) for r in await cur.fetchall()]
+    return await store.db.fetchall("SELECT channel, chat_id, user_id, message_id, question, status, answer "
+                                   "FROM turns ORDER BY id")
 
 
 def texts_to(api: FakeWecomApi, user: str) -> list[str]:
@@ -192,8 +191,7 @@ async def delivery_of(bot: Bot, want: str) -> tuple[str, str]:
     """(status, delivery) of the one logged turn once its delivery is `want` (waiting: with an error)."""
     row = None
     for _ in range(250):
-        async with bot.store.db.execute("SELECT status, delivery, delivery_error FROM turns") as cur:
-            row = await cur.fetchone()
+        row = await bot.store.db.fetchone("SELECT status, delivery, delivery_error FROM turns")
         if row and row["delivery"] == want and (want != "waiting" or row["delivery_error"]):
             return row["status"], row["delivery"]
         await asyncio.sleep(0.02)
@@ -358,9 +356,8 @@ async def test_wrong_corp_secret_fails_once_and_is_logged(make_bot: MakeBot) -> 
     bot = await make_bot(corp_secret="not-the-secret")
     await bot.client.post(bot.client.text_xml("u1", QUESTION))
     for _ in range(100):
-        async with bot.store.db.execute("SELECT kind FROM events WHERE kind='undelivered'") as cur:
-            if await cur.fetchall():
-                break
+        if await bot.store.db.fetchall("SELECT kind FROM events WHERE kind='undelivered'"):
+            break
         await asyncio.sleep(0.02)
     else:
         raise AssertionError("no undelivered event was logged")
@@ -390,8 +387,7 @@ async def test_a_token_expiring_between_the_parts_of_a_long_answer_is_refreshed(
     parts = texts_to(bot.api, "u1")
     assert len(parts) >= 3 and len(bot.api.requests_to(GETTOKEN)) == 2
     assert len(bot.api.requests_to(SEND)) == len(parts) + 1  # one rejected with 42001, then re-sent
-    async with bot.store.db.execute("SELECT answer FROM turns") as cur:
-        (answer,) = await cur.fetchone()
+    answer = (await bot.store.db.fetchone("SELECT answer FROM turns"))["answer"]
     squeezed = re.sub(r"\s", "", "".join(parts))
     assert squeezed.startswith(re.sub(r"\s", "", answer)) and "[1]" in squeezed  # every part once, in order
 
@@ -479,9 +475,8 @@ async def test_non_admin_reload_denied_and_logged(make_bot: MakeBot) -> None:
         await bot.client.post(bot.client.text_xml("mallory", cmd))
     await bot.api.wait_sent(2)
     assert texts_to(bot.api, "mallory") == ["抱歉，这个命令只对管理员开放。"] * 2
-    async with bot.store.db.execute("SELECT kind, detail FROM events WHERE user_id='mallory' "
-                                    "AND channel='wecom' ORDER BY id") as cur:
-        rows = [tuple(r) for r in await cur.fetchall()]
+    rows = [tuple(r.values()) for r in await bot.store.db.fetchall(
+        "SELECT kind, detail FROM events WHERE user_id='mallory' AND channel='wecom' ORDER BY id")]
     assert rows == [("admin_denied", "/reload"), ("admin_denied", "/stats")]
 
 
@@ -527,8 +522,8 @@ async def test_allow_list_admits_listed_users_and_admins_only(make_bot: MakeBot)
     await bot.api.wait_sent(3)
     assert texts_to(bot.api, "stranger") == ["抱歉，此机器人未向你开放。"]
     assert "刘庆峰" in texts_to(bot.api, "zhangsan")[0] and "刘庆峰" in texts_to(bot.api, "boss")[0]
-    async with bot.store.db.execute("SELECT user_id, kind FROM events") as cur:
-        assert [tuple(r) for r in await cur.fetchall()] == [("stranger", "not_allowed")]
+    events = await bot.store.db.fetchall("SELECT user_id, kind FROM events")
+    assert [tuple(r.values()) for r in events] == [("stranger", "not_allowed")]
     assert len(bot.backend.calls) == 2
 
 

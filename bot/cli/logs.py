@@ -6,6 +6,7 @@ import csv
 import json
 import secrets
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -24,7 +25,7 @@ from bot.config import Config
               help="With --export: only this table.")
 @click.pass_context
 def logs(ctx: click.Context, limit: int, channel: str | None, export: str | None, table: str | None) -> None:
-    """Show recent conversation turns from the SQLite log, or export all of it (`logs serve`: a web page)."""
+    """Show recent conversation turns from the log, or export all of it (`logs serve`: a web page)."""
     if ctx.invoked_subcommand is not None:
         return
 
@@ -32,7 +33,7 @@ def logs(ctx: click.Context, limit: int, channel: str | None, export: str | None
         from bot.log.export import EXPORT_TABLES
         from bot.log.store import LogStore
 
-        store = await LogStore.open(cfg.database_path)
+        store = await LogStore.open(cfg.log_database)
         try:
             if export:
                 tables = [table] if table else list(EXPORT_TABLES) if export == "jsonl" else ["turns"]
@@ -78,14 +79,36 @@ def serve_logs(ctx: click.Context, host: str, port: int, token: str | None) -> N
     async def handler(cfg: Config) -> int:
         from bot.log import web as logweb
 
-        if not cfg.database_path.exists():
-            click.echo(f"error: no log at {cfg.database_path} yet; fix: run the bot once, or set `database`.",
-                       err=True)
+        database = await _served(cfg)
+        if database is None:
             return 2
         needed = token or (None if logweb.is_local(host) else secrets.token_urlsafe(18))
         query = f"?token={needed}" if needed else ""
-        click.echo(f"The log at http://{host}:{port}/{cfg.database_path.stem}{query} (read-only; Ctrl-C stops).")
-        await logweb.serve(cfg.database_path, host, port, needed)
+        click.echo(f"The log at http://{host}:{port}/{database.stem}{query} (read-only; Ctrl-C stops).")
+        await logweb.serve(database, host, port, needed)
         return 0
 
     run(ctx, handler)
+
+
+async def _served(cfg: Config) -> Path | None:
+    """The SQLite file the page shows: the log itself, or a snapshot of the shared PostgreSQL log taken now
+    (Datasette reads SQLite only); None, with the error said, when there is no log yet."""
+    from bot.log.database import shown
+    from bot.log.store import LogStore
+
+    target = cfg.log_database
+    if isinstance(target, Path):
+        if not target.exists():
+            click.echo(f"error: no log at {target} yet; fix: run the bot once, or set `database`.", err=True)
+            return None
+        return target
+    snapshot = cfg.data_path / "log-snapshot.sqlite3"
+    store = await LogStore.open(target)
+    try:
+        counts = await store.snapshot(snapshot)
+    finally:
+        await store.close()
+    click.echo(f"A snapshot of the shared log {shown(target)} ({counts['turns']} turns) in {snapshot}: the page "
+               "shows the log as it was now; start it again to see newer turns.")
+    return snapshot

@@ -49,7 +49,7 @@ class Intake:
         if got.repeat:
             if turn is None:
                 self.gate.forget(msg)  # counted as a question just now, but asked before
-            return self._again(msg, got.prior)
+            return await self._again(msg, got.prior)
         if event is not None:
             await self.note(msg, *event)
         return turn or self.turns.question(msg, lang, got.turn_id or 0)
@@ -95,7 +95,7 @@ class Intake:
         question is refused plainly rather than answered unrecorded."""
         if key and await self.store.seen(msg.channel, key):
             prior = await self.store.by_message(msg.channel, msg.chat_id, msg.message_id or "")
-            return self._again(msg, prior)
+            return await self._again(msg, prior)
         if event is not None:
             await self.note(msg, *event)  # kept, and written once the log recovers
         if turn is not None:
@@ -104,12 +104,21 @@ class Intake:
         await self.note(msg, "unlogged", str(exc)[:200])
         return self.turns.notice(msg, lang, phrases.message("log_unavailable", lang))
 
-    def _again(self, msg: Incoming, prior: PendingTurn | None) -> Turn | None:
-        """A message received before: answered again only when its answer never reached the user and no
-        part of this process is still on it (WeCom repeats a callback; Telegram re-sends after a crash)."""
+    async def _again(self, msg: Incoming, prior: PendingTurn | None) -> Turn | None:
+        """A message received before: answered again only when its answer never reached the user and neither
+        this process nor another live instance sharing the log is on it (its lease lapsed: WeCom repeats a
+        callback; Telegram re-sends after a crash)."""
         if prior is None or self.turns.busy(prior.turn_id) or not (prior.status == "pending"
                                                                    or prior.delivery == "waiting"):
             log.info("%s: message %s received again; already handled", msg.channel, msg.message_id)
+            return None
+        try:
+            taken = await self.store.leases.take(prior.turn_id)
+        except StoreUnavailable:  # who is on it cannot be known: it stays pending for a later look
+            taken = False
+        if not taken:
+            log.info("%s: message %s received again; another instance is on turn %s", msg.channel,
+                     msg.message_id, prior.turn_id)
             return None
         log.info("%s: message %s received again; its turn %s is not delivered, so it is answered", msg.channel,
                  msg.message_id, prior.turn_id)

@@ -77,6 +77,12 @@ class Core:
         """Questions on these channels whose answer never reached the user, to answer or deliver now."""
         return await self.turns.pending(channels)
 
+    async def orphans(self, channels: Iterable[str]) -> list[Turn]:
+        """While serving: renew the leases on this process's turns, and take the pending ones no live instance
+        is on (another instance sharing the log died, or a delivery here failed) to answer or deliver now."""
+        await self.store.leases.renew()
+        return await self.turns.orphans(channels)
+
     async def drain(self, grace_s: float) -> int:
         """Shutdown: answers in progress get `grace_s` seconds; how many were cancelled (Turns.drain)."""
         return await self.turns.drain(grace_s)

@@ -165,6 +165,12 @@ class Turns:
         mid-answer, or the messenger down), as turns to answer or deliver; older ones are given up."""
         return [self.resume(t) for t in await self.store.pending_turns(RESUME_WINDOW_S, channels)]
 
+    async def orphans(self, channels: Iterable[str]) -> list[Turn]:
+        """While serving: the pending turns no live instance is on (one that shares the log died, or a
+        delivery here failed), claimed for this process; not those it is still answering or delivering."""
+        left = await self.store.pending_turns(RESUME_WINDOW_S, channels)
+        return [self.resume(t) for t in left if not self.busy(t.turn_id)]
+
     def resume(self, t: PendingTurn) -> Turn:
         """The turn of a question logged before (by this process or the one before it)."""
         group = t.conversation == conversation_key(t.channel, t.chat_id, t.user_id, True)

@@ -16,27 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-import aiosqlite
-
 from bot.errors import StoreUnavailable
+from bot.log.database import Database
 
 log = logging.getLogger(__name__)
 Statement = tuple[str, tuple[Any, ...]]
 T = TypeVar("T")
 MAX_KEPT = 20_000  # writes kept at most; past that new ones are dropped (their turns stay recoverable)
-# Errors the database recovers from by itself or by an operator's hand, as opposed to a bug in our SQL.
-_OUTAGE = ("full", "locked", "busy", "disk i/o", "readonly", "unable to open")
-
-
-def outage(exc: BaseException) -> bool:
-    """Whether a database error means it takes no writes for now (as opposed to a wrong statement)."""
-    return isinstance(exc, sqlite3.OperationalError) and any(word in str(exc).lower() for word in _OUTAGE)
-
-
 class _Wrong(Exception):
     """Statement `index` of a batch can never succeed (a bug, not an outage)."""
 
@@ -55,7 +44,7 @@ async def _shielded(coro: Coroutine[Any, Any, T]) -> T:
 class Backlog:
     """Writes made at once while the database takes them, kept in order and retried while it does not."""
 
-    def __init__(self, db: aiosqlite.Connection, retry_s: float = 2.0) -> None:
+    def __init__(self, db: Database, retry_s: float = 2.0) -> None:
         self.db, self.retry_s = db, retry_s
         self._kept: list[tuple[Statement, int | None]] = []  # (statement, the turn it is about), in order
         self.out = False  # the last write failed: none is tried again until a retry succeeds
@@ -85,27 +74,21 @@ class Backlog:
         if not self.out:  # else the next retry makes it, in order
             await asyncio.shield(self._flush_task())
 
-    async def now(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    async def now(self, work: Callable[[Database], Awaitable[T]]) -> T:
         """Run `work`'s writes in one transaction and commit, or raise StoreUnavailable; what it returned."""
         if self.out:  # known to be out: refuse at once rather than wait out another busy timeout
             raise StoreUnavailable(f"the log database takes no writes ({self.kept} writes kept)")
         try:
             return await _shielded(self._transaction(work))
-        except sqlite3.OperationalError as exc:
-            if not outage(exc):
+        except self.db.errors as exc:
+            if not self.db.outage(exc):
                 raise
             self._down(exc)
             raise StoreUnavailable(f"the log database takes no writes: {exc}") from exc
 
-    async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        async with self.lock:
-            try:
-                result = await work(self.db)
-                await self.db.commit()
-            except BaseException:
-                await self.db.rollback()
-                raise
-        return result
+    async def _transaction(self, work: Callable[[Database], Awaitable[T]]) -> T:
+        async with self.lock, self.db.transaction() as db:
+            return await work(db)
 
     def _flush_task(self) -> asyncio.Task[bool]:
         """The running flush, or a new one: one at a time, so the kept writes stay in order."""
@@ -124,7 +107,9 @@ class Backlog:
                 log.error("log write dropped, it cannot be made: %s (%s)", wrong.cause, batch[wrong.index][0][0][:80])
                 self._kept.remove(batch[wrong.index])
                 continue
-            except sqlite3.OperationalError as exc:
+            except self.db.errors as exc:
+                if not self.db.outage(exc):
+                    raise
                 self._down(exc)
                 return False
             del self._kept[: len(batch)]
@@ -134,22 +119,19 @@ class Backlog:
         return True
 
     async def _make(self, statements: list[Statement]) -> None:
-        """The statements in one transaction (none: a probe for the write lock)."""
+        """The statements in one transaction (none: a probe whether the database takes writes)."""
         async with self.lock:
-            try:
-                if not statements:
-                    await self.db.execute("BEGIN IMMEDIATE")
+            if not statements:
+                await self.db.probe()
+                return
+            async with self.db.transaction() as db:
                 for i, (sql, args) in enumerate(statements):
                     try:
-                        await self.db.execute(sql, args)
-                    except sqlite3.Error as exc:
-                        if outage(exc):
+                        await db.execute(sql, args)
+                    except db.errors as exc:
+                        if db.outage(exc):
                             raise
                         raise _Wrong(i, exc) from exc
-                await (self.db.rollback() if not statements else self.db.commit())
-            except BaseException:
-                await self.db.rollback()
-                raise
 
     def _down(self, exc: Exception) -> None:
         """The database refused a write: keep writes and retry every retry_s (not once the log is closing)."""

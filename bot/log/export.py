@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiosqlite
+from bot.log.database import Database
 
 EXPORT_COLUMNS = [
     "id", "channel", "chat_id", "user_id", "conversation", "question", "status", "answer", "refused",
@@ -14,6 +14,9 @@ EXPORT_COLUMNS = [
     "delivered_via",
 ]
 EXPORT_TABLES = ("turns", "events", "passages", "resets", "seen")  # everything `bot logs --export` writes
+# Insertion order, as both engines can tell it (PostgreSQL has no rowid).
+_ORDER = {"turns": "id", "events": "id", "passages": "first_seen, id", "resets": "at, conversation",
+          "seen": "at, channel, key"}
 
 
 def _exported(table: str) -> str:
@@ -23,7 +26,7 @@ def _exported(table: str) -> str:
     return table
 
 
-async def recent(db: aiosqlite.Connection, limit: int, channel: str | None = None) -> list[dict[str, Any]]:
+async def recent(db: Database, limit: int, channel: str | None = None) -> list[dict[str, Any]]:
     """The newest turns as dicts (newest last), for `bot logs`."""
     sql = f"SELECT {', '.join(EXPORT_COLUMNS)} FROM turns"
     args: list[Any] = []
@@ -32,25 +35,42 @@ async def recent(db: aiosqlite.Connection, limit: int, channel: str | None = Non
         args.append(channel)
     sql += " ORDER BY id DESC LIMIT ?"
     args.append(limit)
-    async with db.execute(sql, args) as cur:
-        rows = await cur.fetchall()
-    return [dict(r) for r in reversed(rows)]
+    return list(reversed(await db.fetchall(sql, args)))
 
 
-async def columns(db: aiosqlite.Connection, table: str) -> list[str]:
+async def columns(db: Database, table: str) -> list[str]:
     """A log table's column names, in schema order."""
-    async with db.execute(f"PRAGMA table_info({_exported(table)})") as cur:
-        return [r[1] for r in await cur.fetchall()]
+    return await db.columns(_exported(table))
 
 
-async def rows(db: aiosqlite.Connection, table: str, channel: str | None = None) -> AsyncIterator[dict[str, Any]]:
-    """Every row of one log table (of one channel, for the tables that have one), in insertion order,
+async def rows(db: Database, table: str, channel: str | None = None) -> AsyncIterator[dict[str, Any]]:
+    """Every row of one log table (of one channel, for the tables that have one), oldest first,
     read in chunks: memory stays flat on a big log."""
     where, args = "", ()
     if channel is not None and table == "resets":
         where, args = "WHERE conversation LIKE ? || ':%'", (channel,)
     elif channel is not None and table != "passages":
         where, args = "WHERE channel=?", (channel,)
-    async with db.execute(f"SELECT * FROM {_exported(table)} {where} ORDER BY rowid", args) as cur:
-        async for row in cur:
-            yield dict(row)
+    async for row in db.iterate(f"SELECT * FROM {_exported(table)} {where} ORDER BY {_ORDER[table]}", args):
+        yield row
+
+
+async def copy(source: Database, target: Database) -> dict[str, int]:
+    """Every exported table's rows from one log into another of the same schema (a SQLite snapshot of the
+    shared PostgreSQL log, for the log page); rows copied per table."""
+    done = {}
+    for table in EXPORT_TABLES:
+        names = await source.columns(table)
+        sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        batch: list[list[Any]] = []
+        done[table] = 0
+        async with target.transaction():
+            async for row in rows(source, table):
+                batch.append([row[n] for n in names])
+                if len(batch) == 500:
+                    await target.executemany(sql, batch)
+                    done[table] += len(batch)
+                    batch.clear()
+            await target.executemany(sql, batch)
+            done[table] += len(batch)
+    return done

@@ -1,10 +1,14 @@
-"""Numbered schema migrations for the log store; append new ones, never edit an applied one."""
+"""Numbered schema migrations for the log store; append new ones, never edit an applied one.
+
+One schema for both engines: written in SQLite's types, which the PostgreSQL connection maps
+(`database.pg_types`: INTEGER PRIMARY KEY an identity column, INTEGER a BIGINT, REAL a DOUBLE PRECISION).
+"""
 
 from __future__ import annotations
 
 import time
 
-import aiosqlite
+from bot.log.database import Database
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
@@ -118,28 +122,36 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE turns ADD COLUMN delivered_via TEXT;
         """,
     ),
+    (
+        7,
+        "which instance is on each turn",
+        # lease_owner: the bot instance answering or delivering the turn; lease_until: when its claim lapses
+        # unless renewed. Another instance (or a restart) takes over a turn only once its lease has lapsed.
+        """
+        ALTER TABLE turns ADD COLUMN lease_owner TEXT;
+        ALTER TABLE turns ADD COLUMN lease_until REAL;
+        CREATE INDEX turns_lease ON turns (lease_owner);
+        """,
+    ),
 ]
 
 
-async def apply(db: aiosqlite.Connection) -> list[int]:
+async def apply(db: Database) -> list[int]:
     """Apply the migrations not yet recorded in `schema_migrations`; return their numbers."""
-    await db.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)"
-    )
-    async with db.execute("SELECT version FROM schema_migrations") as cur:
-        done = {row[0] for row in await cur.fetchall()}
-    applied = []
-    for number, name, sql in MIGRATIONS:
-        if number in done:
-            continue
-        await db.executescript(f"BEGIN;\n{sql}\nINSERT INTO schema_migrations VALUES "
-                               f"({number}, '{name}', {time.time()});\nCOMMIT;")
-        applied.append(number)
-    return applied
+    async with db.migrating():
+        await db.script("CREATE TABLE IF NOT EXISTS schema_migrations "
+                        "(version INTEGER PRIMARY KEY, name TEXT, applied_at REAL);")
+        done = {r["version"] for r in await db.fetchall("SELECT version FROM schema_migrations")}
+        applied = []
+        for number, name, sql in MIGRATIONS:
+            if number in done:
+                continue
+            await db.script(f"{sql}\nINSERT INTO schema_migrations VALUES ({number}, '{name}', {time.time()});")
+            applied.append(number)
+        return applied
 
 
-async def version(db: aiosqlite.Connection) -> int:
+async def version(db: Database) -> int:
     """The highest applied migration."""
-    async with db.execute("SELECT max(version) FROM schema_migrations") as cur:
-        row = await cur.fetchone()
-    return int(row[0] or 0)
+    row = await db.fetchone("SELECT max(version) AS v FROM schema_migrations")
+    return int(row["v"] or 0) if row else 0

@@ -6,15 +6,14 @@ import hashlib
 import hmac
 import time
 
-import aiosqlite
-
 from bot.log.backlog import Backlog
+from bot.log.database import Database
 
 SEEN_KEEP_S = 2 * 86400  # dedupe keys outlive any repeat: Telegram keeps an update 24 h, WeCom retries for minutes
 REDACTED = "[redacted]"
 
 
-async def prune(db: aiosqlite.Connection, writes: Backlog, retention_days: float, redact_after_days: float = 0.0,
+async def prune(db: Database, writes: Backlog, retention_days: float, redact_after_days: float = 0.0,
             key: bytes = b"") -> dict[str, int]:
     """Delete turns, events and resets past the retention (0: none), dedupe keys past their use, and
     replace user ids and texts past `redact_after_days` (ids by a keyed hash, so one user's turns still
@@ -22,12 +21,12 @@ async def prune(db: aiosqlite.Connection, writes: Backlog, retention_days: float
     now, done = time.time(), {}
     seen_keep = min(SEEN_KEEP_S, retention_days * 86400) if retention_days else SEEN_KEEP_S
 
-    async def delete(db: aiosqlite.Connection) -> None:
-        done["seen"] = (await db.execute("DELETE FROM seen WHERE at < ?", (now - seen_keep,))).rowcount
+    async def delete(db: Database) -> None:
+        done["seen"] = await db.execute("DELETE FROM seen WHERE at < ?", (now - seen_keep,))
         if retention_days:
             cutoff = now - retention_days * 86400
             for table, column in (("turns", "created_at"), ("events", "at"), ("resets", "at")):
-                done[table] = (await db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))).rowcount
+                done[table] = await db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))
         if redact_after_days:
             done["redacted"] = await _redact(db, now - redact_after_days * 86400, key)
 
@@ -35,23 +34,21 @@ async def prune(db: aiosqlite.Connection, writes: Backlog, retention_days: float
     return done
 
 
-async def _redact(db: aiosqlite.Connection, before: float, key: bytes) -> int:
+async def _redact(db: Database, before: float, key: bytes) -> int:
     """Replace ids and texts of turns and events older than `before` (not committed)."""
     def pseudo(value: str) -> str:
         return "r:" + hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
 
     sql = "SELECT id, chat_id, user_id, conversation FROM turns WHERE created_at < ? AND question != ?"
-    async with db.execute(sql, (before, REDACTED)) as cur:
-        rows = await cur.fetchall()
+    rows = await db.fetchall(sql, (before, REDACTED))
     await db.executemany(
         "UPDATE turns SET chat_id=?, user_id=?, conversation=?, question=?, answer=CASE WHEN answer IS NULL "
         "THEN NULL ELSE ? END, draft=NULL, delivery_error=NULL WHERE id=?",
         [(pseudo(r["chat_id"]), pseudo(r["user_id"]), pseudo(r["conversation"]), REDACTED, REDACTED, r["id"])
          for r in rows])
-    async with db.execute("SELECT id, chat_id, user_id FROM events WHERE at < ? AND user_id NOT LIKE 'r:%'",
-                               (before,)) as cur:
-        events = await cur.fetchall()
+    events = await db.fetchall("SELECT id, chat_id, user_id FROM events WHERE at < ? AND user_id NOT LIKE 'r:%'",
+                               (before,))
     await db.executemany("UPDATE events SET chat_id=?, user_id=?, detail='' WHERE id=?",
-                              [(pseudo(e["chat_id"]), pseudo(e["user_id"]), e["id"]) for e in events])
+                         [(pseudo(e["chat_id"]), pseudo(e["user_id"]), e["id"]) for e in events])
     await db.execute("DELETE FROM resets WHERE at < ?", (before,))  # keys hold user ids
     return len(rows)

@@ -1,4 +1,5 @@
-"""The SQLite log store: every turn (question before generation, answer after), events, dedupe keys."""
+"""The log store: every turn (question before generation, answer after), events, dedupe keys; on SQLite or
+PostgreSQL (database.py), the same behaviour on both."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 from bot.errors import ConfigError
 from bot.log import export, migrations, retention
 from bot.log.backlog import Backlog
+from bot.log.database import Database, PostgresDatabase, Row, SqliteDatabase, is_url, shown
+from bot.log.leases import Leases
 from bot.log.usage import Usage, read_stats, read_usage
 from bot.types import Citation, HistoryTurn, Incoming, Passage, PendingTurn, Reply, Stats
+
+_CLAIM = "INSERT INTO seen VALUES (?, ?, ?) ON CONFLICT DO NOTHING"  # one winner, across instances too
 
 
 @dataclass(frozen=True)
@@ -29,30 +32,48 @@ class Received:
     turn_id: int | None = None
 
 
-async def _of_message(db: aiosqlite.Connection, channel: str, chat_id: str, message_id: str) -> PendingTurn | None:
+async def _of_message(db: Database, channel: str, chat_id: str, message_id: str) -> PendingTurn | None:
     """The newest turn logged for a messenger message."""
     sql = "SELECT * FROM turns WHERE channel=? AND chat_id=? AND message_id=? ORDER BY id DESC LIMIT 1"
-    async with db.execute(sql, (channel, chat_id, message_id)) as cur:
-        row = await cur.fetchone()
+    row = await db.fetchone(sql, (channel, chat_id, message_id))
     return _pending(row) if row else None
 
 
-def _pending(r: aiosqlite.Row) -> PendingTurn:
+def _pending(r: Row) -> PendingTurn:
     return PendingTurn(r["id"], r["channel"], r["chat_id"], r["user_id"], r["question"], r["created_at"],
                        r["message_id"], r["conversation"], status=r["status"], delivery=r["delivery"])
 
 
-class LogStore:
-    """An aiosqlite connection in WAL mode with the migrations applied."""
+def _unusable(path: Path, exc: Exception, unwritable: str) -> ConfigError:
+    """Why a SQLite log cannot be opened or migrated, with the fix."""
+    text = str(exc).lower()
+    if "readonly" in text or "unable to open" in text or "disk i/o" in text:
+        return ConfigError(f"cannot write the log database {path}: {exc}; {unwritable}")
+    if "locked" in text or "busy" in text:
+        return ConfigError(f"the log database {path} is locked by another process ({exc}); fix: stop the "
+                           "other `bot` using it, or give this one its own `database`.")
+    if "full" in text:
+        return ConfigError(f"the disk holding the log database {path} is full; fix: free space there, or "
+                           "set `database` to a path on another disk.")
+    return ConfigError(f"cannot migrate the log database {path}: {exc}; fix: restore a backup, or move the "
+                       "file aside (set BOT_DATABASE) to start a new log.")
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+
+class LogStore:
+    """The log on one database connection (SQLite in WAL mode, or PostgreSQL), migrations applied."""
+
+    def __init__(self, db: Database, path: Path | None = None) -> None:
         self.db = db
-        self.path = path
-        self.writes = Backlog(db)  # writes that wait out a full disk or another writer's lock
+        self.path = path  # the SQLite file; None on PostgreSQL
+        self.writes = Backlog(db)  # writes that wait out a full disk, another writer's lock, a server restart
+        self.leases = Leases(self.writes)  # which instance is on which turn (several may share the log)
 
     @classmethod
-    async def open(cls, path: Path) -> LogStore:
-        """Open (creating folders and schema as needed) and migrate."""
+    async def open(cls, target: Path | str) -> LogStore:
+        """Open a SQLite file (creating folders and schema as needed) or a PostgreSQL URL, and migrate."""
+        if is_url(target):
+            return await cls._open_postgres(str(target))
+        path = Path(target)
         unwritable = (f"fix: make {path.parent} writable by this user (and the file, if it exists), or set "
                       "`database` in config.yaml (or $BOT_DATABASE) to a writable path.")
         try:
@@ -62,27 +83,33 @@ class LogStore:
             sqlite3.connect(path).close()
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the log database {path}: {exc}; {unwritable}") from None
-        db = await aiosqlite.connect(path)
-        db.row_factory = aiosqlite.Row
-        store = cls(db, path)
+        db: SqliteDatabase | None = None
         try:
-            await db.execute("PRAGMA busy_timeout=5000")
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=FULL")
+            db = await SqliteDatabase.open(path)
+            store = cls(db, path)
             await store.migrate()
         except Exception as exc:
-            await db.close()  # its worker thread would keep the process alive
-            text = str(exc).lower()
-            if "readonly" in text or "unable to open" in text or "disk i/o" in text:
-                raise ConfigError(f"cannot write the log database {path}: {exc}; {unwritable}") from None
-            if "locked" in text or "busy" in text:
-                raise ConfigError(f"the log database {path} is locked by another process ({exc}); fix: stop the "
-                                  "other `bot` using it, or give this one its own `database`.") from None
-            if "full" in text:
-                raise ConfigError(f"the disk holding the log database {path} is full; fix: free space there, or "
-                                  "set `database` to a path on another disk.") from None
-            raise ConfigError(f"cannot migrate the log database {path}: {exc}; fix: restore a backup, or move the "
-                              "file aside (set BOT_DATABASE) to start a new log.") from exc
+            if db is not None:
+                await db.close()  # its worker thread would keep the process alive
+            raise _unusable(path, exc, unwritable) from exc
+        return store
+
+    @classmethod
+    async def _open_postgres(cls, url: str) -> LogStore:
+        """Connect to the shared log and migrate it (instances starting together migrate one at a time)."""
+        try:
+            db = await PostgresDatabase.open(url)
+        except Exception as exc:
+            raise ConfigError(f"cannot connect to the log database {shown(url)}: {str(exc).strip()}; fix: start "
+                              "PostgreSQL there, or correct `log.database_url` (or $BOT_DATABASE_URL; the password "
+                              "may come from $PGPASSWORD).") from None
+        store = cls(db)
+        try:
+            await store.migrate()
+        except Exception as exc:
+            await db.close()
+            raise ConfigError(f"cannot migrate the log database {shown(url)}: {str(exc).strip()}; fix: give the "
+                              "user in the URL the right to create tables there (or restore a backup).") from exc
         return store
 
     async def migrate(self) -> list[int]:
@@ -94,8 +121,10 @@ class LogStore:
         return await migrations.version(self.db)
 
     async def close(self) -> None:
-        """Make the kept writes if the database takes them again, and close the connection."""
+        """Release this instance's leases, make the kept writes if the database takes them, and close."""
         try:
+            if not self.writes.out:  # else the restart finds the leases lapsed
+                await self.leases.release()
             await self.writes.close()
         finally:
             await self.db.close()  # its worker thread would keep the process alive
@@ -106,19 +135,18 @@ class LogStore:
         logged for it instead. Raises StoreUnavailable when the database takes no writes."""
         now = time.time()
 
-        async def take(db: aiosqlite.Connection) -> Received:
-            if key:
-                cur = await db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", (msg.channel, key, now))
-                if cur.rowcount != 1:
-                    prior = await _of_message(db, msg.channel, msg.chat_id, msg.message_id or "")
-                    return Received(repeat=True, prior=prior)
+        async def take(db: Database) -> Received:
+            if key and await db.execute(_CLAIM, (msg.channel, key, now)) != 1:
+                prior = await _of_message(db, msg.channel, msg.chat_id, msg.message_id or "")
+                return Received(repeat=True, prior=prior)
             if not question:
                 return Received()
-            cur = await db.execute(
-                "INSERT INTO turns (channel, chat_id, user_id, conversation, message_id, question, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (msg.channel, msg.chat_id, msg.user_id, msg.conversation_key, msg.message_id, msg.text, now))
-            return Received(turn_id=int(cur.lastrowid or 0))
+            turn_id = await db.insert(
+                "INSERT INTO turns (channel, chat_id, user_id, conversation, message_id, question, created_at, "
+                "lease_owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (msg.channel, msg.chat_id, msg.user_id, msg.conversation_key, msg.message_id, msg.text, now,
+                 self.leases.owner, now + self.leases.lease_s))
+            return Received(turn_id=turn_id)
 
         return await self.writes.now(take)
 
@@ -163,8 +191,7 @@ class LogStore:
 
     async def stored_reply(self, turn_id: int) -> Reply:
         """The logged answer of a turn, as the engine made it (to deliver it again without the model)."""
-        async with self.db.execute("SELECT * FROM turns WHERE id=?", (turn_id,)) as cur:
-            r = await cur.fetchone()
+        r = await self.db.fetchone("SELECT * FROM turns WHERE id=?", (turn_id,))
         if r is None or r["answer"] is None:
             raise LookupError(f"turn {turn_id} has no answer")
         return Reply(r["answer"], bool(r["refused"]), await self._citations(r["citations"]), turn_id=turn_id,
@@ -175,9 +202,8 @@ class LogStore:
         """Logged citations (JSON) with their passages' texts."""
         out = []
         for c in json.loads(cites or "[]"):
-            async with self.db.execute("SELECT text FROM passages WHERE id=?", (c["id"],)) as cur:
-                prow = await cur.fetchone()
-            out.append(Citation(c["id"], c["section"], prow[0] if prow else "", c["n"]))
+            prow = await self.db.fetchone("SELECT text FROM passages WHERE id=?", (c["id"],))
+            out.append(Citation(c["id"], c["section"], prow["text"] if prow else "", c["n"]))
         return out
 
     async def history(self, conversation: str, limit: int) -> list[HistoryTurn]:
@@ -186,32 +212,29 @@ class LogStore:
             "SELECT question, answer, refused FROM turns WHERE conversation=? AND status='answered' "
             "AND id > coalesce((SELECT after_turn FROM resets WHERE conversation=?), 0) ORDER BY id DESC LIMIT ?"
         )
-        async with self.db.execute(sql, (conversation, conversation, limit)) as cur:
-            rows = await cur.fetchall()
+        rows = await self.db.fetchall(sql, (conversation, conversation, limit))
         return [HistoryTurn(r["question"], r["answer"] or "", bool(r["refused"])) for r in reversed(rows)]
 
     async def reset(self, conversation: str) -> None:
         """Forget the conversation's history for follow-ups (the turns stay in the log)."""
-        async with self.db.execute("SELECT coalesce(max(id), 0) FROM turns") as cur:
-            row = await cur.fetchone()
+        row = await self.db.fetchone("SELECT coalesce(max(id), 0) AS last FROM turns")
         await self.writes.later(  # the last turn now, not when a kept write is made
             "INSERT INTO resets VALUES (?, ?, ?) "
             "ON CONFLICT(conversation) DO UPDATE SET after_turn=excluded.after_turn, at=excluded.at",
-            (conversation, int(row[0]) if row else 0, time.time()),
+            (conversation, int(row["last"]) if row else 0, time.time()),
         )
 
     async def last_citations(self, conversation: str) -> list[Citation]:
         """The citations of the conversation's last answer, with passage texts."""
         sql = "SELECT citations FROM turns WHERE conversation=? AND status='answered' ORDER BY id DESC LIMIT 1"
-        async with self.db.execute(sql, (conversation,)) as cur:
-            row = await cur.fetchone()
-        return await self._citations(row[0]) if row else []
+        row = await self.db.fetchone(sql, (conversation,))
+        return await self._citations(row["citations"]) if row else []
 
     async def record_passages(self, passages: Iterable[Passage], version: str) -> None:
         """Keep every passage ever served, so logged citation ids stay resolvable after reloads."""
         rows = [(p.id, p.section, p.text, p.source, version, time.time()) for p in passages]
-        await self.writes.now(lambda db: db.executemany("INSERT OR IGNORE INTO passages VALUES (?, ?, ?, ?, ?, ?)",
-                                                        rows))
+        await self.writes.now(lambda db: db.executemany(
+            "INSERT INTO passages VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows))
 
     async def log_event(self, channel: str, chat_id: str, user_id: str, kind: str, detail: str = "") -> None:
         """Record something that is not a turn (a denied admin command, a bad signature, a reload)."""
@@ -223,9 +246,7 @@ class LogStore:
     async def claim(self, channel: str, key: str) -> bool:
         """True the first time `key` is seen for `channel` (persisted), False for a repeat; raises
         StoreUnavailable when the database takes no writes."""
-        cur = await self.writes.now(
-            lambda db: db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?, ?)", (channel, key, time.time())))
-        return cur.rowcount == 1
+        return await self.writes.now(lambda db: db.execute(_CLAIM, (channel, key, time.time()))) == 1
 
     def writing(self, turn_id: int) -> bool:
         """Whether a write about this turn still waits in the backlog (its answer or delivery not logged yet)."""
@@ -233,37 +254,20 @@ class LogStore:
 
     async def seen(self, channel: str, key: str) -> bool:
         """Whether `key` was claimed for `channel` (a message received before)."""
-        async with self.db.execute("SELECT 1 FROM seen WHERE channel=? AND key=?", (channel, key)) as cur:
-            return await cur.fetchone() is not None
+        return await self.db.fetchone("SELECT 1 AS one FROM seen WHERE channel=? AND key=?", (channel, key)) is not None
 
     async def pending_turns(self, max_age_s: float, channels: Iterable[str]) -> list[PendingTurn]:
-        """Turns younger than max_age_s on these channels left unanswered, or answered and not delivered;
-        older unanswered ones are marked abandoned, older undelivered ones failed."""
-        chans = list(channels)
-        marks = ",".join("?" * len(chans))
-        cutoff = time.time() - max_age_s
-
-        async def give_up(db: aiosqlite.Connection) -> None:
-            await db.execute(f"UPDATE turns SET status='abandoned' WHERE status='pending' AND created_at < ? "
-                             f"AND channel IN ({marks})", (cutoff, *chans))
-            await db.execute(
-                "UPDATE turns SET delivery='failed', "
-                "delivery_error=coalesce(delivery_error || '; ', '') || 'too old to re-send' "
-                f"WHERE delivery='waiting' AND created_at < ? AND channel IN ({marks})", (cutoff, *chans))
-
-        await self.writes.now(give_up)
-        sql = (f"SELECT * FROM turns WHERE (status='pending' OR delivery='waiting') AND created_at >= ? "
-               f"AND channel IN ({marks}) ORDER BY id")
-        async with self.db.execute(sql, (cutoff, *chans)) as cur:
-            rows = await cur.fetchall()
-        return [_pending(r) for r in rows]
+        """Turns younger than max_age_s on these channels left unanswered, or answered and not delivered,
+        that no other live instance holds: claimed for this one. Older unanswered ones are marked abandoned,
+        older undelivered ones failed."""
+        return [_pending(r) for r in await self.leases.claim(max_age_s, channels)]
 
     async def recent_questions(self, within_s: float) -> list[tuple[str, str, float]]:
         """(channel, user id, age in seconds) of the questions logged within the last `within_s` seconds."""
         now = time.time()
-        async with self.db.execute("SELECT channel, user_id, created_at FROM turns WHERE created_at >= ?",
-                                   (now - within_s,)) as cur:
-            return [(r[0], r[1], now - r[2]) for r in await cur.fetchall()]
+        rows = await self.db.fetchall("SELECT channel, user_id, created_at FROM turns WHERE created_at >= ?",
+                                      (now - within_s,))
+        return [(r["channel"], r["user_id"], now - r["created_at"]) for r in rows]
 
     async def stats(self, since_hours: float, channel: str | None = None) -> Stats:
         """Turns, distinct users, declines, errors and latency percentiles for the period."""
@@ -284,6 +288,15 @@ class LogStore:
     def export(self, table: str, channel: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """Every row of one log table (of one channel, for the tables that have one), read in chunks."""
         return export.rows(self.db, table, channel)
+
+    async def snapshot(self, path: Path) -> dict[str, int]:
+        """The whole log copied into a new SQLite file at `path` (the log page reads SQLite only); rows per table."""
+        path.unlink(missing_ok=True)
+        target = await LogStore.open(path)
+        try:
+            return await export.copy(self.db, target.db)
+        finally:
+            await target.close()
 
     async def prune(self, retention_days: float, redact_after_days: float = 0.0, key: bytes = b"") -> dict[str, int]:
         """Rows past the retention deleted, old ids and texts redacted (retention.prune); counts per kind."""

@@ -8,14 +8,14 @@ have no Chinese font); the text beside it names the passages' sections.
 from __future__ import annotations
 
 import io
+import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import aiosqlite
-
+from bot.log.database import Database
 from bot.types import Stats
 
 DAY_S = 86400
@@ -43,7 +43,7 @@ class Usage:
     cited: list[tuple[str, str, int]] = field(default_factory=list)  # (passage id, section, times), most first
 
 
-async def read_stats(db: aiosqlite.Connection, since_hours: float, channel: str | None) -> Stats:
+async def read_stats(db: Database, since_hours: float, channel: str | None) -> Stats:
     """Turns, distinct users, declines, errors and latency percentiles for the period."""
     rows = await _turns(db, time.time() - since_hours * 3600, channel)
     ttft = [r["ttft_ms"] for r in rows if r["ttft_ms"] is not None]
@@ -56,7 +56,7 @@ async def read_stats(db: aiosqlite.Connection, since_hours: float, channel: str 
     )
 
 
-async def read_usage(db: aiosqlite.Connection, since_hours: float, channel: str | None, top: int = 8) -> Usage:
+async def read_usage(db: Database, since_hours: float, channel: str | None, top: int = 8) -> Usage:
     """The period's questions grouped by day (UTC), and its most-cited passages."""
     since = time.time() - since_hours * 3600
     rows = await _turns(db, since, channel)
@@ -80,24 +80,30 @@ async def read_usage(db: aiosqlite.Connection, since_hours: float, channel: str 
     return out
 
 
-async def _turns(db: aiosqlite.Connection, since: float, channel: str | None) -> list[Any]:
+async def _turns(db: Database, since: float, channel: str | None) -> list[Any]:
     sql = "SELECT channel, user_id, refused, status, ttft_ms, total_ms, created_at FROM turns WHERE created_at >= ?"
     args: list[Any] = [since]
     if channel:
         sql += " AND channel = ?"
         args.append(channel)
-    async with db.execute(sql, args) as cur:
-        return list(await cur.fetchall())
+    return await db.fetchall(sql, args)
 
 
-async def _cited(db: aiosqlite.Connection, since: float, channel: str | None, top: int) -> list[tuple[str, str, int]]:
-    sql = ("SELECT json_extract(c.value, '$.id') AS pid, max(json_extract(c.value, '$.section')) AS section, "
-           "count(*) AS n FROM turns t, json_each(coalesce(t.citations, '[]')) c WHERE t.created_at >= ? "
-           "AND t.status = 'answered'" + (" AND t.channel = ?" if channel else "") +
-           " GROUP BY pid ORDER BY n DESC, pid LIMIT ?")
-    args = [since, *([channel] if channel else []), top]
-    async with db.execute(sql, args) as cur:
-        return [(r[0], r[1] or "", r[2]) for r in await cur.fetchall()]
+async def _cited(db: Database, since: float, channel: str | None, top: int) -> list[tuple[str, str, int]]:
+    """The `top` passages cited most often (counted here: SQLite and PostgreSQL read JSON differently)."""
+    sql = "SELECT citations FROM turns WHERE created_at >= ? AND status = 'answered' AND citations IS NOT NULL"
+    args: list[Any] = [since]
+    if channel:
+        sql += " AND channel = ?"
+        args.append(channel)
+    counts: Counter[str] = Counter()
+    sections: dict[str, str] = {}
+    async for r in db.iterate(sql, args):
+        for c in json.loads(r["citations"] or "[]"):
+            counts[c["id"]] += 1
+            sections[c["id"]] = max(sections.get(c["id"], ""), c.get("section") or "")
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return [(pid, sections[pid], n) for pid, n in ranked]
 
 
 def chart(usage: Usage, title: str) -> bytes:
