@@ -89,10 +89,22 @@ def test_a_zero_limit_means_none(limit: int) -> None:
     assert all(gate.question(msg("问题", channel="wecom")) is None for _ in range(50))
 
 
-def test_seeded_events_count_against_the_limit_until_they_age_out() -> None:
+def test_logged_events_count_against_the_limit_until_they_age_out() -> None:
     now = [100.0]
     window = SlidingWindow(2, 60.0, clock=lambda: now[0])
-    window.seed("u", [10.0, 50.0, 75.0])  # 75 s ago is outside the window: dropped
+    window.observe("u", [10.0, 50.0, 75.0])  # 75 s ago is outside the window: dropped
     assert window.hit("u") == pytest.approx(10.0)  # full: the one 50 s ago leaves in 10 s
     now[0] += 10.0
     assert window.hit("u") == 0.0
+
+
+def test_the_count_is_this_process_or_the_log_whichever_is_higher_never_both() -> None:
+    now = [100.0]
+    window = SlidingWindow(3, 60.0, clock=lambda: now[0])
+    assert window.hit("u") == 0.0 and window.hit("u") == 0.0  # two here, being logged
+    window.observe("u", [0.5])  # the log has one of them so far: not counted twice
+    assert window.hit("u") == 0.0
+    assert window.hit("u") > 0  # three here
+    other = SlidingWindow(3, 60.0, clock=lambda: now[0])
+    other.observe("u", [1.0, 2.0, 3.0])  # another instance took three
+    assert other.hit("u") == pytest.approx(57.0)

@@ -344,10 +344,10 @@ async def test_prune_deletes_past_the_retention_and_dedupe_keys_past_their_use(s
     await store.db.execute("UPDATE seen SET at = at - 3 * 86400 WHERE key = '42:old'")
     await store.db.commit()
 
-    assert await store.prune(0) == {"seen": 1}  # no retention: turns kept, stale dedupe keys still go
+    assert await store.prune(0) == {"seen": 1, "proposals": 0}  # no retention: turns kept, stale keys still go
     assert [r["id"] for r in await rows(store.db.target, "SELECT id FROM turns ORDER BY id")] == [old, new]
     done = await store.prune(30)
-    assert done == {"seen": 0, "turns": 1, "events": 1, "resets": 0}
+    assert done == {"seen": 0, "proposals": 0, "turns": 1, "events": 1, "resets": 0}
     assert [r["id"] for r in await rows(store.db.target, "SELECT id FROM turns ORDER BY id")] == [new]
     assert [r["kind"] for r in await rows(store.db.target, "SELECT kind FROM events")] == ["rate_limited"]
     assert [r["key"] for r in await rows(store.db.target, "SELECT key FROM seen")] == ["42:new"]

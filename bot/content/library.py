@@ -1,9 +1,10 @@
 """The content folder as admins manage it from the chat: a document in, a preview with Confirm and Cancel,
 then the file written and the content reloaded; removing a document goes through the same confirmation.
 
-A proposal lives in memory for ten minutes and only its admin can confirm it. Writing is atomic (a temp
-file renamed into place), and a reload that fails puts the folder back as it was, so the content that
-answers is always one that loaded.
+A proposal lives ten minutes and only its admin can confirm it, once: in memory, or in the log when the
+library is given its book (instances sharing a log then confirm whichever one the press reaches).
+Writing is atomic (a temp file renamed into place), and a reload that fails puts the folder back as it
+was, so the content that answers is always one that loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from bot.content.files import Extracted, extract
 from bot.content.knowledge import SUFFIXES, ContentSet, split_passages
@@ -48,6 +50,34 @@ class Proposal:
     at: float = 0.0
 
 
+class Book(Protocol):
+    """Where proposals wait for their confirmation when several processes may receive it (the shared log)."""
+
+    async def keep(self, proposal: Proposal) -> None:
+        """Record a new proposal."""
+
+    async def take(self, token: str, by: str, ttl_s: float) -> Proposal | None:
+        """The proposal, once, for the admin it was made for, if younger than ttl_s."""
+
+
+class _Memory:
+    """The book of one process: proposals in a dict."""
+
+    def __init__(self) -> None:
+        self._proposals: dict[str, Proposal] = {}
+
+    async def keep(self, proposal: Proposal) -> None:
+        now = time.time()
+        self._proposals = {t: p for t, p in self._proposals.items() if now - p.at < PROPOSAL_TTL_S}
+        self._proposals[proposal.token] = proposal
+
+    async def take(self, token: str, by: str, ttl_s: float) -> Proposal | None:
+        p = self._proposals.get(token)
+        if p is None or p.by != by or time.time() - p.at >= ttl_s:
+            return None
+        return self._proposals.pop(p.token)
+
+
 def safe_name(name: str) -> str:
     """A file name for the content folder: no folders, no odd characters, a .md or .txt suffix."""
     stem, suffix = PurePosixPath(name.replace("\\", "/")).stem, PurePosixPath(name).suffix.lower()
@@ -62,7 +92,7 @@ class Library:
 
     def __init__(self, folder: Path, max_mb: float) -> None:
         self.folder, self.max_bytes = folder, int(max_mb * 1_000_000)
-        self._proposals: dict[str, Proposal] = {}
+        self.book: Book = _Memory()  # the composition root gives the log's book (LogStore.proposals)
         self.lock = asyncio.Lock()  # held while a confirmed change is applied and the content reloaded
 
     def documents(self, content: ContentSet) -> list[Document]:
@@ -89,9 +119,9 @@ class Library:
                   else phrases.message("preview_adds", lang, name=target))
         text = phrases.message("preview", lang, title=found.title, name=target, chars=len(markdown),
                              passages=len(parts), change=change)
-        return self._ask(Proposal("", by, "add", target, markdown), text, lang)
+        return await self._ask(Proposal("", by, "add", target, markdown), text, lang)
 
-    def propose_remove(self, name: str, by: str, content: ContentSet, lang: str) -> Notice:
+    async def propose_remove(self, name: str, by: str, content: ContentSet, lang: str) -> Notice:
         """Show which document would go; the last one cannot (the bot would have nothing to answer from)."""
         docs = {d.name: d for d in self.documents(content)}
         if name not in docs:
@@ -100,23 +130,18 @@ class Library:
             raise ContentError(phrases.message("last_document", lang, name=name))
         d = docs[name]
         text = phrases.message("preview_remove", lang, name=name, title=d.title, passages=d.passages)
-        return self._ask(Proposal("", by, "remove", name), text, lang)
+        return await self._ask(Proposal("", by, "remove", name), text, lang)
 
-    def _ask(self, proposal: Proposal, text: str, lang: str) -> Notice:
-        now = time.monotonic()
-        self._proposals = {t: p for t, p in self._proposals.items() if now - p.at < PROPOSAL_TTL_S}
-        proposal.token, proposal.at = secrets.token_hex(4), now
-        self._proposals[proposal.token] = proposal
+    async def _ask(self, proposal: Proposal, text: str, lang: str) -> Notice:
+        proposal.token, proposal.at = secrets.token_hex(8), time.time()
+        await self.book.keep(proposal)
         return Notice(text, choices=(Choice(phrases.message("confirm", lang), f"/confirm {proposal.token}"),
                                      Choice(phrases.message("cancel", lang), f"/cancel {proposal.token}")))
 
-    def take(self, token: str, by: str) -> Proposal | None:
+    async def take(self, token: str, by: str) -> Proposal | None:
         """The proposal behind a Confirm or Cancel, once, for the admin it was made for (None: unknown,
         expired, already answered, or someone else's)."""
-        p = self._proposals.get(token.strip())
-        if p is None or p.by != by or time.monotonic() - p.at >= PROPOSAL_TTL_S:
-            return None
-        return self._proposals.pop(p.token)
+        return await self.book.take(token.strip(), by, PROPOSAL_TTL_S)
 
     def apply(self, p: Proposal) -> Callable[[], None]:
         """Write or delete the proposal's file; returns how to put the folder back as it was."""

@@ -186,14 +186,14 @@ async def _remove(services: Services, msg: Incoming, args: str, lang: str, progr
     if not args:
         return phrases.message("remove_usage", lang)
     try:
-        return services.library.propose_remove(args, msg.conversation_key, services.content, lang)
+        return await services.library.propose_remove(args, msg.conversation_key, services.content, lang)
     except ContentError as exc:
         return str(exc)
 
 
 async def _confirm(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
     """Apply the admin's proposal and reload; a reload that fails puts the folder back."""
-    proposal = services.library.take(args, msg.conversation_key)
+    proposal = await services.library.take(args, msg.conversation_key)
     if proposal is None:
         return phrases.message("proposal_gone", lang)
 
@@ -214,7 +214,7 @@ async def _confirm(services: Services, msg: Incoming, args: str, lang: str, prog
 
 
 async def _cancel(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
-    services.library.take(args, msg.conversation_key)
+    await services.library.take(args, msg.conversation_key)
     return phrases.message("cancelled", lang)
 
 

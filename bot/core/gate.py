@@ -51,6 +51,9 @@ class Refusal:
         return "non_text" if self.message == "text_only" else self.message
 
 
+RATE_WINDOW_S = 60.0  # the rate limits count questions per minute
+
+
 class SlidingWindow:
     """A per-user rate limit: at most `limit` events per key in any `window_s` seconds (limit <= 0: none)."""
 
@@ -59,17 +62,22 @@ class SlidingWindow:
         self.window_s = window_s
         self.clock = clock
         self._hits: dict[str, deque[float]] = {}
+        self._logged: dict[str, list[float]] = {}  # the shared log's view of `key`'s events (observe)
 
     def hit(self, key: str, now: float | None = None) -> float:
-        """Record an event and return 0, or return the seconds until one is allowed (not recorded)."""
+        """Record an event and return 0, or return the seconds until one is allowed (not recorded). The count
+        is this process's own or the log's (every instance's), whichever is higher: the log lacks questions
+        still being logged here, this process lacks the other instances' questions."""
         if self.limit <= 0:
             return 0.0
         now = self.clock() if now is None else now
         hits = self._hits.setdefault(key, deque())
         while hits and hits[0] <= now - self.window_s:
             hits.popleft()
-        if len(hits) >= self.limit:
-            return hits[0] + self.window_s - now
+        logged = [t for t in self._logged.get(key, []) if t > now - self.window_s]
+        counted = max(list(hits), logged, key=len)
+        if len(counted) >= self.limit:
+            return counted[0] + self.window_s - now
         hits.append(now)
         return 0.0
 
@@ -78,13 +86,10 @@ class SlidingWindow:
         if hits := self._hits.get(key):
             hits.pop()
 
-    def seed(self, key: str, ages_s: list[float]) -> None:
-        """Record events that happened `ages_s` seconds ago (a restart reads them from the log)."""
+    def observe(self, key: str, ages_s: list[float]) -> None:
+        """The events of `key` as the shared log has them (`ages_s` seconds ago, from every instance)."""
         now = self.clock()
-        hits = self._hits.setdefault(key, deque())
-        merged = sorted([*hits, *(now - age for age in ages_s if 0 <= age < self.window_s)])
-        hits.clear()
-        hits.extend(merged)
+        self._logged[key] = sorted(now - age for age in ages_s if 0 <= age < self.window_s)
 
     def wait_seconds(self, key: str) -> int:
         """Like `hit`, in whole seconds for telling the user: 0 when allowed, else at least 1."""
@@ -100,16 +105,6 @@ class Gate:
         self.policies = channel_policies or {}
         self._windows = {name: SlidingWindow(p.rate_limit_per_minute) for name, p in self.policies.items()}
 
-    def seed(self, questions: list[tuple[str, str, float]]) -> None:
-        """Questions logged within the last minute, as (channel, user id, age in seconds): the rate limits
-        hold across a restart."""
-        by_user: dict[tuple[str, str], list[float]] = {}
-        for channel, user, age in questions:
-            by_user.setdefault((channel, user), []).append(age)
-        for (channel, user), ages in by_user.items():
-            if window := self._windows.get(channel):
-                window.seed(user, ages)
-
     def admit(self, msg: Incoming) -> Refusal | None:
         """Any message: the allow lists (admins always pass) and the kind of message."""
         policy = self.policies.get(msg.channel, Policy())
@@ -119,6 +114,16 @@ class Gate:
         if msg.kind != "text" and msg.attachment is None:  # a document is content an admin may add
             return Refusal("text_only", detail=msg.kind)
         return None
+
+    def limits(self, channel: str) -> bool:
+        """Whether questions on `channel` are rate-limited."""
+        window = self._windows.get(channel)
+        return window is not None and window.limit > 0
+
+    def recount(self, msg: Incoming, ages_s: list[float]) -> None:
+        """The user's questions of the last minute as the log has them (from every instance sharing it)."""
+        if window := self._windows.get(msg.channel):
+            window.observe(msg.user_id, ages_s)
 
     def forget(self, msg: Incoming) -> None:
         """Take back the rate limit's count of a question that was a repeat of one received before."""

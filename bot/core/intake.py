@@ -7,7 +7,7 @@ import dataclasses
 import logging
 
 from bot.core import commands
-from bot.core.gate import Gate, Refusal
+from bot.core.gate import RATE_WINDOW_S, Gate, Refusal
 from bot.core.turns import Turn, Turns
 from bot.errors import StoreUnavailable
 from bot.log.store import LogStore
@@ -39,6 +39,8 @@ class Intake:
         if command and command[0] == commands.ASK:
             msg, command = dataclasses.replace(msg, text=command[1]), None
         lang = self._language(msg, question=command is None)
+        if command is None:
+            await self._recount(msg)
         turn, event = self._decide(msg, lang, command)
         if turn is None:
             msg = dataclasses.replace(msg, text=msg.text.strip())
@@ -53,6 +55,17 @@ class Intake:
         if event is not None:
             await self.note(msg, *event)
         return turn or self.turns.question(msg, lang, got.turn_id or 0)
+
+    async def _recount(self, msg: Incoming) -> None:
+        """Bring the user's rate limit up to the log, which holds the questions every instance sharing it
+        took (an unreadable log leaves this process's own count)."""
+        if not self.gate.limits(msg.channel):
+            return
+        try:
+            ages = await self.store.questions_of(msg.channel, msg.user_id, RATE_WINDOW_S)
+        except StoreUnavailable:
+            return
+        self.gate.recount(msg, ages)
 
     async def first_seen(self, scope: str, key: str) -> bool:
         """True the first time `key` is seen in `scope` (persisted): a channel's replay protection (while the

@@ -22,8 +22,6 @@ from bot.core.turns import Turn, Turns
 from bot.log.store import LogStore
 from bot.types import Incoming, Notice, ReloadReport, Reply
 
-RATE_WINDOW_S = 60.0  # the gate's rate limits count questions per minute
-
 __all__ = ["Core", "Turn"]
 
 
@@ -52,9 +50,8 @@ class Core:
         return self.knowledge.current
 
     async def start(self, progress: ProgressFn | None = None) -> None:
-        """Record the content's passages, have the model read it (or restore its saved state), and carry
-        the last minute's questions into the rate limits (they hold across a restart)."""
-        self.gate.seed(await self.store.recent_questions(RATE_WINDOW_S))
+        """Record the content's passages and have the model read it (or restore its saved state). The rate
+        limits need nothing: each question recounts its user's last minute from the log (Intake)."""
         await self.services.adopt(self.content, progress)
 
     async def receive(self, msg: Incoming) -> Turn | None:

@@ -23,6 +23,7 @@ class Services:
     def __init__(self, knowledge: Knowledge, engine: Answerer, store: LogStore) -> None:
         self.knowledge, self.engine, self.store = knowledge, engine, store
         self.library = Library(knowledge.directory, knowledge.max_mb)  # admins' changes to the content folder
+        self.library.book = store.proposals  # a preview's Confirm may reach another instance sharing the log
         self._reload_lock = asyncio.Lock()
 
     @property

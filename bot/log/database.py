@@ -196,6 +196,8 @@ class SqliteDatabase(Database):
             if sqlite3.complete_statement(statement):
                 await self.conn.execute(statement)
                 statement = ""
+        if statement.strip():
+            raise sqlite3.OperationalError(f"incomplete SQL statement in a script: {statement.strip()[:80]}")
 
     @contextlib.asynccontextmanager
     async def migrating(self) -> AsyncIterator[None]:

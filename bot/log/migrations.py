@@ -133,6 +133,23 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX turns_lease ON turns (lease_owner);
         """,
     ),
+    (
+        8,
+        "content changes waiting for an admin's confirmation",
+        # A preview's Confirm may reach another instance than the one that showed it: the proposal is here,
+        # taken once (taken_at), by the admin's conversation only, for ten minutes.
+        """
+        CREATE TABLE proposals (
+            token TEXT PRIMARY KEY,
+            conversation TEXT NOT NULL,
+            action TEXT NOT NULL,
+            name TEXT NOT NULL,
+            markdown TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            taken_at REAL
+        );
+        """,
+    ),
 ]
 
 
@@ -146,7 +163,8 @@ async def apply(db: Database) -> list[int]:
         for number, name, sql in MIGRATIONS:
             if number in done:
                 continue
-            await db.script(f"{sql}\nINSERT INTO schema_migrations VALUES ({number}, '{name}', {time.time()});")
+            quoted = name.replace("'", "''")
+            await db.script(f"{sql}\nINSERT INTO schema_migrations VALUES ({number}, '{quoted}', {time.time()});")
             applied.append(number)
         return applied
 

@@ -23,6 +23,8 @@ async def prune(db: Database, writes: Backlog, retention_days: float, redact_aft
 
     async def delete(db: Database) -> None:
         done["seen"] = await db.execute("DELETE FROM seen WHERE at < ?", (now - seen_keep,))
+        # Proposals live ten minutes; the taken and expired ones go after a day.
+        done["proposals"] = await db.execute("DELETE FROM proposals WHERE created_at < ?", (now - 86400,))
         if retention_days:
             cutoff = now - retention_days * 86400
             for table, column in (("turns", "created_at"), ("events", "at"), ("resets", "at")):

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, StoreUnavailable
 from bot.log import export, migrations, retention
 from bot.log.backlog import Backlog
 from bot.log.database import Database, PostgresDatabase, Row, SqliteDatabase, is_url, shown
 from bot.log.leases import Leases
+from bot.log.proposals import Proposals
 from bot.log.usage import Usage, read_stats, read_usage
 from bot.types import Citation, HistoryTurn, Incoming, Passage, PendingTurn, Reply, Stats
 
@@ -67,6 +68,7 @@ class LogStore:
         self.path = path  # the SQLite file; None on PostgreSQL
         self.writes = Backlog(db)  # writes that wait out a full disk, another writer's lock, a server restart
         self.leases = Leases(self.writes)  # which instance is on which turn (several may share the log)
+        self.proposals = Proposals(self.writes)  # admins' content changes waiting for their Confirm
 
     @classmethod
     async def open(cls, target: Path | str) -> LogStore:
@@ -262,12 +264,18 @@ class LogStore:
         older undelivered ones failed."""
         return [_pending(r) for r in await self.leases.claim(max_age_s, channels)]
 
-    async def recent_questions(self, within_s: float) -> list[tuple[str, str, float]]:
-        """(channel, user id, age in seconds) of the questions logged within the last `within_s` seconds."""
+    async def questions_of(self, channel: str, user_id: str, within_s: float) -> list[float]:
+        """Ages in seconds of one user's questions logged within the last `within_s` seconds, by any instance;
+        raises StoreUnavailable when the database cannot be read."""
         now = time.time()
-        rows = await self.db.fetchall("SELECT channel, user_id, created_at FROM turns WHERE created_at >= ?",
-                                      (now - within_s,))
-        return [(r["channel"], r["user_id"], now - r["created_at"]) for r in rows]
+        try:
+            rows = await self.db.fetchall("SELECT created_at FROM turns WHERE created_at >= ? AND channel = ? "
+                                          "AND user_id = ?", (now - within_s, channel, user_id))
+        except self.db.errors as exc:
+            if not self.db.outage(exc):
+                raise
+            raise StoreUnavailable(f"the log database cannot be read: {exc}") from exc
+        return [now - r["created_at"] for r in rows]
 
     async def stats(self, since_hours: float, channel: str | None = None) -> Stats:
         """Turns, distinct users, declines, errors and latency percentiles for the period."""
