@@ -253,7 +253,7 @@ async def serve(app: App, only: str | None = None) -> int:
             log.info("channel %s started", ch.name)
         resuming = asyncio.create_task(_resume_pending(pending, started))
         housekeeping = asyncio.create_task(_housekeeping(app))
-        watching = asyncio.create_task(_watch_leases(app, started))
+        watching = asyncio.create_task(_watch_log(app, started))
         await stop.wait()
         housekeeping.cancel()
         watching.cancel()
@@ -298,15 +298,20 @@ async def _housekeeping(app: App, every_s: float = 3600.0) -> None:
         await asyncio.sleep(every_s)
 
 
-async def _watch_leases(app: App, channels: list[Channel]) -> None:
-    """Every third of `log.lease_s` while serving: renew this instance's leases, and answer the turns no live
-    instance is on (another one sharing the log died; a delivery here failed and is tried again)."""
+async def _watch_log(app: App, channels: list[Channel]) -> None:
+    """Every third of `log.lease_s` while serving: follow another instance's content change, renew this
+    instance's leases, and answer the turns no live instance is on (another one sharing the log died; a
+    delivery here failed and is tried again)."""
     names = [ch.name for ch in channels]
     resuming: set[asyncio.Task[None]] = set()
     try:
         while True:
             await asyncio.sleep(app.cfg.log.lease_s / 3)
             try:
+                if (report := await app.core.follow()) is not None:
+                    log.info("content changed by another instance: %s", report.summary())
+                    if report.ok:
+                        write_snapshot(app.cfg, app.knowledge.current)
                 orphans = await app.core.orphans(names)
             except StoreUnavailable:
                 continue  # the log is down: the leases lapse, and whoever looks once it is back takes the turns

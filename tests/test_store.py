@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.log.database import open_database
 from bot.log.export import EXPORT_COLUMNS
 from bot.log.migrations import MIGRATIONS
-from bot.log.store import LogStore
+from bot.log.store import LogStore, connect
 from bot.types import Citation, Incoming, Passage, Reply
 
 LATEST = MIGRATIONS[-1][0]
@@ -30,7 +29,7 @@ async def store(log_target: Path | str) -> AsyncIterator[LogStore]:
 
 async def rows(target: Path | str, sql: str, args: tuple = ()) -> list[dict]:
     """Read through a second connection: what another process (or instance) would see."""
-    db = await open_database(target)
+    db = await connect(target)
     try:
         return await db.fetchall(sql, args)
     finally:
@@ -99,7 +98,7 @@ async def test_instances_starting_together_migrate_once(log_target: Path | str) 
 async def test_a_version_1_database_is_upgraded_with_its_data_kept(log_target: Path | str) -> None:
     if isinstance(log_target, Path):
         log_target.parent.mkdir(parents=True)
-    db = await open_database(log_target)
+    db = await connect(log_target)
     version, name, sql = MIGRATIONS[0]
     try:
         await db.script("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL);\n"

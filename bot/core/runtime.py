@@ -52,6 +52,7 @@ class Core:
     async def start(self, progress: ProgressFn | None = None) -> None:
         """Record the content's passages and have the model read it (or restore its saved state). The rate
         limits need nothing: each question recounts its user's last minute from the log (Intake)."""
+        await self.services.follow()  # marks the content changes so far as seen: the folder is read now
         await self.services.adopt(self.content, progress)
 
     async def receive(self, msg: Incoming) -> Turn | None:
@@ -73,6 +74,10 @@ class Core:
     async def pending(self, channels: Iterable[str]) -> list[Turn]:
         """Questions on these channels whose answer never reached the user, to answer or deliver now."""
         return await self.turns.pending(channels)
+
+    async def follow(self) -> ReloadReport | None:
+        """Reload when another instance sharing the log served new content (Services.follow)."""
+        return await self.services.follow()
 
     async def orphans(self, channels: Iterable[str]) -> list[Turn]:
         """While serving: renew the leases on this process's turns, and take the pending ones no live instance

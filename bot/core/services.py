@@ -15,6 +15,7 @@ from bot.log.usage import Usage
 from bot.types import Citation, Incoming, ReloadReport, Stats
 
 log = logging.getLogger(__name__)
+CHANGED = "content_changed"  # the event a reload that changed the content leaves for the other instances
 
 
 class Services:
@@ -25,6 +26,7 @@ class Services:
         self.library = Library(knowledge.directory, knowledge.max_mb)  # admins' changes to the content folder
         self.library.book = store.proposals  # a preview's Confirm may reach another instance sharing the log
         self._reload_lock = asyncio.Lock()
+        self._followed: int | None = None  # the last content change event seen (follow); None: not looked yet
 
     @property
     def content(self) -> ContentSet:
@@ -85,4 +87,22 @@ class Services:
                     await self.engine.retain(new)
             who = by or Incoming("signal", "", "", "")
             await self.store.log_event(who.channel, who.chat_id, who.user_id, "reload", report.summary())
+            if report.ok and report.version != report.previous_version:  # the other instances follow (follow)
+                await self.store.log_event("content", self.store.leases.owner, "", CHANGED, report.version)
             return report
+
+    async def follow(self) -> ReloadReport | None:
+        """Reload when another instance sharing the log served a new content version since the last look
+        (the content folder is shared between them); the report, or None when there was nothing to follow."""
+        last = await self.store.last_event(CHANGED)
+        seen, before = (last["id"] if last else 0), self._followed
+        self._followed = seen
+        if last is None or before is None or seen <= before:
+            return None  # the first look (at start, the folder was just read), or nothing new
+        if last["chat_id"] == self.store.leases.owner or last["detail"] == self.content.version:
+            return None  # this instance's own change, or one it has already
+        report = await self.reload(Incoming("content", self.store.leases.owner, "", ""))
+        if self.content.version != last["detail"]:
+            log.warning("content version %s served by %s, %s here: the instances do not share one content folder",
+                        last["detail"], last["chat_id"], self.content.version)
+        return report

@@ -1,7 +1,7 @@
 """Numbered schema migrations for the log store; append new ones, never edit an applied one.
 
 One schema for both engines: written in SQLite's types, which the PostgreSQL connection maps
-(`database.pg_types`: INTEGER PRIMARY KEY an identity column, INTEGER a BIGINT, REAL a DOUBLE PRECISION).
+(`postgres.pg_types`: INTEGER PRIMARY KEY an identity column, INTEGER a BIGINT, REAL a DOUBLE PRECISION).
 """
 
 from __future__ import annotations
@@ -135,9 +135,10 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
     (
         8,
-        "content changes waiting for an admin's confirmation",
+        "content changes waiting for an admin's confirmation; events by kind",
         # A preview's Confirm may reach another instance than the one that showed it: the proposal is here,
-        # taken once (taken_at), by the admin's conversation only, for ten minutes.
+        # taken once (taken_at), by the admin's conversation only, for ten minutes. Events by kind: every
+        # instance looks for the last content change often (Services.follow).
         """
         CREATE TABLE proposals (
             token TEXT PRIMARY KEY,
@@ -148,6 +149,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             created_at REAL NOT NULL,
             taken_at REAL
         );
+        CREATE INDEX events_kind ON events (kind, id);
         """,
     ),
 ]

@@ -14,9 +14,11 @@ from typing import Any
 from bot.errors import ConfigError, StoreUnavailable
 from bot.log import export, migrations, retention
 from bot.log.backlog import Backlog
-from bot.log.database import Database, PostgresDatabase, Row, SqliteDatabase, is_url, shown
+from bot.log.database import Database, Row, is_url, shown
 from bot.log.leases import Leases
+from bot.log.postgres import PostgresDatabase
 from bot.log.proposals import Proposals
+from bot.log.sqlite import SqliteDatabase
 from bot.log.usage import Usage, read_stats, read_usage
 from bot.types import Citation, HistoryTurn, Incoming, Passage, PendingTurn, Reply, Stats
 
@@ -45,11 +47,42 @@ def _pending(r: Row) -> PendingTurn:
                        r["message_id"], r["conversation"], status=r["status"], delivery=r["delivery"])
 
 
-def _unusable(path: Path, exc: Exception, unwritable: str) -> ConfigError:
-    """Why a SQLite log cannot be opened or migrated, with the fix."""
-    text = str(exc).lower()
+def _unwritable(path: Path) -> str:
+    return (f"fix: make {path.parent} writable by this user (and the file, if it exists), or set `database` in "
+            "config.yaml (or $BOT_DATABASE) to a writable path.")
+
+
+async def connect(target: Path | str) -> Database:
+    """A connection to the log's database (schema untouched), or a ConfigError naming the fix."""
+    if is_url(target):
+        try:
+            return await PostgresDatabase.open(str(target))
+        except Exception as exc:
+            raise ConfigError(f"cannot connect to the log database {shown(target)}: {str(exc).strip()}; fix: start "
+                              "PostgreSQL there, or correct `log.database_url` (or $BOT_DATABASE_URL; the password "
+                              "may come from $PGPASSWORD).") from None
+    path = Path(target)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Tried with the standard library first: a failed aiosqlite connect leaves its worker thread
+        # reporting to an event loop that is closed by then (a traceback after the error line).
+        sqlite3.connect(path).close()
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"cannot open the log database {path}: {exc}; {_unwritable(path)}") from None
+    try:
+        return await SqliteDatabase.open(path)
+    except Exception as exc:
+        raise _unusable(path, exc) from exc
+
+
+def _unusable(target: Path | str, exc: Exception) -> ConfigError:
+    """Why a log cannot be set up or migrated, with the fix."""
+    if is_url(target):
+        return ConfigError(f"cannot migrate the log database {shown(target)}: {str(exc).strip()}; fix: give the "
+                           "user in the URL the right to create tables there (or restore a backup).")
+    path, text = Path(target), str(exc).lower()
     if "readonly" in text or "unable to open" in text or "disk i/o" in text:
-        return ConfigError(f"cannot write the log database {path}: {exc}; {unwritable}")
+        return ConfigError(f"cannot write the log database {path}: {exc}; {_unwritable(path)}")
     if "locked" in text or "busy" in text:
         return ConfigError(f"the log database {path} is locked by another process ({exc}); fix: stop the "
                            "other `bot` using it, or give this one its own `database`.")
@@ -72,46 +105,15 @@ class LogStore:
 
     @classmethod
     async def open(cls, target: Path | str) -> LogStore:
-        """Open a SQLite file (creating folders and schema as needed) or a PostgreSQL URL, and migrate."""
-        if is_url(target):
-            return await cls._open_postgres(str(target))
-        path = Path(target)
-        unwritable = (f"fix: make {path.parent} writable by this user (and the file, if it exists), or set "
-                      "`database` in config.yaml (or $BOT_DATABASE) to a writable path.")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Tried with the standard library first: a failed aiosqlite connect leaves its worker thread
-            # reporting to an event loop that is closed by then (a traceback after the error line).
-            sqlite3.connect(path).close()
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot open the log database {path}: {exc}; {unwritable}") from None
-        db: SqliteDatabase | None = None
-        try:
-            db = await SqliteDatabase.open(path)
-            store = cls(db, path)
-            await store.migrate()
-        except Exception as exc:
-            if db is not None:
-                await db.close()  # its worker thread would keep the process alive
-            raise _unusable(path, exc, unwritable) from exc
-        return store
-
-    @classmethod
-    async def _open_postgres(cls, url: str) -> LogStore:
-        """Connect to the shared log and migrate it (instances starting together migrate one at a time)."""
-        try:
-            db = await PostgresDatabase.open(url)
-        except Exception as exc:
-            raise ConfigError(f"cannot connect to the log database {shown(url)}: {str(exc).strip()}; fix: start "
-                              "PostgreSQL there, or correct `log.database_url` (or $BOT_DATABASE_URL; the password "
-                              "may come from $PGPASSWORD).") from None
-        store = cls(db)
+        """Open a SQLite file (creating folders and schema as needed) or a PostgreSQL URL, and migrate
+        (instances starting together migrate one at a time)."""
+        db = await connect(target)
+        store = cls(db, None if is_url(target) else Path(target))
         try:
             await store.migrate()
         except Exception as exc:
-            await db.close()
-            raise ConfigError(f"cannot migrate the log database {shown(url)}: {str(exc).strip()}; fix: give the "
-                              "user in the URL the right to create tables there (or restore a backup).") from exc
+            await db.close()  # aiosqlite's worker thread would keep the process alive
+            raise _unusable(target, exc) from exc
         return store
 
     async def migrate(self) -> list[int]:
@@ -264,18 +266,27 @@ class LogStore:
         older undelivered ones failed."""
         return [_pending(r) for r in await self.leases.claim(max_age_s, channels)]
 
+    async def last_event(self, kind: str) -> dict[str, Any] | None:
+        """The newest event of a kind (id, chat_id, detail), or None."""
+        rows = await self._read("SELECT id, chat_id, detail FROM events WHERE kind=? ORDER BY id DESC LIMIT 1", (kind,))
+        return rows[0] if rows else None
+
     async def questions_of(self, channel: str, user_id: str, within_s: float) -> list[float]:
         """Ages in seconds of one user's questions logged within the last `within_s` seconds, by any instance;
         raises StoreUnavailable when the database cannot be read."""
         now = time.time()
+        rows = await self._read("SELECT created_at FROM turns WHERE created_at >= ? AND channel = ? AND user_id = ?",
+                                (now - within_s, channel, user_id))
+        return [now - r["created_at"] for r in rows]
+
+    async def _read(self, sql: str, args: tuple[Any, ...]) -> list[Row]:
+        """A query's rows; StoreUnavailable when the database cannot be read (a PostgreSQL restart)."""
         try:
-            rows = await self.db.fetchall("SELECT created_at FROM turns WHERE created_at >= ? AND channel = ? "
-                                          "AND user_id = ?", (now - within_s, channel, user_id))
+            return await self.db.fetchall(sql, args)
         except self.db.errors as exc:
             if not self.db.outage(exc):
                 raise
             raise StoreUnavailable(f"the log database cannot be read: {exc}") from exc
-        return [now - r["created_at"] for r in rows]
 
     async def stats(self, since_hours: float, channel: str | None = None) -> Stats:
         """Turns, distinct users, declines, errors and latency percentiles for the period."""
