@@ -33,7 +33,8 @@ async def make_core(tmp_path: Path, backend: object, content_dir: Path | None = 
                     cfg: Config | None = None) -> tuple[Core, LogStore]:
     """A started Core over the article (or content_dir) with `backend`; the caller closes the store."""
     cfg = cfg or make_config(tmp_path, content_dir)
-    store = await LogStore.open(cfg.database_path)
+    store = await LogStore.open(cfg.log_database)
+    store.leases.lease_s = cfg.log.lease_s
     core = wire(cfg, Knowledge(cfg.content_path), backend, store)  # type: ignore[arg-type]
     await core.start()
     return core, store

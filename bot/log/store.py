@@ -102,6 +102,7 @@ class LogStore:
         self.writes = Backlog(db)  # writes that wait out a full disk, another writer's lock, a server restart
         self.leases = Leases(self.writes)  # which instance is on which turn (several may share the log)
         self.proposals = Proposals(self.writes)  # admins' content changes waiting for their Confirm
+        self.closed = False
 
     @classmethod
     async def open(cls, target: Path | str) -> LogStore:
@@ -125,7 +126,10 @@ class LogStore:
         return await migrations.version(self.db)
 
     async def close(self) -> None:
-        """Release this instance's leases, make the kept writes if the database takes them, and close."""
+        """Release this instance's leases, make the kept writes if the database takes them, and close (once)."""
+        if self.closed:
+            return
+        self.closed = True
         try:
             if not self.writes.out:  # else the restart finds the leases lapsed
                 await self.leases.release()
