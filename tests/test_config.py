@@ -249,3 +249,18 @@ def test_every_rule_grounding_can_name_is_a_known_rule() -> None:
     source = "".join(f.read_text(encoding="utf-8") for f in files)
     reasons = set(re.findall(r'f?"([a-z_]+): ', source))  # every decline reason opens with its rule's name
     assert len(reasons) >= 8 and reasons <= set(GROUNDING_RULES), reasons - set(GROUNDING_RULES)
+
+
+def test_the_log_is_a_sqlite_file_unless_a_postgresql_url_is_given(in_tmp: Path) -> None:
+    f = write(in_tmp / "config.yaml", "database: state/log.db\n")
+    assert load_config(str(f), env={}).log_database == in_tmp / "state" / "log.db"
+    url = "postgresql://bot@db:5432/bot"
+    assert load_config(str(f), env={"BOT_DATABASE_URL": url}).log_database == url
+    assert load_config(str(f), env={"BOT_DATABASE_URL": "sqlite:///other.db"}).log_database == in_tmp / "other.db"
+    assert load_config(str(f), env={"BOT_DATABASE_URL": "sqlite:////abs/x.db"}).log_database == Path("/abs/x.db")
+    with pytest.raises(ConfigError, match=r"log.database_url.*mysql://…"):
+        load_config(str(f), env={"BOT_DATABASE_URL": "mysql://root:hunter2@db/bot"})
+    try:
+        load_config(str(f), env={"BOT_DATABASE_URL": "mysql://root:hunter2@db/bot"})
+    except ConfigError as exc:
+        assert "hunter2" not in str(exc)  # a password in the URL is never repeated
