@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
-from bot.config.sections import GROUNDING_RULES, Config, WecomBotConfig
+from bot.config.sections import GROUNDING_RULES, POSTGRES_SCHEMES, Config, WecomBotConfig
 from bot.errors import ConfigError
 
 _POSITIVE = (  # keys whose value must be greater than 0
@@ -55,7 +55,7 @@ def check(cfg: Config, src: str) -> None:
         raise ConfigError(f"{src}: model.backend is 'openai' but model.base_url is {cfg.model.base_url!r}; fix: set "
                           "the server's URL with its /v1, e.g. http://127.0.0.1:8080/v1, or $BOT_OPENAI_BASE_URL.")
     url = cfg.log.database_url
-    if "://" in url and not url.startswith(("postgresql://", "postgres://", "sqlite:///")):
+    if "://" in url and not url.startswith((*POSTGRES_SCHEMES, "sqlite:///")):
         raise ConfigError(f"{src}: 'log.database_url' must be postgresql://user@host:port/database, a path or "
                           f"sqlite:///path, got {url.split('://')[0]}://…; fix: correct it, or leave it empty for "
                           "the embedded log (`database`).")

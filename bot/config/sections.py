@@ -151,6 +151,9 @@ class WecomBotConfig:
     aes_key: str = field(default="", repr=False)
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # a log database URL that names a PostgreSQL server
+
+
 @dataclass
 class LogConfig:
     retention_days: float = 0.0  # turns and events older than this are deleted (0: kept for ever)
@@ -195,7 +198,7 @@ class Config:
     def log_database(self) -> Path | str:
         """Where the log is: a SQLite file's path, or a PostgreSQL URL."""
         url = self.log.database_url
-        if url.startswith(("postgresql://", "postgres://")):
+        if url.startswith(POSTGRES_SCHEMES):
             return url
         return self.path(url.removeprefix("sqlite:///")) if url else self.database_path  # sqlite:////abs/path
 

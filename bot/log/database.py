@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from bot.config.sections import POSTGRES_SCHEMES
+
 Row = dict[str, Any]
 
 
 def is_url(target: str | Path) -> bool:
     """Whether a configured log database names a PostgreSQL server rather than a SQLite file."""
-    return str(target).startswith(("postgresql://", "postgres://"))
+    return str(target).startswith(POSTGRES_SCHEMES)
 
 
 def shown(target: str | Path) -> str:
@@ -37,7 +39,6 @@ def shown(target: str | Path) -> str:
 class Database(ABC):
     """The log's connection: statements with `?` placeholders, rows as dicts, one write transaction at a time."""
 
-    engine: str
     target: Path | str  # the SQLite file or the PostgreSQL URL
     errors: tuple[type[Exception], ...]  # what a statement may raise (an outage or a wrong statement)
 

@@ -51,8 +51,6 @@ class PostgresDatabase(Database):
     raises an outage error, and the store keeps its writes (Backlog) or refuses new questions plainly.
     """
 
-    engine = "postgresql"
-
     def __init__(self, url: str, connect_timeout_s: int = 5) -> None:
         import psycopg
 

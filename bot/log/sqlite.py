@@ -20,7 +20,6 @@ _OUTAGE = ("full", "locked", "busy", "disk i/o", "readonly", "unable to open")
 class SqliteDatabase(Database):
     """A SQLite file in WAL mode through aiosqlite (its own thread per connection)."""
 
-    engine = "sqlite"
     errors = (sqlite3.Error,)
 
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
