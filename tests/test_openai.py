@@ -182,6 +182,24 @@ async def test_an_extraction_is_one_request_under_a_grammar_with_top_logprobs() 
     assert result.token_logprobs == [-0.4, -0.1, -0.3] and result.prompt_tokens == 90
 
 
+async def test_the_copys_log_probabilities_end_as_the_embedded_backend_ends_them() -> None:
+    """llama-server reports the closing quote and then the end token, each with its own probability; the
+    embedded backend takes the likeliest way to end once (a token opening with the quote, or the end token).
+    Read either way, one calibrated decision must see the same numbers. A token spelled twice in the top
+    ones (with and without a space) counts at its likelier spelling."""
+    answer = logprob_answer("1：答案是“刘庆峰”", [
+        ("1", -0.3, {"1": -0.3, " 1": -0.2, "0": -1.9}), ("：答案是“", 0.0, {}),
+        ("刘", -0.1, {"刘": -0.1, "科": -3.0, "江": -8.0}), ("庆峰", -0.01, {}),
+        ("”", -1.5, {"”。": -0.9, "”": -1.5, "": -1.6}), ("", -1.4, {"。\n": -1.0, "": -1.4})])
+    b = backend(lambda r: httpx.Response(200, json=answer))
+    result = Extraction()
+    items = [x async for x in b.extract(MSGS, ["0", "1"], ["", "刘庆峰是董事长。"], lead="：答案是“",
+                                        none_word="无", conversation="c", result=result)]
+    assert items == [Picked((-1.9, -0.2), 1), "刘庆峰"]
+    assert result.token_logprobs == [-0.1, -0.01, -0.9]  # the end once, at its likeliest; the end token dropped
+    assert result.none_first == -9.0  # "无" below the copy's first top log-probabilities: under their last
+
+
 async def test_a_server_without_logprobs_or_grammar_is_named_with_the_fix() -> None:
     b = backend(lambda r: httpx.Response(200, json={"choices": [{"message": {"content": "刘庆峰"}}]}))
     with pytest.raises(BackendError, match="logprobs"):

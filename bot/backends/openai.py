@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 _order = itertools.count()
 # No tokenizer here: count a CJK character or a run of other non-space characters as one token. That
 # overestimates Qwen's count a little, so the prefix-size decision errs towards retrieval, never overflow.
-TOP_LOGPROBS = 20  # the labels must be among the first token's most probable; more costs the server time
+TOP_LOGPROBS = 100  # the labels, and "无" after them, among the most probable (vLLM: --max-logprobs 100)
 _TOKEN_GUESS = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\s\u3400-\u9fff\uf900-\ufaff]{1,4}")
 
 
@@ -236,7 +236,10 @@ def read_extraction(data: dict[str, Any], labels: Sequence[str], lead: str, none
                     result: Extraction) -> list[str | Picked]:
     """`Picked` and the copied text out of a /chat/completions answer with log-probabilities; `result` filled.
 
-    A label outside the first token's top log-probabilities gets a floor below the last of them.
+    A label outside the first token's top log-probabilities gets a floor below the last of them. The copy's
+    log-probabilities are read as the embedded backend computes them (constraint.Copying), so one calibrated
+    decision serves both: the copied tokens', then the likeliest way to end (a token opening with the lead's
+    closing quote, or the end token) once, not the server's closing and end tokens one by one.
     """
     choice = (data.get("choices") or [{}])[0]
     text = str((choice.get("message") or {}).get("content") or "")
@@ -244,11 +247,7 @@ def read_extraction(data: dict[str, Any], labels: Sequence[str], lead: str, none
     if not steps or not text:
         raise BackendError("the model server returned no log-probabilities; fix: use llama.cpp's llama-server "
                            "(or another server that returns logprobs and accepts a GBNF grammar)")
-
-    def top(step: dict[str, Any]) -> dict[str, float]:
-        return {str(t.get("token", "")).strip(): float(t.get("logprob", -99.0)) for t in step.get("top_logprobs") or []}
-
-    first = top(steps[0])
+    first = _top(steps[0])
     floor = min(first.values(), default=-20.0) - 1.0
     result.logprobs = [first.get(label, floor) for label in labels]
     chosen = next((i for i, label in enumerate(labels) if i and text.startswith(label + lead)), 0)
@@ -262,10 +261,34 @@ def read_extraction(data: dict[str, Any], labels: Sequence[str], lead: str, none
             used += str(step.get("token", ""))
             continue
         copied.append(step)
-    if copied:
-        result.none_first = top(copied[0]).get(none_word, floor)
-    result.token_logprobs = [float(s.get("logprob", 0.0)) for s in copied]
+    if copied:  # "无" outside the copy's first top log-probabilities: below the last of them
+        after = _top(copied[0])
+        result.none_first = after.get(none_word, min(after.values(), default=floor) - 1.0)
+    result.token_logprobs = _copy_logprobs(copied, closing(lead))
     result.text = text[len(labels[chosen] + lead):].removesuffix(closing(lead) or "\0")
     usage = data.get("usage") or {}
     result.prompt_tokens, result.completion_tokens = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
     return [Picked(tuple(result.logprobs), chosen), result.text]
+
+
+def _top(step: dict[str, Any]) -> dict[str, float]:
+    """A step's top log-probabilities by token text (spaces stripped; of two spellings, the likelier)."""
+    out: dict[str, float] = {}
+    for t in step.get("top_logprobs") or []:
+        token, value = str(t.get("token", "")).strip(), float(t.get("logprob", -99.0))
+        out[token] = max(value, out.get(token, value))
+    return out
+
+
+def _copy_logprobs(copied: list[dict[str, Any]], close: str) -> list[float]:
+    """The copied tokens' log-probabilities, ending with the best of the ways to end where the copy ended."""
+    out: list[float] = []
+    for step in copied:
+        token = str(step.get("token", ""))
+        if token == "" or (close and token.startswith(close)):
+            ends = [float(t.get("logprob", -99.0)) for t in step.get("top_logprobs") or []
+                    if t.get("token", "") == "" or (close and str(t.get("token", "")).startswith(close))]
+            out.append(max([float(step.get("logprob", -99.0)), *ends]))
+            break
+        out.append(float(step.get("logprob", 0.0)))
+    return out
