@@ -1,18 +1,24 @@
 """`bot bench`: llama-batched-bench's table read right, the plot drawn from a report, the targets computed;
-and the whole command on the small model (a short run) writing its JSON and PNG."""
+the whole command on the small model (a short run) writing its JSON and PNG; `--backend openai` asking the
+same questions through the service and then an embedded model (faked here; measured in the closing notes)."""
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from bot import app as app_module
+from bot.cli.main import main
 from bot.measure import bench
-from tests.helpers import ROOT
+from tests.fakes.backend import FakeBackend
+from tests.helpers import ROOT, copying
 
 TABLE = """
 main: n_kv_max = 8192, n_batch = 512, n_ubatch = 512, flash_attn = 0, is_pp_shared = 1, n_gpu_layers = -1
@@ -80,3 +86,53 @@ def test_bot_bench_runs_from_one_command(tmp_path: Path) -> None:
     assert data["restart"]["prefix_source"] == "restored" and data["restart"]["answered_s"] > 0
     assert data["overhead"]["bare_decode_tokens_per_s"] and "restart_first_answer_over_warm" in data["targets"]
     assert (out / "bench.png").stat().st_size > 10_000
+
+
+@pytest.fixture
+def made(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, list[tuple[str, FakeBackend]]]:
+    """A config, and every backend `bot bench` builds with the backend it was configured for."""
+    built: list[tuple[str, FakeBackend]] = []
+
+    def fake(cfg: object) -> FakeBackend:
+        built.append((cfg.model.backend, FakeBackend(copying("刘庆峰", "通用人工智能"))))  # type: ignore[attr-defined]
+        return built[-1][1]
+
+    monkeypatch.setattr(app_module, "make_backend", fake)
+    for var in ("BOT_CONFIG", "BOT_DATABASE", "BOT_MODEL", "BOT_OPENAI_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data_dir: data\ndatabase: data/bot.sqlite3\nlog_level: WARNING\n"
+                      f"content:\n  dir: {ROOT / 'content'}\n", encoding="utf-8")
+    return config, built
+
+
+def test_bench_backend_openai_asks_the_same_questions_through_the_service_then_embedded(
+        made: tuple[Path, list[tuple[str, FakeBackend]]], tmp_path: Path) -> None:
+    config, built = made
+    out, questions = tmp_path / "out", tmp_path / "q.jsonl"
+    asked = [f"第{i}个问题：科大讯飞董事长是谁？" for i in range(10)]
+    questions.write_text("".join(json.dumps({"id": f"q{i}", "kind": "fact", "question": q, "expect_any": ["刘"]},
+                                            ensure_ascii=False) + "\n" for i, q in enumerate(asked)), encoding="utf-8")
+    r = CliRunner().invoke(main, ["--config", str(config), "bench", "--backend", "openai", "--levels", "1,3",
+                                  "--rounds", "2", "--out", str(out), "--questions", str(questions)],
+                           env={"BOT_OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert [name for name, _ in built] == ["openai", "embedded"]  # one after the other, never both at once
+    with sqlite3.connect(tmp_path / "data" / "bot.sqlite3") as con:
+        logged = [q for (q,) in con.execute("SELECT question FROM turns WHERE channel='bench' ORDER BY id")]
+    # Each backend: 1x2 then 3x2 asks, the set's questions in order, none asked twice (no cached prompt).
+    assert sorted(logged[:8]) == sorted(asked[:8]) and sorted(logged[8:]) == sorted(asked[:8])
+    data = json.loads((out / "deployment.json").read_text(encoding="utf-8"))
+    assert data["base_url"] == "http://127.0.0.1:9/v1"
+    for name in ("openai", "embedded"):
+        assert [(x["conversations"], x["questions"]) for x in data[name]] == [(1, 2), (3, 6)]
+        assert all(x["answered"] + x["declined"] == x["questions"] and not x["failed"] for x in data[name])
+    for row in data["compare"]:
+        assert row["ratio"] == round(row["service_qps"] / row["embedded_qps"], 2)
+
+
+def test_bench_backend_openai_without_a_service_names_the_key(
+        made: tuple[Path, list[tuple[str, FakeBackend]]]) -> None:
+    config, built = made
+    r = CliRunner().invoke(main, ["--config", str(config), "bench", "--backend", "openai"])
+    assert r.exit_code != 0 and "model.base_url" in r.output and not built

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from bot.answering.decision import DEFAULT_SIGNALS, Weights, weights_path
+from bot.cli.bench import bench
 from bot.cli.logs import logs
 from bot.cli.runner import run as _run
 from bot.config import Config
@@ -255,56 +256,6 @@ async def _eval_run(core: Any, cases: list[Any], model: str, *, echo: bool,
     return results, evaluation.summarise(results, model)
 
 
-@main.command()
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("bench"),
-              show_default=True, help="Folder for bench.json and bench.png.")
-@click.option("--levels", default="1,2,4,8", show_default=True, help="Concurrent conversations to measure.")
-@click.option("--tokens", "ntg", type=click.IntRange(8, 512), default=48, show_default=True,
-              help="Answer length for the fixed-length throughput runs.")
-@click.option("--cold/--no-cold", default=True, show_default=True,
-              help="Also time a start with no saved prefix (computes it: a minute or two).")
-@click.option("--llama-tools", "tools", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder with llama.cpp's llama-batched-bench (scripts/llama-tools.sh prints it) to compare with.")
-@click.pass_context
-def bench(ctx: click.Context, out_dir: Path, levels: str, ntg: int, cold: bool, tools: Path | None) -> None:
-    """Measure latency and throughput on this machine; write bench.json and bench.png (a few minutes)."""
-
-    async def handler(cfg: Config) -> int:
-        from bot.app import open_app
-        from bot.measure import bench as b
-
-        counts = sorted({int(x) for x in levels.split(",") if x.strip()})
-        async with open_app(cfg, progress=False) as app:
-            report = await b.run(app, levels=counts, questions=b.QUESTIONS, ntg=ntg, cold=cold, tools=tools)
-        # With the prefix on disk and this process's model freed: a restarted bot's first answer.
-        if restart := await asyncio.to_thread(_restart_probe, ctx.obj.get("config"), b.QUESTIONS[-1]):
-            report["restart"] = restart
-            report["targets"] = b.targets(report)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "bench.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
-        b.plot(report, out_dir / "bench.png")
-        click.echo(json.dumps(report["targets"], ensure_ascii=False, indent=2))
-        click.echo(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
-        return 0
-
-    _run(ctx, handler)
-
-
-def _restart_probe(config: str | None, question: str) -> dict[str, Any] | None:
-    """A new process's `bot ask --json` asked the same question twice: its start-up timings and first answer
-    since the process began, and the second (warm) answer's time through the same pipeline."""
-    import subprocess
-
-    cmd = [sys.executable, "-m", "bot", *(["--config", config] if config else []), "ask", "--json", question, question]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    lines = run.stdout.strip().splitlines()
-    if run.returncode != 0 or len(lines) != 2:
-        logging.getLogger(__name__).warning("restart probe failed: %s", run.stderr[-500:])
-        return None
-    first, warm = (json.loads(line) for line in lines)
-    return {**first.get("startup", {}), "first_total_ms": first.get("total_ms"), "warm_total_ms": warm.get("total_ms")}
-
-
 @main.group()
 def model() -> None:
     """Fetch or check model files."""
@@ -345,6 +296,7 @@ def model_check(ctx: click.Context) -> None:
 
 
 main.add_command(logs)
+main.add_command(bench)
 
 
 @main.command()
