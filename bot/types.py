@@ -247,6 +247,7 @@ class PendingTurn:
     conversation: str = ""
     status: str = "pending"  # pending: no answer yet; answered or error: one is logged
     delivery: str | None = None  # waiting, delivered or failed once an answer is logged
+    placeholder: str | None = None  # the message showing its answer in progress, if one was sent
 
     @property
     def answered(self) -> bool:

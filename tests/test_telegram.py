@@ -407,6 +407,33 @@ async def test_webhook_checks_secret(server: FakeTelegram, backend: FakeBackend,
     assert not server.calls_of("getUpdates")
 
 
+async def test_a_webhook_update_is_acknowledged_only_once_its_question_is_logged(
+        server: FakeTelegram, backend: FakeBackend, real: tuple[Core, LogStore],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Telegram never sends an acknowledged update again: a process killed after its 200 must have logged
+    the question already, for another instance sharing the log to answer. The log is made slow here; an
+    update that is not a message the bot takes is acknowledged without the core."""
+    core, store = real
+    backend.answer = f"科大讯飞董事长是刘庆峰。[{marker(core, '科大讯飞董事长刘庆峰')}]"
+    slow_receive = store.receive
+
+    async def receive(*args: Any, **kw: Any) -> Any:
+        await asyncio.sleep(0.3)
+        return await slow_receive(*args, **kw)
+
+    monkeypatch.setattr(store, "receive", receive)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram"
+    async with running(server, core, mode="webhook", webhook_listen=f"127.0.0.1:{port}", webhook_url=url):
+        mid = server.private(ALICE, "科大讯飞董事长是谁？")
+        assert await server.deliver_webhook(server.updates[-1]) == 200
+        assert rows(store, "SELECT question FROM turns") == [("科大讯飞董事长是谁？",)]  # before the 200
+        await server.wait_for(lambda: answered(server, mid))
+        edited = {"update_id": 999_001, "edited_message": dict(server.updates[-1]["message"], text="改")}
+        assert await server.deliver_webhook(edited) == 200
+    assert rows(store, "SELECT count(*) FROM turns") == [(1,)] and len(replies_to(server, mid)) == 1
+
+
 async def test_rate_limit_too_long_and_allowlist(server: FakeTelegram, backend: FakeBackend,
                                                  real: tuple[Core, LogStore]) -> None:
     core, store = real
@@ -494,8 +521,30 @@ async def test_an_answer_is_delivered_only_once_telegram_confirms_it(server: Fak
     async with running(server, core) as channel:
         await channel.resume(turn)
     assert turn.turn_id == tid and len(backend.calls) == calls
-    assert f"{EXTRACTED}\n\n[1] {SECTION}" in server.bot_texts(ALICE)
+    # The answer goes into the message that showed it in progress (logged with the turn), not another one.
+    assert server.bot_texts(ALICE) == [f"{EXTRACTED}\n\n[1] {SECTION}"]
     assert rows(store, "SELECT delivery FROM turns") == [("delivered",)]
+
+
+async def test_a_turn_taken_over_is_answered_in_its_placeholder_or_a_new_one_if_that_is_gone(
+        server: FakeTelegram, backend: FakeBackend, real: tuple[Core, LogStore]) -> None:
+    """An instance that died left its placeholder ("thinking") in the chat; the one taking the turn over
+    edits that message into the answer. A placeholder deleted meanwhile gets a new message instead."""
+    core, store = real
+    backend.answer = copying("刘庆峰")
+    server.private_chat(ALICE)
+    async with running(server, core) as channel:
+        first = await channel.api.send(ALICE, phrases.message("thinking", "zh"))
+        tid = await store.start_turn(Incoming("telegram", str(ALICE), str(ALICE), "科大讯飞董事长是谁？", "77"))
+        await store.placed(tid, str(first.message_id))
+        gone = await store.start_turn(Incoming("telegram", str(ALICE), str(ALICE), "刘庆峰是谁？", "78"))
+        await store.placed(gone, "999999")  # no such message any more
+        for turn in await core.pending(["telegram"]):
+            await channel.resume(turn)
+    texts = server.bot_texts(ALICE)
+    assert len(texts) == 2 and texts[0] == f"{EXTRACTED}\n\n[1] {SECTION}"  # the first edited, one new
+    assert rows(store, "SELECT id, placeholder, delivery FROM turns ORDER BY id") == [
+        (tid, str(first.message_id), "delivered"), (gone, str(first.message_id + 1), "delivered")]
 
 
 async def test_a_user_who_blocked_the_bot_ends_the_delivery(server: FakeTelegram, backend: FakeBackend,

@@ -32,8 +32,8 @@ from telegram.ext import (
 
 from bot.channels.common import fit_prefix, split_text, utf16_len
 from bot.channels.telegram_api import TelegramApi
-from bot.channels.telegram_live import LiveMessage
-from bot.channels.telegram_updates import incoming
+from bot.channels.telegram_live import LiveMessage, placeholder
+from bot.channels.telegram_updates import TakenFirst, incoming
 from bot.config import TelegramConfig
 from bot.core.commands import menu
 from bot.text import phrases
@@ -77,10 +77,13 @@ class TelegramChannel:
         # PTB's rate limiter keeps under Telegram's flood limits and waits out a 429 (RetryAfter) itself.
         limiter = AIORateLimiter(max_retries=FLOOD_RETRIES)
         t = cfg.api_timeout_s
-        self.app: Application = (ApplicationBuilder().token(cfg.token).base_url(cfg.base_url)
-                                 .base_file_url(file_url(cfg.base_url)).rate_limiter(limiter)
-                                 .connect_timeout(t).read_timeout(t).write_timeout(t)
-                                 .concurrent_updates(True).build())
+        self._taken: dict[int, Turn | Exception | None] = {}  # webhook updates taken before their 200
+        builder = (ApplicationBuilder().token(cfg.token).base_url(cfg.base_url)
+                   .base_file_url(file_url(cfg.base_url)).rate_limiter(limiter)
+                   .connect_timeout(t).read_timeout(t).write_timeout(t).concurrent_updates(True))
+        if cfg.mode == "webhook":
+            builder = builder.update_queue(TakenFirst(self._take))
+        self.app: Application = builder.build()
         self.api = TelegramApi(self.app.bot)
         self.app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & ~filters.StatusUpdate.ALL, self._on_message))
         self.app.add_handler(CallbackQueryHandler(self._on_button))
@@ -129,9 +132,26 @@ class TelegramChannel:
         """The neutral message for an update (telegram_updates.incoming)."""
         return incoming(update, self.app.bot, self.cfg.admins)
 
-    async def _on_message(self, update: Update, context: Ctx) -> None:
+    async def _take(self, update: Update) -> None:
+        """Before the webhook acknowledges an update a handler will take: the core receives its message (a
+        question is logged), or nothing is acknowledged and Telegram sends it again."""
+        checks = (h.check_update(update) for h in self.app.handlers.get(0, []))
+        if not any(c is not None and c is not False for c in checks):  # as Application.process_update
+            return
         incoming = self.incoming(update)
-        turn = await self.core.receive(incoming) if incoming else None
+        try:
+            self._taken[update.update_id] = await self.core.receive(incoming) if incoming else None
+        except Exception as exc:  # the handler raises it, for the error handler's apology
+            self._taken[update.update_id] = exc
+
+    async def _on_message(self, update: Update, context: Ctx) -> None:
+        if update.update_id in self._taken:
+            turn = self._taken.pop(update.update_id)
+            if isinstance(turn, Exception):
+                raise turn
+        else:
+            incoming = self.incoming(update)
+            turn = await self.core.receive(incoming) if incoming else None
         if turn is None:
             return
         chat_id, reply_to = int(turn.incoming.chat_id), int(turn.incoming.message_id or 0) or None
@@ -213,12 +233,11 @@ class TelegramChannel:
     async def _stream(self, chat_id: int, reply_to: int | None, turn: Turn, key: object) -> None:
         """Placeholder at once, typing and progress while waiting, edits of checked text, then the final text."""
         lang = turn.lang
-        placeholder = await self.api.send(chat_id, phrases.message("thinking", lang), reply_to)
-        self._open[key] = (chat_id, placeholder.message_id)
-        group = placeholder.chat.type != ChatType.PRIVATE
+        message_id, shown = await placeholder(self.api, chat_id, reply_to, turn)
+        self._open[key] = (chat_id, message_id)
+        group = turn.incoming.group
         interval = max(self.cfg.edit_interval_s, GROUP_EDIT_INTERVAL_S) if group else self.cfg.edit_interval_s
-        message_id = placeholder.message_id
-        live = LiveMessage(lambda t: self.api.edit(chat_id, message_id, t), placeholder.text or "", interval)
+        live = LiveMessage(lambda t: self.api.edit(chat_id, message_id, t), shown, interval)
         typing = asyncio.create_task(self._typing(chat_id, live.started))
         reply: Reply | None = None
         draft = ""

@@ -1,4 +1,5 @@
-"""A Telegram message being streamed into: the latest wish shown, at most one edit per interval."""
+"""A Telegram message being streamed into: the placeholder (new, or the one a turn was shown in before),
+then the latest wish shown, at most one edit per interval."""
 
 from __future__ import annotations
 
@@ -6,10 +7,32 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from typing import TYPE_CHECKING
 
 from telegram.error import TelegramError
 
+from bot.channels.telegram_api import TelegramApi
+from bot.text import phrases
+
+if TYPE_CHECKING:
+    from bot.core.runtime import Turn
+
 logger = logging.getLogger(__name__)
+
+
+async def placeholder(api: TelegramApi, chat_id: int, reply_to: int | None, turn: Turn) -> tuple[int, str]:
+    """The message an answer streams into, and its text: the one shown for this turn before (by an instance
+    that died, or before a restart), else a new one, logged with the turn."""
+    thinking = phrases.message("thinking", turn.lang)
+    if turn.placeholder and turn.placeholder.isdigit():
+        try:
+            await api.edit(chat_id, int(turn.placeholder), thinking)
+            return int(turn.placeholder), thinking
+        except TelegramError as exc:  # deleted meanwhile, or too old to edit: a new one
+            logger.info("telegram: turn %s's placeholder cannot be edited (%s)", turn.turn_id, exc)
+    sent = await api.send(chat_id, thinking, reply_to)
+    await turn.placed(str(sent.message_id))
+    return sent.message_id, sent.text or ""
 
 
 class LiveMessage:

@@ -3,6 +3,10 @@ and whether a group message is meant for the bot (a command, a mention, a reply 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from telegram import Bot, Message, Update
 from telegram.constants import ChatType, MessageEntityType
 
@@ -69,3 +73,20 @@ def _kind(msg: Message) -> str:
         if getattr(msg, kind, None):
             return kind
     return "other"
+
+
+class TakenFirst(asyncio.Queue[Any]):
+    """PTB's update queue for the webhook: each update is taken (the core logs its message) before it is
+    queued. The webhook server awaits the queue before it answers 200, so a process killed after that answer
+    has the question in the log, where another instance sharing it answers it; Telegram never sends an
+    acknowledged update again. An update not taken (the log failing) gets no 200, and Telegram retries it."""
+
+    def __init__(self, take: Callable[[Update], Awaitable[None]]) -> None:
+        super().__init__()
+        self._take = take
+
+    async def put(self, item: Any) -> None:
+        """Take an update, then queue it for the handlers."""
+        if isinstance(item, Update):
+            await self._take(item)
+        await super().put(item)

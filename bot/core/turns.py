@@ -26,8 +26,9 @@ class Turn:
 
     def __init__(self, turns: Turns, msg: Incoming, lang: str, *, turn_id: int | None = None,
                  notice: str | None = None, command: commands.Command | None = None, args: str = "",
-                 answered: bool = False, created_at: float = 0.0) -> None:
+                 answered: bool = False, created_at: float = 0.0, placeholder: str | None = None) -> None:
         self.turns, self.incoming, self.lang = turns, msg, lang
+        self.placeholder = placeholder  # a resumed turn: the message that showed its answer in progress
         self.turn_id, self._notice, self._command, self._args = turn_id, notice, command, args
         self.answered = answered  # the answer is logged but was not delivered: send it again, do not generate
         self.created_at = created_at or time.time()  # when the user asked (a resumed turn: before the restart)
@@ -58,6 +59,12 @@ class Turn:
         assert isinstance(last, Reply | Notice)
         return last
 
+    async def placed(self, placeholder: str) -> None:
+        """The channel shows the answer in progress in this message: logged for whoever finishes the turn."""
+        self.placeholder = placeholder
+        if self.turn_id is not None:
+            await self.turns.store.placed(self.turn_id, placeholder)
+
     async def delivered(self, error: str | None = None, *, final: bool = False, via: str = "") -> None:
         """The channel's word on what it rendered: shown (no error; `via` how, for a channel with several
         ways), failed for now (a restart or the messenger's repeat of the message sends it again), or failed
@@ -77,10 +84,11 @@ class Turns:
         self.closing = False  # set by `drain`: questions are still logged, but left for the restart
 
     def question(self, msg: Incoming, lang: str, turn_id: int, *, answered: bool = False,
-                 created_at: float = 0.0) -> Turn:
+                 created_at: float = 0.0, placeholder: str | None = None) -> Turn:
         """The turn of a logged question (`answered`: its answer is logged, only its delivery is owed)."""
         self._active.add(turn_id)
-        return Turn(self, msg, lang, turn_id=turn_id, answered=answered, created_at=created_at)
+        return Turn(self, msg, lang, turn_id=turn_id, answered=answered, created_at=created_at,
+                    placeholder=placeholder)
 
     def notice(self, msg: Incoming, lang: str, text: str) -> Turn:
         """A turn that only shows a fixed reply."""
@@ -175,4 +183,5 @@ class Turns:
         """The turn of a question logged before (by this process or the one before it)."""
         group = t.conversation == conversation_key(t.channel, t.chat_id, t.user_id, True)
         msg = Incoming(t.channel, t.chat_id, t.user_id, t.text, t.message_id, group=group, conversation=t.conversation)
-        return self.question(msg, phrases.language(t.text), t.turn_id, answered=t.answered, created_at=t.created_at)
+        return self.question(msg, phrases.language(t.text), t.turn_id, answered=t.answered, created_at=t.created_at,
+                             placeholder=t.placeholder)

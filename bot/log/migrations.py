@@ -152,6 +152,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX events_kind ON events (kind, id);
         """,
     ),
+    (
+        9,
+        "where a turn's answer is being shown",
+        # placeholder: the messenger's message showing the answer in progress (Telegram: its message id).
+        # An instance taking the turn over (the first one died, or restarted) edits it into the answer
+        # instead of leaving it as it was and sending the answer as another message.
+        """
+        ALTER TABLE turns ADD COLUMN placeholder TEXT;
+        """,
+    ),
 ]
 
 

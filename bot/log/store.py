@@ -44,7 +44,8 @@ async def _of_message(db: Database, channel: str, chat_id: str, message_id: str)
 
 def _pending(r: Row) -> PendingTurn:
     return PendingTurn(r["id"], r["channel"], r["chat_id"], r["user_id"], r["question"], r["created_at"],
-                       r["message_id"], r["conversation"], status=r["status"], delivery=r["delivery"])
+                       r["message_id"], r["conversation"], status=r["status"], delivery=r["delivery"],
+                       placeholder=r.get("placeholder"))
 
 
 def _unwritable(path: Path) -> str:
@@ -192,6 +193,10 @@ class LogStore:
             sql, args = ("UPDATE turns SET delivery_error=? WHERE id=? AND coalesce(delivery, '') != 'delivered'",
                          (error[:500], turn_id))
         await self.writes.later(sql, args, turn_id)
+
+    async def placed(self, turn_id: int, placeholder: str) -> None:
+        """Where the turn's answer is being shown (a messenger's message id), for whoever finishes it."""
+        await self.writes.later("UPDATE turns SET placeholder=? WHERE id=?", (placeholder, turn_id), turn_id)
 
     async def by_message(self, channel: str, chat_id: str, message_id: str) -> PendingTurn | None:
         """The turn logged for a messenger message, if any (a re-delivered message finds its turn here)."""

@@ -71,7 +71,8 @@ async def test_a_failing_log_database_while_serving_loses_nothing(tmp_path: Path
     try:
         async with running(server, core):
             first = server.private(ALICE, QUESTION, language_code="zh")
-            await server.wait_for(lambda: turn_rows(store))  # logged; its answer is being made
+            # Logged, its placeholder too (the fault below blocks this thread: no write of ours may be open).
+            await server.wait_for(lambda: rows(store, "SELECT 1 FROM turns WHERE placeholder IS NOT NULL"))
             with fault(store):
                 await server.wait_for(lambda: answered(server, first))  # delivered all the same
                 assert turn_rows(store) == [(str(ALICE), "pending", None)]  # not written yet: kept
