@@ -1,7 +1,9 @@
-"""Shared fixtures: a network guard (loopback only), a temporary data dir, the fake backend."""
+"""Shared fixtures: a network guard (loopback only), logging as it was after each test, a temporary data dir,
+the fake backend."""
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,6 +13,19 @@ import pytest
 from tests import netguard
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """The CLI configures process-wide logging (levels of root, httpx, telegram …): undo it after each test,
+    so later tests that capture those loggers see them as they were."""
+    names = ["", "httpx", "telegram", "apscheduler", "jieba", "tornado.access"]
+    levels = {n: logging.getLogger(n).level for n in names}
+    handlers = list(logging.root.handlers)
+    yield
+    for n, level in levels.items():
+        logging.getLogger(n).setLevel(level)
+    logging.root.handlers[:] = handlers
 
 
 @pytest.fixture(autouse=True)

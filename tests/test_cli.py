@@ -5,10 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,19 +41,6 @@ def script(messages: list[dict[str, str]]) -> str:
     if "大学" in q:
         return "江浩然毕业于杭州的浙江大学。"
     return "文章中没有提到。"
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """The CLI configures process-wide logging (levels of root, httpx, telegram …): undo it after each test,
-    so later tests that capture those loggers see them as they were."""
-    names = ["", "httpx", "telegram", "apscheduler", "jieba", "tornado.access"]
-    levels = {n: logging.getLogger(n).level for n in names}
-    handlers = list(logging.root.handlers)
-    yield
-    for n, level in levels.items():
-        logging.getLogger(n).setLevel(level)
-    logging.root.handlers[:] = handlers
 
 
 @pytest.fixture
