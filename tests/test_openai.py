@@ -176,7 +176,8 @@ async def test_an_extraction_is_one_request_under_a_grammar_with_top_logprobs() 
                                         lead="：答案是“", none_word="无", conversation="c", result=result)]
     body = seen[0]
     assert body["logprobs"] is True and body["top_logprobs"] >= 10 and body["temperature"] == 0.0
-    assert body["grammar"].startswith('root ::= "1：答案是“" sub0 "”"? | "2：答案是“" sub1')
+    assert body["grammar"].startswith('root ::= "1：答案是“" sub0 ("”" [，,。.；;：:！!？?、\\n]?)? | "2：答案是“" '
+                                      'sub1')
     assert items == [Picked((-3.0, -2.5, -0.2, -4.0), 2), "刘庆峰"]  # 3 is below the top ones: a floor
     assert result.chosen == 2 and result.text == "刘庆峰" and result.none_first == -5.0
     assert result.token_logprobs == [-0.4, -0.1, -0.3] and result.prompt_tokens == 90
@@ -185,17 +186,35 @@ async def test_an_extraction_is_one_request_under_a_grammar_with_top_logprobs() 
 async def test_the_copys_log_probabilities_end_as_the_embedded_backend_ends_them() -> None:
     """llama-server reports the closing quote and then the end token, each with its own probability; the
     embedded backend takes the likeliest way to end once (a token opening with the quote, or the end token).
-    Read either way, one calibrated decision must see the same numbers. A token spelled twice in the top
-    ones (with and without a space) counts at its likelier spelling."""
+    Read either way, one calibrated decision must see the same numbers. A label is read at its exact
+    spelling; a byte of a character split over tokens (text "", bytes set) is not the end token."""
     answer = logprob_answer("1：答案是“刘庆峰”", [
         ("1", -0.3, {"1": -0.3, " 1": -0.2, "0": -1.9}), ("：答案是“", 0.0, {}),
         ("刘", -0.1, {"刘": -0.1, "科": -3.0, "江": -8.0}), ("庆峰", -0.01, {}),
         ("”", -1.5, {"”。": -0.9, "”": -1.5, "": -1.6}), ("", -1.4, {"。\n": -1.0, "": -1.4})])
+    ended = logprob_answer("1：答案是“刘庆峰”。", [  # the grammar's close with a mark: one token, as embedded
+        ("1", -0.3, {"1": -0.3, "0": -1.9}), ("：答案是“", 0.0, {}), ("刘", -0.1, {"刘": -0.1, "无": -9.5}),
+        ("庆峰", -0.01, {}), ("”。", -0.9, {"”。": -0.9, "”": -1.5}), ("", -0.2, {"": -0.2})])
+    b = backend(lambda r: httpx.Response(200, json=ended))
+    result = Extraction()
+    items = [x async for x in b.extract(MSGS, ["0", "1"], ["", "刘庆峰是董事长。"], lead="：答案是“",
+                                        none_word="无", conversation="c", result=result)]
+    assert items[-1] == "刘庆峰" and result.token_logprobs == [-0.1, -0.01, -0.9] and result.none_first == -9.5
+    split = logprob_answer("1：答案是“䶮君”", [  # 䶮 in two byte tokens: llama-server shows their text as ""
+        ("1", -0.3, {"1": -0.3}), ("：答案是“", 0.0, {}), ("", -0.5, {}), ("", -0.1, {}), ("君", -0.2, {}),
+        ("”", -0.4, {"”": -0.4, "": -2.0})])
+    steps = split["choices"][0]["logprobs"]["content"]
+    steps[2]["bytes"], steps[3]["bytes"] = list("䶮".encode()[:2]), list("䶮".encode()[2:])
+    b = backend(lambda r: httpx.Response(200, json=split))
+    result = Extraction()
+    items = [x async for x in b.extract(MSGS, ["0", "1"], ["", "䶮君是董事长。"], lead="：答案是“",
+                                        none_word="无", conversation="c", result=result)]
+    assert items[-1] == "䶮君" and result.token_logprobs == [-0.5, -0.1, -0.2, -0.4]
     b = backend(lambda r: httpx.Response(200, json=answer))
     result = Extraction()
     items = [x async for x in b.extract(MSGS, ["0", "1"], ["", "刘庆峰是董事长。"], lead="：答案是“",
                                         none_word="无", conversation="c", result=result)]
-    assert items == [Picked((-1.9, -0.2), 1), "刘庆峰"]
+    assert items == [Picked((-1.9, -0.3), 1), "刘庆峰"]  # the exact spelling, as the embedded backend reads it
     assert result.token_logprobs == [-0.1, -0.01, -0.9]  # the end once, at its likeliest; the end token dropped
     assert result.none_first == -9.0  # "无" below the copy's first top log-probabilities: under their last
 
@@ -203,6 +222,11 @@ async def test_the_copys_log_probabilities_end_as_the_embedded_backend_ends_them
 async def test_a_server_without_logprobs_or_grammar_is_named_with_the_fix() -> None:
     b = backend(lambda r: httpx.Response(200, json={"choices": [{"message": {"content": "刘庆峰"}}]}))
     with pytest.raises(BackendError, match="logprobs"):
+        _ = [x async for x in b.extract(MSGS, ["0", "1"], ["", "刘庆峰"], lead="：", none_word="无",
+                                        conversation="c", result=Extraction())]
+    vllm = "max_logprobs (20) exceeded: top_logprobs 1000"  # vLLM started without --max-logprobs
+    b = backend(lambda r: httpx.Response(400, json={"error": {"message": vllm}}))
+    with pytest.raises(BackendError, match="--max-logprobs 1000"):
         _ = [x async for x in b.extract(MSGS, ["0", "1"], ["", "刘庆峰"], lead="：", none_word="无",
                                         conversation="c", result=Extraction())]
     b = backend(lambda r: httpx.Response(200, json=logprob_answer("刘庆峰", [("刘", -0.1, {"1": -0.1})])))

@@ -50,6 +50,9 @@ class Pieces:
 
 
 _CLOSING = {"“": "”", "「": "」", "‘": "’", '"': '"', "(": ")", "（": "）"}
+# `Copying` may end on any token that opens with the closing quote ("”。" is often likelier than "”"
+# alone): the grammar lets the quote take one mark after it, so a server's ways to end are the same.
+AFTER_CLOSE = "[，,。.；;：:！!？?、\\n]"
 
 
 def closing(lead: str) -> str:
@@ -74,7 +77,7 @@ def _literal(text: str) -> str:
 
 def grammar(labels: Sequence[str], sources: Sequence[str], lead: str) -> str:
     """GBNF for `label lead substring-of-its-source`, one alternative per source, the substring inside one
-    clause as `Copying` copies it (then the closing quote, if the lead opened one).
+    clause as `Copying` copies it (then the closing quote, if the lead opened one, and a mark after it).
 
     Rule s<j>x<i> is a non-empty prefix of the clause text from character i on, so the alternatives over
     every start are every non-empty substring; the grammar grows with the sources' length, not its square.
@@ -90,7 +93,7 @@ def grammar(labels: Sequence[str], sources: Sequence[str], lead: str) -> str:
         if not starts:
             continue
         lines.append(f"sub{j} ::= " + " | ".join(starts))
-        close = f" {_literal(closing(lead))}?" if closing(lead) else ""
+        close = f" ({_literal(closing(lead))} {AFTER_CLOSE}?)?" if closing(lead) else ""
         alts.append(f"{_literal(label + lead)} sub{j}{close}")
     return "\n".join([f"root ::= {' | '.join(alts)}", *lines]) + "\n"
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 _order = itertools.count()
 # No tokenizer here: count a CJK character or a run of other non-space characters as one token. That
 # overestimates Qwen's count a little, so the prefix-size decision errs towards retrieval, never overflow.
-TOP_LOGPROBS = 100  # the labels, and "无" after them, among the most probable (vLLM: --max-logprobs 100)
+TOP_LOGPROBS = 1000  # the labels, and "无" after them, among the most probable (vLLM: --max-logprobs 1000)
 _TOKEN_GUESS = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\s\u3400-\u9fff\uf900-\ufaff]{1,4}")
 
 
@@ -73,7 +73,13 @@ class OpenAIBackend:
         async def run(stop: asyncio.Event) -> AsyncIterator[str | Picked]:
             body = self._body(messages, max_tokens + 4) | {
                 "grammar": grammar(labels[1:], sources[1:], lead), "logprobs": True, "top_logprobs": TOP_LOGPROBS}
-            data = await self._post_body(body)
+            try:
+                data = await self._post_body(body)
+            except BackendError as exc:  # vLLM allows 20 unless told otherwise
+                if "logprobs" not in str(exc):
+                    raise
+                raise BackendError(f"{exc}; fix: let the server return {TOP_LOGPROBS} top log-probabilities "
+                                   f"(vLLM: --max-logprobs {TOP_LOGPROBS})") from exc
             if stop.is_set():
                 raise AnswerStopped("stopped (/reset)")
             for item in read_extraction(data, labels, lead, none_word, result):
@@ -264,31 +270,45 @@ def read_extraction(data: dict[str, Any], labels: Sequence[str], lead: str, none
     if copied:  # "无" outside the copy's first top log-probabilities: below the last of them
         after = _top(copied[0])
         result.none_first = after.get(none_word, min(after.values(), default=floor) - 1.0)
-    result.token_logprobs = _copy_logprobs(copied, closing(lead))
-    result.text = text[len(labels[chosen] + lead):].removesuffix(closing(lead) or "\0")
+    result.token_logprobs, result.text = _copied(copied, closing(lead))
     usage = data.get("usage") or {}
     result.prompt_tokens, result.completion_tokens = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
     return [Picked(tuple(result.logprobs), chosen), result.text]
 
 
 def _top(step: dict[str, Any]) -> dict[str, float]:
-    """A step's top log-probabilities by token text (spaces stripped; of two spellings, the likelier)."""
+    """A step's top log-probabilities by token text: the exact spelling, else the likeliest one that reads
+    the same with its spaces stripped."""
+    items = [(str(t.get("token", "")), float(t.get("logprob", -99.0))) for t in step.get("top_logprobs") or []]
     out: dict[str, float] = {}
-    for t in step.get("top_logprobs") or []:
-        token, value = str(t.get("token", "")).strip(), float(t.get("logprob", -99.0))
-        out[token] = max(value, out.get(token, value))
+    for token, value in items:
+        out.setdefault(token, value)
+    for token, value in sorted(items, key=lambda kv: -kv[1]):
+        out.setdefault(token.strip(), value)
     return out
 
 
-def _copy_logprobs(copied: list[dict[str, Any]], close: str) -> list[float]:
-    """The copied tokens' log-probabilities, ending with the best of the ways to end where the copy ended."""
-    out: list[float] = []
-    for step in copied:
-        token = str(step.get("token", ""))
-        if token == "" or (close and token.startswith(close)):
-            ends = [float(t.get("logprob", -99.0)) for t in step.get("top_logprobs") or []
-                    if t.get("token", "") == "" or (close and str(t.get("token", "")).startswith(close))]
-            out.append(max([float(step.get("logprob", -99.0)), *ends]))
+def _bytes(t: dict[str, Any]) -> bytes:
+    """A token's bytes: the server's `bytes` (its `token` text drops a partial character), else the text's."""
+    raw = t.get("bytes")
+    return bytes(raw) if isinstance(raw, list) else str(t.get("token", "")).encode("utf-8")
+
+
+def _ends(t: dict[str, Any], close: bytes) -> bool:
+    """Whether a token ends the copy: the end token (no bytes), or one opening with the closing quote."""
+    b = _bytes(t)
+    return not b or (bool(close) and b.startswith(close))
+
+
+def _copied(steps: list[dict[str, Any]], close: str) -> tuple[list[float], str]:
+    """The copied tokens' log-probabilities and text up to where the copy ended; there, as `Copying` counts
+    it, the best of the ways to end (a token opening with the closing quote, or the end token), once."""
+    end, logprobs, text = close.encode("utf-8"), [], b""
+    for step in steps:
+        if _ends(step, end):
+            ways = [float(t.get("logprob", -99.0)) for t in step.get("top_logprobs") or [] if _ends(t, end)]
+            logprobs.append(max([float(step.get("logprob", -99.0)), *ways]))
             break
-        out.append(float(step.get("logprob", 0.0)))
-    return out
+        logprobs.append(float(step.get("logprob", 0.0)))
+        text += _bytes(step)
+    return logprobs, text.decode("utf-8", "replace")
