@@ -136,3 +136,5 @@ def test_bench_backend_openai_without_a_service_names_the_key(
     config, built = made
     r = CliRunner().invoke(main, ["--config", str(config), "bench", "--backend", "openai"])
     assert r.exit_code != 0 and "model.base_url" in r.output and not built
+    r = CliRunner().invoke(main, ["--config", str(config), "bench", "--levels", "0,2"])
+    assert r.exit_code == 2 and "--levels" in r.output and not built

@@ -77,7 +77,8 @@ class TelegramChannel:
         # PTB's rate limiter keeps under Telegram's flood limits and waits out a 429 (RetryAfter) itself.
         limiter = AIORateLimiter(max_retries=FLOOD_RETRIES)
         t = cfg.api_timeout_s
-        self._taken: dict[int, Turn | Exception | None] = {}  # webhook updates taken before their 200
+        # Webhook updates taken before their 200, by object: a repeat of the update id is another object.
+        self._taken: dict[int, Turn | Exception | None] = {}
         builder = (ApplicationBuilder().token(cfg.token).base_url(cfg.base_url)
                    .base_file_url(file_url(cfg.base_url)).rate_limiter(limiter)
                    .connect_timeout(t).read_timeout(t).write_timeout(t).concurrent_updates(True))
@@ -133,20 +134,21 @@ class TelegramChannel:
         return incoming(update, self.app.bot, self.cfg.admins)
 
     async def _take(self, update: Update) -> None:
-        """Before the webhook acknowledges an update a handler will take: the core receives its message (a
-        question is logged), or nothing is acknowledged and Telegram sends it again."""
+        """Before the webhook acknowledges an update a handler will take, the core receives its message: a
+        question is logged (or, the log taking no writes, refused plainly). An error is kept for the handler
+        to raise, so the error handler apologises as it would have without the webhook."""
         checks = (h.check_update(update) for h in self.app.handlers.get(0, []))
         if not any(c is not None and c is not False for c in checks):  # as Application.process_update
             return
         incoming = self.incoming(update)
         try:
-            self._taken[update.update_id] = await self.core.receive(incoming) if incoming else None
+            self._taken[id(update)] = await self.core.receive(incoming) if incoming else None
         except Exception as exc:  # the handler raises it, for the error handler's apology
-            self._taken[update.update_id] = exc
+            self._taken[id(update)] = exc
 
     async def _on_message(self, update: Update, context: Ctx) -> None:
-        if update.update_id in self._taken:
-            turn = self._taken.pop(update.update_id)
+        if id(update) in self._taken:
+            turn = self._taken.pop(id(update))
             if isinstance(turn, Exception):
                 raise turn
         else:
@@ -233,8 +235,10 @@ class TelegramChannel:
     async def _stream(self, chat_id: int, reply_to: int | None, turn: Turn, key: object) -> None:
         """Placeholder at once, typing and progress while waiting, edits of checked text, then the final text."""
         lang = turn.lang
-        message_id, shown = await placeholder(self.api, chat_id, reply_to, turn)
+        message_id, shown, new = await placeholder(self.api, chat_id, reply_to, turn)
         self._open[key] = (chat_id, message_id)
+        if new:
+            await turn.placed(str(message_id))
         group = turn.incoming.group
         interval = max(self.cfg.edit_interval_s, GROUP_EDIT_INTERVAL_S) if group else self.cfg.edit_interval_s
         live = LiveMessage(lambda t: self.api.edit(chat_id, message_id, t), shown, interval)

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
-from telegram.error import TelegramError
+from telegram.error import BadRequest, TelegramError
 
 from bot.channels.telegram_api import TelegramApi
 from bot.text import phrases
@@ -20,19 +20,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-async def placeholder(api: TelegramApi, chat_id: int, reply_to: int | None, turn: Turn) -> tuple[int, str]:
-    """The message an answer streams into, and its text: the one shown for this turn before (by an instance
-    that died, or before a restart), else a new one, logged with the turn."""
+async def placeholder(api: TelegramApi, chat_id: int, reply_to: int | None, turn: Turn) -> tuple[int, str, bool]:
+    """The message an answer streams into, its text, and whether it is new (to be logged with the turn): the
+    one shown for this turn before (by an instance that died, or before a restart), else a new one."""
     thinking = phrases.message("thinking", turn.lang)
     if turn.placeholder and turn.placeholder.isdigit():
         try:
             await api.edit(chat_id, int(turn.placeholder), thinking)
-            return int(turn.placeholder), thinking
-        except TelegramError as exc:  # deleted meanwhile, or too old to edit: a new one
+            return int(turn.placeholder), thinking, False
+        except BadRequest as exc:  # deleted meanwhile, or too old to edit: a new one (not on a timeout)
             logger.info("telegram: turn %s's placeholder cannot be edited (%s)", turn.turn_id, exc)
     sent = await api.send(chat_id, thinking, reply_to)
-    await turn.placed(str(sent.message_id))
-    return sent.message_id, sent.text or ""
+    return sent.message_id, sent.text or "", True
 
 
 class LiveMessage:

@@ -79,7 +79,7 @@ class TakenFirst(asyncio.Queue[Any]):
     """PTB's update queue for the webhook: each update is taken (the core logs its message) before it is
     queued. The webhook server awaits the queue before it answers 200, so a process killed after that answer
     has the question in the log, where another instance sharing it answers it; Telegram never sends an
-    acknowledged update again. An update not taken (the log failing) gets no 200, and Telegram retries it."""
+    acknowledged update again, and a process killed before it gets the update again."""
 
     def __init__(self, take: Callable[[Update], Awaitable[None]]) -> None:
         super().__init__()

@@ -40,7 +40,12 @@ from bot.errors import ConfigError
 def bench(ctx: click.Context, out_dir: Path, levels: str, ntg: int, cold: bool, tools: Path | None,
           backend: str, rounds: int, question_file: Path | None) -> None:
     """Measure latency and throughput on this machine; write bench.json and bench.png (a few minutes)."""
-    counts = sorted({int(x) for x in levels.split(",") if x.strip()})
+    try:
+        counts = sorted({int(x) for x in levels.split(",") if x.strip()})
+    except ValueError:
+        counts = []
+    if not counts or counts[0] < 1:
+        raise click.BadParameter(f"{levels!r}: counts of users at once, e.g. 1,2,4,8", param_hint="--levels")
 
     async def handler(cfg: Config) -> int:
         if backend == "openai":
