@@ -59,8 +59,7 @@ def bench(ctx: click.Context, out_dir: Path, levels: str, ntg: int, cold: bool, 
         if restart := await asyncio.to_thread(_restart_probe, ctx.obj.get("config"), b.QUESTIONS[-1]):
             report["restart"] = restart
             report["targets"] = b.targets(report)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "bench.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+        _write(out_dir / "bench.json", report)
         b.plot(report, out_dir / "bench.png")
         click.echo(json.dumps(report["targets"], ensure_ascii=False, indent=2))
         click.echo(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.png'}")
@@ -76,11 +75,10 @@ async def _deployment(cfg: Config, levels: list[int], rounds: int, out_dir: Path
     from bot.measure import deployment as d
     from bot.measure.evaluation import load_cases
 
-    questions = [c.question for c in load_cases(question_file)] if question_file else b.QUESTIONS
-
     if not cfg.model.base_url:
         raise ConfigError("bot bench --backend openai needs model.base_url; fix: set it (or $BOT_OPENAI_BASE_URL) "
                           "to the inference service, e.g. http://127.0.0.1:8080/v1")
+    questions = [c.question for c in load_cases(question_file)] if question_file else b.QUESTIONS
     report: dict[str, Any] = {"model": cfg.model.name, "base_url": cfg.model.base_url, "rounds": rounds,
                               "questions": str(question_file or "built-in")}
     for name in ("openai", "embedded"):  # one at a time: the service idles while the embedded model runs
@@ -92,11 +90,16 @@ async def _deployment(cfg: Config, levels: list[int], rounds: int, out_dir: Path
                        f"p95 {row['p95_s']:.1f} s ({row['answered']} answered, {row['declined']} declined, "
                        f"{row['failed']} failed)")
     report["compare"] = d.compare(report["openai"], report["embedded"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "deployment.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    _write(out_dir / "deployment.json", report)
     click.echo(json.dumps(report["compare"], ensure_ascii=False, indent=2))
     click.echo(f"wrote {out_dir / 'deployment.json'}")
     return 0
+
+
+def _write(path: Path, report: dict[str, Any]) -> None:
+    """A report as indented JSON, its folder made if need be."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 def _restart_probe(config: str | None, question: str) -> dict[str, Any] | None:

@@ -22,9 +22,7 @@ async def _one(core: Core, question: str, conversation: str) -> tuple[float, str
     started = time.perf_counter()
     final = await core.ask(Incoming("bench", "bench", "bench", question, conversation=conversation))
     seconds = time.perf_counter() - started
-    if isinstance(final, Notice):
-        return seconds, "failed"
-    if final.error:
+    if isinstance(final, Notice) or final.error:  # refused by the gate, or the model failed
         return seconds, "failed"
     return seconds, "declined" if final.refused else "answered"
 
