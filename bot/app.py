@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,6 +41,7 @@ class Channel(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def resume(self, turn: Turn) -> None: ...
+    async def notify_admins(self, text: str) -> int: ...
 
 
 @dataclass
@@ -254,9 +256,10 @@ async def serve(app: App, only: str | None = None) -> int:
         resuming = asyncio.create_task(_resume_pending(pending, started))
         housekeeping = asyncio.create_task(_housekeeping(app))
         watching = asyncio.create_task(_watch_log(app, started))
+        digests = asyncio.create_task(_digests(app, started))
         await stop.wait()
-        housekeeping.cancel()
-        watching.cancel()
+        for task in (housekeeping, watching, digests):
+            task.cancel()
     finally:
         # Answers in progress (resumed ones too) get a few seconds; the rest stay pending for the restart.
         if left := await app.core.drain(app.cfg.shutdown_grace_s):
@@ -325,6 +328,28 @@ async def _watch_log(app: App, channels: list[Channel]) -> None:
     finally:
         for task in resuming:
             task.cancel()
+
+
+async def _digests(app: App, channels: list[Channel], every_s: float = 60.0) -> None:
+    """The gaps digest (config `gaps.digest`): looked for every minute, sent to the admins by the one
+    instance that claims its period; tried again at the next look if no admin could be reached."""
+    if app.cfg.gaps.digest == "off":
+        return
+    from bot.core import digest
+
+    while True:
+        try:
+            if (found := await digest.due(app.core.services, datetime.now())) is not None:
+                key, text = found
+                sent = [await ch.notify_admins(text) for ch in channels]
+                log.info("gaps digest %s sent to %d admins", key, sum(sent))
+                if not sum(sent):
+                    await digest.unsent(app.core.services, key)
+        except StoreUnavailable:
+            pass  # the log is down: the period is claimed once it is back
+        except Exception:
+            log.exception("the gaps digest failed; tried again in a minute")
+        await asyncio.sleep(every_s)
 
 
 async def _reload(app: App) -> None:

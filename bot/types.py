@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,10 @@ class Incoming:
     conversation: str = ""
     # A document the user sent (kind "document"): admins add content this way.
     attachment: Attachment | None = None
+    # The bot's message this one replies to (its id, as the platform names it), if any.
+    reply_to: str | None = None
+    # What that bot message asked for, filled in by the core: (kind, data), e.g. ("reason", turn id).
+    regarding: tuple[str, Any] | None = None
 
     @property
     def conversation_key(self) -> str:
@@ -110,6 +115,7 @@ class Reply:
     signals: dict[str, float] = field(default_factory=dict)
     copied: str = ""  # the extraction's short answer (before any translation)
     sentence: str = ""  # the sentence it was copied out of, or the closest one quoted in a decline
+    choices: tuple[Choice, ...] = ()  # buttons under the answer (👍 / 👎), added by the core
 
     def sources(self) -> str:
         """One line per citation, `[n] section` ("" for none)."""
@@ -153,6 +159,9 @@ class Notice:
     text: str
     image: bytes | None = field(default=None, repr=False)
     choices: tuple[Choice, ...] = ()
+    # A reply to this message means something (kind, data): the channel reports where it showed it
+    # (Turn.sent), so that the core knows the reply (a 👎's reason; content for the gaps listed).
+    expects: tuple[str, Any] | None = None
 
 
 @dataclass(frozen=True)

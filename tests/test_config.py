@@ -186,6 +186,10 @@ def test_an_unknown_key_is_named(in_tmp: Path, text: str, key: str) -> None:
         ("wecom:\n  listen: nohost\n", "wecom.listen", "host:port"),
         ("wecom:\n  reply_format: html\n", "wecom.reply_format", "'text' or 'markdown'"),
         ("model: qwen\n", "model", "mapping"),
+        ("gaps:\n  digest: monthly\n", "gaps.digest", "'off' or 'daily' or 'weekly'"),
+        ("gaps:\n  digest: weekly\n  day: monday\n", "gaps.day", "'mon'"),
+        ("gaps:\n  hour: 24\n", "gaps.hour", "0 to 23"),
+        ("gaps:\n  group_threshold: 0\n", "gaps.group_threshold", "(0, 1]"),
     ],
 )
 def test_wrong_values_name_the_key_and_the_fix(in_tmp: Path, text: str, key: str, fix: str) -> None:
@@ -229,6 +233,11 @@ def test_valid_values_are_typed(in_tmp: Path) -> None:
     assert cfg.model.prefix_cache is False
     assert cfg.telegram.admins == ["1001", "2002"]
     assert cfg.telegram.mode == "webhook"
+
+
+def test_a_bare_off_in_yaml_is_the_word_not_a_boolean(in_tmp: Path) -> None:
+    f = write(in_tmp / "config.yaml", "gaps:\n  digest: off\n")  # YAML 1.1 reads it as false
+    assert load_config(str(f), env={}).gaps.digest == "off"
 
 
 def test_a_rule_switched_off_must_be_a_known_rule(in_tmp: Path) -> None:

@@ -43,6 +43,8 @@ async def log_file(tmp_path: Path) -> Path:
         cited = [Citation("p1", "全国人大代表刘庆峰", "", 1)]
         await store.finish_turn(t, Reply("科大讯飞董事长是刘庆峰。[1]", False, cited, total_ms=2400))
         await store.delivered(t)
+        assert await store.ratings.rate(t, "telegram", "42", "8", -1)
+        await store.ratings.reason(t, "8", "REASON-只说了名字")
         t = await store.start_turn(Incoming("wecom", "zhang", "zhang", DECLINED, message_id="2"))
         assert t is not None
         await store.finish_turn(t, Reply("文章没有提到。", True, total_ms=900, decline_reason="no_key_term: 苹果公司"))
@@ -98,6 +100,10 @@ async def test_the_log_page_shows_recent_turns_in_a_real_browser(chromium: str, 
         assert QUESTION in dom and "科大讯飞董事长是刘庆峰" in dom and DECLINED in dom
         declines = await browse(chromium, tmp_path, f"{base}/bot/declines")
         assert DECLINED in declines and "no_key_term" in declines and QUESTION not in declines
+        gaps = await browse(chromium, tmp_path, f"{base}/bot/gaps")  # declined, or rated 👎 with its reason
+        assert DECLINED in gaps and QUESTION in gaps and "REASON-只说了名字" in gaps
+        rated = await browse(chromium, tmp_path, f"{base}/bot/ratings")
+        assert "👎" in rated and "REASON-只说了名字" in rated and DECLINED not in rated
         shot = tmp_path / "log-page.png"
         await browse(chromium, tmp_path, f"{base}/bot/recent_turns", screenshot=shot)
         assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000

@@ -342,11 +342,18 @@ async def test_prune_deletes_past_the_retention_and_dedupe_keys_past_their_use(s
     assert await store.claim("telegram", "42:old") and await store.claim("telegram", "42:new")
     await store.db.execute("UPDATE seen SET at = at - 3 * 86400 WHERE key = '42:old'")
     await store.db.commit()
+    for turn in (old, new):  # a rating goes with its answer, even when it is younger than the retention
+        assert await store.ratings.rate(turn, "telegram", "42", "8", -1)
+    await store.ratings.await_reply("telegram", "42", "99", "8", "reason", old)
+    await store.db.execute("UPDATE awaiting SET at = at - 8 * 86400")
+    await store.db.commit()
 
-    assert await store.prune(0) == {"seen": 1, "proposals": 0}  # no retention: turns kept, stale keys still go
+    # No retention: turns kept, stale keys and replies no longer awaited still go.
+    assert await store.prune(0) == {"seen": 1, "proposals": 0, "awaiting": 1}
     assert [r["id"] for r in await rows(store.db.target, "SELECT id FROM turns ORDER BY id")] == [old, new]
     done = await store.prune(30)
-    assert done == {"seen": 0, "proposals": 0, "turns": 1, "events": 1, "resets": 0}
+    assert done == {"seen": 0, "proposals": 0, "awaiting": 0, "turns": 1, "events": 1, "resets": 0, "ratings": 1}
+    assert [r["turn_id"] for r in await rows(store.db.target, "SELECT turn_id FROM ratings")] == [new]
     assert [r["id"] for r in await rows(store.db.target, "SELECT id FROM turns ORDER BY id")] == [new]
     assert [r["kind"] for r in await rows(store.db.target, "SELECT kind FROM events")] == ["rate_limited"]
     assert [r["key"] for r in await rows(store.db.target, "SELECT key FROM seen")] == ["42:new"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,3 +256,34 @@ async def test_aibot_unacknowledged_frame_counts_as_a_lost_connection(make_bot: 
     await bot.settled()
     assert len(bot.gw.pushes("zhangsan")) == 1 and "刘庆峰" in bot.gw.pushes("zhangsan")[0]["markdown"]["content"]
     assert delivery(bot.store) == [(bot.gw.msgid_of(req), "delivered", "message")]
+
+
+# ---- ratings ----
+
+
+async def test_aibot_answers_carry_wecoms_feedback_and_a_rating_with_its_reasons_is_logged(
+        make_bot: MakeBot) -> None:
+    bot = await make_bot(delay=0.02)
+    req = bot.gw.message("zhangsan", QUESTION)
+    await bot.finished(req)
+    frames = bot.gw.streams(req)
+    feedback = frames[0]["feedback"]["id"]  # on the first frame only, as WeCom takes it
+    assert feedback == frames[0]["id"] and not any("feedback" in f for f in frames[1:])
+    await bot.settled()
+    (row,) = turns(bot.store)
+
+    event = bot.gw.feedback("zhangsan", feedback, 2, content="没说是哪家公司", reasons=(2, 3))
+    await bot.gw.wait_for(lambda: ratings_of(bot.store), what="the rating logged")
+    assert ratings_of(bot.store) == [(row["id"], "zhangsan", -1, "内容不完整；内容有错误；没说是哪家公司")]
+    assert not bot.gw.replies(event) and not bot.gw.pushes("zhangsan")  # WeCom shows the rating itself
+    bot.gw.feedback("zhangsan", feedback, 3)  # withdrawn
+    await bot.gw.wait_for(lambda: not ratings_of(bot.store), what="the rating withdrawn")
+    bot.gw.feedback("zhangsan", feedback, 1)
+    await bot.gw.wait_for(lambda: ratings_of(bot.store), what="the new rating")
+    assert ratings_of(bot.store) == [(row["id"], "zhangsan", 1, None)]
+    assert not bot.gw.errors, bot.gw.errors
+
+
+def ratings_of(store: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(store.path) as db:
+        return db.execute("SELECT turn_id, user_id, rating, reason FROM ratings").fetchall()

@@ -3,6 +3,7 @@ crypto) posts encrypted JSON and polls the stream; the bot answers from the core
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,3 +145,19 @@ async def test_aibot_callback_answer_after_the_deadline_goes_once_by_response_ur
     assert "刘庆峰" in sent["markdown"]["content"]
     (row,) = turns(bot.store)
     assert (row["delivery"], row["delivered_via"]) == ("delivered", "response_url")
+
+
+async def test_aibot_callback_answer_carries_wecoms_feedback_and_a_thumbs_down_is_logged(make_bot: MakeBot) -> None:
+    bot = await make_bot(delay=0.02)
+    _, reply = await bot.wecom.message("zhangsan", QUESTION)
+    assert reply is not None
+    first = reply["stream"]
+    await bot.wecom.wait_finished(first["id"])
+    assert first["feedback"] == {"id": first["id"]}
+    assert not any("feedback" in s for s in bot.wecom.snapshots(first["id"])[1:])
+    resp, answer = await bot.wecom.feedback("zhangsan", first["id"], 2, reasons=(1,))
+    assert resp.status_code == 200 and answer is None  # only an empty reply is allowed
+    await bot.channel.stop()
+    with sqlite3.connect(bot.store.path) as db:
+        assert db.execute("SELECT user_id, rating, reason FROM ratings").fetchall() == [("zhangsan", -1, "与问题无关")]
+    assert bot.wecom.violations == []

@@ -18,8 +18,8 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from telegram import BotCommand, Message, Update
-from telegram.constants import ChatAction, ChatType
-from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.constants import ChatType
+from telegram.error import Forbidden, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -32,7 +32,7 @@ from telegram.ext import (
 
 from bot.channels.common import fit_prefix, split_text, utf16_len
 from bot.channels.telegram_api import TelegramApi
-from bot.channels.telegram_live import LiveMessage, placeholder
+from bot.channels.telegram_live import LiveMessage, apologize, deliver, mark, notify, placeholder, show_typing
 from bot.channels.telegram_updates import TakenFirst, incoming
 from bot.config import TelegramConfig
 from bot.core.commands import menu
@@ -47,7 +47,6 @@ Ctx = ContextTypes.DEFAULT_TYPE
 
 MAX_CHARS = 4096  # Bot API limit per message, in UTF-16 code units after entity parsing
 GROUP_EDIT_INTERVAL_S = 3.0  # Telegram allows about 20 messages a minute in a group; edits count
-TYPING_EVERY_S = 4.5  # the typing indicator lasts about 5 s
 ALLOWED_UPDATES = ["message", "callback_query"]  # messages, and presses of the buttons under a notice
 CAPTION_CHARS = 1024  # a photo's caption at most; a longer text follows as its own message
 FLOOD_RETRIES = 10  # 429s waited out (as long as Telegram asks each time) before a call gives up
@@ -125,7 +124,11 @@ class TelegramChannel:
             await self._answer(int(msg.chat_id), reply_to, turn, key)
         except Exception:
             logger.exception("telegram: resuming turn %s failed", turn.turn_id)
-            await self._apologize(int(msg.chat_id), turn.lang, self._open.pop(key, None))
+            await apologize(self.api, int(msg.chat_id), turn.lang, self._open.pop(key, None))
+
+    async def notify_admins(self, text: str) -> int:
+        """A message to every admin (the gaps digest); how many got it."""
+        return await notify(self.api, self.cfg.admins, text)
 
     # -- translating updates --
 
@@ -146,14 +149,18 @@ class TelegramChannel:
         except Exception as exc:  # the handler raises it, for the error handler's apology
             self._taken[id(update)] = exc
 
-    async def _on_message(self, update: Update, context: Ctx) -> None:
+    async def _turn_of(self, update: Update) -> Turn | None:
+        """The core's turn for an update: taken before the webhook's 200 (its error raised here), or now."""
         if id(update) in self._taken:
             turn = self._taken.pop(id(update))
             if isinstance(turn, Exception):
                 raise turn
-        else:
-            incoming = self.incoming(update)
-            turn = await self.core.receive(incoming) if incoming else None
+            return turn
+        incoming = self.incoming(update)
+        return await self.core.receive(incoming) if incoming else None
+
+    async def _on_message(self, update: Update, context: Ctx) -> None:
+        turn = await self._turn_of(update)
         if turn is None:
             return
         chat_id, reply_to = int(turn.incoming.chat_id), int(turn.incoming.message_id or 0) or None
@@ -163,18 +170,25 @@ class TelegramChannel:
             await self._notice(chat_id, reply_to, turn)
 
     async def _on_button(self, update: Update, context: Ctx) -> None:
-        """A button press: acknowledged at once (the client stops its spinner), its buttons removed so it
-        is pressed once, then handled as the command it carries."""
+        """A button press, handled as the command it carries. A rating marks the pressed button (both stay:
+        a rating can be changed) and its thanks shows as a toast; other buttons go in a private chat, so
+        they are pressed once (in a group they stay: anyone else's press is refused by the core)."""
         query = update.callback_query
         assert query is not None
-        with suppress(TelegramError):
-            await query.answer()
-        # In a private chat only the admin who asked can press: the buttons go, so they are pressed once. In
-        # a group they stay (anyone else's press is refused by the core, and the admin can still confirm).
-        if isinstance(query.message, Message) and query.message.chat.type == ChatType.PRIVATE:
+        rating = (query.data or "").startswith("/rate ")
+        if isinstance(query.message, Message) and (rating or query.message.chat.type == ChatType.PRIVATE):
             with suppress(TelegramError):
-                await query.message.edit_reply_markup(None)
-        await self._on_message(update, context)
+                await query.message.edit_reply_markup(mark(query.message.reply_markup, query.data or "")
+                                                      if rating else None)
+        turn = await self._turn_of(update)
+        notice = await turn.reply() if rating and turn is not None else None
+        with suppress(TelegramError):  # acknowledged (the client stops its spinner), a rating's thanks shown
+            await query.answer(notice.text[:200] if notice and notice.expects is None else None)
+        if turn is not None and notice is None:
+            await self._notice(int(turn.incoming.chat_id), None, turn)
+        elif turn is not None and notice is not None and notice.expects is not None:
+            sent = await self.api.send(int(turn.incoming.chat_id), notice.text, None, force_reply=True)
+            await turn.shown(str(sent.message_id), notice)
 
     async def _notice(self, chat_id: int, reply_to: int | None, turn: Turn) -> None:
         """A command's reply: its progress in a message of its own, then the text (with buttons), or a
@@ -198,13 +212,18 @@ class TelegramChannel:
                 await live.close()
         if notice.image is not None:
             fits = utf16_len(notice.text) <= CAPTION_CHARS  # Telegram counts UTF-16 units
-            await self.api.send_photo(chat_id, notice.image, notice.text if fits else "", reply_to)
+            photo = await self.api.send_photo(chat_id, notice.image, notice.text if fits else "", reply_to)
+            shown_in = photo.message_id
             if not fits:
-                await self._send(chat_id, notice.text, None)
+                shown_in = (await self._send(chat_id, notice.text, None)).message_id
         elif live is not None and len(split_message(notice.text)) == 1:
             await self.api.edit(chat_id, progress_id, notice.text, notice.choices)
+            shown_in = progress_id
         else:
-            await self._send(chat_id, notice.text, reply_to, notice.choices)
+            force = notice.expects is not None and not notice.choices
+            shown_in = (await self._send(chat_id, notice.text, reply_to, notice.choices, force_reply=force)).message_id
+        if notice.expects is not None:  # a reply to that message is what the notice asked for
+            await turn.shown(str(shown_in), notice)
 
     # -- rendering the core's events --
 
@@ -242,7 +261,7 @@ class TelegramChannel:
         group = turn.incoming.group
         interval = max(self.cfg.edit_interval_s, GROUP_EDIT_INTERVAL_S) if group else self.cfg.edit_interval_s
         live = LiveMessage(lambda t: self.api.edit(chat_id, message_id, t), shown, interval)
-        typing = asyncio.create_task(self._typing(chat_id, live.started))
+        typing = asyncio.create_task(show_typing(self.app.bot, chat_id, live.started))
         reply: Reply | None = None
         draft = ""
         try:
@@ -262,37 +281,19 @@ class TelegramChannel:
             await live.close()
         if reply is None:
             raise RuntimeError("the core's events ended without a Reply")
-        await self._deliver(chat_id, message_id, phrases.final_text(reply, lang), live.shown)
+        await deliver(self.api, chat_id, message_id, phrases.final_text(reply, lang), live.shown, reply.choices)
         self._open.pop(key, None)
 
-    async def _typing(self, chat_id: int, started: asyncio.Event) -> None:
-        """Show 'typing…' until the first piece of the answer arrives."""
-        while not started.is_set():
-            try:
-                await self.app.bot.send_chat_action(chat_id, ChatAction.TYPING)
-            except TelegramError as exc:
-                logger.debug("telegram: chat action failed: %s", exc)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(started.wait(), TYPING_EVERY_S)
-
-    async def _deliver(self, chat_id: int, message_id: int, text: str, shown: str) -> None:
-        """The final answer: the first part into the placeholder, the rest as new messages."""
-        parts = split_message(text)
-        if parts[0] != shown:
-            try:
-                await self.api.edit(chat_id, message_id, parts[0])
-            except BadRequest as exc:  # e.g. the placeholder was deleted: never drop the answer
-                logger.warning("telegram: final edit failed (%s); sending a new message", exc)
-                await self.api.send(chat_id, parts[0])
-        for part in parts[1:]:
-            await self.api.send(chat_id, part)
-
-    async def _send(self, chat_id: int, text: str, reply_to: int | None, choices: tuple[Choice, ...] = ()) -> None:
+    async def _send(self, chat_id: int, text: str, reply_to: int | None, choices: tuple[Choice, ...] = (), *,
+                    force_reply: bool = False) -> Message:
         """A fixed reply, split into several messages when long; the first answers the user's message, the
-        last carries the buttons."""
+        last carries the buttons (or opens a reply to itself); the last one sent."""
         parts = split_message(text)
         for i, part in enumerate(parts):
-            await self.api.send(chat_id, part, reply_to if i == 0 else None, choices if i == len(parts) - 1 else ())
+            last = i == len(parts) - 1
+            sent = await self.api.send(chat_id, part, reply_to if i == 0 else None, choices if last else (),
+                                       force_reply=force_reply and last)
+        return sent
 
     async def _on_error(self, update: object, context: Ctx) -> None:
         """The one error handler: the error to the log and the event log, a short apology to the user."""
@@ -304,18 +305,7 @@ class TelegramChannel:
             with suppress(Exception):
                 await self.core.note(incoming, "reply_failed", type(context.error).__name__)
         lang = incoming.lang if incoming else "en"
-        await self._apologize(update.effective_chat.id, lang, self._open.pop(update.update_id, None))
-
-    async def _apologize(self, chat_id: int, lang: str, placeholder: tuple[int, int] | None) -> None:
-        text = phrases.message("apology", lang)
-        try:
-            if placeholder is not None:
-                await self._deliver(chat_id, placeholder[1], text, "")
-            else:
-                await self.api.send(chat_id, text)
-        except TelegramError:
-            logger.exception("telegram: could not send the apology to chat %s", chat_id)
-
+        await apologize(self.api, update.effective_chat.id, lang, self._open.pop(update.update_id, None))
 
 def file_url(base_url: str) -> str:
     """Where the Bot API serves files for a `base_url` (a self-hosted Bot API server serves both)."""

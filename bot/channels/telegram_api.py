@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, ReplyParameters
+from telegram import Bot, ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, NetworkError
 
@@ -31,9 +31,12 @@ class TelegramApi:
         self.backoff_s = backoff_s
 
     async def send(self, chat_id: int, text: str, reply_to: int | None = None,
-                   choices: tuple[Choice, ...] = ()) -> Message:
-        """sendMessage, optionally as a reply to a message (sent anyway if that one is gone), with buttons."""
+                   choices: tuple[Choice, ...] = (), *, force_reply: bool = False) -> Message:
+        """sendMessage, optionally as a reply to a message (sent anyway if that one is gone), with buttons, or
+        opening a reply to itself in the user's client (`force_reply`: it asks for one)."""
         kw: dict[str, Any] = {"chat_id": chat_id, **_markup(choices)}
+        if force_reply:
+            kw["reply_markup"] = ForceReply(selective=True)
         if reply_to is not None:
             kw["reply_parameters"] = ReplyParameters(reply_to, allow_sending_without_reply=True)
         return await self._html_call(self.bot.send_message, text, **kw)
@@ -50,6 +53,15 @@ class TelegramApi:
         try:
             await self._html_call(self.bot.edit_message_text, text, chat_id=chat_id, message_id=message_id,
                                   **_markup(choices))
+        except BadRequest as exc:
+            if "not modified" not in str(exc).lower():
+                raise
+
+    async def buttons(self, chat_id: int, message_id: int, choices: tuple[Choice, ...]) -> None:
+        """editMessageReplyMarkup: buttons under a message whose text stays; "not modified" counts as done."""
+        try:
+            await self._call(self.bot.edit_message_reply_markup, chat_id=chat_id, message_id=message_id,
+                             **_markup(choices))
         except BadRequest as exc:
             if "not modified" not in str(exc).lower():
                 raise

@@ -9,15 +9,21 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
+from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
+from bot.channels.common import split_text, utf16_len
 from bot.channels.telegram_api import TelegramApi
 from bot.text import phrases
+from bot.types import Choice
 
 if TYPE_CHECKING:
     from bot.core.runtime import Turn
 
 logger = logging.getLogger(__name__)
+MAX_CHARS = 4096  # Bot API limit per message, in UTF-16 code units after entity parsing
+TYPING_EVERY_S = 4.5  # the typing indicator lasts about 5 s
 
 
 async def placeholder(api: TelegramApi, chat_id: int, reply_to: int | None, turn: Turn) -> tuple[int, str, bool]:
@@ -32,6 +38,71 @@ async def placeholder(api: TelegramApi, chat_id: int, reply_to: int | None, turn
             logger.info("telegram: turn %s's placeholder cannot be edited (%s)", turn.turn_id, exc)
     sent = await api.send(chat_id, thinking, reply_to)
     return sent.message_id, sent.text or "", True
+
+
+async def deliver(api: TelegramApi, chat_id: int, message_id: int, text: str, shown: str,
+                  choices: tuple[Choice, ...] = ()) -> None:
+    """The final answer: the first part into the placeholder, the rest as new messages, the buttons (👍 / 👎)
+    under the last."""
+    parts = split_text(text, MAX_CHARS, utf16_len)
+    last = len(parts) - 1
+    if parts[0] == shown and choices and last == 0:
+        with suppress(BadRequest):  # the buttons only: a missing placeholder still shows the answer
+            await api.buttons(chat_id, message_id, choices)
+    elif parts[0] != shown:
+        try:
+            await api.edit(chat_id, message_id, parts[0], choices if last == 0 else ())
+        except BadRequest as exc:  # e.g. the placeholder was deleted: never drop the answer
+            logger.warning("telegram: final edit failed (%s); sending a new message", exc)
+            await api.send(chat_id, parts[0], None, choices if last == 0 else ())
+    for i, part in enumerate(parts[1:], 1):
+        await api.send(chat_id, part, None, choices if i == last else ())
+
+
+def mark(markup: InlineKeyboardMarkup | None, pressed: str) -> InlineKeyboardMarkup | None:
+    """The buttons with the pressed one marked ✓ (the others unmarked): a rating shown, still changeable."""
+    if markup is None:
+        return None
+    rows = [[InlineKeyboardButton(("✓ " if b.callback_data == pressed else "") + b.text.removeprefix("✓ "),
+                                  callback_data=b.callback_data) for b in row] for row in markup.inline_keyboard]
+    return InlineKeyboardMarkup(rows)
+
+
+async def show_typing(bot: Bot, chat_id: int, started: asyncio.Event) -> None:
+    """Show 'typing…' until the first piece of the answer arrives."""
+    while not started.is_set():
+        try:
+            await bot.send_chat_action(chat_id, ChatAction.TYPING)
+        except TelegramError as exc:
+            logger.debug("telegram: chat action failed: %s", exc)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(started.wait(), TYPING_EVERY_S)
+
+
+async def notify(api: TelegramApi, admins: list[str], text: str) -> int:
+    """A message to each admin's private chat (its id is theirs); how many got it (one who never started
+    the bot cannot be written to)."""
+    sent = 0
+    for admin in (a for a in admins if a.lstrip("-").isdigit()):
+        try:
+            for part in split_text(text, MAX_CHARS, utf16_len):
+                await api.send(int(admin), part)
+            sent += 1
+        except TelegramError as exc:
+            logger.warning("telegram: could not message admin %s: %s", admin, exc)
+    return sent
+
+
+async def apologize(api: TelegramApi, chat_id: int, lang: str, placeholder: tuple[int, int] | None) -> None:
+    """A short apology, in the answer's placeholder if one was shown."""
+    text = phrases.message("apology", lang)
+    try:
+        if placeholder is not None:
+            await deliver(api, chat_id, placeholder[1], text, "")
+        else:
+            await api.send(chat_id, text)
+    except TelegramError:
+        logger.exception("telegram: could not send the apology to chat %s", chat_id)
 
 
 class LiveMessage:

@@ -20,14 +20,18 @@ def incoming(update: Update, bot: Bot, admins: list[str]) -> Incoming | None:
         return None
     private = chat.type == ChatType.PRIVATE
     text, addressed = _text(msg, private, bot)
+    replied = msg.reply_to_message
+    reply_to = str(replied.message_id) if replied and replied.from_user and replied.from_user.id == bot.id else None
+    if msg.text is None and (msg.caption or reply_to):  # a document's caption; sent in reply to the bot
+        text, addressed = msg.caption or "", private or reply_to is not None
     if update.callback_query is not None:  # a button under the bot's notice: it sends its command
-        text, addressed = update.callback_query.data or "", True
+        text, addressed, reply_to = update.callback_query.data or "", True, None
     return Incoming("telegram", str(chat.id), str(user.id), text,
                     None if update.callback_query else str(msg.message_id), group=not private,
                     addressed=addressed, is_admin=str(user.id) in admins,
                     lang="zh" if (user.language_code or "").lower().startswith("zh") else "en",
                     kind="text" if msg.text is not None or update.callback_query else _kind(msg),
-                    attachment=_attachment(msg, bot))
+                    attachment=_attachment(msg, bot), reply_to=reply_to)
 
 
 def _attachment(msg: Message, bot: Bot) -> Attachment | None:

@@ -263,6 +263,17 @@ class WecomChannel:
         with contextlib.suppress(Exception) if error else contextlib.nullcontext():
             await turn.delivered(error, final=permanent)
 
+    async def notify_admins(self, text: str) -> int:
+        """A message to every admin (the gaps digest); how many got it."""
+        sent = 0
+        for admin in self.cfg.admins:
+            try:
+                await self._send(admin, text)
+                sent += 1
+            except Exception as exc:  # one admin out of the app's range must not stop the others
+                log.warning("wecom: could not message admin %s: %s", admin, exc)
+        return sent
+
     async def _send(self, user: str, text: str) -> None:
         """Send a reply, split into parts of at most 2048 bytes."""
         for part in split_message(text):

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from bot.core.runtime import Core, Turn
 
 log = logging.getLogger(__name__)
+# WeCom's reasons for an inaccurate answer (feedback_event.inaccurate_reason_list), as its dialog names them.
+_INACCURATE = {1: "与问题无关", 2: "内容不完整", 3: "内容有错误", 4: "数据分析错误"}
 
 _LEADING_MENTION = re.compile(r"^\s*@\S+\s*")
 
@@ -99,6 +101,20 @@ class WecomBotChannel:
         # In the background: a callback bubble waits for WeCom's next refresh, which must not hold up the rest.
         self.spawn(self._render(turn, self.transport.resumed(turn.incoming.chat_id, self.stream_id(turn),
                                                               turn.created_at)))
+
+    async def notify_admins(self, text: str) -> int:
+        """A markdown message to every admin's single chat with the bot (the gaps digest), over the long
+        connection; callbacks cannot start a conversation (WeCom lets them only answer one): 0."""
+        if not isinstance(self.transport, LongConnection):
+            return 0
+        sent = 0
+        for admin in self.cfg.admins:
+            try:
+                await self.transport.push(admin, {"msgtype": "markdown", "markdown": {"content": text}})
+                sent += 1
+            except Exception as exc:  # one unreachable admin must not stop the others
+                log.warning("wecom_bot: could not message admin %s: %s", admin, exc)
+        return sent
 
     async def first_seen(self, scope: str, key: str) -> bool:
         """A transport's replay protection, kept in the log."""
@@ -165,7 +181,10 @@ class WecomBotChannel:
         return True
 
     def _answer(self, turn: Turn, bubble: Bubble) -> None:
-        """A sign of life in the bubble at once (as Telegram's placeholder), the answer in the background."""
+        """A sign of life in the bubble at once (as Telegram's placeholder), the answer in the background. An
+        answer's first frame carries its stream id as WeCom's feedback id: WeCom shows its own 👍 / 👎 under
+        it (with a dialog for the reason) and reports a press as a feedback event."""
+        bubble.feedback = bubble.stream_id if turn.rateable else ""
         bubble.show(phrases.message("thinking", turn.lang))
         self.spawn(self._render(turn, bubble))
 
@@ -177,6 +196,8 @@ class WecomBotChannel:
             await self._welcome(body, exchange)
         elif kind == "template_card_event":
             await self._press(body, event.get("template_card_event") or {}, exchange)
+        elif kind == "feedback_event":
+            await self._rated(body, event.get("feedback_event") or {})
         else:
             log.debug("wecom_bot: event %s ignored", kind)
 
@@ -204,6 +225,22 @@ class WecomBotChannel:
         turn = await self.core.receive(msg)
         if turn is not None:
             self._answer(turn, exchange.bubble(self.stream_id(turn)))
+
+    async def _rated(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        """WeCom's 👍 (type 1), 👎 (2, with the reasons picked and typed in its dialog) or a withdrawal (3) of
+        an answer: the reader's rating, through the core like the buttons elsewhere (WeCom shows it; the
+        event takes an empty reply). A repeated event is dropped by its msgid, as messages are."""
+        turn_id = re.match(r"^t(\d+)-", str(event.get("id", "")))
+        rating = {1: "up", 2: "down", 3: "clear"}.get(int(event.get("type") or 0))
+        if turn_id is None or rating is None:
+            return
+        reasons = [_INACCURATE.get(int(c), "") for c in event.get("inaccurate_reason_list") or [] if str(c).isdigit()]
+        reason = "；".join([r for r in reasons if r] + [str(event.get("content") or "").strip()]).strip("；")
+        command = f"/rate {turn_id.group(1)} {rating} {reason}".strip()
+        msg = dataclasses.replace(self.incoming({**body, "msgtype": "text", "text": {"content": command}}),
+                                  addressed=True)
+        if (turn := await self.core.receive(msg)) is not None:
+            await turn.reply()
 
     # -- answering --
 

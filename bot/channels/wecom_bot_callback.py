@@ -252,6 +252,7 @@ class PolledBubble:
         self.server, self.stream_id, self.response_url = server, stream_id, response_url
         self.began, self.polled = began, polled
         self.content, self.finished, self.moved = "", False, False
+        self.feedback = ""  # sent with the first snapshot (WeCom takes it only there)
         self.image: bytes | None = None
         self.card: dict[str, Any] | None = None
         self.taken = asyncio.Event()
@@ -274,6 +275,8 @@ class PolledBubble:
             return {"msgtype": "stream", "stream": {"id": stream_id, "finish": True,
                                                     "content": f"{shown}\n\n{note}".strip()}}
         stream: dict[str, Any] = {"id": stream_id, "finish": self.finished, "content": fit_bytes(self.content or "…")}
+        if self.feedback:
+            stream["feedback"], self.feedback = {"id": self.feedback}, ""
         if not self.finished:
             return {"msgtype": "stream", "stream": stream}
         if self.image is not None:

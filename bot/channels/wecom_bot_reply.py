@@ -23,6 +23,7 @@ class Bubble(Protocol):
     how it went out: 'stream', or 'message' / 'response_url' when the stream could not take it)."""
 
     stream_id: str
+    feedback: str  # WeCom's feedback id for the answer, sent with its first frame ("": none)
 
     def show(self, text: str) -> None: ...
     async def finish(self, text: str, image: bytes | None = None, card: dict[str, Any] | None = None) -> str: ...

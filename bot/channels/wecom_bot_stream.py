@@ -72,6 +72,7 @@ class StreamBubble:
 
     def __init__(self, exchange: WsExchange, stream_id: str) -> None:
         self.x, self.stream_id = exchange, stream_id
+        self.feedback = ""  # sent with the first frame (WeCom takes it only there)
         self.cfg = exchange.conn.cfg
         self.want = self.shown = ""
         self.alive = bool(exchange.req_id)
@@ -89,12 +90,14 @@ class StreamBubble:
         """One stream frame; False (and the stream given up) when it cannot be sent."""
         if not self.alive:
             return False
+        stream: dict[str, Any] = {"id": self.stream_id, "finish": finish, "content": fit_bytes(content)}
         if self.began is None:
             self.began = time.monotonic()
+            if self.feedback:
+                stream["feedback"] = {"id": self.feedback}
         try:
-            await self.x.conn.request("aibot_respond_msg", {"msgtype": "stream", "stream": {
-                "id": self.stream_id, "finish": finish, "content": fit_bytes(content)}},
-                self.x.req_id, self.x.generation)
+            await self.x.conn.request("aibot_respond_msg", {"msgtype": "stream", "stream": stream},
+                                      self.x.req_id, self.x.generation)
         except (ConnectionLost, Refused) as exc:
             log.warning("wecom_bot: stream %s cannot be updated (%s); the answer goes as a new message",
                         self.stream_id, exc)

@@ -21,7 +21,7 @@ from bot.config import Config
 @click.option("--export", "export", type=click.Choice(["jsonl", "csv"]),
               help="Stream every row with every column instead: jsonl holds all tables (a 'table' field says "
                    "which), csv one table (--table, default turns).")
-@click.option("--table", type=click.Choice(["turns", "events", "passages", "resets", "seen"]),
+@click.option("--table", type=click.Choice(["turns", "events", "passages", "resets", "seen", "ratings"]),
               help="With --export: only this table.")
 @click.pass_context
 def logs(ctx: click.Context, limit: int, channel: str | None, export: str | None, table: str | None) -> None:

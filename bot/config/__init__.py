@@ -7,6 +7,7 @@ from bot.config.sections import (
     Config,
     ContentConfig,
     ConversationConfig,
+    GapsConfig,
     GroundingConfig,
     LogConfig,
     ModelConfig,
@@ -15,5 +16,5 @@ from bot.config.sections import (
     WecomConfig,
 )
 
-__all__ = ["GROUNDING_RULES", "Config", "ContentConfig", "ConversationConfig", "GroundingConfig", "LogConfig",
-           "ModelConfig", "TelegramConfig", "WecomBotConfig", "WecomConfig", "config_path", "load_config"]
+__all__ = ["GROUNDING_RULES", "Config", "ContentConfig", "ConversationConfig", "GapsConfig", "GroundingConfig",
+           "LogConfig", "ModelConfig", "TelegramConfig", "WecomBotConfig", "WecomConfig", "config_path", "load_config"]

@@ -14,7 +14,7 @@ _POSITIVE = (  # keys whose value must be greater than 0
     "conversation.max_question_chars", "grounding.max_answer_tokens", "telegram.api_timeout_s",
     "wecom.api_timeout_s", "wecom_bot.stream_interval_s", "wecom_bot.stream_deadline_s", "wecom_bot.heartbeat_s",
     "wecom_bot.ack_timeout_s", "wecom_bot.reconnect_max_s", "wecom_bot.offline_wait_s", "wecom_bot.replay_window_s",
-    "log.lease_s",
+    "log.lease_s", "gaps.days",
 )
 
 
@@ -60,6 +60,12 @@ def check(cfg: Config, src: str) -> None:
                           f"sqlite:///path, got {url.split('://')[0]}://…; fix: correct it, or leave it empty for "
                           "the embedded log (`database`).")
     _check_wecom_bot(cfg.wecom_bot, src)
+    if not 0.0 < cfg.gaps.group_threshold <= 1.0:
+        raise ConfigError(f"{src}: 'gaps.group_threshold' must be in (0, 1] (the cosine at which questions are one "
+                          f"topic), got {cfg.gaps.group_threshold}.")
+    if not 0 <= cfg.gaps.hour <= 23:
+        raise ConfigError(f"{src}: 'gaps.hour' must be 0 to 23 (the local hour the digest is sent), got "
+                          f"{cfg.gaps.hour}.")
     if cfg.telegram.mode == "webhook":
         _check_webhook_url(cfg.telegram.webhook_url, src)
 

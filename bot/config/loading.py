@@ -107,6 +107,8 @@ def _coerce(tp: Any, value: Any, key: str, src: str) -> Any:
             raise ConfigError(f"{src}: '{key}' must be a mapping of keys, got {value!r}.")
         return _build(tp, value, key + ".", src)
     if origin is Literal:
+        if isinstance(value, bool) and ("on" if value else "off") in typing.get_args(tp):
+            value = "on" if value else "off"  # YAML 1.1 reads a bare off / on as a boolean
         if value not in typing.get_args(tp):
             choices = " or ".join(repr(a) for a in typing.get_args(tp))
             raise ConfigError(f"{src}: '{key}' is {value!r}; fix: set it to {choices}.")

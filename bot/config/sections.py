@@ -165,6 +165,20 @@ class LogConfig:
 
 
 @dataclass
+class GapsConfig:
+    # Ratings: 👍 / 👎 under every answer (Telegram buttons, the WeCom AI bot's own feedback; /good, /bad).
+    ratings: bool = True
+    # Questions are one topic when their sentence vectors' average cosine reaches this (README, Ratings and
+    # gaps: measured on held-out paraphrase sets).
+    group_threshold: float = 0.5
+    days: float = 7.0  # /gaps without a number: this many days back
+    digest: Literal["off", "daily", "weekly"] = "off"  # the gaps sent to the admins, once per period
+    day: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"  # a weekly digest's day
+    hour: int = 9  # local time, 0-23
+    language: Literal["zh", "en"] = "zh"  # the digest's language
+
+
+@dataclass
 class Config:
     data_dir: str = "data"
     database: str = "data/bot.sqlite3"
@@ -178,6 +192,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     wecom: WecomConfig = field(default_factory=WecomConfig)
     wecom_bot: WecomBotConfig = field(default_factory=WecomBotConfig)
+    gaps: GapsConfig = field(default_factory=GapsConfig)
     # The folder relative paths are resolved against (the config file's folder).
     base_dir: str = field(default=".", repr=False)
 

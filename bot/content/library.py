@@ -48,6 +48,7 @@ class Proposal:
     name: str  # the file in the content folder
     markdown: str = ""
     at: float = 0.0
+    questions: tuple[str, ...] = ()  # the gap questions it adds content for: asked again once it is in
 
 
 class Book(Protocol):
@@ -103,7 +104,8 @@ class Library:
         return [Document(name, content.documents.get(name, name), len(sizes), sum(sizes))
                 for name, sizes in sorted(counts.items())]
 
-    async def propose_add(self, name: str, data: bytes, by: str, content: ContentSet, lang: str) -> Notice:
+    async def propose_add(self, name: str, data: bytes, by: str, content: ContentSet, lang: str,
+                          questions: tuple[str, ...] = ()) -> Notice:
         """Read a document (in a thread: parsers take seconds on a big PDF) and show what it would change."""
         if len(data) > self.max_bytes:
             raise ContentError(f"{name} is {len(data) / 1e6:.1f} MB, over content.max_mb "
@@ -119,7 +121,7 @@ class Library:
                   else phrases.message("preview_adds", lang, name=target))
         text = phrases.message("preview", lang, title=found.title, name=target, chars=len(markdown),
                              passages=len(parts), change=change)
-        return await self._ask(Proposal("", by, "add", target, markdown), text, lang)
+        return await self._ask(Proposal("", by, "add", target, markdown, questions=questions), text, lang)
 
     async def propose_remove(self, name: str, by: str, content: ContentSet, lang: str) -> Notice:
         """Show which document would go; the last one cannot (the bot would have nothing to answer from)."""

@@ -11,18 +11,16 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
+from bot.core import feedback
+from bot.core.capabilities import Report, Services
 from bot.errors import ContentError
 from bot.text import phrases
 from bot.types import Citation, Event, Incoming, Notice, Progress
 
 if TYPE_CHECKING:
     from bot.backends.base import ProgressFn
-    from bot.content.knowledge import ContentSet
-    from bot.content.library import Library
-    from bot.log.usage import Usage
-    from bot.types import ReloadReport, Stats
 
 log = logging.getLogger(__name__)
 ASK = "/ask"
@@ -31,30 +29,7 @@ ASK = "/ask"
 _COMMAND = re.compile(r"^(/[A-Za-z][A-Za-z0-9_]*)(.*)$", re.DOTALL)
 
 
-# What a long command reports while it runs: (step, fraction done or None); safe to call from any thread.
-Report = Callable[[str, "float | None"], None]
 URL_ONLY = re.compile(r"https?://\S+")
-
-
-class Services(Protocol):
-    """What a command may use of the core (the core is one; commands see none of its turn machinery)."""
-
-    library: Library
-
-    @property
-    def content(self) -> ContentSet: ...
-
-    def about(self, lang: str) -> str: ...
-
-    async def reset(self, conversation: str) -> None: ...
-
-    async def sources(self, conversation: str) -> list[Citation]: ...
-
-    async def stats(self, since_hours: float = 24.0, channel: str | None = None) -> Stats: ...
-
-    async def usage(self, since_hours: float = 24.0, channel: str | None = None) -> Usage: ...
-
-    async def reload(self, by: Incoming | None = None, progress: ProgressFn | None = None) -> ReloadReport: ...
 
 
 @dataclass(frozen=True)
@@ -159,7 +134,7 @@ async def _add(services: Services, msg: Incoming, args: str, lang: str, progress
             progress("extracting", None)
             data = await msg.attachment.fetch()
             return await services.library.propose_add(msg.attachment.name, data, msg.conversation_key,
-                                                      services.content, lang)
+                                                      services.content, lang, _gap_questions(msg, args))
         if not URL_ONLY.fullmatch(args):
             return phrases.message("add_usage", lang)
         from bot.content.files import fetch, page_name
@@ -167,13 +142,22 @@ async def _add(services: Services, msg: Incoming, args: str, lang: str, progress
         progress("fetching", None)
         page = await fetch(args, services.library.max_bytes)
         progress("extracting", None)
-        return await services.library.propose_add(page_name(args), page, msg.conversation_key, services.content, lang)
+        return await services.library.propose_add(page_name(args), page, msg.conversation_key, services.content, lang,
+                                                  _gap_questions(msg, ""))
     except ContentError as exc:
         return phrases.message("content_not_added", lang, reason=str(exc))
     except Exception as exc:  # the messenger's download failed, or a parser broke: still a plain answer
         log.warning("add: %s failed", msg.attachment.name if msg.attachment else args, exc_info=True)
         reason = f"it could not be downloaded or read ({type(exc).__name__})"
         return phrases.message("content_not_added", lang, reason=reason)
+
+
+def _gap_questions(msg: Incoming, pick: str) -> tuple[str, ...]:
+    """The questions of the gaps a document or link answers, when it was sent in reply to a /gaps list (a
+    caption's numbers pick topics of it)."""
+    if msg.regarding is None or msg.regarding[0] != feedback.GAPS:
+        return ()
+    return tuple(feedback.gaps.chosen(msg.regarding[1], pick or msg.text))
 
 
 async def _content(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
@@ -197,20 +181,23 @@ async def _confirm(services: Services, msg: Incoming, args: str, lang: str, prog
     if proposal is None:
         return phrases.message("proposal_gone", lang)
 
-    async def change() -> str:
+    async def change() -> tuple[str, bool]:
         async with services.library.lock:  # one change at a time: apply, reload and undo never interleave
             try:
                 undo = services.library.apply(proposal)
             except OSError as exc:
-                return phrases.message("content_unchanged", lang, reason=str(exc))
+                return phrases.message("content_unchanged", lang, reason=str(exc)), False
             report = await services.reload(msg, _reading(progress))
             if not report.ok:
                 undo()
-                return phrases.message("content_unchanged", lang, reason=report.error or "")
-            return report.summary(lang)
+                return phrases.message("content_unchanged", lang, reason=report.error or ""), False
+            return report.summary(lang), True
 
     # Shielded: a shutdown or a vanished channel must not leave a written but unconfirmed file behind.
-    return await asyncio.shield(change())
+    summary, changed = await asyncio.shield(change())
+    if changed and proposal.questions:  # content added for gaps: do those questions get answers now?
+        return summary + "\n" + await feedback.reasked(services, list(proposal.questions), lang, progress)
+    return summary
 
 
 async def _cancel(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
@@ -231,9 +218,18 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("/add", True, _add, ("添加网页（或直接发送文件）", "add a web page (or just send a file)"),
             ("网址", "URL")),
     Command("/remove", True, _remove, ("删除文档", "remove a document"), ("文件名", "NAME")),
+    Command("/good", False, feedback.good, ("给上一个回答点 👍", "rate the last answer 👍")),
+    Command("/bad", False, feedback.bad, ("给上一个回答点 👎（可附原因）", "rate the last answer 👎"),
+            ("[原因]", "[reason]")),
+    Command("/rate", False, feedback.rate),
+    Command("/gaps", True, feedback.show, ("内容没能回答的问题（按主题归并）", "what the content did not answer"),
+            ("[天数]", "[DAYS]")),
     Command("/confirm", True, _confirm),
     Command("/cancel", True, _cancel),
 )}
+
+# What a reply to one of the bot's messages is, when that message asked for one (Notice.expects): not typed.
+REPLIES: dict[str, Command] = {feedback.REASON: Command(feedback.REASON, False, feedback.reason)}
 
 
 async def run(command: Command, services: Services, msg: Incoming, args: str, lang: str) -> AsyncIterator[Event]:

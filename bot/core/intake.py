@@ -31,9 +31,11 @@ class Intake:
         the message and, for a question, logs it before anything is generated: if the process dies from
         here on, a restart answers it.
         """
+        if msg.reply_to:
+            msg = await self._regarding(msg)
         command = self._command_of(msg)
         if not msg.addressed or (msg.group and command and command[0] not in commands.COMMANDS
-                                 and command[0] != commands.ASK):
+                                 and command[0] not in commands.REPLIES and command[0] != commands.ASK):
             return None  # a group message for someone else (or a command for another bot)
         key = f"{msg.chat_id}:{msg.message_id}" if msg.message_id else ""
         if command and command[0] == commands.ASK:
@@ -79,16 +81,31 @@ class Intake:
         """Log an event about a message that is not a turn (refused, denied, undeliverable)."""
         await self.store.log_event(msg.channel, msg.chat_id, msg.user_id, kind, detail)
 
+    async def _regarding(self, msg: Incoming) -> Incoming:
+        """The message, told what the bot message it replies to asked of this user, if anything (a reason
+        for their 👎; content for the gaps listed)."""
+        try:
+            awaited = await self.store.ratings.awaited(msg.channel, msg.chat_id, msg.reply_to or "")
+        except StoreUnavailable:
+            return msg
+        if awaited is None or awaited.user_id != msg.user_id:
+            return msg
+        return dataclasses.replace(msg, regarding=(awaited.kind, awaited.data))
+
     @staticmethod
     def _command_of(msg: Incoming) -> tuple[str, str] | None:
-        """The command a message is: typed; a document (content to add); an admin's bare web link."""
+        """The command a message is: typed; a document (content to add); an admin's bare web link; the
+        answer to what a bot message asked (a typed command still counts as typed)."""
         if msg.kind == "document" and msg.attachment is not None:
-            return "/add", ""
+            return "/add", msg.text
         if msg.kind != "text":
             return None
         if msg.is_admin and commands.URL_ONLY.fullmatch(msg.text.strip()):
             return "/add", msg.text.strip()
-        return commands.parse(msg.text)
+        typed = commands.parse(msg.text)
+        if typed is None and msg.regarding is not None and msg.regarding[0] in commands.REPLIES:
+            return msg.regarding[0], msg.text
+        return typed
 
     def _decide(self, msg: Incoming, lang: str,
                 command: tuple[str, str] | None) -> tuple[Turn | None, tuple[str, str] | None]:
@@ -150,7 +167,7 @@ class Intake:
         return self.turns.notice(msg, lang, text), (refusal.event, refusal.detail)
 
     def _command(self, msg: Incoming, lang: str, name: str, args: str) -> tuple[Turn, tuple[str, str] | None]:
-        command = commands.COMMANDS.get(name)
+        command = commands.COMMANDS.get(name) or commands.REPLIES.get(name)
         if command is None:
             return self.turns.notice(msg, lang, phrases.message("unknown_command", lang, command=name)), None
         if command.admin and not msg.is_admin:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from bot.backends.base import Backend, ProgressFn
-from bot.config import Config
+from bot.config import Config, GapsConfig
 from bot.content.knowledge import ContentSet, Knowledge
 from bot.core.answerer import Answerer
 from bot.core.gate import Gate, policies
@@ -29,9 +29,9 @@ class Core:
     """Intake, turns and services wired together, for every channel alike."""
 
     def __init__(self, knowledge: Knowledge, engine: Answerer, store: LogStore, gate: Gate, *,
-                 history_turns: int = 3) -> None:
+                 history_turns: int = 3, gaps: GapsConfig | None = None) -> None:
         self.knowledge, self.engine, self.store = knowledge, engine, store
-        self.services = Services(knowledge, engine, store)
+        self.services = Services(knowledge, engine, store, gaps)
         self.turns = Turns(self.services, engine, store, history_turns=history_turns)
         self.intake = Intake(gate, store, self.turns)
 
@@ -107,4 +107,4 @@ def wire(cfg: Config, knowledge: Knowledge, backend: Backend, store: LogStore, *
 
     gate = Gate(cfg.conversation.max_question_chars, policies(cfg))
     return Core(knowledge, engine or Engine(cfg, backend, Prompts()), store, gate,
-                history_turns=cfg.conversation.history_turns)
+                history_turns=cfg.conversation.history_turns, gaps=cfg.gaps)

@@ -7,12 +7,14 @@ import asyncio
 import logging
 
 from bot.backends.base import ProgressFn
+from bot.config import GapsConfig
 from bot.content.knowledge import ContentSet, Knowledge
 from bot.content.library import Library
 from bot.core.answerer import Answerer
+from bot.core.gaps import Topic, group
 from bot.log.store import LogStore
 from bot.log.usage import Usage
-from bot.types import Citation, Incoming, ReloadReport, Stats
+from bot.types import Citation, Incoming, ReloadReport, Reply, Stats
 
 log = logging.getLogger(__name__)
 CHANGED = "content_changed"  # the event a reload that changed the content leaves for the other instances
@@ -21,8 +23,10 @@ CHANGED = "content_changed"  # the event a reload that changed the content leave
 class Services:
     """The content and its reload, the library, and the log's read-outs (commands.Services is its shape)."""
 
-    def __init__(self, knowledge: Knowledge, engine: Answerer, store: LogStore) -> None:
+    def __init__(self, knowledge: Knowledge, engine: Answerer, store: LogStore,
+                 gaps: GapsConfig | None = None) -> None:
         self.knowledge, self.engine, self.store = knowledge, engine, store
+        self.gaps_config = gaps or GapsConfig()
         self.library = Library(knowledge.directory, knowledge.max_mb)  # admins' changes to the content folder
         self.library.book = store.proposals  # a preview's Confirm may reach another instance sharing the log
         self._reload_lock = asyncio.Lock()
@@ -62,6 +66,35 @@ class Services:
     async def usage(self, since_hours: float = 24.0, channel: str | None = None) -> Usage:
         """Per-day questions, outcomes and answer times, and the most-cited passages (for /stats's chart)."""
         return await self.store.usage(since_hours, channel)
+
+    async def rate(self, msg: Incoming, turn_id: int, rating: int) -> bool:
+        """A reader's 👍 (1) or 👎 (-1) of an answer shown in their chat (changeable); False: no such answer."""
+        return await self.store.ratings.rate(turn_id, msg.channel, msg.chat_id, msg.user_id, rating)
+
+    async def rating_reason(self, turn_id: int, msg: Incoming, reason: str) -> bool:
+        """The reader's one-line reason for their 👎 of that answer."""
+        return await self.store.ratings.reason(turn_id, msg.user_id, reason)
+
+    async def last_answer(self, conversation: str) -> int | None:
+        """The turn id of the conversation's last answer (what /good and /bad rate)."""
+        return await self.store.ratings.last_answer(conversation)
+
+    async def gaps(self, days: float) -> list[Topic]:
+        """The questions declined or rated 👎 in the last `days` days, grouped into topics, most asked first."""
+        found = await self.store.ratings.gaps(days * 86400)
+        return await asyncio.to_thread(group, found, self.gaps_config.group_threshold)  # a second or two
+
+    async def reask(self, questions: list[str], lang: str) -> list[Reply]:
+        """Ask questions again on the content served now, one after another (not logged as anyone's turns)."""
+        replies = []
+        for question in questions:
+            msg = Incoming("gaps", "", "", question, conversation=f"gaps:{len(replies)}")
+            final: Reply | None = None
+            async for event in self.engine.run(msg, self.content, []):
+                final = event if isinstance(event, Reply) else final
+            if final is not None:
+                replies.append(final)
+        return replies
 
     async def prune(self, retention_days: float, redact_after_days: float = 0.0, key: bytes = b"") -> dict[str, int]:
         """Log housekeeping: rows past the retention deleted, old ids and texts redacted (see LogStore.prune)."""

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 
-from bot.core import commands
+from bot.core import commands, feedback
 from bot.core.answerer import Answerer
 from bot.core.services import Services
 from bot.errors import BotError
@@ -34,6 +34,11 @@ class Turn:
         self.created_at = created_at or time.time()  # when the user asked (a resumed turn: before the restart)
 
     @property
+    def rateable(self) -> bool:
+        """Whether its answer is rated (👍 / 👎): a question, with ratings on."""
+        return self.turn_id is not None and self.turns.services.gaps_config.ratings
+
+    @property
     def is_question(self) -> bool:
         """True when the model answers (streamed events end in a Reply); else one Notice follows."""
         return self.turn_id is not None
@@ -41,7 +46,7 @@ class Turn:
     async def events(self) -> AsyncIterator[Event]:
         """Queued, Progress and Delta events and one Reply for a question; one Notice otherwise."""
         if self.turn_id is not None and self.answered:
-            yield await self.turns.store.stored_reply(self.turn_id)
+            yield self.turns.rateable(await self.turns.store.stored_reply(self.turn_id), self.lang)
         elif self.turn_id is not None:
             async for event in self.turns.answer(self):
                 yield event
@@ -64,6 +69,14 @@ class Turn:
         self.placeholder = placeholder
         if self.turn_id is not None:
             await self.turns.store.placed(self.turn_id, placeholder)
+
+    async def shown(self, message_id: str, notice: Notice) -> None:
+        """The channel showed `notice` in this message: when it asks for a reply (a 👎's reason, content for
+        the gaps listed), a reply to that message from this user is taken as one."""
+        if notice.expects is not None:
+            msg = self.incoming
+            await self.turns.store.ratings.await_reply(msg.channel, msg.chat_id, message_id, msg.user_id,
+                                                       *notice.expects)
 
     async def delivered(self, error: str | None = None, *, final: bool = False, via: str = "") -> None:
         """The channel's word on what it rendered: shown (no error; `via` how, for a channel with several
@@ -138,7 +151,13 @@ class Turns:
             if reply is not None:
                 reply.turn_id = turn.turn_id
                 await asyncio.shield(self.store.finish_turn(turn.turn_id or 0, reply))
-        yield reply
+        yield self.rateable(reply, turn.lang)
+
+    def rateable(self, reply: Reply, lang: str) -> Reply:
+        """The reply with 👍 / 👎 under it (ratings on; not an apology for an error)."""
+        if self.services.gaps_config.ratings and reply.turn_id is not None and not reply.error:
+            reply.choices = feedback.buttons(reply.turn_id, lang)
+        return reply
 
     async def delivered(self, turn: Turn, error: str | None = None, *, final: bool = False, via: str = "") -> None:
         """Log a question's delivery (see Turn.delivered); a failed one is noted as an event too."""

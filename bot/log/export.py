@@ -13,10 +13,10 @@ EXPORT_COLUMNS = [
     "model", "content_version", "error", "created_at", "answered_at", "delivery", "delivered_at", "delivery_error",
     "delivered_via",
 ]
-EXPORT_TABLES = ("turns", "events", "passages", "resets", "seen")  # everything `bot logs --export` writes
+EXPORT_TABLES = ("turns", "events", "passages", "resets", "seen", "ratings")  # everything `bot logs --export` writes
 # Insertion order, as both engines can tell it (PostgreSQL has no rowid).
 _ORDER = {"turns": "id", "events": "id", "passages": "first_seen, id", "resets": "at, conversation",
-          "seen": "at, channel, key"}
+          "seen": "at, channel, key", "ratings": "at, turn_id, user_id"}
 
 
 def _exported(table: str) -> str:

@@ -162,6 +162,43 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE turns ADD COLUMN placeholder TEXT;
         """,
     ),
+    (
+        10,
+        "readers' ratings, messages awaiting a reply, digests sent, a decline's closest sentence",
+        # ratings: one per reader per answer (changed in place), with an optional reason.
+        # awaiting: a bot message whose reply means something (the reason for a 👎; content for the gaps
+        # listed in it), keyed by where it was shown. digests: one row per period sent, claimed by the one
+        # instance that sends it. closest: the sentence a decline found nearest, for /gaps.
+        # proposals.questions: the gap questions a content change was made for, re-asked once it is in.
+        """
+        CREATE TABLE ratings (
+            turn_id INTEGER NOT NULL,
+            user_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            rating INTEGER NOT NULL,
+            reason TEXT,
+            at REAL NOT NULL,
+            PRIMARY KEY (turn_id, user_id)
+        );
+        CREATE INDEX ratings_at ON ratings (at);
+        CREATE TABLE awaiting (
+            channel TEXT NOT NULL,
+            chat_id TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            data TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (channel, chat_id, message_id)
+        );
+        CREATE TABLE digests (
+            period TEXT PRIMARY KEY,
+            sent_at REAL NOT NULL
+        );
+        ALTER TABLE turns ADD COLUMN closest TEXT;
+        ALTER TABLE proposals ADD COLUMN questions TEXT;
+        """,
+    ),
 ]
 
 

@@ -3,6 +3,7 @@ instance the press reaches, once (the library's Book, on the shared log)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from bot.content.library import Proposal
@@ -20,8 +21,10 @@ class Proposals:
         """Record a new proposal (raises StoreUnavailable: no preview is shown that no one could confirm)."""
         p = proposal
         await self.writes.now(lambda db: db.execute(
-            "INSERT INTO proposals (token, conversation, action, name, markdown, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (p.token, p.by, p.action, p.name, p.markdown, p.at)))
+            "INSERT INTO proposals (token, conversation, action, name, markdown, created_at, questions) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (p.token, p.by, p.action, p.name, p.markdown, p.at,
+             json.dumps(p.questions, ensure_ascii=False) if p.questions else None)))
 
     async def take(self, token: str, by: str, ttl_s: float) -> Proposal | None:
         """The proposal, once, for the admin it was made for, if younger than ttl_s (None otherwise)."""
@@ -36,4 +39,5 @@ class Proposals:
         if not rows:
             return None
         r = rows[0]
-        return Proposal(r["token"], r["conversation"], r["action"], r["name"], r["markdown"], r["created_at"])
+        return Proposal(r["token"], r["conversation"], r["action"], r["name"], r["markdown"], r["created_at"],
+                        tuple(json.loads(r["questions"])) if r["questions"] else ())

@@ -8,6 +8,7 @@ import time
 
 from bot.log.backlog import Backlog
 from bot.log.database import Database
+from bot.log.ratings import AWAIT_S
 
 SEEN_KEEP_S = 2 * 86400  # dedupe keys outlive any repeat: Telegram keeps an update 24 h, WeCom retries for minutes
 REDACTED = "[redacted]"
@@ -25,10 +26,14 @@ async def prune(db: Database, writes: Backlog, retention_days: float, redact_aft
         done["seen"] = await db.execute("DELETE FROM seen WHERE at < ?", (now - seen_keep,))
         # Proposals live ten minutes; the taken and expired ones go after a day.
         done["proposals"] = await db.execute("DELETE FROM proposals WHERE created_at < ?", (now - 86400,))
+        done["awaiting"] = await db.execute("DELETE FROM awaiting WHERE at < ?", (now - AWAIT_S,))
         if retention_days:
             cutoff = now - retention_days * 86400
             for table, column in (("turns", "created_at"), ("events", "at"), ("resets", "at")):
                 done[table] = await db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))
+            # A rating goes with its answer, or at the retention (a rating may be younger than its answer).
+            done["ratings"] = await db.execute("DELETE FROM ratings WHERE at < ? OR turn_id NOT IN "
+                                               "(SELECT id FROM turns)", (cutoff,))
         if redact_after_days:
             done["redacted"] = await _redact(db, now - redact_after_days * 86400, key)
 
@@ -53,4 +58,10 @@ async def _redact(db: Database, before: float, key: bytes) -> int:
     await db.executemany("UPDATE events SET chat_id=?, user_id=?, detail='' WHERE id=?",
                          [(pseudo(e["chat_id"]), pseudo(e["user_id"]), e["id"]) for e in events])
     await db.execute("DELETE FROM resets WHERE at < ?", (before,))  # keys hold user ids
+    ratings = await db.fetchall("SELECT turn_id, user_id FROM ratings WHERE at < ? AND user_id NOT LIKE 'r:%'",
+                                (before,))
+    await db.executemany("UPDATE ratings SET user_id=?, reason=CASE WHEN reason IS NULL THEN NULL ELSE ? END "
+                         "WHERE turn_id=? AND user_id=?",
+                         [(pseudo(r["user_id"]), REDACTED, r["turn_id"], r["user_id"]) for r in ratings])
+    await db.execute("DELETE FROM awaiting WHERE at < ?", (before,))  # rows hold user ids
     return len(rows)

@@ -18,6 +18,7 @@ from bot.log.database import Database, Row, is_url, shown
 from bot.log.leases import Leases
 from bot.log.postgres import PostgresDatabase
 from bot.log.proposals import Proposals
+from bot.log.ratings import Ratings
 from bot.log.sqlite import SqliteDatabase
 from bot.log.usage import Usage, read_stats, read_usage
 from bot.types import Citation, HistoryTurn, Incoming, Passage, PendingTurn, Reply, Stats
@@ -103,6 +104,7 @@ class LogStore:
         self.writes = Backlog(db)  # writes that wait out a full disk, another writer's lock, a server restart
         self.leases = Leases(self.writes)  # which instance is on which turn (several may share the log)
         self.proposals = Proposals(self.writes)  # admins' content changes waiting for their Confirm
+        self.ratings = Ratings(self.writes, db)  # readers' ratings, replies awaited, digests sent
         self.closed = False
 
     @classmethod
@@ -171,11 +173,12 @@ class LogStore:
         await self.writes.later(
             "UPDATE turns SET status=?, answer=?, draft=?, refused=?, retracted=?, decline_reason=?, citations=?, "
             "ttft_ms=?, total_ms=?, prompt_tokens=?, completion_tokens=?, model=?, content_version=?, error=?, "
-            "answered_at=?, delivery='waiting', path=?, score=?, signals=? WHERE id=?",
+            "answered_at=?, delivery='waiting', path=?, score=?, signals=?, closest=? WHERE id=?",
             (status, reply.text, reply.draft, int(reply.refused), int(reply.retracted), reply.decline_reason,
              cites, reply.ttft_ms, reply.total_ms, reply.prompt_tokens, reply.completion_tokens, reply.model,
              reply.content_version, reply.error, time.time(), reply.path or None, reply.score,
-             json.dumps(reply.signals) if reply.signals else None, turn_id),
+             json.dumps(reply.signals) if reply.signals else None, (reply.sentence or None) if reply.refused else None,
+             turn_id),
             turn_id,
         )
 

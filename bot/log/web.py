@@ -50,6 +50,22 @@ QUERIES: dict[str, dict[str, str]] = {
                "LEFT JOIN passages p ON p.id = json_extract(c.value, '$.id') GROUP BY passage "
                "ORDER BY citations DESC",
     },
+    "gaps": {
+        "title": "Gaps: questions declined or rated 👎 in the last 30 days, the most asked first (/gaps groups "
+                 "wordings of one topic)",
+        "sql": "SELECT t.question, count(DISTINCT t.id) AS asked, sum(t.refused) AS declined, "
+               "count(r.turn_id) AS rated_down, max(r.reason) AS a_reason, max(t.closest) AS closest "
+               "FROM turns t LEFT JOIN ratings r ON r.turn_id = t.id AND r.rating < 0 "
+               "WHERE t.status = 'answered' AND (t.refused = 1 OR r.turn_id IS NOT NULL) "
+               "AND t.created_at > strftime('%s', 'now') - 30 * 86400 GROUP BY t.question "
+               "ORDER BY asked DESC, max(t.id) DESC LIMIT 200",
+    },
+    "ratings": {
+        "title": "Ratings of answers, newest first",
+        "sql": "SELECT datetime(r.at, 'unixepoch') AS rated, r.channel, CASE WHEN r.rating > 0 THEN '👍' "
+               "ELSE '👎' END AS rating, r.reason, t.question, t.answer FROM ratings r "
+               "JOIN turns t ON t.id = r.turn_id ORDER BY r.at DESC LIMIT 200",
+    },
     "undelivered": {
         "title": "Answers not delivered (waiting or failed)",
         "sql": f"SELECT id, {_ASKED}, channel, chat_id, question, delivery, delivery_error FROM turns "

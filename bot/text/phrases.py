@@ -78,6 +78,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "progress_extracting": {"zh": "正在读取文档……", "en": "Reading the document…"},
     "progress_fetching": {"zh": "正在下载网页……", "en": "Downloading the page…"},
     "progress_reading_content": {"zh": "模型正在阅读新内容……", "en": "The model is reading the new content…"},
+    "progress_reasking": {"zh": "正在重新提问这些缺口的问题……", "en": "Asking the gap's questions again…"},
     "unknown_command": {
         "zh": "未知命令 {command}。发送 /help 查看可用命令。",
         "en": "Unknown command {command}. Send /help for the list.",
@@ -127,6 +128,45 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh": "发送文件（.txt .md .html .docx .pdf）或 /add 网址 来添加内容。",
         "en": "Send a file (.txt .md .html .docx .pdf) or /add URL to add content.",
     },
+    "rate_up": {"zh": "👍", "en": "👍"},
+    "rate_down": {"zh": "👎", "en": "👎"},
+    "rated_up": {"zh": "谢谢反馈！已记录 👍。", "en": "Thanks! Recorded 👍."},
+    "rating_withdrawn": {"zh": "评价已撤回。", "en": "Rating withdrawn."},
+    "rated_down": {
+        "zh": "已记录 👎。哪里不对？回复这条消息写一句原因（可选）。",
+        "en": "Recorded 👎. What was wrong? Reply to this message with one line (optional).",
+    },
+    "rated_down_reason": {"zh": "已记录 👎 和原因，谢谢！", "en": "Recorded 👎 with your reason. Thanks!"},
+    "reason_kept": {"zh": "原因已记录，谢谢！", "en": "Reason recorded. Thanks!"},
+    "nothing_to_rate": {
+        "zh": "没有可以评价的回答（先提一个问题）。", "en": "There is no answer to rate yet (ask a question first).",
+    },
+    "rate_usage": {"zh": "用法：/good 或 /bad [原因]，评价上一个回答。",
+                   "en": "Usage: /good or /bad [reason], for the last answer."},
+    "no_gaps": {"zh": "最近 {days} 天没有拒答或被点 👎 的问题。",
+                "en": "No question was declined or rated 👎 in the last {days} days."},
+    "gaps_heading": {
+        "zh": "最近 {days} 天内容没能回答的问题：{asked} 次，{topics} 个主题（问得最多的在前）：",
+        "en": "Questions the content did not answer in the last {days} days: {asked}, in {topics} topics "
+              "(most asked first):",
+    },
+    "gap_reason": {"zh": "（👎：{reason}）", "en": " (👎: {reason})"},
+    "gap_closest": {"zh": " — 最接近：「{sentence}」", "en": " — closest: “{sentence}”"},
+    "gap_nothing_close": {"zh": " — 内容中没有相近的句子", "en": " — nothing close in the content"},
+    "gaps_more": {"zh": "……另有 {n} 个主题", "en": "… and {n} more topics"},
+    "gaps_hint": {
+        "zh": "回复这条消息发送文件或网址即可补充内容（可写编号，如 1），确认后我会重新回答这些问题。",
+        "en": "Reply to this message with a file or a link to add content (a number such as 1 picks a topic); "
+              "once confirmed I ask those questions again.",
+    },
+    "reasked": {
+        "zh": "重新提问这些缺口的 {n} 个问题：现在能回答 {answered} 个。",
+        "en": "Asked the gap's {n} questions again: {answered} now answered.",
+    },
+    "reasked_line": {"zh": "{mark} {question}", "en": "{mark} {question}"},
+    "digest_hint": {"zh": "发送 /gaps 查看详情；回复那条消息发送文件或网址即可补充内容。",
+                    "en": "Send /gaps for the list; reply to it with a file or a link to add content."},
+    "digest_heading": {"zh": "本期内容缺口摘要（{period}）", "en": "Content gaps digest ({period})"},
     "group_hint": {
         "zh": "在群里：@我、回复我的消息，或用 /ask 问题 来提问。\n",
         "en": "In groups: mention me, reply to one of my messages, or use /ask <question>.\n",

@@ -28,23 +28,25 @@ class MediaApi:
 
     files: dict[str, tuple[str, bytes]]  # file_id -> (file_path, bytes)
     answered_queries: list[str]
+    toasts: dict[str, str]  # query id -> the text shown to the presser ("" none)
 
     def _media_init(self) -> None:
-        self.files, self.answered_queries = {}, []
+        self.files, self.answered_queries, self.toasts = {}, [], {}
         self._file_ids = itertools.count(1)
         self._query_ids = itertools.count(1)
 
     def user_sends_document(self: FakeTelegram, chat: dict[str, Any], user_id: int, name: str, data: bytes,
                             *, mime: str = "application/octet-stream", caption: str = "",
-                            language_code: str = "zh") -> int:
+                            language_code: str = "zh", reply_to: int | None = None) -> int:
         """A person sends a file; its bytes are served at the file URL after getFile."""
         from tests.fakes.telegram_server import Msg
 
         file_id = f"BQAC{next(self._file_ids):06d}"
         self.files[file_id] = (f"documents/file_{file_id}{name[name.rfind('.'):] if '.' in name else ''}", data)
         msg = Msg(next(self._ids), chat, self.user(user_id, language_code=language_code), caption, int(time.time()),
-                  from_bot=False, document={"file_id": file_id, "file_unique_id": file_id[::-1], "file_name": name,
-                                            "mime_type": mime, "file_size": len(data)})
+                  from_bot=False, reply_to=reply_to,
+                  document={"file_id": file_id, "file_unique_id": file_id[::-1], "file_name": name,
+                            "mime_type": mime, "file_size": len(data)})
         self.messages[msg.message_id] = msg
         self.push_update({"message": self._message_json(msg)})
         return msg.message_id
@@ -93,13 +95,22 @@ class MediaApi:
         return self._message_json(msg)
 
     async def _api_answerCallbackQuery(self: FakeTelegram, p: dict[str, Any], _: Any) -> Any:
-        self.answered_queries.append(str(p["callback_query_id"]))
+        query = str(p["callback_query_id"])
+        if query in self.answered_queries:  # Telegram: "query is too old and response timeout expired..."
+            raise ApiError(400, "Bad Request: query is too old and response timeout expired or query ID is invalid")
+        if len(str(p.get("text") or "")) > 200:
+            raise ApiError(400, "Bad Request: MESSAGE_TOO_LONG")
+        self.answered_queries.append(query)
+        self.toasts[query] = str(p.get("text") or "")
         return True
 
     async def _api_editMessageReplyMarkup(self: FakeTelegram, p: dict[str, Any], _: Any) -> Any:
         msg = self.messages.get(int(p.get("message_id") or 0))
         if msg is None or not msg.from_bot:
             raise ApiError(400, "Bad Request: message to edit not found")
+        if buttons_of(p) == msg.buttons:
+            raise ApiError(400, "Bad Request: message is not modified: specified new message content and "
+                                "reply markup are exactly the same as a current content and reply markup")
         msg.buttons = buttons_of(p)
         return self._message_json(msg)
 

@@ -197,6 +197,18 @@ class FakeCallbacks:
 
     # ---- streams ----
 
+    async def feedback(self, user: str, feedback_id: str, kind: int, *, content: str = "",
+                       reasons: tuple[int, ...] = ()) -> tuple[httpx.Response, dict[str, Any] | None]:
+        """A reader's 👍 (1), 👎 (2, with their dialog's text and picks) or withdrawal (3) of an answer whose
+        first snapshot carried `feedback_id` (WeCom shows no buttons under one without)."""
+        firsts = [shown[0] for shown in self._streams.values() if shown]
+        sent = [s for s in firsts if (s.get("feedback") or {}).get("id") == feedback_id]
+        assert sent, f"no answer's first snapshot carried feedback id {feedback_id!r}"
+        event: dict[str, Any] = {"id": feedback_id, "type": kind}
+        if kind == 2:
+            event.update(content=content, inaccurate_reason_list=list(reasons))
+        return await self.event(user, "feedback_event", feedback_event=event)
+
     def snapshots(self, stream_id: str) -> list[dict[str, Any]]:
         """Every stream dict the bot returned for `stream_id`, the first reply included, in order."""
         return list(self._streams.get(stream_id, []))

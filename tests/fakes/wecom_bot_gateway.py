@@ -255,6 +255,18 @@ class FakeGateway(Replies):
         card_event = {"card_type": "button_interaction", "event_key": event_key, "task_id": task_id}
         return self.event(user, "template_card_event", chat_id=chat_id, template_card_event=card_event)
 
+    def feedback(self, user: str, feedback_id: str, kind: int, *, content: str = "", reasons: tuple[int, ...] = (),
+                 chat_id: str | None = None) -> str:
+        """A reader's 👍 (1), 👎 (2, with what they typed and picked in WeCom's dialog) or withdrawal (3) of an
+        answer whose first stream frame carried `feedback_id` (WeCom shows no buttons under one without)."""
+        sent = [s for f in self.frames if f.cmd == "aibot_respond_msg" and f.errcode == 0
+                for s in [f.body.get("stream") or {}] if (s.get("feedback") or {}).get("id") == feedback_id]
+        assert sent, f"no answer carried feedback id {feedback_id!r}: WeCom would show no 👍 / 👎 under it"
+        event: dict[str, Any] = {"id": feedback_id, "type": kind}
+        if kind == 2:  # the reason and the reasons picked come with a 👎 only
+            event.update(content=content, inaccurate_reason_list=list(reasons))
+        return self.event(user, "feedback_event", chat_id=chat_id, feedback_event=event)
+
     # ---- what the bot sent ----
 
     def replies(self, req_id: str) -> list[Frame]:

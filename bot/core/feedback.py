@@ -1,0 +1,87 @@
+"""Readers' ratings and the admins' gaps as commands: /rate (the buttons under an answer), /good, /bad,
+/gaps; a reply to a 👎's question (its reason); the re-asking of a gap's questions after content is added."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.core import gaps
+from bot.core.capabilities import Report, Services
+from bot.text import phrases
+from bot.types import Choice, Incoming, Notice
+
+REASON = "reason"  # a reply to the message asking why a 👎: its reason
+GAPS = "gaps"  # a reply to a /gaps list: content for those topics
+RATINGS = {"up": 1, "down": -1, "clear": 0}  # /rate N up|down|clear (clear: a withdrawn rating)
+
+
+def buttons(turn_id: int, lang: str) -> tuple[Choice, ...]:
+    """👍 / 👎 under an answer: each presses `/rate N up|down`."""
+    return (Choice(phrases.message("rate_up", lang), f"/rate {turn_id} up"),
+            Choice(phrases.message("rate_down", lang), f"/rate {turn_id} down"))
+
+
+async def _rated(services: Services, msg: Incoming, turn_id: int | None, rating: int, reason: str,
+                 lang: str) -> str | Notice:
+    """Record the rating; a 👎 without a reason asks for one (a reply to this notice)."""
+    if turn_id is None or not await services.rate(msg, turn_id, rating):
+        return phrases.message("nothing_to_rate", lang)
+    if rating >= 0:
+        return phrases.message("rated_up" if rating else "rating_withdrawn", lang)
+    if reason:
+        await services.rating_reason(turn_id, msg, reason)
+        return phrases.message("rated_down_reason", lang)
+    return Notice(phrases.message("rated_down", lang), expects=(REASON, turn_id))
+
+
+async def rate(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    """`/rate N up|down [reason]`: what the buttons under answer N send."""
+    words = args.split(maxsplit=2)
+    if len(words) < 2 or not words[0].isdigit() or words[1] not in RATINGS:
+        return phrases.message("rate_usage", lang)
+    reason = words[2] if len(words) > 2 else ""
+    return await _rated(services, msg, int(words[0]), RATINGS[words[1]], reason, lang)
+
+
+async def good(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    """`/good`: 👍 for the conversation's last answer."""
+    return await _rated(services, msg, await services.last_answer(msg.conversation_key), 1, "", lang)
+
+
+async def bad(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    """`/bad [reason]`: 👎 for the conversation's last answer, with its reason or a question for one."""
+    return await _rated(services, msg, await services.last_answer(msg.conversation_key), -1, args, lang)
+
+
+async def reason(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    """A reply to the question a 👎 asked (`msg.regarding`): the reason for it."""
+    kept = msg.regarding is not None and await services.rating_reason(int(msg.regarding[1]), msg, msg.text)
+    return phrases.message("reason_kept" if kept else "nothing_to_rate", lang)
+
+
+def days_of(args: str, default: float) -> float:
+    """`/gaps [DAYS]`: at most a year."""
+    word = args.strip()
+    return min(float(word), 366.0) if word.replace(".", "", 1).isdigit() and float(word) > 0 else default
+
+
+async def show(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    """`/gaps [DAYS]` (admins): the topics the content did not answer, most asked first, with a chart; a
+    reply with a document or a link adds content for them."""
+    days = days_of(args, services.gaps_config.days)
+    topics = await services.gaps(days)
+    text = gaps.report(topics, days, lang)
+    if not topics:
+        return text
+    image = await asyncio.to_thread(gaps.chart, topics, f"Gaps, last {days:g} days")
+    return Notice(text, image=image, expects=(GAPS, gaps.questions_of(topics)))
+
+
+async def reasked(services: Services, questions: list[str], lang: str, progress: Report) -> str:
+    """After content was added for a gap: its questions asked again, how many are answered now."""
+    progress("reasking", None)
+    replies = await services.reask(questions, lang)
+    answered = [not r.refused and not r.error for r in replies]
+    lines = [phrases.message("reasked", lang, n=len(replies), answered=sum(answered))]
+    lines += [f"{'✓' if ok else '✗'} {q}" for q, ok in zip(questions, answered, strict=False)]
+    return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""Readers' ratings of answers, bot messages awaiting a reply, the gaps read back, and digests sent once."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bot.log.backlog import Backlog
+from bot.log.database import Database
+
+AWAIT_S = 7 * 86400  # a reply to a 👎's question or to a /gaps list counts for a week
+
+
+@dataclass(frozen=True)
+class Awaited:
+    """What a reply to one bot message means: `kind` (reason, gaps), for whom, with its data."""
+
+    user_id: str
+    kind: str
+    data: Any
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A question the content did not answer: declined, or rated 👎 (its reason, when given)."""
+
+    turn_id: int
+    question: str
+    closest: str
+    declined: bool
+    reason: str
+    at: float
+
+
+class Ratings:
+    """Ratings, awaited replies and digest claims, written through the store's backlog."""
+
+    def __init__(self, writes: Backlog, db: Database) -> None:
+        self.writes, self.db = writes, db
+
+    async def rate(self, turn_id: int, channel: str, chat_id: str, user_id: str, rating: int) -> bool:
+        """Record (or change) a reader's rating of an answer shown in this chat (0: withdraw it); False when
+        there is no such answer here (a stale or foreign turn id). A 👍 drops an earlier 👎's reason."""
+        if rating == 0:
+            return await self.writes.now(lambda db: db.execute(
+                "DELETE FROM ratings WHERE turn_id=? AND user_id=? AND channel=? AND turn_id IN "
+                "(SELECT id FROM turns WHERE chat_id=?)", (turn_id, user_id, channel, chat_id))) >= 0
+        sql = ("INSERT INTO ratings (turn_id, user_id, channel, rating, reason, at) "
+               "SELECT id, ?, channel, ?, NULL, ? FROM turns WHERE id=? AND channel=? AND chat_id=? "
+               "AND status != 'pending' "
+               "ON CONFLICT (turn_id, user_id) DO UPDATE SET rating=excluded.rating, at=excluded.at, "
+               "reason=CASE WHEN excluded.rating > 0 THEN NULL ELSE ratings.reason END")
+        args = (user_id, rating, time.time(), turn_id, channel, chat_id)
+        return await self.writes.now(lambda db: db.execute(sql, args)) == 1
+
+    async def reason(self, turn_id: int, user_id: str, reason: str) -> bool:
+        """The reason for a reader's 👎 (one line, at most 500 characters); False when there is no 👎."""
+        text = " ".join(reason.split())[:500]
+        return await self.writes.now(lambda db: db.execute(
+            "UPDATE ratings SET reason=? WHERE turn_id=? AND user_id=? AND rating < 0", (text, turn_id, user_id))) == 1
+
+    async def last_answer(self, conversation: str) -> int | None:
+        """The conversation's last answered turn (what /good and /bad rate)."""
+        row = await self.db.fetchone(
+            "SELECT id FROM turns WHERE conversation=? AND status='answered' ORDER BY id DESC LIMIT 1",
+            (conversation,))
+        return int(row["id"]) if row else None
+
+    async def await_reply(self, channel: str, chat_id: str, message_id: str, user_id: str, kind: str,
+                          data: Any) -> None:
+        """A bot message whose reply means `kind` for `user_id` (kept through the backlog)."""
+        await self.writes.later(
+            "INSERT INTO awaiting (channel, chat_id, message_id, user_id, kind, data, at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (channel, chat_id, message_id) DO UPDATE SET user_id=excluded.user_id, kind=excluded.kind, "
+            "data=excluded.data, at=excluded.at",
+            (channel, chat_id, message_id, user_id, kind, json.dumps(data, ensure_ascii=False), time.time()))
+
+    async def awaited(self, channel: str, chat_id: str, message_id: str) -> Awaited | None:
+        """What a reply to this bot message means, if anything (younger than a week)."""
+        row = await self.db.fetchone(
+            "SELECT user_id, kind, data FROM awaiting WHERE channel=? AND chat_id=? AND message_id=? AND at > ?",
+            (channel, chat_id, message_id, time.time() - AWAIT_S))
+        return Awaited(row["user_id"], row["kind"], json.loads(row["data"])) if row else None
+
+    async def gaps(self, since_s: float) -> list[Gap]:
+        """Questions declined or rated 👎 in the last `since_s` seconds, oldest first; no user ids."""
+        rows = await self.db.fetchall(
+            "SELECT t.id, t.question, t.closest, t.refused, min(r.rating) AS rating, max(r.reason) AS reason, "
+            "t.created_at FROM turns t LEFT JOIN ratings r ON r.turn_id = t.id "
+            "WHERE t.created_at >= ? AND t.status = 'answered' AND t.question != '[redacted]' "
+            "GROUP BY t.id, t.question, t.closest, t.refused, t.created_at "
+            "HAVING t.refused = 1 OR min(r.rating) < 0 ORDER BY t.id", (time.time() - since_s,))
+        return [Gap(int(r["id"]), r["question"], r["closest"] or "", bool(r["refused"]), r["reason"] or "",
+                    r["created_at"]) for r in rows]
+
+    async def of_turns(self, turn_ids: list[int]) -> dict[int, tuple[int, int]]:
+        """Per turn: (👍 count, 👎 count)."""
+        if not turn_ids:
+            return {}
+        marks = ", ".join("?" * len(turn_ids))
+        rows = await self.db.fetchall(
+            f"SELECT turn_id, sum(CASE WHEN rating > 0 THEN 1 ELSE 0 END) AS up, "
+            f"sum(CASE WHEN rating < 0 THEN 1 ELSE 0 END) AS down FROM ratings WHERE turn_id IN ({marks}) "
+            "GROUP BY turn_id", tuple(turn_ids))
+        return {int(r["turn_id"]): (int(r["up"]), int(r["down"])) for r in rows}
+
+    async def claim_digest(self, period: str) -> bool:
+        """True for the one instance (across restarts) that sends this period's digest."""
+        return await self.writes.now(lambda db: db.execute(
+            "INSERT INTO digests (period, sent_at) VALUES (?, ?) ON CONFLICT (period) DO NOTHING",
+            (period, time.time()))) == 1
+
+    async def unclaim_digest(self, period: str) -> None:
+        """The digest could not be sent to anyone: the next look tries again."""
+        await self.writes.later("DELETE FROM digests WHERE period=?", (period,))
