@@ -8,6 +8,7 @@ import asyncio
 import io
 import itertools
 import json
+import re
 import shutil
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -28,7 +29,7 @@ from tests.fakes.telegram_server import FakeTelegram
 from tests.helpers import ROOT, copying, make_config, make_core
 from tests.test_console import reader
 from tests.test_telegram import ADMIN, ALICE, BOB, running
-from tests.test_telegram_admin import word_file
+from tests.test_telegram_admin import NEW_FACT, word_file
 
 # One topic the article does not cover, asked three ways, and another asked once.
 FOUNDED = ["科大讯飞哪一年成立？", "科大讯飞是哪一年成立的？", "请问科大讯飞成立于哪一年"]
@@ -144,7 +145,8 @@ async def test_gaps_lists_a_topic_asked_three_ways_and_content_sent_in_reply_ans
         done = phrases.message("reasked", "zh", n=3, answered=3)
         await server.wait_for(lambda: any(done in t for t in server.bot_texts(ADMIN)), timeout=30)
     report = next(t for t in server.bot_texts(ADMIN) if done in t)
-    assert "新增 1，删除 0" in report and all(f"✓ {q}" in report for q in FOUNDED) and OTHER not in report
+    assert "新增 1，删除 0" in report and all(f"✓ {q} → " in report for q in FOUNDED) and OTHER not in report
+    assert report.count("1999年") == 3  # each with what it answers now
     assert (folder / "讯飞简介.docx.md").exists()
 
 
@@ -159,14 +161,25 @@ async def test_without_a_gap_reply_a_document_re_asks_nothing(
     assert not any("重新提问" in t for t in server.bot_texts(ADMIN))
 
 
-async def test_the_terminal_lists_gaps_for_an_admin_only(tmp_path: Path) -> None:
-    core, store = await make_core(tmp_path, FakeBackend(copying("1999年")))
+async def test_the_terminal_lists_gaps_for_an_admin_only_and_adds_content_for_them(tmp_path: Path) -> None:
+    folder = tmp_path / "content"
+    shutil.copytree(ROOT / "content", folder)
+    core, store = await make_core(tmp_path, FakeBackend(copying("1999年")), content_dir=folder)
+    handbook = tmp_path / "讯飞 简介.md"
+    handbook.write_text(f"# 讯飞简介\n\n{NEW_FACT}\n", encoding="utf-8")
     try:
-        read, _ = reader([*FOUNDED, "/gaps 30"])
+        read, _ = reader([*FOUNDED, "/gaps 30", f"/add {handbook} 1"])
         out = io.StringIO()
-        await Console(core, out=out, read=read, user="tester", admin=True).run()
-        assert "最近 30 天内容没能回答的问题：3 次，1 个主题" in out.getvalue()
-        assert "1. 3× " in out.getvalue() and "[PNG: " in out.getvalue()
+        console = Console(core, out=out, read=read, user="tester", admin=True)
+        await console.run()
+        text = out.getvalue()
+        assert "最近 30 天内容没能回答的问题：3 次，1 个主题" in text and "1. 3× " in text and "[PNG: " in text
+        assert phrases.message("gaps_hint_cli", "zh") in text
+        token = re.findall(r"/confirm (\w+)", text)[-1]
+        read, _ = reader([f"/confirm {token}"])
+        console.read, console.out = read, io.StringIO()
+        await console.run()
+        assert phrases.message("reasked", "zh", n=3, answered=3) in console.out.getvalue()
         read, _ = reader(["/gaps"])
         out = io.StringIO()
         await Console(core, out=out, read=read, user="reader", admin=False).run()

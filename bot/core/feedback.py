@@ -70,7 +70,7 @@ async def show(services: Services, msg: Incoming, args: str, lang: str, progress
     reply with a document or a link adds content for them."""
     days = days_of(args, services.gaps_config.days)
     topics = await services.gaps(days)
-    text = gaps.report(topics, days, lang)
+    text = gaps.report(topics, days, lang, hint="gaps_hint_cli" if msg.channel == "cli" else "gaps_hint")
     if not topics:
         return text
     image = await asyncio.to_thread(gaps.chart, topics, f"Gaps, last {days:g} days")
@@ -83,5 +83,7 @@ async def reasked(services: Services, questions: list[str], lang: str, progress:
     replies = await services.reask(questions, lang)
     answered = [not r.refused and not r.error for r in replies]
     lines = [phrases.message("reasked", lang, n=len(replies), answered=sum(answered))]
-    lines += [f"{'✓' if ok else '✗'} {q}" for q, ok in zip(questions, answered, strict=False)]
+    for question, reply, ok in zip(questions, replies, answered, strict=False):
+        shown = reply.text.splitlines()[0] if reply.text else ""
+        lines.append(f"✓ {question} → {shown[:60]}" if ok else f"✗ {question}")
     return "\n".join(lines)

@@ -116,9 +116,13 @@ def chart(topics: list[Topic], title: str) -> bytes:
     shown = topics[:SHOWN][::-1]
     fig: Any = Figure(figsize=(8, 0.5 * len(shown) + 1.5), dpi=100, layout="constrained")
     ax = fig.subplots()
-    ax.barh([f"[{len(shown) - k}]" for k in range(len(shown))], [t.asked for t in shown], color="#c62828")
+    names = [f"[{len(shown) - k}]" for k in range(len(shown))]
+    ax.barh(names, [t.declined for t in shown], color="#c62828", label="declined")
+    ax.barh(names, [t.asked - t.declined for t in shown], left=[t.declined for t in shown], color="#ef8c00",
+            label="answered, rated down")
     ax.set_title(title)
-    ax.set_xlabel("times asked (declined or rated down)")
+    ax.set_xlabel("times asked")
+    ax.legend(loc="lower right")
     ax.xaxis.get_major_locator().set_params(integer=True)
     out = io.BytesIO()
     fig.savefig(out, format="png")

@@ -159,6 +159,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Reply to this message with a file or a link to add content (a number such as 1 picks a topic); "
               "once confirmed I ask those questions again.",
     },
+    "gaps_hint_cli": {
+        "zh": "用 /add 文件路径 [编号] 补充内容（编号如 1，不写则全部），确认后我会重新回答这些问题。",
+        "en": "Add content with /add PATH [numbers] (such as 1; none: all listed); once confirmed I ask those "
+              "questions again.",
+    },
     "reasked": {
         "zh": "重新提问这些缺口的 {n} 个问题：现在能回答 {answered} 个。",
         "en": "Asked the gap's {n} questions again: {answered} now answered.",
