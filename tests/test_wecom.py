@@ -572,3 +572,11 @@ def test_only_recipient_refusals_end_a_delivery() -> None:
     assert WecomApiError(81013, "not in range").permanent and WecomApiError(60111, "no such user").permanent
     for code in (60020, 40013, 301002, 45009, 42001, -1, None):  # setup, limits, tokens, outages: re-sendable
         assert not WecomApiError(code, "").permanent
+
+
+async def test_the_gaps_digest_goes_to_every_admin_and_an_unreachable_one_does_not_stop_it(make_bot: MakeBot) -> None:
+    bot = await make_bot(admins=["boss", "gone", "deputy"])
+    bot.api.out_of_range.add("gone")
+    assert await bot.channel.notify_admins("本期内容缺口摘要（2026-W50）") == 2
+    assert texts_to(bot.api, "boss") == texts_to(bot.api, "deputy") == ["本期内容缺口摘要（2026-W50）"]
+    assert texts_to(bot.api, "gone") == []

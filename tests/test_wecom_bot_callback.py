@@ -161,3 +161,8 @@ async def test_aibot_callback_answer_carries_wecoms_feedback_and_a_thumbs_down_i
     with sqlite3.connect(bot.store.path) as db:
         assert db.execute("SELECT user_id, rating, reason FROM ratings").fetchall() == [("zhangsan", -1, "与问题无关")]
     assert bot.wecom.violations == []
+
+
+async def test_aibot_callbacks_cannot_start_a_conversation_so_no_digest_is_sent(make_bot: MakeBot) -> None:
+    bot = await make_bot()
+    assert await bot.channel.notify_admins("本期内容缺口摘要（2026-W50）") == 0

@@ -62,6 +62,7 @@ class FakeWecomApi:
         self.uploads: dict[str, bytes] = {}  # media_id -> an image the bot uploaded
         self.user_files: dict[str, bytes] = {}  # media_id -> a file a user sent (media/get serves it)
         self.queued_errors: list[int] = []  # errcodes the next message/send calls answer with
+        self.out_of_range: set[str] = set()  # users outside the app's visible range: message/send says 81013
         self.gettoken_errors: list[int] = []
         self.port = 0
         self._server: tornado.httpserver.HTTPServer | None = None
@@ -158,6 +159,8 @@ class FakeWecomApi:
         if self.queued_errors:
             return self.queued_errors.pop(0)
         body = rec.body
+        if isinstance(body, dict) and body.get("touser") in self.out_of_range:
+            return 81013
         if isinstance(body, dict) and body.get("msgtype") == "image" and body.get("touser"):
             return 0 if (body.get("image") or {}).get("media_id") in self.uploads else 40007  # invalid media_id
         return _payload_error(body)
