@@ -331,25 +331,26 @@ async def _watch_log(app: App, channels: list[Channel]) -> None:
 
 
 async def _digests(app: App, channels: list[Channel], every_s: float = 60.0) -> None:
-    """The gaps digest (config `gaps.digest`): looked for every minute, sent to the admins by the one
-    instance that claims its period; tried again at the next look if no admin could be reached."""
+    """The gaps digest (config `gaps.digest`), looked for every minute and sent by the one instance that
+    claims its period; when no admin could be reached, looked for again in an hour."""
     if app.cfg.gaps.digest == "off":
         return
     from bot.core import digest
 
+    async def notify(text: str) -> int:
+        return sum([await ch.notify_admins(text) for ch in channels])
+
     while True:
+        wait = every_s
         try:
-            if (found := await digest.due(app.core.services, datetime.now())) is not None:
-                key, text = found
-                sent = [await ch.notify_admins(text) for ch in channels]
-                log.info("gaps digest %s sent to %d admins", key, sum(sent))
-                if not sum(sent):
-                    await digest.unsent(app.core.services, key)
+            if (sent := await digest.send(app.core.services, notify, datetime.now())) is not None:
+                log.log(logging.INFO if sent[1] else logging.WARNING, "gaps digest %s sent to %d admins", *sent)
+                wait = every_s if sent[1] else 3600.0
         except StoreUnavailable:
             pass  # the log is down: the period is claimed once it is back
         except Exception:
             log.exception("the gaps digest failed; tried again in a minute")
-        await asyncio.sleep(every_s)
+        await asyncio.sleep(wait)
 
 
 async def _reload(app: App) -> None:

@@ -69,8 +69,10 @@ class Incoming:
     conversation: str = ""
     # A document the user sent (kind "document"): admins add content this way.
     attachment: Attachment | None = None
-    # The bot's message this one replies to (its id, as the platform names it), if any.
+    # The bot's message this one replies to (its id, as the platform names it), if any; `replies`: the
+    # platform tells that (Telegram), so a notice may ask for a reply to itself.
     reply_to: str | None = None
+    replies: bool = False
     # What that bot message asked for, filled in by the core: (kind, data), e.g. ("reason", turn id).
     regarding: tuple[str, Any] | None = None
 
@@ -160,7 +162,7 @@ class Notice:
     image: bytes | None = field(default=None, repr=False)
     choices: tuple[Choice, ...] = ()
     # A reply to this message means something (kind, data): the channel reports where it showed it
-    # (Turn.sent), so that the core knows the reply (a 👎's reason; content for the gaps listed).
+    # (Turn.shown), so that the core knows the reply (a 👎's reason; content for the gaps listed).
     expects: tuple[str, Any] | None = None
 
 

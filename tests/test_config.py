@@ -189,6 +189,7 @@ def test_an_unknown_key_is_named(in_tmp: Path, text: str, key: str) -> None:
         ("gaps:\n  digest: monthly\n", "gaps.digest", "'off' or 'daily' or 'weekly'"),
         ("gaps:\n  digest: weekly\n  day: monday\n", "gaps.day", "'mon'"),
         ("gaps:\n  hour: 24\n", "gaps.hour", "0 to 23"),
+        ("gaps:\n  digest: weekly\n", "gaps.digest", "telegram.admins"),
         ("gaps:\n  group_threshold: 0\n", "gaps.group_threshold", "(0, 1]"),
     ],
 )

@@ -184,3 +184,10 @@ async def test_an_english_question_shows_each_hidden_step_then_the_checked_answe
     assert line.startswith("bot> " + " ".join(f"({s})" for s in steps))
     assert "Liu Qingfeng" in line and "[1]" in line and "刘庆峰" not in line
     assert lines[i + 1].startswith("原文[1]：「") and "刘庆峰" in lines[i + 1]  # the source's own words below
+
+
+async def test_a_long_question_or_one_with_a_tilde_is_a_question_not_a_path(setup) -> None:
+    engine, _, _ = setup
+    long = "科大讯飞 " + "董事长" * 120 + " 是谁？"  # a "file name" over 255 bytes: the OS refuses to look it up
+    code, out, _ = await run(engine, [long, "/add ~nosuchuser/报告.md", "科大讯飞 ~董事长 是谁？"])
+    assert code == 0 and out.count("bot> ") == 2  # both questions answered; the bad /add said why

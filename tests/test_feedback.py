@@ -18,7 +18,7 @@ from tests.fakes.backend import FakeBackend
 from tests.fakes.telegram_server import FakeTelegram
 from tests.helpers import copying, make_core
 from tests.test_console import reader
-from tests.test_telegram import ALICE, BOB, GROUP, running
+from tests.test_telegram import ADMIN, ALICE, BOB, GROUP, running
 
 
 def ratings(store: LogStore) -> list[tuple]:
@@ -75,23 +75,38 @@ async def test_a_reader_rates_an_answer_down_with_a_reason_then_changes_it_to_up
         assert db.execute("SELECT count(*) FROM turns").fetchone()[0] == 1
 
 
-async def test_in_a_group_each_reader_rates_once_and_a_reply_to_someone_elses_ask_is_a_question(
+async def test_in_a_group_each_reader_rates_once_quietly_and_a_reply_to_the_answer_stays_a_question(
         bot: tuple[FakeTelegram, Core, LogStore]) -> None:
     server, core, store = bot
     async with running(server, core):
         answer = await asked(server, GROUP, ALICE, "科大讯飞董事长是谁？", group=True)
-        server.press(answer, ALICE, "👎")
-        server.press(answer, BOB, "👎")
-        why = phrases.message("rated_down", "zh")
-        await server.wait_for(lambda: server.bot_texts(GROUP).count(why) == 2)
-        asks = [m for m in server.bot_messages(GROUP) if m.text == why]
-        # BOB answers the question put to ALICE: not her reason, so it is a question for the bot.
-        mid = server.group(GROUP, BOB, "这是谁的问题？", reply_to=asks[0].message_id, language_code="zh")
+        before = len(server.bot_messages(GROUP))
+        queries = [server.press(answer, ALICE, "👎"), server.press(answer, BOB, "👎")]
+        await server.wait_for(lambda: all(q in server.toasts for q in queries))
+        mid = server.group(GROUP, BOB, "那他是哪一年出生的？", reply_to=answer, language_code="zh")
         await server.wait_for(lambda: any(m.reply_to == mid and m.buttons for m in server.bot_messages(GROUP)))
+    assert [server.toasts[q] for q in queries] == [phrases.message("rated_down_group", "zh")] * 2
+    assert len(server.bot_messages(GROUP)) == before + 1  # no "why?" posted to the group: BOB's answer only
+    assert [b["text"] for b in server.messages[answer].buttons[0]] == ["👍", "👎"]  # everyone's: unmarked
     rows = ratings(store)
     assert sorted((r[1], r[3], r[4]) for r in rows) == [(str(ALICE), -1, None), (str(BOB), -1, None)]
     with sqlite3.connect(store.path) as db:
         assert db.execute("SELECT count(*) FROM turns").fetchone()[0] == 2
+
+
+async def test_gaps_in_a_group_is_refused_and_a_sticker_in_reply_to_the_bot_is_ignored(
+        bot: tuple[FakeTelegram, Core, LogStore]) -> None:
+    server, core, _ = bot
+    async with running(server, core):
+        answer = await asked(server, GROUP, ALICE, "科大讯飞董事长是谁？", group=True)
+        sticker = server.push_update({"message": {
+            "message_id": 9001, "date": 0, "chat": server.group_chat(GROUP), "from": server.user(BOB),
+            "sticker": {"file_id": "s1", "file_unique_id": "s1", "type": "regular", "width": 1, "height": 1,
+                        "is_animated": False, "is_video": False},
+            "reply_to_message": server.messages[answer].as_api()}})
+        server.group(GROUP, ADMIN, "/gaps", language_code="zh")
+        await server.wait_for(lambda: phrases.message("gaps_private", "zh") in server.bot_texts(GROUP))
+    assert sticker and len(server.bot_messages(GROUP)) == 2  # the answer and the refusal; nothing for the sticker
 
 
 async def test_a_stale_or_foreign_rating_is_refused(bot: tuple[FakeTelegram, Core, LogStore]) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from bot.app import App, _digests
 from bot.channels.console import Console
-from bot.core import digest, gaps
+from bot.core import digest, feedback, gaps
 from bot.core.runtime import Core
 from bot.log.ratings import Gap
 from bot.log.store import LogStore
@@ -210,3 +210,41 @@ async def test_the_digest_reaches_the_admins_once_per_period_across_two_instance
         assert len(digests) == 1 and f"1. 1× {FOUNDED[0]}" in digests[0]
     finally:
         await other_store.close()
+
+
+async def test_a_failed_re_ask_still_reports_the_content_added(tmp_path: Path) -> None:
+    core, store = await make_core(tmp_path, FakeBackend(copying("1999年")))
+
+    async def broken(questions: list[str]) -> list[object]:
+        raise RuntimeError("the model is gone")
+
+    try:
+        core.services.reask = broken  # type: ignore[method-assign]
+        text = await feedback.reasked(core.services, [*FOUNDED] * 5, "zh", lambda step, done: None)
+        assert text == phrases.message("reask_failed", "zh", reason="RuntimeError: the model is gone")
+        core.services.reask = lambda qs: asyncio.sleep(0, [None] * len(qs))  # type: ignore[method-assign]
+        text = await feedback.reasked(core.services, [*FOUNDED] * 5, "zh", lambda step, done: None)
+        assert text.startswith(phrases.message("reasked", "zh", n=gaps.MAX_REASKED, answered=0))  # capped
+    finally:
+        await store.close()
+
+
+async def test_a_digest_broken_off_gives_its_period_back(tmp_path: Path) -> None:
+    core, store = await make_core(tmp_path, FakeBackend(copying("1999年")))
+    core.services.gaps_config.digest = "daily"
+
+    async def unreachable(text: str) -> int:
+        raise ConnectionError("down")
+
+    async def one(text: str) -> int:
+        return 1
+
+    try:
+        now = datetime(2026, 12, 7, 10, 0)
+        with pytest.raises(ConnectionError):
+            await digest.send(core.services, unreachable, now)
+        assert not await store.ratings.digest_sent("2026-12-07")  # not lost
+        assert await digest.send(core.services, one, now) == ("2026-12-07", 1)
+        assert await digest.send(core.services, one, now) is None  # once per period
+    finally:
+        await store.close()

@@ -33,7 +33,6 @@ class Console:
         self.read = read
         self.history_file = history_file
         self.user = user or os.environ.get("USER", "local")
-        self._asking: str | None = None  # the last notice that asked for a reply (its id in the log)
 
     def _setup_readline(self) -> None:
         if self.history_file is None:
@@ -107,19 +106,14 @@ class Console:
         return reply
 
     def incoming(self, text: str) -> Incoming:
-        """The typed line; `/add PATH [N ...]` of a file on this machine sends that file, as a messenger would,
-        in reply to the last notice that asked for one (a /gaps list: N picks its topics)."""
+        """The typed line; `/add PATH [N ...]` of a file on this machine sends that file, as a messenger would
+        (after /gaps, N picks its topics)."""
         words = text.strip().split()
-        path = Path(" ".join(words[1:])).expanduser() if len(words) > 1 else None
-        picks: list[str] = []
-        while path is not None and not path.is_file() and len(words) > 2 and words[-1].isdigit():
-            picks.insert(0, words.pop())
-            path = Path(" ".join(words[1:])).expanduser()
-        if path is not None and words[0].lower() == "/add" and path.is_file():
-            file = path
+        if len(words) > 1 and words[0].lower() == "/add" and (found := _file_of(words[1:])) is not None:
+            file, picks = found
             attachment = Attachment(file.name, file.stat().st_size, lambda: asyncio.to_thread(file.read_bytes))
-            return Incoming("cli", self.user, self.user, " ".join(picks), is_admin=self.admin, kind="document",
-                            attachment=attachment, reply_to=self._asking)
+            return Incoming("cli", self.user, self.user, picks, is_admin=self.admin, kind="document",
+                            attachment=attachment)
         return Incoming("cli", self.user, self.user, text, is_admin=self.admin)
 
     async def _notice(self, turn: Turn) -> Notice:
@@ -142,9 +136,6 @@ class Console:
             self.say(f"[PNG: {path}]")
         if notice.choices:
             self.say("   ".join(f"[{c.label}: {c.command}]" for c in notice.choices))
-        if notice.expects is not None:  # the next `/add PATH` answers it (a terminal has no replies)
-            self._asking = f"notice-{time.time_ns()}"
-            await turn.shown(self._asking, notice)
         return notice
 
     def _finish(self, streamed: str, reply: Reply) -> None:
@@ -157,3 +148,18 @@ class Console:
             self.say()
         if sources := reply.sources():
             self.say(sources)
+
+
+def _file_of(words: list[str]) -> tuple[Path, str] | None:
+    """The file `/add` names (its path may hold spaces) and the numbers after it; None when it names none."""
+    for end in range(len(words), 0, -1):
+        picks = words[end:]
+        if any(not w.isdecimal() for w in picks):
+            break
+        try:
+            path = Path(" ".join(words[:end])).expanduser()
+            if path.is_file():
+                return path, " ".join(picks)
+        except (OSError, RuntimeError, ValueError):  # a name too long, ~user unknown: not a file
+            continue
+    return None

@@ -32,7 +32,16 @@ from telegram.ext import (
 
 from bot.channels.common import fit_prefix, split_text, utf16_len
 from bot.channels.telegram_api import TelegramApi
-from bot.channels.telegram_live import LiveMessage, apologize, deliver, mark, notify, placeholder, show_typing
+from bot.channels.telegram_live import (
+    MAX_CHARS,
+    LiveMessage,
+    apologize,
+    deliver,
+    mark,
+    notify,
+    placeholder,
+    show_typing,
+)
 from bot.channels.telegram_updates import TakenFirst, incoming
 from bot.config import TelegramConfig
 from bot.core.commands import menu
@@ -45,7 +54,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 Ctx = ContextTypes.DEFAULT_TYPE
 
-MAX_CHARS = 4096  # Bot API limit per message, in UTF-16 code units after entity parsing
 GROUP_EDIT_INTERVAL_S = 3.0  # Telegram allows about 20 messages a minute in a group; edits count
 ALLOWED_UPDATES = ["message", "callback_query"]  # messages, and presses of the buttons under a notice
 CAPTION_CHARS = 1024  # a photo's caption at most; a longer text follows as its own message
@@ -99,10 +107,9 @@ class TelegramChannel:
         assert updater is not None
         if self.cfg.mode == "webhook":
             host, _, port = self.cfg.webhook_listen.rpartition(":")
-            await updater.start_webhook(
-                listen=host.strip("[]"), port=int(port), url_path=self.cfg.webhook_path.lstrip("/"),
-                webhook_url=self.cfg.webhook_url, secret_token=self._secret, allowed_updates=ALLOWED_UPDATES,
-            )
+            path, url = self.cfg.webhook_path.lstrip("/"), self.cfg.webhook_url
+            await updater.start_webhook(listen=host.strip("[]"), port=int(port), url_path=path, webhook_url=url,
+                                        secret_token=self._secret, allowed_updates=ALLOWED_UPDATES)
         else:
             await updater.start_polling(allowed_updates=ALLOWED_UPDATES)
         logger.info("telegram: running as @%s (%s)", self.app.bot.username, self.cfg.mode)
@@ -170,23 +177,32 @@ class TelegramChannel:
             await self._notice(chat_id, reply_to, turn)
 
     async def _on_button(self, update: Update, context: Ctx) -> None:
-        """A button press, handled as the command it carries. A rating marks the pressed button (both stay:
-        a rating can be changed) and its thanks shows as a toast; other buttons go in a private chat, so
-        they are pressed once (in a group they stay: anyone else's press is refused by the core)."""
+        """A button press, run as its command; in a private chat its buttons go (a rating's stay), so once."""
         query = update.callback_query
         assert query is not None
-        rating = (query.data or "").startswith("/rate ")
-        if isinstance(query.message, Message) and (rating or query.message.chat.type == ChatType.PRIVATE):
+        message = query.message if isinstance(query.message, Message) else None
+        private = message is not None and message.chat.type == ChatType.PRIVATE
+        if (query.data or "").startswith("/rate "):
+            return await self._rated(update, message if private else None)
+        with suppress(TelegramError):
+            await query.answer()  # the client stops its spinner
+            if message is not None and private:
+                await message.edit_reply_markup(None)
+        await self._on_message(update, context)
+
+    async def _rated(self, update: Update, message: Message | None) -> None:
+        """👍 / 👎: thanks in a toast, or why? in a message to reply to; marked in a private chat once recorded."""
+        query, notice = update.callback_query, None
+        assert query is not None
+        try:
+            turn = await self._turn_of(update)
+            notice = await turn.reply() if turn is not None else None
+        finally:  # answered whatever happens: the client's spinner stops
             with suppress(TelegramError):
-                await query.message.edit_reply_markup(mark(query.message.reply_markup, query.data or "")
-                                                      if rating else None)
-        turn = await self._turn_of(update)
-        notice = await turn.reply() if rating and turn is not None else None
-        with suppress(TelegramError):  # acknowledged (the client stops its spinner), a rating's thanks shown
-            await query.answer(notice.text[:200] if notice and notice.expects is None else None)
-        if turn is not None and notice is None:
-            await self._notice(int(turn.incoming.chat_id), None, turn)
-        elif turn is not None and notice is not None and notice.expects is not None:
+                await query.answer(notice.text[:200] if isinstance(notice, Notice) and not notice.expects else None)
+        if message is not None and notice is not None:  # a group's buttons are everyone's: left unmarked
+            await mark(message, query.data or "")
+        if turn is not None and isinstance(notice, Notice) and notice.expects is not None:
             sent = await self.api.send(int(turn.incoming.chat_id), notice.text, None, force_reply=True)
             await turn.shown(str(sent.message_id), notice)
 

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, TelegramError
 
@@ -59,13 +59,16 @@ async def deliver(api: TelegramApi, chat_id: int, message_id: int, text: str, sh
         await api.send(chat_id, part, None, choices if i == last else ())
 
 
-def mark(markup: InlineKeyboardMarkup | None, pressed: str) -> InlineKeyboardMarkup | None:
-    """The buttons with the pressed one marked ✓ (the others unmarked): a rating shown, still changeable."""
-    if markup is None:
-        return None
+async def mark(message: Message, pressed: str) -> None:
+    """The message's buttons with the pressed one marked ✓ (the others unmarked): a rating shown, still
+    changeable."""
+    keyboard = message.reply_markup.inline_keyboard if message.reply_markup else ()
     rows = [[InlineKeyboardButton(("✓ " if b.callback_data == pressed else "") + b.text.removeprefix("✓ "),
-                                  callback_data=b.callback_data) for b in row] for row in markup.inline_keyboard]
-    return InlineKeyboardMarkup(rows)
+                                  callback_data=b.callback_data) for b in row] for row in keyboard]
+    if not rows:
+        return
+    with suppress(TelegramError):
+        await message.edit_reply_markup(InlineKeyboardMarkup(rows))
 
 
 async def show_typing(bot: Bot, chat_id: int, started: asyncio.Event) -> None:

@@ -22,7 +22,7 @@ def incoming(update: Update, bot: Bot, admins: list[str]) -> Incoming | None:
     text, addressed = _text(msg, private, bot)
     replied = msg.reply_to_message
     reply_to = str(replied.message_id) if replied and replied.from_user and replied.from_user.id == bot.id else None
-    if msg.text is None and (msg.caption or reply_to):  # a document's caption; sent in reply to the bot
+    if msg.document is not None:  # its caption is its text; in a group, sent in reply to the bot is for it
         text, addressed = msg.caption or "", private or reply_to is not None
     if update.callback_query is not None:  # a button under the bot's notice: it sends its command
         text, addressed, reply_to = update.callback_query.data or "", True, None
@@ -31,7 +31,7 @@ def incoming(update: Update, bot: Bot, admins: list[str]) -> Incoming | None:
                     addressed=addressed, is_admin=str(user.id) in admins,
                     lang="zh" if (user.language_code or "").lower().startswith("zh") else "en",
                     kind="text" if msg.text is not None or update.callback_query else _kind(msg),
-                    attachment=_attachment(msg, bot), reply_to=reply_to)
+                    attachment=_attachment(msg, bot), reply_to=reply_to, replies=True)
 
 
 def _attachment(msg: Message, bot: Bot) -> Attachment | None:

@@ -63,6 +63,9 @@ def check(cfg: Config, src: str) -> None:
     if not 0.0 < cfg.gaps.group_threshold <= 1.0:
         raise ConfigError(f"{src}: 'gaps.group_threshold' must be in (0, 1] (the cosine at which questions are one "
                           f"topic), got {cfg.gaps.group_threshold}.")
+    if cfg.gaps.digest != "off" and not (cfg.telegram.admins or cfg.wecom.admins or cfg.wecom_bot.admins):
+        raise ConfigError(f"{src}: 'gaps.digest' is {cfg.gaps.digest!r} but no admins are set to receive it; fix: "
+                          "add ids to telegram.admins, wecom.admins or wecom_bot.admins, or set gaps.digest: off.")
     if not 0 <= cfg.gaps.hour <= 23:
         raise ConfigError(f"{src}: 'gaps.hour' must be 0 to 23 (the local hour the digest is sent), got "
                           f"{cfg.gaps.hour}.")

@@ -3,6 +3,8 @@ across restarts and instances (the log's `digests` table is claimed by the one t
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from bot.config import GapsConfig
@@ -10,6 +12,7 @@ from bot.core.gaps import report
 from bot.core.services import Services
 from bot.text import phrases
 
+Notify = Callable[[str], Awaitable[int]]  # a text to every admin on every channel -> how many got it
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -25,17 +28,24 @@ def period(now: datetime, cfg: GapsConfig) -> str | None:
     return None
 
 
-async def due(services: Services, now: datetime) -> tuple[str, str] | None:
-    """(period, text) when this instance is the one to send the period's digest now; None otherwise."""
-    cfg = services.gaps_config
+async def send(services: Services, notify: Notify, now: datetime) -> tuple[str, int] | None:
+    """The period's digest, if it is due and no instance has sent it: composed, claimed in the log, sent to
+    the admins; (period, admins reached), or None when there was nothing to send. Claimed after composing
+    and given back when no admin was reached or the sending broke off, so the period is never lost."""
+    cfg, ratings = services.gaps_config, services.store.ratings
     key = period(now, cfg)
-    if key is None or not await services.store.ratings.claim_digest(key):
+    if key is None or await ratings.digest_sent(key):
         return None
     days = 1.0 if cfg.digest == "daily" else 7.0
     heading = phrases.message("digest_heading", cfg.language, period=key)
-    return key, heading + "\n" + report(await services.gaps(days), days, cfg.language, hint="digest_hint")
-
-
-async def unsent(services: Services, key: str) -> None:
-    """No admin could be reached: the period's digest is tried again at the next look."""
-    await services.store.ratings.unclaim_digest(key)
+    text = heading + "\n" + report(await services.gaps(days), days, cfg.language, hint="digest_hint")
+    if not await ratings.claim_digest(key):
+        return None  # another instance claimed it meanwhile
+    try:
+        reached = await notify(text)
+    except BaseException:
+        await asyncio.shield(ratings.unclaim_digest(key))
+        raise
+    if not reached:
+        await ratings.unclaim_digest(key)
+    return key, reached

@@ -4,6 +4,7 @@ as /gaps shows them and the digest sends them; and the re-asking of a topic's qu
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,8 @@ Encoder = Callable[[Sequence[str]], np.ndarray]  # texts -> unit-length row vect
 MAX_GROUPED = 1500  # distinct wordings grouped by meaning (about 2 s); rarer ones only by their text
 SHOWN = 10  # topics listed (the rest counted in one line)
 EXAMPLES = 2  # wordings shown per topic
-REASKED = 5  # a topic's wordings asked again after content was added for it
+REASKED = 3  # a topic's wordings asked again after content was added for it
+MAX_REASKED = 10  # ... and at most this many in all (each a model run, queued with the readers' questions)
 
 
 @dataclass
@@ -104,7 +106,7 @@ def questions_of(topics: list[Topic]) -> list[list[str]]:
 def chosen(listed: list[list[str]], pick: str) -> list[str]:
     """The questions a reply to a gaps list is about: the topics its caption or text numbers ("2", "1 3"),
     or every listed one."""
-    numbers = [int(w) for w in pick.replace(",", " ").replace("，", " ").split() if w.isdigit()]
+    numbers = [int(w) for w in re.findall(r"\d{1,3}", pick, re.ASCII)]
     picked = [listed[n - 1] for n in numbers if 0 < n <= len(listed)] or listed
     return [q for topic in picked for q in topic]
 

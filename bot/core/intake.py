@@ -10,6 +10,7 @@ from bot.core import commands
 from bot.core.gate import RATE_WINDOW_S, Gate, Refusal
 from bot.core.turns import Turn, Turns
 from bot.errors import StoreUnavailable
+from bot.log.ratings import LATEST, LATEST_S
 from bot.log.store import LogStore
 from bot.text import phrases
 from bot.types import Incoming, PendingTurn
@@ -31,7 +32,7 @@ class Intake:
         the message and, for a question, logs it before anything is generated: if the process dies from
         here on, a restart answers it.
         """
-        if msg.reply_to:
+        if msg.reply_to or (not msg.replies and msg.is_admin and msg.kind in ("document", "text")):
             msg = await self._regarding(msg)
         command = self._command_of(msg)
         if not msg.addressed or (msg.group and command and command[0] not in commands.COMMANDS
@@ -83,9 +84,15 @@ class Intake:
 
     async def _regarding(self, msg: Incoming) -> Incoming:
         """The message, told what the bot message it replies to asked of this user, if anything (a reason
-        for their 👎; content for the gaps listed)."""
+        for their 👎; content for the gaps listed). Where the platform shows no replies, a document or link
+        an admin sends soon after the last such notice answers it."""
         try:
-            awaited = await self.store.ratings.awaited(msg.channel, msg.chat_id, msg.reply_to or "")
+            if msg.reply_to:
+                awaited = await self.store.ratings.awaited(msg.channel, msg.chat_id, msg.reply_to)
+            elif msg.kind == "document" or commands.URL_ONLY.fullmatch(msg.text.strip()):
+                awaited = await self.store.ratings.awaited(msg.channel, msg.chat_id, LATEST, LATEST_S)
+            else:
+                return msg
         except StoreUnavailable:
             return msg
         if awaited is None or awaited.user_id != msg.user_id:

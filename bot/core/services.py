@@ -67,9 +67,10 @@ class Services:
         """Per-day questions, outcomes and answer times, and the most-cited passages (for /stats's chart)."""
         return await self.store.usage(since_hours, channel)
 
-    async def rate(self, msg: Incoming, turn_id: int, rating: int) -> bool:
-        """A reader's 👍 (1) or 👎 (-1) of an answer shown in their chat (changeable); False: no such answer."""
-        return await self.store.ratings.rate(turn_id, msg.channel, msg.chat_id, msg.user_id, rating)
+    async def rate(self, msg: Incoming, turn_id: int, rating: int, reason: str = "") -> bool:
+        """A reader's 👍 (1) or 👎 (-1, with its reason if given) of an answer shown in their chat (changeable;
+        0 withdraws it); False: no such answer."""
+        return await self.store.ratings.rate(turn_id, msg.channel, msg.chat_id, msg.user_id, rating, reason)
 
     async def rating_reason(self, turn_id: int, msg: Incoming, reason: str) -> bool:
         """The reader's one-line reason for their 👎 of that answer."""
@@ -84,16 +85,16 @@ class Services:
         found = await self.store.ratings.gaps(days * 86400)
         return await asyncio.to_thread(group, found, self.gaps_config.group_threshold)  # a second or two
 
-    async def reask(self, questions: list[str], lang: str) -> list[Reply]:
-        """Ask questions again on the content served now, one after another (not logged as anyone's turns)."""
-        replies = []
+    async def reask(self, questions: list[str]) -> list[Reply | None]:
+        """Ask questions again on the content served now, one after another (not logged as anyone's turns);
+        a reply per question (None: the engine gave none)."""
+        replies: list[Reply | None] = []
         for question in questions:
             msg = Incoming("gaps", "", "", question, conversation=f"gaps:{len(replies)}")
             final: Reply | None = None
             async for event in self.engine.run(msg, self.content, []):
                 final = event if isinstance(event, Reply) else final
-            if final is not None:
-                replies.append(final)
+            replies.append(final)
         return replies
 
     async def prune(self, retention_days: float, redact_after_days: float = 0.0, key: bytes = b"") -> dict[str, int]:

@@ -12,6 +12,7 @@ from bot.core import commands, feedback
 from bot.core.answerer import Answerer
 from bot.core.services import Services
 from bot.errors import BotError
+from bot.log.ratings import LATEST
 from bot.log.store import LogStore
 from bot.text import phrases
 from bot.types import Event, Incoming, Notice, PendingTurn, Reply, conversation_key
@@ -52,6 +53,8 @@ class Turn:
                 yield event
         elif self._command is not None:
             async for event in commands.run(self._command, self.turns.services, self.incoming, self._args, self.lang):
+                if isinstance(event, Notice) and event.expects is not None and not self.incoming.replies:
+                    await self.shown(LATEST, event)  # no replies here: the next document or link answers it
                 yield event
         else:
             yield Notice(self._notice or "")

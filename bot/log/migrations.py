@@ -164,11 +164,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
     (
         10,
-        "readers' ratings, messages awaiting a reply, digests sent, a decline's closest sentence",
+        "readers' ratings, messages awaiting a reply, digests sent, an answer's closest sentence",
         # ratings: one per reader per answer (changed in place), with an optional reason.
         # awaiting: a bot message whose reply means something (the reason for a 👎; content for the gaps
         # listed in it), keyed by where it was shown. digests: one row per period sent, claimed by the one
-        # instance that sends it. closest: the sentence a decline found nearest, for /gaps.
+        # instance that sends it. closest: the sentence an answer was drawn from, or the one a decline found
+        # nearest, for /gaps.
         # proposals.questions: the gap questions a content change was made for, re-asked once it is in.
         """
         CREATE TABLE ratings (

@@ -11,6 +11,8 @@ from bot.log.backlog import Backlog
 from bot.log.database import Database
 
 AWAIT_S = 7 * 86400  # a reply to a 👎's question or to a /gaps list counts for a week
+LATEST = "latest"  # where a channel without replies keeps the last notice asking for one (per chat)
+LATEST_S = 30 * 60  # ... and how long the next document or link counts as the answer to it
 
 
 @dataclass(frozen=True)
@@ -40,19 +42,21 @@ class Ratings:
     def __init__(self, writes: Backlog, db: Database) -> None:
         self.writes, self.db = writes, db
 
-    async def rate(self, turn_id: int, channel: str, chat_id: str, user_id: str, rating: int) -> bool:
-        """Record (or change) a reader's rating of an answer shown in this chat (0: withdraw it); False when
-        there is no such answer here (a stale or foreign turn id). A 👍 drops an earlier 👎's reason."""
+    async def rate(self, turn_id: int, channel: str, chat_id: str, user_id: str, rating: int,
+                   reason: str = "") -> bool:
+        """Record (or change) a reader's rating of an answer shown in this chat, a 👎 with its reason if given
+        (0: withdraw it); False when there is no such answer here. A 👍 drops an earlier 👎's reason."""
         if rating == 0:
             return await self.writes.now(lambda db: db.execute(
                 "DELETE FROM ratings WHERE turn_id=? AND user_id=? AND channel=? AND turn_id IN "
-                "(SELECT id FROM turns WHERE chat_id=?)", (turn_id, user_id, channel, chat_id))) >= 0
+                "(SELECT id FROM turns WHERE chat_id=?)", (turn_id, user_id, channel, chat_id))) == 1
         sql = ("INSERT INTO ratings (turn_id, user_id, channel, rating, reason, at) "
-               "SELECT id, ?, channel, ?, NULL, ? FROM turns WHERE id=? AND channel=? AND chat_id=? "
+               "SELECT id, ?, channel, ?, ?, ? FROM turns WHERE id=? AND channel=? AND chat_id=? "
                "AND status != 'pending' "
                "ON CONFLICT (turn_id, user_id) DO UPDATE SET rating=excluded.rating, at=excluded.at, "
-               "reason=CASE WHEN excluded.rating > 0 THEN NULL ELSE ratings.reason END")
-        args = (user_id, rating, time.time(), turn_id, channel, chat_id)
+               "reason=CASE WHEN excluded.rating > 0 THEN NULL ELSE coalesce(excluded.reason, ratings.reason) END")
+        text = (" ".join(reason.split())[:500] or None) if rating < 0 else None
+        args = (user_id, rating, text, time.time(), turn_id, channel, chat_id)
         return await self.writes.now(lambda db: db.execute(sql, args)) == 1
 
     async def reason(self, turn_id: int, user_id: str, reason: str) -> bool:
@@ -77,11 +81,11 @@ class Ratings:
             "data=excluded.data, at=excluded.at",
             (channel, chat_id, message_id, user_id, kind, json.dumps(data, ensure_ascii=False), time.time()))
 
-    async def awaited(self, channel: str, chat_id: str, message_id: str) -> Awaited | None:
-        """What a reply to this bot message means, if anything (younger than a week)."""
+    async def awaited(self, channel: str, chat_id: str, message_id: str, within_s: float = AWAIT_S) -> Awaited | None:
+        """What a reply to this bot message means, if anything (younger than `within_s`)."""
         row = await self.db.fetchone(
             "SELECT user_id, kind, data FROM awaiting WHERE channel=? AND chat_id=? AND message_id=? AND at > ?",
-            (channel, chat_id, message_id, time.time() - AWAIT_S))
+            (channel, chat_id, message_id, time.time() - within_s))
         return Awaited(row["user_id"], row["kind"], json.loads(row["data"])) if row else None
 
     async def gaps(self, since_s: float) -> list[Gap]:
@@ -105,6 +109,10 @@ class Ratings:
             f"sum(CASE WHEN rating < 0 THEN 1 ELSE 0 END) AS down FROM ratings WHERE turn_id IN ({marks}) "
             "GROUP BY turn_id", tuple(turn_ids))
         return {int(r["turn_id"]): (int(r["up"]), int(r["down"])) for r in rows}
+
+    async def digest_sent(self, period: str) -> bool:
+        """Whether an instance has claimed (and so sent, or is sending) this period's digest."""
+        return await self.db.fetchone("SELECT 1 AS x FROM digests WHERE period=?", (period,)) is not None
 
     async def claim_digest(self, period: str) -> bool:
         """True for the one instance (across restarts) that sends this period's digest."""

@@ -177,7 +177,7 @@ class LogStore:
             (status, reply.text, reply.draft, int(reply.refused), int(reply.retracted), reply.decline_reason,
              cites, reply.ttft_ms, reply.total_ms, reply.prompt_tokens, reply.completion_tokens, reply.model,
              reply.content_version, reply.error, time.time(), reply.path or None, reply.score,
-             json.dumps(reply.signals) if reply.signals else None, (reply.sentence or None) if reply.refused else None,
+             json.dumps(reply.signals) if reply.signals else None, reply.sentence or None,
              turn_id),
             turn_id,
         )

@@ -56,7 +56,8 @@ QUERIES: dict[str, dict[str, str]] = {
         "sql": "SELECT t.question, count(DISTINCT t.id) AS asked, sum(t.refused) AS declined, "
                "count(r.turn_id) AS rated_down, max(r.reason) AS a_reason, max(t.closest) AS closest "
                "FROM turns t LEFT JOIN ratings r ON r.turn_id = t.id AND r.rating < 0 "
-               "WHERE t.status = 'answered' AND (t.refused = 1 OR r.turn_id IS NOT NULL) "
+               "WHERE t.status = 'answered' AND t.question != '[redacted]' "
+               "AND (t.refused = 1 OR r.turn_id IS NOT NULL) "
                "AND t.created_at > strftime('%s', 'now') - 30 * 86400 GROUP BY t.question "
                "ORDER BY asked DESC, max(t.id) DESC LIMIT 200",
     },

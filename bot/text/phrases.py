@@ -136,6 +136,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh": "已记录 👎。哪里不对？回复这条消息写一句原因（可选）。",
         "en": "Recorded 👎. What was wrong? Reply to this message with one line (optional).",
     },
+    "rated_down_group": {"zh": "已记录 👎。", "en": "Recorded 👎."},
+    "rated_down_command": {
+        "zh": "已记录 👎。想说明原因，请发送 /bad 原因。",
+        "en": "Recorded 👎. To say why, send /bad followed by the reason.",
+    },
     "rated_down_reason": {"zh": "已记录 👎 和原因，谢谢！", "en": "Recorded 👎 with your reason. Thanks!"},
     "reason_kept": {"zh": "原因已记录，谢谢！", "en": "Reason recorded. Thanks!"},
     "nothing_to_rate": {
@@ -159,6 +164,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Reply to this message with a file or a link to add content (a number such as 1 picks a topic); "
               "once confirmed I ask those questions again.",
     },
+    "gaps_hint_send": {
+        "zh": "30 分钟内发送文件或网址即可为这些主题补充内容，确认后我会重新回答这些问题。",
+        "en": "Send a file or a link within 30 minutes to add content for these topics; once confirmed I ask "
+              "those questions again.",
+    },
+    "gaps_private": {"zh": "/gaps 会列出所有读者的问题，请在与我的私聊中使用。",
+                     "en": "/gaps lists every reader's questions: use it in a private chat with me."},
+    "reask_failed": {"zh": "重新提问没有完成：{reason}", "en": "The questions could not be asked again: {reason}"},
     "gaps_hint_cli": {
         "zh": "用 /add 文件路径 [编号] 补充内容（编号如 1，不写则全部），确认后我会重新回答这些问题。",
         "en": "Add content with /add PATH [numbers] (such as 1; none: all listed); once confirmed I ask those "
@@ -168,7 +181,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh": "重新提问这些缺口的 {n} 个问题：现在能回答 {answered} 个。",
         "en": "Asked the gap's {n} questions again: {answered} now answered.",
     },
-    "reasked_line": {"zh": "{mark} {question}", "en": "{mark} {question}"},
     "digest_hint": {"zh": "发送 /gaps 查看详情；回复那条消息发送文件或网址即可补充内容。",
                     "en": "Send /gaps for the list; reply to it with a file or a link to add content."},
     "digest_heading": {"zh": "本期内容缺口摘要（{period}）", "en": "Content gaps digest ({period})"},
