@@ -41,7 +41,7 @@ class Channel(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def resume(self, turn: Turn) -> None: ...
-    async def notify_admins(self, text: str) -> int: ...
+    async def notify_admins(self, text: str, only: set[str]) -> int: ...
 
 
 @dataclass
@@ -337,8 +337,8 @@ async def _digests(app: App, channels: list[Channel], every_s: float = 60.0) -> 
         return
     from bot.core import digest
 
-    async def notify(text: str) -> int:
-        return sum([await ch.notify_admins(text) for ch in channels])
+    async def notify(readers: dict[str, set[str]], text: str) -> int:
+        return sum([await ch.notify_admins(text, readers.get(ch.name, set())) for ch in channels])
 
     while True:
         wait = every_s

@@ -197,8 +197,11 @@ async def test_the_digest_reaches_the_admins_once_per_period_across_two_instance
     core.services.gaps_config = cfg.gaps
     other, other_store = await make_core(tmp_path / "b", FakeBackend(""), cfg=cfg)
     try:
-        async with running(server, core) as channel:
+        async with running(server, core, admins=[str(ADMIN), str(BOB)]) as channel:
             await declined(server, ALICE, FOUNDED[0])
+            server.private(ADMIN, "/digest on", language_code="zh")  # BOB, an admin too, did not opt in
+            on = phrases.message("digest_on", "zh", when="每天 0:00")
+            await server.wait_for(lambda: on in server.bot_texts(ADMIN))
             apps = [App(cfg, c.store, c.knowledge, FakeBackend(""), c) for c in (core, other)]  # type: ignore[arg-type]
             runs = [asyncio.create_task(_digests(app, [channel], every_s=0.05)) for app in apps]
             heading = phrases.message("digest_heading", "zh", period=datetime.now().strftime("%Y-%m-%d"))
@@ -208,6 +211,7 @@ async def test_the_digest_reaches_the_admins_once_per_period_across_two_instance
                 run.cancel()
         digests = [t for t in server.bot_texts(ADMIN) if heading in t]
         assert len(digests) == 1 and f"1. 1× {FOUNDED[0]}" in digests[0]
+        assert not any(heading in t for t in server.bot_texts(BOB))
     finally:
         await other_store.close()
 
@@ -233,14 +237,17 @@ async def test_a_digest_broken_off_gives_its_period_back(tmp_path: Path) -> None
     core, store = await make_core(tmp_path, FakeBackend(copying("1999年")))
     core.services.gaps_config.digest = "daily"
 
-    async def unreachable(text: str) -> int:
+    async def unreachable(readers: dict[str, set[str]], text: str) -> int:
         raise ConnectionError("down")
 
-    async def one(text: str) -> int:
+    async def one(readers: dict[str, set[str]], text: str) -> int:
+        assert readers == {"telegram": {"1001"}}
         return 1
 
     try:
         now = datetime(2026, 12, 7, 10, 0)
+        assert await digest.send(core.services, one, now) is None  # no admin opted in: nothing composed
+        await store.ratings.subscribe("telegram", "1001", True)
         with pytest.raises(ConnectionError):
             await digest.send(core.services, unreachable, now)
         assert not await store.ratings.digest_sent("2026-12-07")  # not lost

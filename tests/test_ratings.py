@@ -87,3 +87,12 @@ async def test_redaction_hides_who_rated_and_why(store: LogStore) -> None:
     await store.prune(0, redact_after_days=7, key=b"k")
     (got,) = await rows(store.db.target, "SELECT user_id, reason FROM ratings")
     assert got["user_id"].startswith("r:") and got["reason"] == "[redacted]"
+
+
+async def test_admins_opt_in_to_the_digest_and_out(store: LogStore) -> None:
+    await store.ratings.subscribe("telegram", "1001", True)
+    await store.ratings.subscribe("telegram", "1001", True)  # twice: once
+    await store.ratings.subscribe("wecom", "boss", True)
+    assert await store.ratings.subscribers() == {"telegram": {"1001"}, "wecom": {"boss"}}
+    await store.ratings.subscribe("telegram", "1001", False)
+    assert await store.ratings.subscribers() == {"wecom": {"boss"}}

@@ -577,6 +577,7 @@ def test_only_recipient_refusals_end_a_delivery() -> None:
 async def test_the_gaps_digest_goes_to_every_admin_and_an_unreachable_one_does_not_stop_it(make_bot: MakeBot) -> None:
     bot = await make_bot(admins=["boss", "gone", "deputy"])
     bot.api.out_of_range.add("gone")
-    assert await bot.channel.notify_admins("本期内容缺口摘要（2026-W50）") == 2
+    # Only the admins who opted in (and an admin id only: a reader who asked for it gets nothing).
+    assert await bot.channel.notify_admins("本期内容缺口摘要（2026-W50）", {"boss", "gone", "deputy", "u1"}) == 2
     assert texts_to(bot.api, "boss") == texts_to(bot.api, "deputy") == ["本期内容缺口摘要（2026-W50）"]
-    assert texts_to(bot.api, "gone") == []
+    assert texts_to(bot.api, "gone") == texts_to(bot.api, "u1") == []

@@ -292,7 +292,7 @@ def ratings_of(store: Any) -> list[tuple[Any, ...]]:
 async def test_aibot_sends_the_gaps_digest_to_its_admins_who_have_talked_to_it(make_bot: MakeBot) -> None:
     bot = await make_bot(admins=["boss", "deputy"])
     await bot.finished(bot.gw.message("boss", "/help"))  # WeCom lets a bot write only to who wrote to it
-    assert await bot.channel.notify_admins("本期内容缺口摘要（2026-W50）") == 1
+    assert await bot.channel.notify_admins("本期内容缺口摘要（2026-W50）", {"boss", "deputy"}) == 1
     (body,) = bot.gw.pushes("boss")
     assert body["msgtype"] == "markdown" and body["markdown"]["content"] == "本期内容缺口摘要（2026-W50）"
     assert bot.gw.pushes("deputy") == []

@@ -165,4 +165,4 @@ async def test_aibot_callback_answer_carries_wecoms_feedback_and_a_thumbs_down_i
 
 async def test_aibot_callbacks_cannot_start_a_conversation_so_no_digest_is_sent(make_bot: MakeBot) -> None:
     bot = await make_bot()
-    assert await bot.channel.notify_admins("本期内容缺口摘要（2026-W50）") == 0
+    assert await bot.channel.notify_admins("本期内容缺口摘要（2026-W50）", {"boss"}) == 0

@@ -133,9 +133,9 @@ class TelegramChannel:
             logger.exception("telegram: resuming turn %s failed", turn.turn_id)
             await apologize(self.api, int(msg.chat_id), turn.lang, self._open.pop(key, None))
 
-    async def notify_admins(self, text: str) -> int:
-        """A message to every admin (the gaps digest); how many got it."""
-        return await notify(self.api, self.cfg.admins, text)
+    async def notify_admins(self, text: str, only: set[str]) -> int:
+        """A message to those admins (the gaps digest); how many got it."""
+        return await notify(self.api, [a for a in self.cfg.admins if a in only], text)
 
     # -- translating updates --
 

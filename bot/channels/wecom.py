@@ -263,10 +263,10 @@ class WecomChannel:
         with contextlib.suppress(Exception) if error else contextlib.nullcontext():
             await turn.delivered(error, final=permanent)
 
-    async def notify_admins(self, text: str) -> int:
-        """A message to every admin (the gaps digest); how many got it."""
+    async def notify_admins(self, text: str, only: set[str]) -> int:
+        """A message to those admins (the gaps digest); how many got it."""
         sent = 0
-        for admin in self.cfg.admins:
+        for admin in (a for a in self.cfg.admins if a in only):
             try:
                 await self._send(admin, text)
                 sent += 1

@@ -102,13 +102,13 @@ class WecomBotChannel:
         self.spawn(self._render(turn, self.transport.resumed(turn.incoming.chat_id, self.stream_id(turn),
                                                               turn.created_at)))
 
-    async def notify_admins(self, text: str) -> int:
-        """A markdown message to every admin's single chat with the bot (the gaps digest), over the long
+    async def notify_admins(self, text: str, only: set[str]) -> int:
+        """A markdown message to those admins' single chats with the bot (the gaps digest), over the long
         connection; callbacks cannot start a conversation (WeCom lets them only answer one): 0."""
         if not isinstance(self.transport, LongConnection):
             return 0
         sent = 0
-        for admin in self.cfg.admins:
+        for admin in (a for a in self.cfg.admins if a in only):
             try:
                 await self.transport.push(admin, {"msgtype": "markdown", "markdown": {"content": text}})
                 sent += 1

@@ -172,7 +172,7 @@ class GapsConfig:
     # gaps: measured on held-out paraphrase sets).
     group_threshold: float = 0.5
     days: float = 7.0  # /gaps without a number: this many days back
-    digest: Literal["off", "daily", "weekly"] = "off"  # the gaps sent to the admins, once per period
+    digest: Literal["off", "daily", "weekly"] = "off"  # the gaps sent to the admins who opted in, once a period
     day: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"  # a weekly digest's day
     hour: int = 9  # local time, 0-23
     language: Literal["zh", "en"] = "zh"  # the digest's language

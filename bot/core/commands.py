@@ -224,6 +224,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("/rate", False, feedback.rate),
     Command("/gaps", True, feedback.show, ("内容没能回答的问题（按主题归并）", "what the content did not answer"),
             ("[天数]", "[DAYS]")),
+    Command("/digest", True, feedback.subscribe, ("订阅或退订内容缺口摘要", "get the gaps digest, or stop it"),
+            ("on|off", "on|off")),
     Command("/confirm", True, _confirm),
     Command("/cancel", True, _cancel),
 )}

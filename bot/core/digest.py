@@ -12,7 +12,8 @@ from bot.core.gaps import report
 from bot.core.services import Services
 from bot.text import phrases
 
-Notify = Callable[[str], Awaitable[int]]  # a text to every admin on every channel -> how many got it
+# (the admins who opted in, per channel; the text) -> how many of them got it
+Notify = Callable[[dict[str, set[str]], str], Awaitable[int]]
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -29,12 +30,12 @@ def period(now: datetime, cfg: GapsConfig) -> str | None:
 
 
 async def send(services: Services, notify: Notify, now: datetime) -> tuple[str, int] | None:
-    """The period's digest, if it is due and no instance has sent it: composed, claimed in the log, sent to
-    the admins; (period, admins reached), or None when there was nothing to send. Claimed after composing
-    and given back when no admin was reached or the sending broke off, so the period is never lost."""
+    """The period's digest, if it is due, an admin opted in and no instance has sent it: composed, claimed in
+    the log, sent to those admins; (period, admins reached), or None when there was nothing to send. Given
+    back when no admin was reached or the sending broke off, so the period is never lost."""
     cfg, ratings = services.gaps_config, services.store.ratings
     key = period(now, cfg)
-    if key is None or await ratings.digest_sent(key):
+    if key is None or await ratings.digest_sent(key) or not (readers := await ratings.subscribers()):
         return None
     days = 1.0 if cfg.digest == "daily" else 7.0
     heading = phrases.message("digest_heading", cfg.language, period=key)
@@ -42,7 +43,7 @@ async def send(services: Services, notify: Notify, now: datetime) -> tuple[str, 
     if not await ratings.claim_digest(key):
         return None  # another instance claimed it meanwhile
     try:
-        reached = await notify(text)
+        reached = await notify(readers, text)
     except BaseException:
         await asyncio.shield(ratings.unclaim_digest(key))
         raise

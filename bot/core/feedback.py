@@ -87,6 +87,18 @@ async def show(services: Services, msg: Incoming, args: str, lang: str, progress
     return Notice(text, image=image, expects=(GAPS, gaps.questions_of(topics)))
 
 
+async def subscribe(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
+    """`/digest [on|off]` (admins): opt in to the gaps digest, or out; without a word, how it stands."""
+    cfg, word = services.gaps_config, args.strip().lower()
+    if word in ("on", "off"):
+        await services.subscribe(msg, word == "on")
+    if cfg.digest == "off":
+        return phrases.message("digest_disabled", lang)
+    day = phrases.message(f"day_{cfg.day}", lang) if cfg.digest == "weekly" else phrases.message("every_day", lang)
+    state = "digest_on" if msg.user_id in await services.subscribers(msg.channel) else "digest_off"
+    return phrases.message(state, lang, when=f"{day} {cfg.hour}:00")
+
+
 async def reasked(services: Services, questions: list[str], lang: str, progress: Report) -> str:
     """After content was added for a gap: its questions asked again, how many are answered now."""
     progress("reasking", None)

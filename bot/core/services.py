@@ -85,6 +85,14 @@ class Services:
         found = await self.store.ratings.gaps(days * 86400)
         return await asyncio.to_thread(group, found, self.gaps_config.group_threshold)  # a second or two
 
+    async def subscribe(self, msg: Incoming, on: bool) -> None:
+        """The admin opts in to the gaps digest (or out)."""
+        await self.store.ratings.subscribe(msg.channel, msg.user_id, on)
+
+    async def subscribers(self, channel: str) -> set[str]:
+        """The admins of a channel who opted in to the gaps digest."""
+        return (await self.store.ratings.subscribers()).get(channel, set())
+
     async def reask(self, questions: list[str]) -> list[Reply | None]:
         """Ask questions again on the content served now, one after another (not logged as anyone's turns);
         a reply per question (None: the engine gave none)."""

@@ -168,8 +168,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         # ratings: one per reader per answer (changed in place), with an optional reason.
         # awaiting: a bot message whose reply means something (the reason for a 👎; content for the gaps
         # listed in it), keyed by where it was shown. digests: one row per period sent, claimed by the one
-        # instance that sends it. closest: the sentence an answer was drawn from, or the one a decline found
-        # nearest, for /gaps.
+        # instance that sends it; digest_admins: the admins who opted in to it (/digest on). closest: the
+        # sentence an answer was drawn from, or the one a decline found nearest, for /gaps.
         # proposals.questions: the gap questions a content change was made for, re-asked once it is in.
         """
         CREATE TABLE ratings (
@@ -195,6 +195,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE TABLE digests (
             period TEXT PRIMARY KEY,
             sent_at REAL NOT NULL
+        );
+        CREATE TABLE digest_admins (
+            channel TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (channel, user_id)
         );
         ALTER TABLE turns ADD COLUMN closest TEXT;
         ALTER TABLE proposals ADD COLUMN questions TEXT;

@@ -110,6 +110,22 @@ class Ratings:
             "GROUP BY turn_id", tuple(turn_ids))
         return {int(r["turn_id"]): (int(r["up"]), int(r["down"])) for r in rows}
 
+    async def subscribe(self, channel: str, user_id: str, on: bool) -> None:
+        """An admin opts in to the digest (or out)."""
+        if on:
+            sql, args = ("INSERT INTO digest_admins (channel, user_id, at) VALUES (?, ?, ?) "
+                         "ON CONFLICT (channel, user_id) DO NOTHING", (channel, user_id, time.time()))
+        else:
+            sql, args = "DELETE FROM digest_admins WHERE channel=? AND user_id=?", (channel, user_id)
+        await self.writes.now(lambda db: db.execute(sql, args))
+
+    async def subscribers(self) -> dict[str, set[str]]:
+        """The admins who opted in to the digest, per channel."""
+        found: dict[str, set[str]] = {}
+        for r in await self.db.fetchall("SELECT channel, user_id FROM digest_admins"):
+            found.setdefault(r["channel"], set()).add(r["user_id"])
+        return found
+
     async def digest_sent(self, period: str) -> bool:
         """Whether an instance has claimed (and so sent, or is sending) this period's digest."""
         return await self.db.fetchone("SELECT 1 AS x FROM digests WHERE period=?", (period,)) is not None

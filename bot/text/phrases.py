@@ -183,6 +183,17 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     "digest_hint": {"zh": "发送 /gaps 查看详情；回复那条消息发送文件或网址即可补充内容。",
                     "en": "Send /gaps for the list; reply to it with a file or a link to add content."},
+    "digest_disabled": {"zh": "缺口摘要未开启（配置 gaps.digest: off）。",
+                        "en": "The gaps digest is off (config gaps.digest: off)."},
+    "digest_on": {"zh": "你已订阅缺口摘要：{when}（/digest off 退订）。",
+                  "en": "You get the gaps digest: {when} (/digest off to stop)."},
+    "digest_off": {"zh": "你没有订阅缺口摘要（{when}；/digest on 订阅）。",
+                   "en": "You do not get the gaps digest ({when}; /digest on to get it)."},
+    "every_day": {"zh": "每天", "en": "daily at"},
+    **{f"day_{d}": {"zh": "每周" + z, "en": e} for d, z, e in zip(
+        ("mon", "tue", "wed", "thu", "fri", "sat", "sun"), "一二三四五六日",
+        ("Mondays at", "Tuesdays at", "Wednesdays at", "Thursdays at", "Fridays at", "Saturdays at",
+         "Sundays at"), strict=True)},
     "digest_heading": {"zh": "本期内容缺口摘要（{period}）", "en": "Content gaps digest ({period})"},
     "group_hint": {
         "zh": "在群里：@我、回复我的消息，或用 /ask 问题 来提问。\n",
