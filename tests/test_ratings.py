@@ -34,7 +34,6 @@ async def test_one_rating_per_reader_per_answer_changeable_and_only_in_its_chat(
     assert await r.rate(turn, "cli", "c1", "u2", 0)  # withdrawn
     got = await rows(store.db.target, "SELECT user_id, rating, reason FROM ratings")
     assert [tuple(g.values()) for g in got] == [("u1", 1, None)]
-    assert await r.of_turns([turn]) == {turn: (1, 0)}
 
 
 async def test_a_question_still_being_answered_cannot_be_rated(store: LogStore) -> None:

@@ -99,17 +99,6 @@ class Ratings:
         return [Gap(int(r["id"]), r["question"], r["closest"] or "", bool(r["refused"]), r["reason"] or "",
                     r["created_at"]) for r in rows]
 
-    async def of_turns(self, turn_ids: list[int]) -> dict[int, tuple[int, int]]:
-        """Per turn: (👍 count, 👎 count)."""
-        if not turn_ids:
-            return {}
-        marks = ", ".join("?" * len(turn_ids))
-        rows = await self.db.fetchall(
-            f"SELECT turn_id, sum(CASE WHEN rating > 0 THEN 1 ELSE 0 END) AS up, "
-            f"sum(CASE WHEN rating < 0 THEN 1 ELSE 0 END) AS down FROM ratings WHERE turn_id IN ({marks}) "
-            "GROUP BY turn_id", tuple(turn_ids))
-        return {int(r["turn_id"]): (int(r["up"]), int(r["down"])) for r in rows}
-
     async def subscribe(self, channel: str, user_id: str, on: bool) -> None:
         """An admin opts in to the digest (or out)."""
         if on:

@@ -26,7 +26,9 @@ async def prune(db: Database, writes: Backlog, retention_days: float, redact_aft
         done["seen"] = await db.execute("DELETE FROM seen WHERE at < ?", (now - seen_keep,))
         # Proposals live ten minutes; the taken and expired ones go after a day.
         done["proposals"] = await db.execute("DELETE FROM proposals WHERE created_at < ?", (now - 86400,))
-        done["awaiting"] = await db.execute("DELETE FROM awaiting WHERE at < ?", (now - AWAIT_S,))
+        # Replies awaited hold questions: kept a week at most, and no longer than the turns they came from.
+        keep = min(AWAIT_S, retention_days * 86400) if retention_days else AWAIT_S
+        done["awaiting"] = await db.execute("DELETE FROM awaiting WHERE at < ?", (now - keep,))
         if retention_days:
             cutoff = now - retention_days * 86400
             for table, column in (("turns", "created_at"), ("events", "at"), ("resets", "at")):
