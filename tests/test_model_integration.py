@@ -4,9 +4,11 @@ mid-generation leaves the question logged). They need `make setup` (the models i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -19,7 +21,7 @@ import pytest_asyncio
 
 from bot.app import make_backend
 from bot.core.runtime import Core
-from bot.types import Incoming, Reply
+from bot.types import Attachment, Incoming, Notice, Reply
 from tests.helpers import ROOT, make_config, make_core
 
 pytestmark = pytest.mark.model
@@ -92,6 +94,40 @@ async def test_turn_is_logged_with_what_it_was_answered_from(core: Core) -> None
     assert [c["id"] for c in json.loads(row[3])] == [c.id for c in reply.citations]
     assert row[4] == SMALL and row[5] == core.content.version
     assert row[6] is not None and row[7] >= row[6] and row[8] == "u3"
+
+
+HANDBOOK = "# 员工手册（节选）\n\n## 假期\n\n员工依法登记结婚的，可享受婚假3天，婚假需在领证后一年内休完。\n"
+
+
+@in_module_loop
+async def test_a_gap_asked_three_ways_is_answered_once_its_content_is_added(core: Core, tmp_path: Path) -> None:
+    """The loop from declines to content on the small model: three wordings declined, one /gaps line, the
+    handbook sent in reply to it, confirmed, and the re-ask reports them answered from the new passage."""
+    folder = tmp_path / "content"
+    shutil.copytree(ROOT / "content", folder)
+    admin = dict(is_admin=True, replies=True)
+    gaps_core, store = await make_core(tmp_path, core.engine.backend, content_dir=folder)  # type: ignore[attr-defined]
+    try:
+        wordings = ["婚假几天？", "婚假有几天？", "结婚可以休几天婚假？"]
+        for n, question in enumerate(wordings):
+            assert (await ask(gaps_core, Incoming("test", "9", f"r{n}", question, message_id=f"q{n}"))).refused
+        turn = await gaps_core.receive(Incoming("test", "9", "admin", "/gaps", message_id="g", **admin))
+        assert turn is not None
+        listing = await turn.reply()
+        assert isinstance(listing, Notice) and "1. 3× " in listing.text, listing.text
+        await turn.shown("listing", listing)  # as the channel reports where it showed the list
+        data = HANDBOOK.encode()
+        document = Attachment("handbook.md", len(data), lambda: asyncio.sleep(0, data))
+        preview = await gaps_core.ask(Incoming("test", "9", "admin", "", message_id="d", kind="document",
+                                               attachment=document, reply_to="listing", **admin))
+        token = preview.choices[0].command.split()[1]  # type: ignore[union-attr]
+        report = await gaps_core.ask(Incoming("test", "9", "admin", f"/confirm {token}", message_id="c", **admin))
+        answered = [line for line in report.text.splitlines() if line.startswith("✓ ")]
+        print("\n" + report.text)
+        assert "重新提问这些缺口的 3 个问题" in report.text and answered, report.text
+        assert all("3" in line.partition(" → ")[2] for line in answered), answered
+    finally:
+        await store.close()
 
 
 def _cli_env(tmp_path: Path, data_dir: Path) -> dict[str, str]:
