@@ -255,3 +255,14 @@ async def test_a_digest_broken_off_gives_its_period_back(tmp_path: Path) -> None
         assert await digest.send(core.services, one, now) is None  # once per period
     finally:
         await store.close()
+
+
+def test_a_links_digits_pick_no_topic() -> None:
+    from bot.core.commands import _gap_questions
+    from bot.types import Incoming
+
+    listed = [["a1", "a2"], ["b1"], ["c1"]]
+    link = Incoming("wecom", "boss", "boss", "https://intranet.example/2023/3.html", is_admin=True,
+                    regarding=(feedback.GAPS, listed))
+    assert _gap_questions(link, "") == ("a1", "a2", "b1", "c1")  # every listed topic, not topic 3
+    assert _gap_questions(link, "2") == ("b1",)  # a document's caption picks

@@ -157,7 +157,7 @@ def _gap_questions(msg: Incoming, pick: str) -> tuple[str, ...]:
     caption's numbers pick topics of it)."""
     if msg.regarding is None or msg.regarding[0] != feedback.GAPS:
         return ()
-    return tuple(feedback.gaps.chosen(msg.regarding[1], pick or msg.text))
+    return tuple(feedback.gaps.chosen(msg.regarding[1], pick))
 
 
 async def _content(services: Services, msg: Incoming, args: str, lang: str, progress: Report) -> str | Notice:
