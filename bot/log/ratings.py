@@ -15,6 +15,11 @@ LATEST = "latest"  # where a channel without replies keeps the last notice askin
 LATEST_S = 30 * 60  # ... and how long the next document or link counts as the answer to it
 
 
+def _one_line(reason: str) -> str:
+    """A reader's reason as kept: one line, at most 500 characters."""
+    return " ".join(reason.split())[:500]
+
+
 @dataclass(frozen=True)
 class Awaited:
     """What a reply to one bot message means: `kind` (reason, gaps), for whom, with its data."""
@@ -55,13 +60,13 @@ class Ratings:
                "AND status != 'pending' "
                "ON CONFLICT (turn_id, user_id) DO UPDATE SET rating=excluded.rating, at=excluded.at, "
                "reason=CASE WHEN excluded.rating > 0 THEN NULL ELSE coalesce(excluded.reason, ratings.reason) END")
-        text = (" ".join(reason.split())[:500] or None) if rating < 0 else None
+        text = (_one_line(reason) or None) if rating < 0 else None
         args = (user_id, rating, text, time.time(), turn_id, channel, chat_id)
         return await self.writes.now(lambda db: db.execute(sql, args)) == 1
 
     async def reason(self, turn_id: int, user_id: str, reason: str) -> bool:
         """The reason for a reader's 👎 (one line, at most 500 characters); False when there is no 👎."""
-        text = " ".join(reason.split())[:500]
+        text = _one_line(reason)
         return await self.writes.now(lambda db: db.execute(
             "UPDATE ratings SET reason=? WHERE turn_id=? AND user_id=? AND rating < 0", (text, turn_id, user_id))) == 1
 
