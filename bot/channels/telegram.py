@@ -30,7 +30,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot.channels.common import fit_prefix, split_text, utf16_len
+from bot.channels.common import fit_prefix, utf16_len
 from bot.channels.telegram_api import TelegramApi
 from bot.channels.telegram_live import (
     MAX_CHARS,
@@ -41,6 +41,7 @@ from bot.channels.telegram_live import (
     notify,
     placeholder,
     show_typing,
+    split_message,
 )
 from bot.channels.telegram_updates import TakenFirst, incoming
 from bot.config import TelegramConfig
@@ -58,11 +59,6 @@ GROUP_EDIT_INTERVAL_S = 3.0  # Telegram allows about 20 messages a minute in a g
 ALLOWED_UPDATES = ["message", "callback_query"]  # messages, and presses of the buttons under a notice
 CAPTION_CHARS = 1024  # a photo's caption at most; a longer text follows as its own message
 FLOOD_RETRIES = 10  # 429s waited out (as long as Telegram asks each time) before a call gives up
-
-
-def split_message(text: str, limit: int = MAX_CHARS) -> list[str]:
-    """Split text into messages of at most `limit` UTF-16 units, at a paragraph, line, sentence or word."""
-    return split_text(text, limit, utf16_len)
 
 
 def _preview(draft: str) -> str:

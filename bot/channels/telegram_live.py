@@ -40,11 +40,16 @@ async def placeholder(api: TelegramApi, chat_id: int, reply_to: int | None, turn
     return sent.message_id, sent.text or "", True
 
 
+def split_message(text: str, limit: int = MAX_CHARS) -> list[str]:
+    """Split text into messages of at most `limit` UTF-16 units, at a paragraph, line, sentence or word."""
+    return split_text(text, limit, utf16_len)
+
+
 async def deliver(api: TelegramApi, chat_id: int, message_id: int, text: str, shown: str,
                   choices: tuple[Choice, ...] = ()) -> None:
     """The final answer: the first part into the placeholder, the rest as new messages, the buttons (👍 / 👎)
     under the last."""
-    parts = split_text(text, MAX_CHARS, utf16_len)
+    parts = split_message(text)
     last = len(parts) - 1
     if parts[0] == shown and choices and last == 0:
         with suppress(BadRequest):  # the buttons only: a missing placeholder still shows the answer
@@ -88,7 +93,7 @@ async def notify(api: TelegramApi, admins: list[str], text: str) -> int:
     sent = 0
     for admin in (a for a in admins if a.lstrip("-").isdigit()):
         try:
-            for part in split_text(text, MAX_CHARS, utf16_len):
+            for part in split_message(text):
                 await api.send(int(admin), part)
             sent += 1
         except TelegramError as exc:
